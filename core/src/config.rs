@@ -1,0 +1,236 @@
+//! Worker configuration with the reference defaults, and its validation.
+
+use crate::Duration;
+use crate::render::{Render, Secs, Sink, impl_render_outputs};
+
+/// How the outage backoff is randomised, with a random `u32` the caller
+/// supplies at each step (the core has no RNG).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum Jitter {
+    /// No jitter: exactly the reference schedule (2, 4, 8, 10, 10 … s) and
+    /// no random first phase. A fleet that lost the server together retries
+    /// together.
+    Off,
+    /// "Equal jitter": wait `b/2 + U(0, b/2)` where `b` is the capped
+    /// exponential backoff. The default: chosen by the fleet simulation in
+    /// `examples/fleet.rs` (spreads a fleet's retries, recovers in under 4 s
+    /// median, sends at most ~1.2× the reference's requests).
+    Equal,
+    /// "Full jitter": wait `U(0, b)`. Spreads best, but sends ~1.6× the
+    /// requests of the reference during an outage.
+    Full,
+}
+
+/// What to do when the server no longer knows this worker (404 on a worker
+/// endpoint, for example after a restart that lost its state).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum OnRegistrationLost {
+    /// Stop the worker (the reference's behaviour).
+    Stop,
+    /// Create the worker and register its jobs again, then carry on.
+    Register,
+}
+
+/// Every knob of the worker's behaviour. Build one from [`Config::DEFAULT`]
+/// (`Config { poll_interval: …, ..Config::DEFAULT }`) and check it with
+/// [`Config::validate`]; the worker constructors validate it too.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct Config {
+    /// How often to send a heartbeat. Reference: 30 s. Keep it well below
+    /// the server's stale-worker timeout (60 s on zndraw-joblib).
+    pub heartbeat_interval: Duration,
+    /// How long to wait between claims when the queue is empty. Reference: 2 s.
+    pub poll_interval: Duration,
+    /// Stop once the server has been unreachable for longer than this.
+    /// Reference: 120 s.
+    pub max_unreachable: Duration,
+    /// At most one outage warning per this interval, across all loops.
+    /// Reference: 5 s.
+    pub log_interval: Duration,
+    /// Cap of the claim backoff `poll · 2^attempt` during an outage, and of a
+    /// server's `Retry-After`. Reference: 10 s.
+    pub backoff_cap: Duration,
+    /// Randomisation of the backoff and of each loop's first phase.
+    pub jitter: Jitter,
+    /// Startup calls (create worker, register jobs) are retried this many
+    /// times after the first attempt. Reference: 5.
+    pub startup_retries: u32,
+    /// Startup retry `n` (from 0) waits `min(startup_base · 2^n, startup_cap)`
+    /// plus up to one `startup_base` of jitter. Reference: 1 s.
+    pub startup_base: Duration,
+    /// Cap of the startup backoff. Reference: 30 s.
+    pub startup_cap: Duration,
+    /// What to do when the server forgets the worker.
+    pub on_registration_lost: OnRegistrationLost,
+    /// Timeout of each request (the runtime enforces it).
+    pub request_timeout: Duration,
+    /// Timeout of the final `DELETE /workers/{id}`. Reference: 5 s.
+    pub disconnect_timeout: Duration,
+}
+
+impl Config {
+    /// The reference worker's defaults, with equal jitter.
+    pub const DEFAULT: Config = Config {
+        heartbeat_interval: Duration::from_secs(30),
+        poll_interval: Duration::from_secs(2),
+        max_unreachable: Duration::from_secs(120),
+        log_interval: Duration::from_secs(5),
+        backoff_cap: Duration::from_secs(10),
+        jitter: Jitter::Equal,
+        startup_retries: 5,
+        startup_base: Duration::from_secs(1),
+        startup_cap: Duration::from_secs(30),
+        on_registration_lost: OnRegistrationLost::Stop,
+        request_timeout: Duration::from_secs(10),
+        disconnect_timeout: Duration::from_secs(5),
+    };
+
+    /// The reference schedule exactly: [`Config::DEFAULT`] without jitter.
+    pub const REFERENCE: Config = Config {
+        jitter: Jitter::Off,
+        ..Config::DEFAULT
+    };
+
+    /// Check that the values make sense together.
+    pub const fn validate(&self) -> Result<(), ConfigError> {
+        if self.poll_interval.as_millis() == 0 {
+            return Err(ConfigError::Zero("poll_interval"));
+        }
+        if self.heartbeat_interval.as_millis() == 0 {
+            return Err(ConfigError::Zero("heartbeat_interval"));
+        }
+        if self.max_unreachable.as_millis() == 0 {
+            return Err(ConfigError::Zero("max_unreachable"));
+        }
+        if self.request_timeout.as_millis() == 0 {
+            return Err(ConfigError::Zero("request_timeout"));
+        }
+        if self.disconnect_timeout.as_millis() == 0 {
+            return Err(ConfigError::Zero("disconnect_timeout"));
+        }
+        if self.startup_base.as_millis() == 0 {
+            return Err(ConfigError::Zero("startup_base"));
+        }
+        if self.backoff_cap.as_millis() < self.poll_interval.as_millis() {
+            return Err(ConfigError::CapBelowBase {
+                cap: "backoff_cap",
+                cap_value: self.backoff_cap,
+                base: "poll_interval",
+                base_value: self.poll_interval,
+            });
+        }
+        if self.startup_cap.as_millis() < self.startup_base.as_millis() {
+            return Err(ConfigError::CapBelowBase {
+                cap: "startup_cap",
+                cap_value: self.startup_cap,
+                base: "startup_base",
+                base_value: self.startup_base,
+            });
+        }
+        Ok(())
+    }
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config::DEFAULT
+    }
+}
+
+/// A [`Config`] that cannot work, and why.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ConfigError {
+    /// A duration that must be positive is zero.
+    Zero(&'static str),
+    /// A cap is below the value it caps.
+    CapBelowBase {
+        /// Name of the cap field.
+        cap: &'static str,
+        /// Its value.
+        cap_value: Duration,
+        /// Name of the base field.
+        base: &'static str,
+        /// Its value.
+        base_value: Duration,
+    },
+}
+
+impl Render for ConfigError {
+    fn render<S: Sink + ?Sized>(&self, out: &mut S) {
+        match self {
+            ConfigError::Zero(field) => {
+                out.text("invalid config: ");
+                out.text(field);
+                out.text(" must be greater than zero");
+            }
+            ConfigError::CapBelowBase {
+                cap,
+                cap_value,
+                base,
+                base_value,
+            } => {
+                out.text("invalid config: ");
+                out.text(cap);
+                out.text(" (");
+                Secs(*cap_value).render(out);
+                out.text(") must not be below ");
+                out.text(base);
+                out.text(" (");
+                Secs(*base_value).render(out);
+                out.text(")");
+            }
+        }
+    }
+}
+
+impl_render_outputs!(ConfigError);
+
+#[cfg(test)]
+mod tests {
+    extern crate std;
+    use super::*;
+    use std::string::ToString;
+
+    #[test]
+    fn defaults_are_the_reference_and_valid() {
+        let c = Config::default();
+        assert_eq!(c.heartbeat_interval, Duration::from_secs(30));
+        assert_eq!(c.poll_interval, Duration::from_secs(2));
+        assert_eq!(c.max_unreachable, Duration::from_secs(120));
+        assert_eq!(c.log_interval, Duration::from_secs(5));
+        assert_eq!(c.backoff_cap, Duration::from_secs(10));
+        assert_eq!(c.startup_retries, 5);
+        assert_eq!(c.on_registration_lost, OnRegistrationLost::Stop);
+        assert_eq!(c.validate(), Ok(()));
+        assert_eq!(Config::REFERENCE.jitter, Jitter::Off);
+        assert_eq!(Config::REFERENCE.validate(), Ok(()));
+    }
+
+    #[test]
+    fn invalid_configs_explain_themselves() {
+        let c = Config {
+            backoff_cap: Duration::from_secs(1),
+            ..Config::DEFAULT
+        };
+        assert_eq!(
+            c.validate().unwrap_err().to_string(),
+            "invalid config: backoff_cap (1s) must not be below poll_interval (2s)"
+        );
+        let c = Config {
+            max_unreachable: Duration::ZERO,
+            ..Config::DEFAULT
+        };
+        assert_eq!(
+            c.validate().unwrap_err().to_string(),
+            "invalid config: max_unreachable must be greater than zero"
+        );
+        let c = Config {
+            startup_cap: Duration::from_millis(500),
+            ..Config::DEFAULT
+        };
+        assert!(c.validate().is_err());
+    }
+}

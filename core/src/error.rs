@@ -1,0 +1,339 @@
+//! Failures and their classification, decided once for both runtimes.
+
+use crate::Duration;
+use crate::render::{Render, Sink, impl_render_outputs};
+
+/// Which request failed. Classification depends on it: a 404 from the
+/// heartbeat means the server forgot the worker, a 404 on a task update only
+/// means that task is gone.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Endpoint {
+    /// `POST /workers`
+    CreateWorker,
+    /// `PUT /rooms/{room}/jobs`
+    RegisterJob,
+    /// `POST /tasks/claim`
+    Claim,
+    /// `PATCH /tasks/{id}`
+    TaskStatus,
+    /// `PATCH /workers/{id}`
+    Heartbeat,
+    /// `DELETE /workers/{id}`
+    Disconnect,
+    /// `POST /rooms/{room}/tasks/{job}` (clients, not workers)
+    Submit,
+    /// `GET /tasks/{id}`
+    GetTask,
+}
+
+/// How a request failed below HTTP.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Transport {
+    /// Nothing listens at the address (`ECONNREFUSED`).
+    ConnectionRefused,
+    /// The peer reset the connection.
+    ConnectionReset,
+    /// The peer closed the connection before a full response arrived.
+    ConnectionClosed,
+    /// No answer within the request timeout.
+    Timeout,
+    /// The host name did not resolve.
+    Dns,
+    /// TLS failed.
+    Tls,
+    /// Any other network error.
+    Network,
+}
+
+/// A failed request, as a runtime reports it to the core. `Copy` and small.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Failure {
+    /// No usable HTTP response.
+    Transport(Transport),
+    /// An HTTP response with an unexpected status.
+    Status {
+        /// The status code.
+        status: u16,
+        /// A `Retry-After` header in delta-seconds, if present.
+        retry_after: Option<Duration>,
+    },
+    /// The response body did not fit the buffer set aside for it.
+    ResponseTooLarge,
+    /// The response body could not be parsed.
+    MalformedResponse,
+}
+
+impl Failure {
+    /// A status failure without `Retry-After`.
+    pub const fn status(status: u16) -> Self {
+        Failure::Status {
+            status,
+            retry_after: None,
+        }
+    }
+
+    /// Classify this failure of a request to `endpoint`.
+    pub const fn classify(self, endpoint: Endpoint) -> Class {
+        classify(endpoint, self)
+    }
+}
+
+/// Why the server will not serve this worker any more.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Fatal {
+    /// 404 on a worker endpoint: the server does not know this worker
+    /// (it was restarted without its state, or swept the worker).
+    WorkerUnknown,
+    /// 401 or 403: the token was refused.
+    AuthRefused {
+        /// 401 or 403.
+        status: u16,
+    },
+    /// 404 on `POST /workers`: no job API at the configured URL.
+    NoJobApi,
+}
+
+/// What a failure means for the worker. Decided once, here.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum Class {
+    /// The server is unreachable or broken for now (connect/reset/timeout,
+    /// DNS, 5xx other than 503, unusable body): an outage.
+    Transient,
+    /// The server is up but asks us to slow down (429, 503): an outage,
+    /// waiting at least `retry_after` when given (capped by the core).
+    Congested {
+        /// The server's `Retry-After`, if any.
+        retry_after: Option<Duration>,
+    },
+    /// The server will not serve this worker: stop (or register again).
+    Fatal(Fatal),
+    /// The request itself was refused (400, 409, 422, 404 task, ...): the
+    /// request's problem, not an outage. The server is reachable.
+    Rejected,
+}
+
+/// Classify a failure of a request to `endpoint`.
+pub const fn classify(endpoint: Endpoint, failure: Failure) -> Class {
+    match failure {
+        Failure::Transport(_) | Failure::ResponseTooLarge | Failure::MalformedResponse => Class::Transient,
+        Failure::Status { status, retry_after } => match status {
+            401 | 403 => Class::Fatal(Fatal::AuthRefused { status }),
+            404 => match endpoint {
+                Endpoint::Heartbeat | Endpoint::Claim | Endpoint::RegisterJob => {
+                    Class::Fatal(Fatal::WorkerUnknown)
+                }
+                Endpoint::CreateWorker => Class::Fatal(Fatal::NoJobApi),
+                Endpoint::TaskStatus | Endpoint::Disconnect | Endpoint::Submit | Endpoint::GetTask => {
+                    Class::Rejected
+                }
+            },
+            408 => Class::Transient,
+            429 | 503 => Class::Congested { retry_after },
+            500..=599 => Class::Transient,
+            _ => Class::Rejected,
+        },
+    }
+}
+
+/// Parse a `Retry-After` value in delta-seconds (`"5"`). The HTTP-date form
+/// and anything unparsable give `None`: the core's own backoff applies.
+pub fn parse_retry_after(value: &[u8]) -> Option<Duration> {
+    let value = value.trim_ascii();
+    if value.is_empty() || value.len() > 9 {
+        return None;
+    }
+    let mut secs: u64 = 0;
+    for &b in value {
+        if !b.is_ascii_digit() {
+            return None;
+        }
+        secs = secs * 10 + u64::from(b - b'0');
+    }
+    Some(Duration::from_secs(secs))
+}
+
+const fn reason(status: u16) -> &'static str {
+    match status {
+        400 => " Bad Request",
+        401 => " Unauthorized",
+        403 => " Forbidden",
+        404 => " Not Found",
+        408 => " Request Timeout",
+        409 => " Conflict",
+        422 => " Unprocessable Content",
+        429 => " Too Many Requests",
+        500 => " Internal Server Error",
+        502 => " Bad Gateway",
+        503 => " Service Unavailable",
+        504 => " Gateway Timeout",
+        _ => "",
+    }
+}
+
+impl Render for Transport {
+    fn render<S: Sink + ?Sized>(&self, out: &mut S) {
+        out.text(match self {
+            Transport::ConnectionRefused => "Connection refused",
+            Transport::ConnectionReset => "Connection reset",
+            Transport::ConnectionClosed => "Connection closed",
+            Transport::Timeout => "Request timed out",
+            Transport::Dns => "Host name did not resolve",
+            Transport::Tls => "TLS error",
+            Transport::Network => "Network error",
+        });
+    }
+}
+
+impl Render for Failure {
+    fn render<S: Sink + ?Sized>(&self, out: &mut S) {
+        match self {
+            Failure::Transport(t) => t.render(out),
+            Failure::Status { status, retry_after } => {
+                out.text("HTTP ");
+                out.num(u64::from(*status));
+                out.text(reason(*status));
+                if let Some(d) = retry_after {
+                    out.text(" (Retry-After ");
+                    crate::render::WholeSecs(*d).render(out);
+                    out.text(")");
+                }
+            }
+            Failure::ResponseTooLarge => out.text("Response too large for its buffer"),
+            Failure::MalformedResponse => out.text("Malformed response"),
+        }
+    }
+}
+
+impl Render for Fatal {
+    fn render<S: Sink + ?Sized>(&self, out: &mut S) {
+        match self {
+            Fatal::WorkerUnknown => out.text("the server does not know this worker"),
+            Fatal::AuthRefused { status } => {
+                out.text("the server refused the token (HTTP ");
+                out.num(u64::from(*status));
+                out.text(")");
+            }
+            Fatal::NoJobApi => out.text("no job API at the configured URL (HTTP 404)"),
+        }
+    }
+}
+
+impl_render_outputs!(Transport, Failure, Fatal);
+
+#[cfg(test)]
+mod tests {
+    extern crate std;
+    use super::*;
+    use std::string::ToString;
+
+    const ALL: [Endpoint; 8] = [
+        Endpoint::CreateWorker,
+        Endpoint::RegisterJob,
+        Endpoint::Claim,
+        Endpoint::TaskStatus,
+        Endpoint::Heartbeat,
+        Endpoint::Disconnect,
+        Endpoint::Submit,
+        Endpoint::GetTask,
+    ];
+
+    #[test]
+    fn transport_failures_are_transient_everywhere() {
+        for e in ALL {
+            for t in [
+                Transport::ConnectionRefused,
+                Transport::Timeout,
+                Transport::Dns,
+                Transport::ConnectionReset,
+            ] {
+                assert_eq!(classify(e, Failure::Transport(t)), Class::Transient);
+            }
+            assert_eq!(classify(e, Failure::MalformedResponse), Class::Transient);
+            assert_eq!(classify(e, Failure::ResponseTooLarge), Class::Transient);
+            assert_eq!(classify(e, Failure::status(500)), Class::Transient);
+            assert_eq!(classify(e, Failure::status(502)), Class::Transient);
+            assert_eq!(classify(e, Failure::status(504)), Class::Transient);
+        }
+    }
+
+    #[test]
+    fn congestion_keeps_retry_after() {
+        let ra = Some(Duration::from_secs(7));
+        assert_eq!(
+            classify(
+                Endpoint::Claim,
+                Failure::Status {
+                    status: 429,
+                    retry_after: ra
+                }
+            ),
+            Class::Congested { retry_after: ra }
+        );
+        assert_eq!(
+            classify(Endpoint::Heartbeat, Failure::status(503)),
+            Class::Congested { retry_after: None }
+        );
+    }
+
+    #[test]
+    fn fatal_and_rejected() {
+        for e in ALL {
+            assert_eq!(
+                classify(e, Failure::status(401)),
+                Class::Fatal(Fatal::AuthRefused { status: 401 })
+            );
+            assert_eq!(
+                classify(e, Failure::status(403)),
+                Class::Fatal(Fatal::AuthRefused { status: 403 })
+            );
+            assert_eq!(classify(e, Failure::status(409)), Class::Rejected);
+            assert_eq!(classify(e, Failure::status(422)), Class::Rejected);
+            assert_eq!(classify(e, Failure::status(400)), Class::Rejected);
+        }
+        assert_eq!(
+            classify(Endpoint::Heartbeat, Failure::status(404)),
+            Class::Fatal(Fatal::WorkerUnknown)
+        );
+        assert_eq!(
+            classify(Endpoint::Claim, Failure::status(404)),
+            Class::Fatal(Fatal::WorkerUnknown)
+        );
+        assert_eq!(
+            classify(Endpoint::TaskStatus, Failure::status(404)),
+            Class::Rejected
+        );
+        assert_eq!(
+            classify(Endpoint::CreateWorker, Failure::status(404)),
+            Class::Fatal(Fatal::NoJobApi)
+        );
+    }
+
+    #[test]
+    fn retry_after_parsing() {
+        assert_eq!(parse_retry_after(b" 5 "), Some(Duration::from_secs(5)));
+        assert_eq!(parse_retry_after(b"0"), Some(Duration::ZERO));
+        assert_eq!(parse_retry_after(b"Wed, 21 Oct 2015 07:28:00 GMT"), None);
+        assert_eq!(parse_retry_after(b"-1"), None);
+        assert_eq!(parse_retry_after(b""), None);
+        assert_eq!(parse_retry_after(b"99999999999"), None);
+    }
+
+    #[test]
+    fn failures_render_without_debug_noise() {
+        assert_eq!(
+            Failure::Transport(Transport::ConnectionRefused).to_string(),
+            "Connection refused"
+        );
+        assert_eq!(Failure::status(502).to_string(), "HTTP 502 Bad Gateway");
+        assert_eq!(
+            Failure::Status {
+                status: 429,
+                retry_after: Some(Duration::from_secs(3))
+            }
+            .to_string(),
+            "HTTP 429 Too Many Requests (Retry-After 3s)"
+        );
+        assert_eq!(Failure::status(599).to_string(), "HTTP 599");
+    }
+}

@@ -1,0 +1,377 @@
+//! Every line a worker logs, as one structured type with one rendering.
+
+use crate::render::{Render, Secs, Sink, WholeSecs, impl_render_outputs};
+use crate::{Duration, Endpoint, Failure, Fatal};
+
+/// Log level of an [`Event`]; runtimes map it onto `log` or `defmt`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum Level {
+    /// The worker stops, or cannot start.
+    Error,
+    /// Something went wrong and the worker copes.
+    Warn,
+    /// Normal but notable.
+    Info,
+}
+
+/// Why a worker stopped. Visible to every loop at once.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StopReason {
+    /// The outage lasted longer than `max_unreachable`.
+    Unreachable {
+        /// The last failure seen.
+        last_error: Failure,
+    },
+    /// The server will not serve this worker any more.
+    RegistrationLost(Fatal),
+    /// Registering again after a lost registration was refused.
+    RegistrationRejected(Failure),
+    /// The application asked the worker to stop (disconnect, signal).
+    Requested,
+}
+
+impl Render for StopReason {
+    fn render<S: Sink + ?Sized>(&self, out: &mut S) {
+        match self {
+            StopReason::Unreachable { last_error } => {
+                out.text("server unreachable for too long (last error: ");
+                last_error.render(out);
+                out.text(")");
+            }
+            StopReason::RegistrationLost(cause) => {
+                out.text("registration lost: ");
+                cause.render(out);
+            }
+            StopReason::RegistrationRejected(error) => {
+                out.text("registering again was refused: ");
+                error.render(out);
+            }
+            StopReason::Requested => out.text("stop requested"),
+        }
+    }
+}
+
+impl Render for Endpoint {
+    fn render<S: Sink + ?Sized>(&self, out: &mut S) {
+        out.text(match self {
+            Endpoint::CreateWorker => "create worker",
+            Endpoint::RegisterJob => "register job",
+            Endpoint::Claim => "claim",
+            Endpoint::TaskStatus => "task status update",
+            Endpoint::Heartbeat => "heartbeat",
+            Endpoint::Disconnect => "disconnect",
+            Endpoint::Submit => "submit",
+            Endpoint::GetTask => "get task",
+        });
+    }
+}
+
+/// One log line. Render it with `Display` (host) or `defmt::Format`
+/// (firmware, feature `defmt`): the same words either way.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Event<'a> {
+    /// An outage is running (rate-limited across loops).
+    OutageWarning {
+        /// Time since the outage began.
+        elapsed: Duration,
+        /// `max_unreachable`.
+        max: Duration,
+    },
+    /// The server answered again after an outage.
+    Recovered {
+        /// How long the outage lasted.
+        outage: Duration,
+    },
+    /// The outage lasted too long; the worker stops.
+    Unreachable {
+        /// `max_unreachable`.
+        max: Duration,
+        /// The last failure seen.
+        last_error: Failure,
+    },
+    /// The server will not serve this worker; it stops.
+    RegistrationLost {
+        /// Why.
+        cause: Fatal,
+    },
+    /// The server forgot the worker; it registers again (policy `Register`).
+    Reregistering,
+    /// Registered again after a lost registration.
+    Reregistered,
+    /// Registering again was refused; the worker stops.
+    RegistrationRejected {
+        /// The refusal.
+        error: Failure,
+    },
+    /// A startup request failed and will be retried.
+    StartupRetry {
+        /// Which request.
+        what: Endpoint,
+        /// How it failed.
+        error: Failure,
+        /// This retry's number, from 1.
+        retry: u32,
+        /// How many retries are allowed.
+        retries: u32,
+        /// Wait before the retry.
+        wait: Duration,
+    },
+    /// A startup request failed for good.
+    StartupFailed {
+        /// Which request.
+        what: Endpoint,
+        /// How it failed.
+        error: Failure,
+    },
+    /// A claimed task could not be marked `running` and is skipped.
+    TaskSkipped {
+        /// The refusal.
+        error: Failure,
+    },
+    /// A task's handler failed; the task is reported `failed`.
+    TaskFailed {
+        /// The handler's error text.
+        error: &'a str,
+    },
+    /// A task outcome could not be delivered during an outage; it is kept.
+    OutcomeHeld,
+    /// A held task outcome was delivered after the outage.
+    OutcomeDelivered,
+    /// The server refused a task outcome; it is dropped.
+    OutcomeRejected {
+        /// The refusal.
+        error: Failure,
+    },
+    /// The application asked the worker to stop.
+    StopRequested,
+}
+
+impl Event<'_> {
+    /// The level to log this event at.
+    pub const fn level(&self) -> Level {
+        match self {
+            Event::Unreachable { .. }
+            | Event::RegistrationLost { .. }
+            | Event::RegistrationRejected { .. }
+            | Event::StartupFailed { .. } => Level::Error,
+            Event::OutageWarning { .. }
+            | Event::Reregistering
+            | Event::StartupRetry { .. }
+            | Event::TaskSkipped { .. }
+            | Event::TaskFailed { .. }
+            | Event::OutcomeRejected { .. } => Level::Warn,
+            Event::Recovered { .. }
+            | Event::Reregistered
+            | Event::OutcomeHeld
+            | Event::OutcomeDelivered
+            | Event::StopRequested => Level::Info,
+        }
+    }
+}
+
+impl Render for Event<'_> {
+    fn render<S: Sink + ?Sized>(&self, out: &mut S) {
+        match *self {
+            Event::OutageWarning { elapsed, max } => {
+                out.text("Server unreachable — retrying (");
+                WholeSecs(elapsed).render(out);
+                out.text("/");
+                Secs(max).render(out);
+                out.text(" elapsed)");
+            }
+            Event::Recovered { outage } => {
+                out.text("Server reachable again after ");
+                WholeSecs(outage).render(out);
+            }
+            Event::Unreachable { max, last_error } => {
+                out.text("Server unreachable for >");
+                Secs(max).render(out);
+                out.text(", shutting down. Last error: ");
+                last_error.render(out);
+            }
+            Event::RegistrationLost { cause } => {
+                out.text("Registration lost, shutting down: ");
+                cause.render(out);
+            }
+            Event::Reregistering => {
+                out.text("Registration lost: ");
+                Fatal::WorkerUnknown.render(out);
+                out.text("; registering again");
+            }
+            Event::Reregistered => out.text("Registered again; serving"),
+            Event::RegistrationRejected { error } => {
+                out.text("Registering again failed, shutting down: ");
+                error.render(out);
+            }
+            Event::StartupRetry {
+                what,
+                error,
+                retry,
+                retries,
+                wait,
+            } => {
+                out.text("Startup: ");
+                what.render(out);
+                out.text(" failed (");
+                error.render(out);
+                out.text("); retry ");
+                out.num(u64::from(retry));
+                out.text("/");
+                out.num(u64::from(retries));
+                out.text(" in ");
+                Secs(wait).render(out);
+            }
+            Event::StartupFailed { what, error } => {
+                out.text("Startup: ");
+                what.render(out);
+                out.text(" failed, giving up: ");
+                error.render(out);
+            }
+            Event::TaskSkipped { error } => {
+                out.text("Could not mark the claimed task running (");
+                error.render(out);
+                out.text("); skipping it");
+            }
+            Event::TaskFailed { error } => {
+                out.text("Task failed: ");
+                out.text(error);
+            }
+            Event::OutcomeHeld => out.text("Task outcome held until the server is reachable again"),
+            Event::OutcomeDelivered => out.text("Delivered the task outcome held during the outage"),
+            Event::OutcomeRejected { error } => {
+                out.text("Server refused the task outcome (");
+                error.render(out);
+                out.text("); dropping it");
+            }
+            Event::StopRequested => out.text("Stop requested, shutting down"),
+        }
+    }
+}
+
+impl_render_outputs!(StopReason, Endpoint, Event<'_>);
+
+#[cfg(test)]
+mod tests {
+    extern crate std;
+    use super::*;
+    use crate::Transport;
+    use std::string::{String, ToString};
+
+    /// Golden texts from the reference worker.
+    #[test]
+    fn golden_outage_warning() {
+        let e = Event::OutageWarning {
+            elapsed: Duration::from_millis(30_400),
+            max: Duration::from_secs(120),
+        };
+        assert_eq!(e.to_string(), "Server unreachable — retrying (30s/120s elapsed)");
+        assert_eq!(e.level(), Level::Warn);
+    }
+
+    #[test]
+    fn golden_unreachable_shutdown() {
+        let e = Event::Unreachable {
+            max: Duration::from_secs(120),
+            last_error: Failure::Transport(Transport::ConnectionRefused),
+        };
+        assert_eq!(
+            e.to_string(),
+            "Server unreachable for >120s, shutting down. Last error: Connection refused"
+        );
+        assert_eq!(e.level(), Level::Error);
+    }
+
+    #[test]
+    fn registration_lost_keeps_the_reference_words() {
+        let e = Event::RegistrationLost {
+            cause: Fatal::WorkerUnknown,
+        };
+        assert!(e.to_string().starts_with("Registration lost, shutting down"));
+        let e = Event::RegistrationLost {
+            cause: Fatal::AuthRefused { status: 401 },
+        };
+        assert_eq!(
+            e.to_string(),
+            "Registration lost, shutting down: the server refused the token (HTTP 401)"
+        );
+    }
+
+    /// A sink that records pieces: the same pieces feed `defmt`.
+    #[derive(Default)]
+    struct Pieces(String);
+    impl Sink for Pieces {
+        fn text(&mut self, s: &str) {
+            self.0.push_str(s);
+        }
+        fn num(&mut self, n: u64) {
+            self.0.push_str(&n.to_string());
+        }
+    }
+
+    #[test]
+    fn every_event_renders_the_same_through_any_sink() {
+        let refused = Failure::Transport(Transport::ConnectionRefused);
+        let events = [
+            Event::OutageWarning {
+                elapsed: Duration::from_secs(5),
+                max: Duration::from_secs(120),
+            },
+            Event::Recovered {
+                outage: Duration::from_secs(42),
+            },
+            Event::Unreachable {
+                max: Duration::from_secs(120),
+                last_error: refused,
+            },
+            Event::RegistrationLost {
+                cause: Fatal::WorkerUnknown,
+            },
+            Event::Reregistering,
+            Event::Reregistered,
+            Event::RegistrationRejected {
+                error: Failure::status(409),
+            },
+            Event::StartupRetry {
+                what: Endpoint::CreateWorker,
+                error: refused,
+                retry: 1,
+                retries: 5,
+                wait: Duration::from_millis(1_400),
+            },
+            Event::StartupFailed {
+                what: Endpoint::RegisterJob,
+                error: Failure::status(409),
+            },
+            Event::TaskSkipped {
+                error: Failure::status(409),
+            },
+            Event::TaskFailed {
+                error: "exit status 2: boom",
+            },
+            Event::OutcomeHeld,
+            Event::OutcomeDelivered,
+            Event::OutcomeRejected {
+                error: Failure::status(409),
+            },
+            Event::StopRequested,
+        ];
+        for e in events {
+            let mut p = Pieces::default();
+            e.render(&mut p);
+            let shown = e.to_string();
+            assert_eq!(p.0, shown);
+            let mut fixed: heapless::String<160> = heapless::String::new();
+            e.render(&mut fixed);
+            assert_eq!(fixed.as_str(), shown);
+            assert!(
+                !shown.contains("{") && !shown.contains("Some(") && !shown.contains("::"),
+                "{shown}"
+            );
+        }
+        assert_eq!(
+            events[7].to_string(),
+            "Startup: create worker failed (Connection refused); retry 1/5 in 1.4s"
+        );
+    }
+}

@@ -1,0 +1,54 @@
+//! # outage-core
+//!
+//! The pure, deterministic heart of the `outage` job-server worker: how a
+//! worker behaves when its job server goes away. No I/O, no clock, no RNG,
+//! no heap, no floating point: time enters as [`Instant`] values, randomness
+//! as caller-supplied `u32`s, and the answers are actions with deadlines and
+//! [`Event`]s to log. Both runtimes (async-std on hosts, embassy on
+//! microcontrollers) drive the same [`Machine`], so they behave the same.
+//!
+//! ```
+//! use outage_core::{ClaimAction, Config, Failure, Instant, Machine, Transport};
+//!
+//! let t0 = Instant::ZERO;
+//! let mut m = Machine::new(Config::REFERENCE, t0, 0).unwrap();
+//! assert_eq!(m.claim_poll(t0), ClaimAction::Claim);
+//! // The server is down: the claim fails, the outage clock starts, and the
+//! // claim loop backs off 2 s (the reference schedule without jitter).
+//! let refused = Failure::Transport(Transport::ConnectionRefused);
+//! let step = m.on_claim(t0, t0, Err(refused), 0);
+//! assert_eq!(step.action, ClaimAction::Wait(Instant::from_millis(2_000)));
+//! let line = step.events.iter().next().unwrap().to_string();
+//! assert_eq!(line, "Server unreachable — retrying (0s/120s elapsed)");
+//! ```
+//!
+//! Layout follows quinn-proto and smoltcp: [`time`] (integer milliseconds
+//! and the [`Clock`] seam), [`Outage`] (the shared outage clock),
+//! [`Machine`] (one pure step per loop), [`classify`] (error classes decided
+//! once), [`Event`] (one rendering for `log` and `defmt`), [`protocol`]
+//! (zndraw-joblib's wire types and routes) and [`Config`].
+
+#![no_std]
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+mod backoff;
+mod config;
+mod error;
+mod event;
+mod machine;
+mod outage;
+pub mod protocol;
+pub mod render;
+mod startup;
+pub mod time;
+
+pub use backoff::{backoff, first_phase};
+pub use config::{Config, ConfigError, Jitter, OnRegistrationLost};
+pub use error::{Class, Endpoint, Failure, Fatal, Transport, classify, parse_retry_after};
+pub use event::{Event, Level, StopReason};
+pub use machine::{ClaimAction, Events, HeartbeatAction, Machine, Phase, Step, Wake};
+pub use outage::Outage;
+pub use render::{Render, Sink};
+pub use startup::{StartupError, StartupRetry, StartupStep, startup_wait_floor};
+pub use time::{Clock, Duration, Instant, ManualClock};

@@ -1,0 +1,589 @@
+//! The worker's state machine: both loops over one shared outage state.
+//!
+//! A runtime runs two loops, heartbeat and claim, over one [`Machine`]
+//! (behind its own mutex). Each loop asks what to do
+//! ([`Machine::heartbeat_poll`], [`Machine::claim_poll`]), performs the I/O,
+//! and reports the result with the attempt's start time and the current time;
+//! the answer is a [`Step`]: the next action, the events to log, and which
+//! other loops to wake. Waiting loops sleep until the deadline in
+//! [`HeartbeatAction::Wait`]/[`ClaimAction::Wait`] *or until woken*, and then
+//! poll again; spurious wake-ups are harmless.
+
+use crate::backoff::{backoff, first_phase};
+use crate::{
+    Class, Config, ConfigError, Duration, Endpoint, Event, Failure, Fatal, Instant, OnRegistrationLost,
+    Outage, StopReason,
+};
+
+/// What the heartbeat loop does next.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HeartbeatAction {
+    /// Sleep until this instant (or until woken), then poll again.
+    Wait(Instant),
+    /// Send `PATCH /workers/{id}` now; report with [`Machine::on_heartbeat`].
+    Beat,
+    /// Exit the loop.
+    Stop(StopReason),
+}
+
+/// What the claim loop does next.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ClaimAction {
+    /// Sleep until this instant (or until woken), then poll again.
+    Wait(Instant),
+    /// Send `POST /tasks/claim` now; report with [`Machine::on_claim`].
+    Claim,
+    /// Mark the claimed task `running`; report with [`Machine::on_started`].
+    Start,
+    /// Run the task's handler; report with [`Machine::on_executed`].
+    Execute,
+    /// Send the task's outcome; report with [`Machine::on_delivered`].
+    Deliver,
+    /// Create the worker and register its jobs again; report with
+    /// [`Machine::on_registered`].
+    Register,
+    /// Exit the loop.
+    Stop(StopReason),
+}
+
+/// Where the claim loop is in a task's life.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Phase {
+    /// No task: claiming.
+    Idle,
+    /// A task is claimed and not yet marked `running`.
+    Starting,
+    /// The handler is running.
+    Executing,
+    /// An outcome is waiting to be delivered (possibly held over an outage).
+    Delivering,
+}
+
+/// Which loops a step asks the runtime to wake.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Wake {
+    /// Nobody.
+    Nobody,
+    /// The claim loop (a success ended the outage, or it must register).
+    Claim,
+    /// Every loop: the worker stops.
+    Everyone,
+}
+
+impl Wake {
+    /// Combine two wake requests.
+    pub const fn union(self, other: Wake) -> Wake {
+        match (self, other) {
+            (Wake::Everyone, _) | (_, Wake::Everyone) => Wake::Everyone,
+            (Wake::Claim, _) | (_, Wake::Claim) => Wake::Claim,
+            _ => Wake::Nobody,
+        }
+    }
+}
+
+/// The events of one step, in order (at most [`Events::CAPACITY`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Events {
+    items: [Option<Event<'static>>; Events::CAPACITY],
+}
+
+impl Events {
+    /// The most events one step produces.
+    pub const CAPACITY: usize = 3;
+
+    fn push(&mut self, e: Event<'static>) {
+        if let Some(slot) = self.items.iter_mut().find(|s| s.is_none()) {
+            *slot = Some(e);
+        } else {
+            debug_assert!(false, "a step produced more than {} events", Self::CAPACITY);
+        }
+    }
+
+    /// The events, in order.
+    pub fn iter(&self) -> impl Iterator<Item = &Event<'static>> {
+        self.items.iter().flatten()
+    }
+
+    /// True when there is nothing to log.
+    pub fn is_empty(&self) -> bool {
+        self.items[0].is_none()
+    }
+}
+
+/// The answer to a reported result.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Step<A> {
+    /// What this loop does next.
+    pub action: A,
+    /// What to log, in order.
+    pub events: Events,
+    /// Which other loops to wake.
+    pub wake: Wake,
+}
+
+/// How a loop goes on after a failure.
+enum Verdict {
+    Outage { retry_after: Option<Duration> },
+    Rejected,
+    Reregister,
+    Stopped,
+}
+
+/// The worker's shared, pure state. See the [module docs](self).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Machine {
+    cfg: Config,
+    outage: Outage,
+    stop: Option<StopReason>,
+    heartbeat_next: Instant,
+    claim_next: Instant,
+    /// Consecutive outage failures of the claim loop: the backoff exponent.
+    claim_attempt: u32,
+    phase: Phase,
+    /// The pending outcome was held over an outage.
+    held: bool,
+    /// The server forgot the worker; the claim loop registers again.
+    reregister: bool,
+}
+
+impl Machine {
+    /// A machine for a worker that registered at `now`. `rand` picks each
+    /// loop's first phase (ignored with `Jitter::Off`).
+    pub fn new(cfg: Config, now: Instant, rand: u32) -> Result<Self, ConfigError> {
+        cfg.validate()?;
+        let claim_phase = first_phase(cfg.poll_interval, cfg.jitter, rand);
+        // The reference heartbeat waits one interval first; with jitter the
+        // first heartbeat falls anywhere in that interval.
+        let heartbeat_phase = match cfg.jitter {
+            crate::Jitter::Off => cfg.heartbeat_interval,
+            _ => first_phase(cfg.heartbeat_interval, cfg.jitter, rand.rotate_left(16)),
+        };
+        Ok(Machine {
+            cfg,
+            outage: Outage::new(),
+            stop: None,
+            heartbeat_next: now + heartbeat_phase,
+            claim_next: now + claim_phase,
+            claim_attempt: 0,
+            phase: Phase::Idle,
+            held: false,
+            reregister: false,
+        })
+    }
+
+    /// The configuration.
+    pub const fn config(&self) -> &Config {
+        &self.cfg
+    }
+
+    /// The shared outage state.
+    pub const fn outage(&self) -> &Outage {
+        &self.outage
+    }
+
+    /// Why the worker stopped, once it has.
+    pub const fn stop_reason(&self) -> Option<StopReason> {
+        self.stop
+    }
+
+    /// Where the claim loop is.
+    pub const fn phase(&self) -> Phase {
+        self.phase
+    }
+
+    /// True while the server has forgotten the worker and the claim loop has
+    /// not registered it again.
+    pub const fn is_reregistering(&self) -> bool {
+        self.reregister
+    }
+
+    /// The next instant a loop wants to act, for a runtime that drives both
+    /// loops from one timer; `None` once stopped.
+    pub fn poll_at(&self) -> Option<Instant> {
+        if self.stop.is_some() {
+            None
+        } else {
+            Some(self.heartbeat_next.min(self.claim_next))
+        }
+    }
+
+    /// Stop at the application's request (disconnect, signal). Idempotent;
+    /// the first call returns the event to log. Wakes every loop. A pending
+    /// outcome gets one last delivery attempt.
+    pub fn request_stop(&mut self) -> Step<()> {
+        let mut events = Events::default();
+        if self.stop.is_none() {
+            self.stop = Some(StopReason::Requested);
+            events.push(Event::StopRequested);
+        }
+        Step {
+            action: (),
+            events,
+            wake: Wake::Everyone,
+        }
+    }
+
+    // ------------------------------------------------------------ heartbeat
+
+    /// What the heartbeat loop does at `now`.
+    pub fn heartbeat_poll(&mut self, now: Instant) -> HeartbeatAction {
+        if let Some(reason) = self.stop {
+            return HeartbeatAction::Stop(reason);
+        }
+        if now < self.heartbeat_next {
+            return HeartbeatAction::Wait(self.heartbeat_next);
+        }
+        if self.reregister {
+            // No worker id to beat for until the claim loop registers again.
+            while self.heartbeat_next <= now {
+                self.heartbeat_next += self.cfg.heartbeat_interval;
+            }
+            return HeartbeatAction::Wait(self.heartbeat_next);
+        }
+        HeartbeatAction::Beat
+    }
+
+    /// Report a heartbeat that started at `started` and ended at `now`.
+    pub fn on_heartbeat(
+        &mut self,
+        started: Instant,
+        now: Instant,
+        result: Result<(), Failure>,
+    ) -> Step<HeartbeatAction> {
+        let mut events = Events::default();
+        let mut wake = Wake::Nobody;
+        if self.stop.is_none() {
+            self.heartbeat_next = started + self.cfg.heartbeat_interval;
+            match result {
+                Ok(()) => {
+                    if self.succeeded(now, &mut events) {
+                        wake = Wake::Claim;
+                    }
+                }
+                Err(failure) => {
+                    wake = match self.failed(Endpoint::Heartbeat, now, failure, &mut events) {
+                        Verdict::Stopped => Wake::Everyone,
+                        Verdict::Reregister => Wake::Claim,
+                        Verdict::Outage { .. } | Verdict::Rejected => Wake::Nobody,
+                    };
+                }
+            }
+        }
+        Step {
+            action: self.heartbeat_poll(now),
+            events,
+            wake,
+        }
+    }
+
+    // ---------------------------------------------------------------- claim
+
+    /// What the claim loop does at `now`.
+    pub fn claim_poll(&mut self, now: Instant) -> ClaimAction {
+        let due = now >= self.claim_next;
+        match self.stop {
+            // One last delivery attempt for an outcome when asked to stop.
+            Some(StopReason::Requested) if self.phase == Phase::Delivering => ClaimAction::Deliver,
+            Some(StopReason::Requested) if self.phase == Phase::Executing => ClaimAction::Execute,
+            Some(reason) => ClaimAction::Stop(reason),
+            None => match self.phase {
+                Phase::Executing => ClaimAction::Execute,
+                _ if !due => ClaimAction::Wait(self.claim_next),
+                Phase::Starting => ClaimAction::Start,
+                Phase::Delivering => ClaimAction::Deliver,
+                Phase::Idle if self.reregister => ClaimAction::Register,
+                Phase::Idle => ClaimAction::Claim,
+            },
+        }
+    }
+
+    /// Report a claim that started at `started` and ended at `now`:
+    /// `Ok(true)` if it returned a task, `Ok(false)` for `{"task": null}`.
+    pub fn on_claim(
+        &mut self,
+        started: Instant,
+        now: Instant,
+        result: Result<bool, Failure>,
+        rand: u32,
+    ) -> Step<ClaimAction> {
+        let mut events = Events::default();
+        let mut wake = Wake::Nobody;
+        if self.stop.is_none() {
+            match result {
+                Ok(got_task) => {
+                    self.succeeded(now, &mut events);
+                    if got_task {
+                        self.phase = Phase::Starting;
+                        self.claim_next = now;
+                    } else {
+                        self.claim_next = started + self.cfg.poll_interval;
+                    }
+                }
+                Err(failure) => {
+                    wake = self.claim_loop_failed(Endpoint::Claim, started, now, failure, rand, &mut events);
+                    if matches!(failure.classify(Endpoint::Claim), Class::Rejected) {
+                        self.claim_next = started + self.cfg.poll_interval;
+                    }
+                }
+            }
+        }
+        self.claim_step(now, events, wake)
+    }
+
+    /// Report the `running` update of the claimed task.
+    pub fn on_started(
+        &mut self,
+        started: Instant,
+        now: Instant,
+        result: Result<(), Failure>,
+        rand: u32,
+    ) -> Step<ClaimAction> {
+        let mut events = Events::default();
+        let mut wake = Wake::Nobody;
+        if self.stop.is_some() {
+            // Stopping: the task is left claimed; deleting the worker fails it.
+            self.phase = Phase::Idle;
+        } else {
+            match result {
+                Ok(()) => {
+                    self.succeeded(now, &mut events);
+                    self.phase = Phase::Executing;
+                }
+                Err(failure) => {
+                    if matches!(failure.classify(Endpoint::TaskStatus), Class::Rejected) {
+                        // Cancelled or gone meanwhile: skip it and claim again.
+                        events.push(Event::TaskSkipped { error: failure });
+                        self.phase = Phase::Idle;
+                    }
+                    wake = self.claim_loop_failed(
+                        Endpoint::TaskStatus,
+                        started,
+                        now,
+                        failure,
+                        rand,
+                        &mut events,
+                    );
+                }
+            }
+        }
+        self.claim_step(now, events, wake)
+    }
+
+    /// The handler finished at `now`; its outcome is to be delivered.
+    pub fn on_executed(&mut self, now: Instant) -> Step<ClaimAction> {
+        self.phase = Phase::Delivering;
+        self.held = false;
+        self.claim_next = now;
+        self.claim_step(now, Events::default(), Wake::Nobody)
+    }
+
+    /// Report the delivery of a task's outcome.
+    pub fn on_delivered(
+        &mut self,
+        started: Instant,
+        now: Instant,
+        result: Result<(), Failure>,
+        rand: u32,
+    ) -> Step<ClaimAction> {
+        let mut events = Events::default();
+        let mut wake = Wake::Nobody;
+        match result {
+            Ok(()) => {
+                self.succeeded(now, &mut events);
+                if self.held {
+                    events.push(Event::OutcomeDelivered);
+                }
+                self.finish_task(now);
+            }
+            Err(failure) if self.stop.is_some() => {
+                events.push(Event::OutcomeRejected { error: failure });
+                self.finish_task(now);
+            }
+            Err(failure) => {
+                let class = failure.classify(Endpoint::TaskStatus);
+                if matches!(class, Class::Rejected) {
+                    events.push(Event::OutcomeRejected { error: failure });
+                    self.finish_task(now);
+                } else if matches!(class, Class::Transient | Class::Congested { .. }) && !self.held {
+                    self.held = true;
+                    events.push(Event::OutcomeHeld);
+                }
+                wake = self.claim_loop_failed(Endpoint::TaskStatus, started, now, failure, rand, &mut events);
+            }
+        }
+        self.claim_step(now, events, wake)
+    }
+
+    /// Report registering again (create worker, then every job); on failure
+    /// name the request that failed.
+    pub fn on_registered(
+        &mut self,
+        started: Instant,
+        now: Instant,
+        result: Result<(), (Endpoint, Failure)>,
+        rand: u32,
+    ) -> Step<ClaimAction> {
+        let mut events = Events::default();
+        let mut wake = Wake::Nobody;
+        if self.stop.is_none() {
+            match result {
+                Ok(()) => {
+                    self.succeeded(now, &mut events);
+                    self.reregister = false;
+                    self.claim_next = now;
+                    events.push(Event::Reregistered);
+                }
+                Err((endpoint, failure)) => match failure.classify(endpoint) {
+                    Class::Rejected | Class::Fatal(Fatal::WorkerUnknown | Fatal::NoJobApi) => {
+                        self.stop = Some(StopReason::RegistrationRejected(failure));
+                        events.push(Event::RegistrationRejected { error: failure });
+                        wake = Wake::Everyone;
+                    }
+                    _ => wake = self.claim_loop_failed(endpoint, started, now, failure, rand, &mut events),
+                },
+            }
+        }
+        self.claim_step(now, events, wake)
+    }
+
+    // -------------------------------------------------------------- private
+
+    fn claim_step(&mut self, now: Instant, events: Events, wake: Wake) -> Step<ClaimAction> {
+        Step {
+            action: self.claim_poll(now),
+            events,
+            wake,
+        }
+    }
+
+    fn finish_task(&mut self, now: Instant) {
+        self.phase = Phase::Idle;
+        self.held = false;
+        // The reference claims again at once after a task.
+        self.claim_next = now;
+    }
+
+    /// A claim-loop request failed: apply it and schedule the retry.
+    fn claim_loop_failed(
+        &mut self,
+        endpoint: Endpoint,
+        started: Instant,
+        now: Instant,
+        failure: Failure,
+        rand: u32,
+        events: &mut Events,
+    ) -> Wake {
+        match self.failed(endpoint, now, failure, events) {
+            Verdict::Stopped => Wake::Everyone,
+            Verdict::Reregister => {
+                self.claim_next = now;
+                Wake::Nobody
+            }
+            Verdict::Rejected => {
+                if self.phase == Phase::Idle {
+                    self.claim_next = now;
+                }
+                Wake::Nobody
+            }
+            Verdict::Outage { retry_after } => {
+                let mut wait = backoff(
+                    self.cfg.poll_interval,
+                    self.cfg.backoff_cap,
+                    self.claim_attempt,
+                    self.cfg.jitter,
+                    rand,
+                );
+                self.claim_attempt = self.claim_attempt.saturating_add(1);
+                if let Some(ra) = retry_after {
+                    // Honour Retry-After, but never past the cap nor (much)
+                    // past the outage budget: the stop decision stays prompt.
+                    let budget = self
+                        .outage
+                        .remaining(now, self.cfg.max_unreachable)
+                        .saturating_add(Duration::from_millis(1));
+                    wait = if ra.min(budget) > wait {
+                        ra.min(budget)
+                    } else {
+                        wait
+                    }
+                    .min(self.cfg.backoff_cap);
+                }
+                self.claim_next = started + wait;
+                Wake::Nobody
+            }
+        }
+    }
+
+    /// The server answered. Ends an outage (true if one ended), resets the
+    /// claim backoff and pulls a sleeping claim loop forward.
+    fn succeeded(&mut self, now: Instant, events: &mut Events) -> bool {
+        match self.outage.record_success(now) {
+            Some(outage) => {
+                events.push(Event::Recovered { outage });
+                self.claim_attempt = 0;
+                self.claim_next = self.claim_next.min(now);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Classify a failure once and apply it to the shared state.
+    fn failed(&mut self, endpoint: Endpoint, now: Instant, failure: Failure, events: &mut Events) -> Verdict {
+        match failure.classify(endpoint) {
+            Class::Rejected => {
+                // The server answered: whatever the request's problem, this
+                // is no outage.
+                self.succeeded(now, events);
+                Verdict::Rejected
+            }
+            Class::Fatal(Fatal::WorkerUnknown)
+                if self.cfg.on_registration_lost == OnRegistrationLost::Register =>
+            {
+                self.succeeded(now, events);
+                if !self.reregister {
+                    self.reregister = true;
+                    events.push(Event::Reregistering);
+                }
+                Verdict::Reregister
+            }
+            Class::Fatal(cause) => {
+                self.stop = Some(StopReason::RegistrationLost(cause));
+                events.push(Event::RegistrationLost { cause });
+                Verdict::Stopped
+            }
+            Class::Transient => self.outage_failure(now, failure, None, events),
+            Class::Congested { retry_after } => self.outage_failure(now, failure, retry_after, events),
+        }
+    }
+
+    fn outage_failure(
+        &mut self,
+        now: Instant,
+        failure: Failure,
+        retry_after: Option<Duration>,
+        events: &mut Events,
+    ) -> Verdict {
+        self.outage.record_failure(now, failure);
+        let max = self.cfg.max_unreachable;
+        if self.outage.should_stop(now, max) {
+            self.stop = Some(StopReason::Unreachable { last_error: failure });
+            events.push(Event::Unreachable {
+                max,
+                last_error: failure,
+            });
+            return Verdict::Stopped;
+        }
+        if self.outage.should_log(now, self.cfg.log_interval) {
+            events.push(Event::OutageWarning {
+                elapsed: self.outage.elapsed(now),
+                max,
+            });
+        }
+        Verdict::Outage { retry_after }
+    }
+}
+
+#[cfg(test)]
+#[path = "machine_tests.rs"]
+mod tests;

@@ -1,0 +1,470 @@
+//! In-module tests of the loop decisions, on a manual clock.
+
+extern crate std;
+
+use super::*;
+use crate::{Clock, Jitter, ManualClock, Transport};
+use std::string::{String, ToString};
+use std::vec::Vec;
+
+const REFUSED: Failure = Failure::Transport(Transport::ConnectionRefused);
+
+fn ms(v: u64) -> Instant {
+    Instant::from_millis(v)
+}
+
+fn secs(v: u64) -> Duration {
+    Duration::from_secs(v)
+}
+
+fn texts<A>(step: &Step<A>) -> Vec<String> {
+    step.events.iter().map(|e| e.to_string()).collect()
+}
+
+fn reference() -> Machine {
+    Machine::new(Config::REFERENCE, Instant::ZERO, 0).unwrap()
+}
+
+/// Drives the claim loop alone against a dead server; returns the instants
+/// of its claims and the final step.
+fn claims_until_stop(m: &mut Machine, clock: &ManualClock) -> (Vec<u64>, Step<ClaimAction>) {
+    let mut at = Vec::new();
+    for _ in 0..1000 {
+        match m.claim_poll(clock.now()) {
+            ClaimAction::Wait(t) => clock.set(t),
+            ClaimAction::Claim => {
+                at.push(clock.now().as_millis());
+                let step = m.on_claim(clock.now(), clock.now(), Err(REFUSED), 0);
+                if let ClaimAction::Stop(_) = step.action {
+                    return (at, step);
+                }
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    panic!("no stop within 1000 steps");
+}
+
+#[test]
+fn jitter_off_reproduces_the_reference_schedule() {
+    let clock = ManualClock::new(Instant::ZERO);
+    let mut m = reference();
+    let (at, last) = claims_until_stop(&mut m, &clock);
+    let secs: Vec<u64> = at.iter().map(|t| t / 1000).collect();
+    assert_eq!(secs, [0, 2, 6, 14, 24, 34, 44, 54, 64, 74, 84, 94, 104, 114, 124]);
+    assert_eq!(
+        texts(&last),
+        ["Server unreachable for >120s, shutting down. Last error: Connection refused"]
+    );
+    assert_eq!(last.wake, Wake::Everyone);
+    assert_eq!(
+        m.stop_reason(),
+        Some(StopReason::Unreachable { last_error: REFUSED })
+    );
+}
+
+#[test]
+fn warnings_count_down_at_most_once_per_log_interval() {
+    let clock = ManualClock::new(Instant::ZERO);
+    let mut m = reference();
+    let mut lines = Vec::new();
+    for _ in 0..200 {
+        match m.claim_poll(clock.now()) {
+            ClaimAction::Wait(t) => clock.set(t),
+            ClaimAction::Claim => {
+                let step = m.on_claim(clock.now(), clock.now(), Err(REFUSED), 0);
+                for e in step.events.iter() {
+                    lines.push(std::format!("{}: {e}", clock.now().as_millis() / 1000));
+                }
+                if matches!(step.action, ClaimAction::Stop(_)) {
+                    break;
+                }
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    assert_eq!(lines[0], "0: Server unreachable — retrying (0s/120s elapsed)");
+    // 2 s after the first warning: throttled. 6 s: allowed again.
+    assert_eq!(lines[1], "6: Server unreachable — retrying (6s/120s elapsed)");
+    assert_eq!(lines[2], "14: Server unreachable — retrying (14s/120s elapsed)");
+    assert!(
+        lines
+            .last()
+            .unwrap()
+            .starts_with("124: Server unreachable for >120s")
+    );
+}
+
+#[test]
+fn heartbeat_alone_stops_after_max() {
+    let clock = ManualClock::new(Instant::ZERO);
+    let mut m = reference();
+    let mut beats = Vec::new();
+    let last = loop {
+        match m.heartbeat_poll(clock.now()) {
+            HeartbeatAction::Wait(t) => clock.set(t),
+            HeartbeatAction::Beat => {
+                beats.push(clock.now().as_secs_for_test());
+                let step = m.on_heartbeat(clock.now(), clock.now(), Err(REFUSED));
+                if matches!(step.action, HeartbeatAction::Stop(_)) {
+                    break step;
+                }
+            }
+            HeartbeatAction::Stop(_) => unreachable!(),
+        }
+    };
+    assert_eq!(beats, [30, 60, 90, 120, 150, 180]);
+    assert_eq!(last.wake, Wake::Everyone);
+}
+
+trait AsSecs {
+    fn as_secs_for_test(self) -> u64;
+}
+impl AsSecs for Instant {
+    fn as_secs_for_test(self) -> u64 {
+        self.as_millis() / 1000
+    }
+}
+
+/// Review finding 2: when the heartbeat loop decides to stop, the claim loop
+/// must not sleep on until its backoff ends.
+#[test]
+fn review_finding_2_a_stop_from_one_loop_is_seen_by_all_at_once() {
+    let mut m = reference();
+    // Claim loop in a long backoff.
+    let step = m.on_claim(ms(100_000), ms(100_000), Err(REFUSED), 0);
+    assert!(matches!(step.action, ClaimAction::Wait(_)));
+    // Heartbeat hits a fatal error at 101 s.
+    let hb = m.on_heartbeat(ms(101_000), ms(101_000), Err(Failure::status(404)));
+    assert_eq!(hb.wake, Wake::Everyone);
+    assert_eq!(
+        hb.action,
+        HeartbeatAction::Stop(StopReason::RegistrationLost(Fatal::WorkerUnknown))
+    );
+    // The claim loop, woken at once, stops without waiting for its deadline.
+    assert_eq!(
+        m.claim_poll(ms(101_001)),
+        ClaimAction::Stop(StopReason::RegistrationLost(Fatal::WorkerUnknown))
+    );
+    assert_eq!(m.poll_at(), None);
+}
+
+/// Review finding 3 lives in the runtimes' tests (every loop has exited);
+/// here: once stopped, every later poll and report says Stop.
+#[test]
+fn review_finding_3_stopped_is_terminal_for_every_entry_point() {
+    let mut m = reference();
+    m.on_heartbeat(ms(0), ms(0), Err(Failure::status(401)));
+    let reason = StopReason::RegistrationLost(Fatal::AuthRefused { status: 401 });
+    assert_eq!(m.heartbeat_poll(ms(1)), HeartbeatAction::Stop(reason));
+    assert_eq!(m.claim_poll(ms(1)), ClaimAction::Stop(reason));
+    assert_eq!(
+        m.on_claim(ms(1), ms(1), Ok(true), 0).action,
+        ClaimAction::Stop(reason)
+    );
+    assert_eq!(
+        m.on_heartbeat(ms(1), ms(1), Ok(())).action,
+        HeartbeatAction::Stop(reason)
+    );
+    assert!(
+        m.request_stop().events.is_empty(),
+        "already stopped: nothing new to log"
+    );
+    assert_eq!(m.stop_reason(), Some(reason));
+}
+
+#[test]
+fn fatal_errors_stop_immediately_with_the_reference_words() {
+    let mut m = reference();
+    let step = m.on_claim(ms(0), ms(0), Err(Failure::status(404)), 0);
+    assert_eq!(
+        step.action,
+        ClaimAction::Stop(StopReason::RegistrationLost(Fatal::WorkerUnknown))
+    );
+    assert_eq!(
+        texts(&step),
+        ["Registration lost, shutting down: the server does not know this worker"]
+    );
+}
+
+#[test]
+fn heartbeat_success_wakes_the_claim_loop_out_of_its_backoff() {
+    let mut m = reference();
+    for t in [0, 2_000, 6_000, 14_000] {
+        m.on_claim(ms(t), ms(t), Err(REFUSED), 0);
+    }
+    assert_eq!(m.claim_poll(ms(15_000)), ClaimAction::Wait(ms(24_000)));
+    let step = m.on_heartbeat(ms(15_000), ms(15_000), Ok(()));
+    assert_eq!(step.wake, Wake::Claim);
+    assert_eq!(texts(&step), ["Server reachable again after 15s"]);
+    assert_eq!(m.claim_poll(ms(15_000)), ClaimAction::Claim);
+    // The backoff starts over after recovery.
+    let step = m.on_claim(ms(15_000), ms(15_000), Err(REFUSED), 0);
+    assert_eq!(step.action, ClaimAction::Wait(ms(17_000)));
+}
+
+#[test]
+fn deadlines_count_from_the_start_of_the_attempt() {
+    let mut m = reference();
+    // A claim that took 5 s to time out: next one 2 s after it started.
+    let step = m.on_claim(ms(0), ms(5_000), Err(Failure::Transport(Transport::Timeout)), 0);
+    assert_eq!(
+        step.action,
+        ClaimAction::Claim,
+        "deadline 2 s already passed at 5 s"
+    );
+    // A heartbeat that took 4 s: next 30 s after it started.
+    let step = m.on_heartbeat(ms(30_000), ms(34_000), Ok(()));
+    assert_eq!(step.action, HeartbeatAction::Wait(ms(60_000)));
+    // Success: poll interval from the start of the claim.
+    let step = m.on_claim(ms(40_000), ms(40_500), Ok(false), 0);
+    assert_eq!(step.action, ClaimAction::Wait(ms(42_000)));
+}
+
+#[test]
+fn retry_after_is_honoured_within_the_cap_and_the_budget() {
+    let mut m = reference();
+    let congested = |s| Failure::Status {
+        status: 503,
+        retry_after: Some(secs(s)),
+    };
+    // 7 s asked, 2 s backoff: wait 7 s.
+    let step = m.on_claim(ms(0), ms(0), Err(congested(7)), 0);
+    assert_eq!(step.action, ClaimAction::Wait(ms(7_000)));
+    // 60 s asked: capped at 10 s.
+    let step = m.on_claim(ms(7_000), ms(7_000), Err(congested(60)), 0);
+    assert_eq!(step.action, ClaimAction::Wait(ms(17_000)));
+    // 429 counts as an outage too: it began at 0 s.
+    assert_eq!(m.outage().elapsed(ms(17_000)), secs(17));
+    // Near the end of the budget: Retry-After is cut to what is left (+1 ms),
+    // so the stop decision is not delayed.
+    let mut m = reference();
+    m.on_claim(ms(0), ms(0), Err(REFUSED), 0);
+    let step = m.on_claim(ms(117_000), ms(117_000), Err(congested(10)), 0);
+    // backoff would be 4 s (second failure); the budget left is 3 s + 1 ms.
+    assert_eq!(step.action, ClaimAction::Wait(ms(121_000)));
+    let step = m.on_claim(ms(121_000), ms(121_000), Err(congested(10)), 0);
+    assert!(matches!(
+        step.action,
+        ClaimAction::Stop(StopReason::Unreachable { .. })
+    ));
+    assert_eq!(
+        texts(&step),
+        [
+            "Server unreachable for >120s, shutting down. Last error: HTTP 503 Service Unavailable (Retry-After 10s)"
+        ]
+    );
+}
+
+#[test]
+fn rejected_requests_are_not_an_outage() {
+    let mut m = reference();
+    m.on_claim(ms(0), ms(0), Err(REFUSED), 0);
+    let step = m.on_claim(ms(2_000), ms(2_000), Err(Failure::status(422)), 0);
+    assert!(m.outage().is_healthy(), "the server answered");
+    assert_eq!(texts(&step), ["Server reachable again after 2s"]);
+    assert_eq!(
+        step.action,
+        ClaimAction::Wait(ms(4_000)),
+        "polls at the normal interval"
+    );
+}
+
+#[test]
+fn a_task_runs_through_start_execute_deliver() {
+    let mut m = reference();
+    let step = m.on_claim(ms(0), ms(10), Ok(true), 0);
+    assert_eq!(step.action, ClaimAction::Start);
+    assert_eq!(
+        m.on_started(ms(10), ms(20), Ok(()), 0).action,
+        ClaimAction::Execute
+    );
+    assert_eq!(m.phase(), Phase::Executing);
+    assert_eq!(m.on_executed(ms(500)).action, ClaimAction::Deliver);
+    let step = m.on_delivered(ms(500), ms(510), Ok(()), 0);
+    assert!(step.events.is_empty());
+    assert_eq!(
+        step.action,
+        ClaimAction::Claim,
+        "claims again at once after a task"
+    );
+    assert_eq!(m.phase(), Phase::Idle);
+}
+
+#[test]
+fn a_task_that_cannot_be_started_is_skipped() {
+    let mut m = reference();
+    m.on_claim(ms(0), ms(0), Ok(true), 0);
+    let step = m.on_started(ms(0), ms(5), Err(Failure::status(409)), 0);
+    assert_eq!(
+        texts(&step),
+        ["Could not mark the claimed task running (HTTP 409 Conflict); skipping it"]
+    );
+    assert_eq!(step.action, ClaimAction::Claim);
+}
+
+#[test]
+fn starting_is_retried_through_an_outage() {
+    let mut m = reference();
+    m.on_claim(ms(0), ms(0), Ok(true), 0);
+    let step = m.on_started(ms(0), ms(0), Err(REFUSED), 0);
+    assert_eq!(step.action, ClaimAction::Wait(ms(2_000)));
+    assert_eq!(m.claim_poll(ms(2_000)), ClaimAction::Start);
+}
+
+#[test]
+fn an_outcome_is_held_through_an_outage_and_delivered_first() {
+    let mut m = reference();
+    m.on_claim(ms(0), ms(0), Ok(true), 0);
+    m.on_started(ms(0), ms(0), Ok(()), 0);
+    m.on_executed(ms(1_000));
+    let step = m.on_delivered(ms(1_000), ms(1_000), Err(REFUSED), 0);
+    assert_eq!(
+        texts(&step),
+        [
+            "Task outcome held until the server is reachable again",
+            "Server unreachable — retrying (0s/120s elapsed)"
+        ]
+    );
+    assert_eq!(step.action, ClaimAction::Wait(ms(3_000)));
+    // Retries deliver, never claim, while the outcome is held.
+    assert_eq!(m.claim_poll(ms(3_000)), ClaimAction::Deliver);
+    let step = m.on_delivered(ms(3_000), ms(3_000), Err(REFUSED), 0);
+    assert!(texts(&step).is_empty(), "held once, warning throttled");
+    // The heartbeat sees the server first: the claim loop is woken to deliver.
+    let hb = m.on_heartbeat(ms(4_000), ms(4_000), Ok(()));
+    assert_eq!(hb.wake, Wake::Claim);
+    assert_eq!(m.claim_poll(ms(4_000)), ClaimAction::Deliver);
+    let step = m.on_delivered(ms(4_000), ms(4_000), Ok(()), 0);
+    assert_eq!(
+        texts(&step),
+        ["Delivered the task outcome held during the outage"]
+    );
+    assert_eq!(step.action, ClaimAction::Claim);
+}
+
+#[test]
+fn a_refused_outcome_is_dropped() {
+    let mut m = reference();
+    m.on_claim(ms(0), ms(0), Ok(true), 0);
+    m.on_started(ms(0), ms(0), Ok(()), 0);
+    m.on_executed(ms(1));
+    let step = m.on_delivered(ms(1), ms(2), Err(Failure::status(409)), 0);
+    assert_eq!(
+        texts(&step),
+        ["Server refused the task outcome (HTTP 409 Conflict); dropping it"]
+    );
+    assert_eq!(step.action, ClaimAction::Claim);
+}
+
+#[test]
+fn register_policy_registers_again_and_carries_on() {
+    let cfg = Config {
+        on_registration_lost: OnRegistrationLost::Register,
+        ..Config::REFERENCE
+    };
+    let mut m = Machine::new(cfg, Instant::ZERO, 0).unwrap();
+    let hb = m.on_heartbeat(ms(30_000), ms(30_000), Err(Failure::status(404)));
+    assert_eq!(hb.wake, Wake::Claim);
+    assert_eq!(
+        texts(&hb),
+        ["Registration lost: the server does not know this worker; registering again"]
+    );
+    assert!(m.is_reregistering());
+    // Heartbeats pause while there is no worker id.
+    assert_eq!(m.heartbeat_poll(ms(60_000)), HeartbeatAction::Wait(ms(90_000)));
+    assert_eq!(m.claim_poll(ms(30_000)), ClaimAction::Register);
+    // Registering during an outage backs off like any claim-loop request.
+    let step = m.on_registered(ms(30_000), ms(30_000), Err((Endpoint::CreateWorker, REFUSED)), 0);
+    assert_eq!(step.action, ClaimAction::Wait(ms(32_000)));
+    let step = m.on_registered(ms(32_000), ms(32_100), Ok(()), 0);
+    assert_eq!(
+        texts(&step),
+        ["Server reachable again after 2s", "Registered again; serving"]
+    );
+    assert_eq!(step.action, ClaimAction::Claim);
+    assert_eq!(m.heartbeat_poll(ms(90_000)), HeartbeatAction::Beat);
+    // A schema conflict when registering again stops the worker.
+    m.on_claim(ms(40_000), ms(40_000), Err(Failure::status(404)), 0);
+    let step = m.on_registered(
+        ms(40_000),
+        ms(40_000),
+        Err((Endpoint::RegisterJob, Failure::status(409))),
+        0,
+    );
+    assert_eq!(
+        step.action,
+        ClaimAction::Stop(StopReason::RegistrationRejected(Failure::status(409)))
+    );
+    assert_eq!(step.wake, Wake::Everyone);
+}
+
+#[test]
+fn auth_refused_stops_even_with_the_register_policy() {
+    let cfg = Config {
+        on_registration_lost: OnRegistrationLost::Register,
+        ..Config::REFERENCE
+    };
+    let mut m = Machine::new(cfg, Instant::ZERO, 0).unwrap();
+    let step = m.on_claim(ms(0), ms(0), Err(Failure::status(403)), 0);
+    assert_eq!(
+        step.action,
+        ClaimAction::Stop(StopReason::RegistrationLost(Fatal::AuthRefused { status: 403 }))
+    );
+}
+
+#[test]
+fn request_stop_wakes_everyone_and_delivers_a_pending_outcome_once() {
+    let mut m = reference();
+    m.on_claim(ms(0), ms(0), Ok(true), 0);
+    m.on_started(ms(0), ms(0), Ok(()), 0);
+    let step = m.request_stop();
+    assert_eq!(step.wake, Wake::Everyone);
+    assert_eq!(
+        step.events.iter().map(|e| e.to_string()).collect::<Vec<_>>(),
+        ["Stop requested, shutting down"]
+    );
+    assert_eq!(
+        m.heartbeat_poll(ms(1)),
+        HeartbeatAction::Stop(StopReason::Requested)
+    );
+    assert_eq!(
+        m.claim_poll(ms(1)),
+        ClaimAction::Execute,
+        "the running task may finish"
+    );
+    assert_eq!(m.on_executed(ms(2)).action, ClaimAction::Deliver);
+    let step = m.on_delivered(ms(2), ms(3), Err(REFUSED), 0);
+    assert_eq!(step.action, ClaimAction::Stop(StopReason::Requested));
+}
+
+#[test]
+fn jitter_spreads_first_phases_and_waits() {
+    let cfg = Config {
+        jitter: Jitter::Equal,
+        ..Config::DEFAULT
+    };
+    let mut a = Machine::new(cfg, Instant::ZERO, 0x1000_0000).unwrap();
+    let mut b = Machine::new(cfg, Instant::ZERO, 0xC000_0000).unwrap();
+    assert_eq!(a.claim_poll(Instant::ZERO), ClaimAction::Wait(ms(125)));
+    assert_eq!(b.claim_poll(Instant::ZERO), ClaimAction::Wait(ms(1_500)));
+    let mut m = Machine::new(cfg, Instant::ZERO, 0).unwrap();
+    let s1 = m.on_claim(ms(0), ms(0), Err(REFUSED), 0).action;
+    assert_eq!(
+        s1,
+        ClaimAction::Wait(ms(1_000)),
+        "equal jitter: at least half the backoff"
+    );
+}
+
+#[test]
+fn invalid_config_is_refused() {
+    let cfg = Config {
+        poll_interval: Duration::ZERO,
+        ..Config::DEFAULT
+    };
+    assert_eq!(
+        Machine::new(cfg, Instant::ZERO, 0).unwrap_err(),
+        ConfigError::Zero("poll_interval")
+    );
+}

@@ -1,0 +1,171 @@
+//! One rendering for every log line, two outputs.
+//!
+//! Events and errors describe themselves once, to a [`Sink`] that accepts
+//! text pieces and integers. [`core::fmt::Display`] is a sink over a
+//! `Formatter` (used with `log` on hosts); with the `defmt` feature,
+//! `defmt::Format` is a sink over a `defmt::Formatter` that writes the same
+//! pieces with `{=str}` / `{=u64}`. Both therefore print the same words by
+//! construction, and the firmware path needs no `core::fmt` machinery.
+
+use core::fmt;
+
+/// Receives the pieces of a rendered line.
+pub trait Sink {
+    /// A piece of text.
+    fn text(&mut self, s: &str);
+    /// An unsigned integer, in decimal.
+    fn num(&mut self, n: u64);
+}
+
+/// Something that renders itself into a [`Sink`].
+pub trait Render {
+    /// Write the rendering.
+    fn render<S: Sink + ?Sized>(&self, out: &mut S);
+}
+
+/// Adapter: a [`Sink`] over a `core::fmt::Formatter`.
+pub(crate) struct FmtSink<'a, 'b> {
+    f: &'a mut fmt::Formatter<'b>,
+    result: fmt::Result,
+}
+
+impl Sink for FmtSink<'_, '_> {
+    fn text(&mut self, s: &str) {
+        if self.result.is_ok() {
+            self.result = self.f.write_str(s);
+        }
+    }
+    fn num(&mut self, n: u64) {
+        if self.result.is_ok() {
+            self.result = fmt::Display::fmt(&n, self.f);
+        }
+    }
+}
+
+/// `Display` through [`Render`].
+pub(crate) fn display<R: Render + ?Sized>(r: &R, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+    let mut sink = FmtSink { f, result: Ok(()) };
+    r.render(&mut sink);
+    sink.result
+}
+
+#[cfg(feature = "defmt")]
+pub(crate) struct DefmtSink<'a> {
+    pub(crate) f: defmt::Formatter<'a>,
+}
+
+#[cfg(feature = "defmt")]
+impl Sink for DefmtSink<'_> {
+    fn text(&mut self, s: &str) {
+        defmt::write!(self.f, "{=str}", s);
+    }
+    fn num(&mut self, n: u64) {
+        defmt::write!(self.f, "{=u64}", n);
+    }
+}
+
+/// Implements `Display` (and, with the `defmt` feature, `defmt::Format`)
+/// for types that implement [`Render`].
+macro_rules! impl_render_outputs {
+    ($($t:ty),* $(,)?) => {$(
+        impl core::fmt::Display for $t {
+            fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+                $crate::render::display(self, f)
+            }
+        }
+        #[cfg(feature = "defmt")]
+        impl defmt::Format for $t {
+            fn format(&self, f: defmt::Formatter<'_>) {
+                $crate::render::Render::render(self, &mut $crate::render::DefmtSink { f });
+            }
+        }
+    )*};
+}
+pub(crate) use impl_render_outputs;
+
+/// Renders a duration in seconds: whole seconds as `30s`, otherwise with
+/// tenths (`2.5s`), rounded down. Used for every duration in a log line.
+pub struct Secs(pub crate::Duration);
+
+impl Render for Secs {
+    fn render<S: Sink + ?Sized>(&self, out: &mut S) {
+        let ms = self.0.as_millis();
+        out.num(ms / 1000);
+        let tenths = (ms % 1000) / 100;
+        if tenths != 0 {
+            out.text(".");
+            out.num(tenths);
+        }
+        out.text("s");
+    }
+}
+
+/// Renders whole seconds, rounded down (`30s` for 30.9 s): for "elapsed".
+pub struct WholeSecs(pub crate::Duration);
+
+impl Render for WholeSecs {
+    fn render<S: Sink + ?Sized>(&self, out: &mut S) {
+        out.num(self.0.as_secs());
+        out.text("s");
+    }
+}
+
+impl_render_outputs!(Secs, WholeSecs);
+
+/// A [`Sink`] that writes into a fixed buffer, truncating when it is full.
+/// Lets a no-heap caller render a line into a `heapless::String`.
+impl<const N: usize> Sink for heapless::String<N> {
+    fn text(&mut self, s: &str) {
+        for c in s.chars() {
+            if self.push(c).is_err() {
+                return;
+            }
+        }
+    }
+    fn num(&mut self, n: u64) {
+        let mut digits = [0u8; 20];
+        let mut i = digits.len();
+        let mut n = n;
+        loop {
+            i -= 1;
+            digits[i] = b'0' + (n % 10) as u8;
+            n /= 10;
+            if n == 0 {
+                break;
+            }
+        }
+        // Digits are ASCII, so this cannot fail.
+        if let Ok(s) = core::str::from_utf8(&digits[i..]) {
+            self.text(s);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    extern crate std;
+    use super::*;
+    use crate::Duration;
+    use std::string::ToString;
+
+    #[test]
+    fn seconds_render() {
+        assert_eq!(Secs(Duration::from_secs(120)).to_string(), "120s");
+        assert_eq!(Secs(Duration::from_millis(2_500)).to_string(), "2.5s");
+        assert_eq!(Secs(Duration::from_millis(999)).to_string(), "0.9s");
+        assert_eq!(WholeSecs(Duration::from_millis(30_999)).to_string(), "30s");
+    }
+
+    #[test]
+    fn heapless_sink_matches_display_and_truncates() {
+        let mut s: heapless::String<32> = heapless::String::new();
+        Secs(Duration::from_millis(12_300)).render(&mut s);
+        assert_eq!(s.as_str(), "12.3s");
+        let mut small: heapless::String<3> = heapless::String::new();
+        small.num(123_456);
+        assert_eq!(small.as_str(), "123");
+        let mut zero: heapless::String<3> = heapless::String::new();
+        zero.num(0);
+        assert_eq!(zero.as_str(), "0");
+    }
+}
