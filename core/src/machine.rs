@@ -129,7 +129,14 @@ enum Verdict {
     Stopped,
 }
 
-/// The worker's shared, pure state. See the [module docs](self).
+/// The worker's shared, pure state: both loops over one outage clock.
+///
+/// A runtime keeps one `Machine` behind its mutex. Each loop asks what to do
+/// ([`Machine::heartbeat_poll`], [`Machine::claim_poll`]), performs the I/O,
+/// and reports the result with the attempt's start time and the current
+/// time; the answer is a [`Step`]: the next action, the events to log, and
+/// which other loops to wake. A waiting loop sleeps until its deadline *or
+/// until woken*, then polls again; spurious wake-ups are harmless.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Machine {
     cfg: Config,

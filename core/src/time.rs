@@ -212,6 +212,7 @@ mod tests {
         c.set(Instant::from_millis(3));
         assert_eq!(c.now(), Instant::from_millis(15));
         c.set(Instant::from_millis(30));
-        assert_eq!((&c).now(), Instant::from_millis(30));
+        let by_ref: &dyn Clock = &&c;
+        assert_eq!(by_ref.now(), Instant::from_millis(30));
     }
 }
