@@ -1,0 +1,542 @@
+//! The Rust test job server: zndraw-joblib's worker API over real HTTP/1.1
+//! (hyper) on 127.0.0.1, with fault injection and a request journal.
+//!
+//! ```no_run
+//! use outage_tests::server::{Fault, TestServer};
+//! use std::time::Duration;
+//!
+//! let server = TestServer::start().unwrap();
+//! println!("{} token {}", server.url(), server.token());
+//! // Down from 1 s to 3 s from now: connections refused.
+//! server.schedule(Fault::Refuse, Duration::from_secs(1), Duration::from_secs(3));
+//! ```
+
+pub mod api;
+mod conn;
+pub mod fault;
+pub mod journal;
+
+use std::io;
+use std::net::{SocketAddr, TcpListener as StdListener};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+
+pub use fault::{Fault, FaultPlan};
+pub use journal::Entry;
+
+use conn::{ConnCtl, CtlStream, Cut};
+
+/// How to start a [`TestServer`].
+#[derive(Debug, Clone)]
+pub struct Builder {
+    token: String,
+    port: u16,
+    idle_timeout: Duration,
+    superuser: bool,
+}
+
+impl Default for Builder {
+    fn default() -> Self {
+        Builder {
+            token: format!("test-{}", uuid::Uuid::new_v4().simple()),
+            port: 0,
+            idle_timeout: Duration::from_secs(5),
+            superuser: true,
+        }
+    }
+}
+
+impl Builder {
+    /// The bearer token (default: a random one).
+    pub fn token(mut self, token: impl Into<String>) -> Self {
+        self.token = token.into();
+        self
+    }
+
+    /// The port on 127.0.0.1 (default 0: any free port).
+    pub fn port(mut self, port: u16) -> Self {
+        self.port = port;
+        self
+    }
+
+    /// Close keep-alive connections idle this long (default 5 s, as uvicorn).
+    pub fn idle_timeout(mut self, d: Duration) -> Self {
+        self.idle_timeout = d;
+        self
+    }
+
+    /// Whether the token's user may register `@global` jobs (default true).
+    pub fn superuser(mut self, yes: bool) -> Self {
+        self.superuser = yes;
+        self
+    }
+
+    /// Bind and start serving on a background thread.
+    pub fn start(self) -> io::Result<TestServer> {
+        let listener = bind(SocketAddr::from(([127, 0, 0, 1], self.port)))?;
+        let addr = listener.local_addr()?;
+        let shared = Arc::new(Shared {
+            epoch: Instant::now(),
+            state: Mutex::new(api::State::default()),
+            settings: Mutex::new(api::Settings {
+                token: self.token.clone(),
+                revoked: false,
+                superuser: self.superuser,
+            }),
+            faults: Mutex::new(Vec::new()),
+            journal: Mutex::new(Vec::new()),
+            idle_timeout: self.idle_timeout,
+            kick: watch::channel(0).0,
+            connections: AtomicU64::new(0),
+        });
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let thread_shared = shared.clone();
+        let thread = std::thread::Builder::new()
+            .name("test-job-server".into())
+            .spawn(move || {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .expect("tokio runtime for the test server");
+                rt.block_on(serve(thread_shared, listener, addr, stop_rx));
+            })?;
+        Ok(TestServer {
+            shared,
+            addr,
+            token: self.token,
+            stop: stop_tx,
+            thread: Some(thread),
+        })
+    }
+}
+
+fn bind(addr: SocketAddr) -> io::Result<StdListener> {
+    let socket = socket2::Socket::new(
+        socket2::Domain::IPV4,
+        socket2::Type::STREAM,
+        Some(socket2::Protocol::TCP),
+    )?;
+    socket.set_reuse_address(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(1024)?;
+    socket.set_nonblocking(true)?;
+    Ok(socket.into())
+}
+
+struct Shared {
+    epoch: Instant,
+    state: Mutex<api::State>,
+    settings: Mutex<api::Settings>,
+    faults: Mutex<Vec<FaultPlan>>,
+    journal: Mutex<Vec<Entry>>,
+    idle_timeout: Duration,
+    /// Bumped to drop every open connection (restart, refuse).
+    kick: watch::Sender<u64>,
+    connections: AtomicU64,
+}
+
+impl Shared {
+    fn refusing(&self, t: Instant) -> bool {
+        self.faults
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|p| p.fault == Fault::Refuse && p.active_at(t))
+    }
+
+    fn fault_for(&self, t: Instant, method: &str, path: &str) -> Option<Fault> {
+        self.faults
+            .lock()
+            .unwrap()
+            .iter()
+            .find(|p| p.fault != Fault::Refuse && p.applies(t, method, path))
+            .map(|p| p.fault.clone())
+    }
+
+    fn kick_all(&self) {
+        self.kick.send_modify(|g| *g += 1);
+    }
+}
+
+/// A running test job server. Stops when dropped.
+pub struct TestServer {
+    shared: Arc<Shared>,
+    addr: SocketAddr,
+    token: String,
+    stop: watch::Sender<bool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl TestServer {
+    /// Start with the defaults: any free port, a random token, 5 s idle close.
+    pub fn start() -> io::Result<TestServer> {
+        Builder::default().start()
+    }
+
+    /// Configure before starting.
+    pub fn builder() -> Builder {
+        Builder::default()
+    }
+
+    /// `http://127.0.0.1:PORT`
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// The listening address.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The bearer token requests must carry.
+    pub fn token(&self) -> &str {
+        &self.token
+    }
+
+    /// Time since the server started (the journal's clock).
+    pub fn elapsed(&self) -> Duration {
+        self.shared.epoch.elapsed()
+    }
+
+    /// Inject `fault` from now until [`TestServer::clear_faults`].
+    pub fn set_fault(&self, fault: Fault) {
+        self.add_plan(fault, Duration::ZERO, None, None, None);
+    }
+
+    /// Inject `fault` for requests whose path contains `path_contains`.
+    pub fn set_fault_on(&self, fault: Fault, path_contains: &str) {
+        self.add_plan(fault, Duration::ZERO, None, Some(path_contains.into()), None);
+    }
+
+    /// Inject `fault` for requests with this method and a path containing
+    /// `path_contains`.
+    pub fn set_fault_on_request(&self, fault: Fault, method: &str, path_contains: &str) {
+        self.add_plan(
+            fault,
+            Duration::ZERO,
+            None,
+            Some(path_contains.into()),
+            Some(method.into()),
+        );
+    }
+
+    /// Inject `fault` from `from` to `to`, both counted from now.
+    pub fn schedule(&self, fault: Fault, from: Duration, to: Duration) {
+        self.add_plan(fault, from, Some(to), None, None);
+    }
+
+    /// Add a fully specified plan.
+    pub fn add_plan(
+        &self,
+        fault: Fault,
+        from: Duration,
+        to: Option<Duration>,
+        path_contains: Option<String>,
+        method: Option<String>,
+    ) {
+        let now = Instant::now();
+        self.shared.faults.lock().unwrap().push(FaultPlan {
+            fault,
+            from: now + from,
+            until: to.map(|t| now + t),
+            path_contains,
+            method,
+        });
+    }
+
+    /// Remove every fault.
+    pub fn clear_faults(&self) {
+        self.shared.faults.lock().unwrap().clear();
+    }
+
+    /// Restart keeping all state: the listener closes, open connections
+    /// drop, and it listens again on the same port after `downtime`.
+    pub fn restart(&self, downtime: Duration) {
+        self.schedule(Fault::Refuse, Duration::ZERO, downtime);
+        self.shared.kick_all();
+    }
+
+    /// Restart losing all state (every worker, job and task is forgotten:
+    /// workers get 404 from then on). Open connections drop.
+    pub fn forget_state(&self) {
+        *self.shared.state.lock().unwrap() = api::State::default();
+        self.shared.kick_all();
+    }
+
+    /// Refuse the token from now on (every request: 401).
+    pub fn revoke_token(&self) {
+        self.shared.settings.lock().unwrap().revoked = true;
+    }
+
+    /// Accept the token again.
+    pub fn restore_token(&self) {
+        self.shared.settings.lock().unwrap().revoked = false;
+    }
+
+    /// Every request so far.
+    pub fn journal(&self) -> Vec<Entry> {
+        self.shared.journal.lock().unwrap().clone()
+    }
+
+    /// Forget the journal.
+    pub fn clear_journal(&self) {
+        self.shared.journal.lock().unwrap().clear();
+    }
+
+    /// The server's memory, for inspection and direct changes.
+    pub fn state(&self) -> MutexGuard<'_, api::State> {
+        self.shared.state.lock().unwrap()
+    }
+
+    /// Submit a task to `job` (full name) in `room` without HTTP.
+    pub fn submit(&self, room: &str, job: &str, payload: serde_json::Value) -> Option<uuid::Uuid> {
+        self.state().submit(room, job, payload)
+    }
+
+    /// Stop the server and wait for its thread.
+    pub fn stop(mut self) {
+        self.shutdown();
+    }
+
+    fn shutdown(&mut self) {
+        let _ = self.stop.send(true);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+async fn serve(
+    shared: Arc<Shared>,
+    listener: StdListener,
+    addr: SocketAddr,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut listener = TcpListener::from_std(listener).ok();
+    loop {
+        let refuse = shared.refusing(Instant::now());
+        if refuse && listener.is_some() {
+            listener = None;
+            shared.kick_all();
+        } else if !refuse && listener.is_none() {
+            listener = bind(addr).and_then(TcpListener::from_std).ok();
+        }
+        tokio::select! {
+            accepted = accept(listener.as_ref()) => {
+                if let Ok((stream, _)) = accepted {
+                    tokio::spawn(connection(shared.clone(), stream));
+                }
+            }
+            _ = tokio::time::sleep(Duration::from_millis(5)) => {}
+            _ = stop.changed() => break,
+        }
+    }
+    shared.kick_all();
+}
+
+async fn accept(listener: Option<&TcpListener>) -> io::Result<(TcpStream, SocketAddr)> {
+    match listener {
+        Some(l) => l.accept().await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn connection(shared: Arc<Shared>, stream: TcpStream) {
+    let _ = stream.set_nodelay(true);
+    let id = shared.connections.fetch_add(1, Ordering::SeqCst);
+    let ctl = Arc::new(ConnCtl::new());
+    let io = TokioIo::new(CtlStream::new(stream, ctl.clone()));
+    let svc_shared = shared.clone();
+    let svc_ctl = ctl.clone();
+    let service = service_fn(move |req| {
+        let shared = svc_shared.clone();
+        let ctl = svc_ctl.clone();
+        async move { Ok::<_, io::Error>(respond(shared, ctl, id, req).await?) }
+    });
+    let conn = http1::Builder::new()
+        .timer(TokioTimer::new())
+        .keep_alive(true)
+        .serve_connection(io, service);
+    tokio::pin!(conn);
+    let mut kick = shared.kick.subscribe();
+    let mut closing = false;
+    loop {
+        tokio::select! {
+            _ = conn.as_mut() => break,
+            _ = kick.changed() => break,
+            _ = tokio::time::sleep(Duration::from_millis(100)), if !closing => {
+                if ctl.idle_for() >= shared.idle_timeout {
+                    closing = true;
+                    conn.as_mut().graceful_shutdown();
+                }
+            }
+        }
+    }
+}
+
+type Response = hyper::Response<Full<Bytes>>;
+
+fn text(status: u16, body: &str) -> Response {
+    hyper::Response::builder()
+        .status(status)
+        .header("content-type", "text/plain; charset=utf-8")
+        .body(Full::new(Bytes::copy_from_slice(body.as_bytes())))
+        .expect("valid response")
+}
+
+async fn respond(
+    shared: Arc<Shared>,
+    ctl: Arc<ConnCtl>,
+    connection: u64,
+    req: hyper::Request<Incoming>,
+) -> Result<Response, io::Error> {
+    let _in_flight = ctl.request();
+    let arrival = Instant::now();
+    let method = req.method().as_str().to_owned();
+    let path_and_query = req.uri().path_and_query().map_or("/", |p| p.as_str()).to_owned();
+    let path = req.uri().path().to_owned();
+    let headers: Vec<(String, String)> = req
+        .headers()
+        .iter()
+        .map(|(n, v)| {
+            (
+                n.as_str().to_owned(),
+                String::from_utf8_lossy(v.as_bytes()).into_owned(),
+            )
+        })
+        .collect();
+    let header = |name: &str| headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.clone());
+    let (host, authorization, content_type) =
+        (header("host"), header("authorization"), header("content-type"));
+    let body = req
+        .into_body()
+        .collect()
+        .await
+        .map_err(io::Error::other)?
+        .to_bytes();
+
+    let fault = shared.fault_for(arrival, &method, &path);
+    let index = {
+        let mut journal = shared.journal.lock().unwrap();
+        journal.push(Entry {
+            at: arrival - shared.epoch,
+            method: method.clone(),
+            path: path_and_query,
+            status: None,
+            headers: headers.clone(),
+            fault: fault.as_ref().map(Fault::name),
+            connection,
+        });
+        journal.len() - 1
+    };
+    let record = |status: Option<u16>| {
+        if let Some(e) = shared.journal.lock().unwrap().get_mut(index) {
+            e.status = status;
+        }
+    };
+
+    let real = |shared: &Shared| {
+        let settings = shared.settings.lock().unwrap().clone();
+        let request = api::Request {
+            method: &method,
+            path: &path,
+            host: host.as_deref(),
+            authorization: authorization.as_deref(),
+            content_type: content_type.as_deref(),
+            body: &body,
+        };
+        let reply = api::handle(&mut shared.state.lock().unwrap(), &settings, &request);
+        let mut builder = hyper::Response::builder().status(reply.status);
+        if let Some(ct) = reply.content_type {
+            builder = builder.header("content-type", ct);
+        }
+        for (name, value) in &reply.headers {
+            builder = builder.header(*name, value.as_str());
+        }
+        let len = reply.body.len();
+        (
+            builder
+                .body(Full::new(Bytes::from(reply.body)))
+                .expect("valid response"),
+            len,
+        )
+    };
+
+    let response = match fault {
+        // Refuse is handled at the listener; fault_for never returns it.
+        None | Some(Fault::Refuse) => real(&shared).0,
+        Some(Fault::Blackhole) => {
+            // Never answer: hold the request until the fault ends (or the
+            // server drops the connection), then close without a word.
+            let mut kick = shared.kick.subscribe();
+            while shared.fault_for(Instant::now(), &method, &path) == Some(Fault::Blackhole) {
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_millis(20)) => {}
+                    _ = kick.changed() => break,
+                }
+            }
+            return Err(io::Error::new(io::ErrorKind::TimedOut, "blackholed request"));
+        }
+        Some(Fault::Slow(delay)) => {
+            tokio::time::sleep(delay).await;
+            real(&shared).0
+        }
+        Some(Fault::Status { status, retry_after }) => {
+            let reason = hyper::StatusCode::from_u16(status)
+                .ok()
+                .and_then(|s| s.canonical_reason())
+                .unwrap_or("Error");
+            let mut r = text(status, reason);
+            *r.status_mut() =
+                hyper::StatusCode::from_u16(status).unwrap_or(hyper::StatusCode::INTERNAL_SERVER_ERROR);
+            if let Some(s) = retry_after {
+                r.headers_mut().insert("retry-after", s.into());
+            }
+            r
+        }
+        Some(Fault::MalformedJson) => {
+            let mut r = text(200, r#"{"task": {"id": "#);
+            r.headers_mut()
+                .insert("content-type", "application/json".parse().expect("valid"));
+            r
+        }
+        Some(Fault::OversizedBody(size)) => {
+            let body = format!(r#"{{"task":null,"padding":"{}"}}"#, "x".repeat(size));
+            let mut r = text(200, &body);
+            r.headers_mut()
+                .insert("content-type", "application/json".parse().expect("valid"));
+            r
+        }
+        Some(Fault::TruncatedBody) => {
+            let (r, len) = real(&shared);
+            ctl.cut_next(Cut::after_body_bytes(len / 2, false));
+            record(None);
+            return Ok(r);
+        }
+        Some(Fault::Reset) => {
+            let (r, len) = real(&shared);
+            ctl.cut_next(Cut::after_body_bytes(len / 2, true));
+            record(None);
+            return Ok(r);
+        }
+    };
+    record(Some(response.status().as_u16()));
+    Ok(response)
+}
