@@ -368,7 +368,7 @@ async fn connection(shared: Arc<Shared>, stream: TcpStream) {
     let service = service_fn(move |req| {
         let shared = svc_shared.clone();
         let ctl = svc_ctl.clone();
-        async move { Ok::<_, io::Error>(respond(shared, ctl, id, req).await?) }
+        async move { respond(shared, ctl, id, req).await }
     });
     let conn = http1::Builder::new()
         .timer(TokioTimer::new())

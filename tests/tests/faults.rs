@@ -1,0 +1,330 @@
+//! Every fault of the test job server, shown to happen on the wire.
+
+use std::io::ErrorKind;
+use std::net::{SocketAddr, TcpStream};
+use std::time::{Duration, Instant};
+
+use outage_tests::http::{self, Connection, Response};
+use outage_tests::server::{Fault, TestServer};
+
+const API: &str = "/v1/joblib";
+
+struct Client {
+    addr: SocketAddr,
+    auth: String,
+}
+
+impl Client {
+    fn new(server: &TestServer) -> Client {
+        Client {
+            addr: server.addr(),
+            auth: format!("Bearer {}", server.token()),
+        }
+    }
+
+    fn call(&self, method: &str, path: &str, body: Option<&str>) -> std::io::Result<Response> {
+        let mut headers = vec![("Authorization", self.auth.as_str())];
+        if body.is_some() {
+            headers.push(("Content-Type", "application/json"));
+        }
+        http::request(
+            self.addr,
+            method,
+            &format!("{API}{path}"),
+            &headers,
+            body.map(str::as_bytes),
+        )
+    }
+
+    fn create_worker(&self) -> String {
+        let r = self.call("POST", "/workers", None).expect("create worker");
+        assert_eq!(r.status, 201);
+        r.json()["id"].as_str().unwrap().to_owned()
+    }
+}
+
+/// Polls `cond` every 10 ms for up to 2 s (the server reacts to faults
+/// within a few ms).
+fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while Instant::now() < deadline {
+        if cond() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    panic!("{what} did not happen within 2 s");
+}
+
+fn refused(addr: SocketAddr) -> bool {
+    matches!(TcpStream::connect(addr), Err(e) if e.kind() == ErrorKind::ConnectionRefused)
+}
+
+#[test]
+fn refuse_closes_the_listener_and_open_connections() {
+    let server = TestServer::start().unwrap();
+    let c = Client::new(&server);
+    let mut conn = Connection::open(server.addr()).unwrap();
+    let r = conn
+        .send(
+            "POST",
+            &format!("{API}/workers"),
+            &[("Authorization", &c.auth)],
+            None,
+        )
+        .unwrap();
+    assert_eq!(r.status, 201);
+    server.set_fault(Fault::Refuse);
+    eventually("connection refused", || refused(server.addr()));
+    assert!(
+        conn.closed_by_peer_within(Duration::from_secs(2)).unwrap(),
+        "open connections are closed too"
+    );
+    server.clear_faults();
+    eventually("listening again", || {
+        c.call("POST", "/workers", None).is_ok_and(|r| r.status == 201)
+    });
+}
+
+#[test]
+fn blackhole_accepts_and_never_answers() {
+    let server = TestServer::start().unwrap();
+    let c = Client::new(&server);
+    server.set_fault(Fault::Blackhole);
+    let stream = TcpStream::connect(server.addr()).expect("the connection is accepted");
+    drop(stream);
+    let mut conn = Connection::open(server.addr()).unwrap();
+    // The client's own timeout is what ends the wait.
+    let started = Instant::now();
+    let err = {
+        let s = conn.send(
+            "POST",
+            &format!("{API}/workers"),
+            &[("Authorization", &c.auth)],
+            None,
+        );
+        s.expect_err("no answer")
+    };
+    assert!(
+        matches!(err.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut),
+        "{err}"
+    );
+    assert!(started.elapsed() >= Duration::from_secs(9));
+    let j = server.journal();
+    assert_eq!(j.last().unwrap().fault, Some("blackhole"));
+    assert_eq!(j.last().unwrap().status, None);
+    server.clear_faults();
+    assert_eq!(c.call("POST", "/workers", None).unwrap().status, 201);
+}
+
+#[test]
+fn reset_mid_response() {
+    let server = TestServer::start().unwrap();
+    let c = Client::new(&server);
+    server.set_fault(Fault::Reset);
+    let err = c.call("POST", "/workers", None).expect_err("reset");
+    assert!(err.kind() == ErrorKind::ConnectionReset, "{err:?}");
+    assert_eq!(server.journal().last().unwrap().fault, Some("reset"));
+}
+
+#[test]
+fn error_statuses_with_and_without_retry_after() {
+    let server = TestServer::start().unwrap();
+    let c = Client::new(&server);
+    for (status, retry_after) in [
+        (500, None),
+        (502, None),
+        (503, None),
+        (503, Some(7)),
+        (429, Some(3)),
+        (500, Some(1)),
+    ] {
+        server.clear_faults();
+        server.set_fault(Fault::Status { status, retry_after });
+        let r = c.call("POST", "/workers", None).unwrap();
+        assert_eq!(r.status, status);
+        assert_eq!(
+            r.header("retry-after"),
+            retry_after.map(|s| s.to_string()).as_deref()
+        );
+        assert_eq!(server.journal().last().unwrap().status, Some(status));
+    }
+    assert!(
+        server.state().workers.is_empty(),
+        "a faulted request never reaches the API"
+    );
+}
+
+#[test]
+fn malformed_json() {
+    let server = TestServer::start().unwrap();
+    let c = Client::new(&server);
+    let w = c.create_worker();
+    server.set_fault(Fault::MalformedJson);
+    let r = c
+        .call("POST", "/tasks/claim", Some(&format!(r#"{{"worker_id":"{w}"}}"#)))
+        .unwrap();
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("content-type"), Some("application/json"));
+    assert!(
+        serde_json::from_slice::<serde_json::Value>(&r.body).is_err(),
+        "{}",
+        r.text()
+    );
+}
+
+#[test]
+fn truncated_body() {
+    let server = TestServer::start().unwrap();
+    let c = Client::new(&server);
+    server.set_fault(Fault::TruncatedBody);
+    let err = c.call("POST", "/workers", None).expect_err("body cut short");
+    assert_eq!(err.kind(), ErrorKind::UnexpectedEof, "{err:?}");
+}
+
+#[test]
+fn oversized_body() {
+    let server = TestServer::start().unwrap();
+    let c = Client::new(&server);
+    server.set_fault(Fault::OversizedBody(1 << 20));
+    let r = c.call("POST", "/workers", None).unwrap();
+    assert_eq!(r.status, 200);
+    assert!(r.body.len() > 1 << 20);
+    assert!(r.json().is_object(), "valid JSON, just large");
+}
+
+#[test]
+fn slow_answers() {
+    let server = TestServer::start().unwrap();
+    let c = Client::new(&server);
+    server.set_fault(Fault::Slow(Duration::from_millis(300)));
+    let started = Instant::now();
+    let r = c.call("POST", "/workers", None).unwrap();
+    assert_eq!(r.status, 201, "slow, but the real answer");
+    assert!(started.elapsed() >= Duration::from_millis(300));
+}
+
+#[test]
+fn forget_state_loses_every_worker() {
+    let server = TestServer::start().unwrap();
+    let c = Client::new(&server);
+    let w = c.create_worker();
+    server.forget_state();
+    let r = c.call("PATCH", &format!("/workers/{w}"), None).unwrap();
+    assert_eq!(r.status, 404);
+    assert_eq!(r.json()["type"], "/v1/problems/worker-not-found");
+}
+
+#[test]
+fn revoked_token_gets_401() {
+    let server = TestServer::start().unwrap();
+    let c = Client::new(&server);
+    let w = c.create_worker();
+    server.revoke_token();
+    let r = c.call("PATCH", &format!("/workers/{w}"), None).unwrap();
+    assert_eq!(r.status, 401);
+    assert_eq!(r.text(), r#"{"detail":"Unauthorized"}"#);
+    server.restore_token();
+    assert_eq!(
+        c.call("PATCH", &format!("/workers/{w}"), None).unwrap().status,
+        200
+    );
+}
+
+#[test]
+fn restart_keeps_state() {
+    let server = TestServer::start().unwrap();
+    let c = Client::new(&server);
+    let w = c.create_worker();
+    server.restart(Duration::from_millis(400));
+    eventually("down during the restart", || refused(server.addr()));
+    eventually("back after the restart", || {
+        c.call("PATCH", &format!("/workers/{w}"), None)
+            .is_ok_and(|r| r.status == 200)
+    });
+}
+
+#[test]
+fn faults_on_a_schedule() {
+    let server = TestServer::start().unwrap();
+    let c = Client::new(&server);
+    server.schedule(
+        Fault::Status {
+            status: 503,
+            retry_after: Some(1),
+        },
+        Duration::from_millis(300),
+        Duration::from_millis(900),
+    );
+    assert_eq!(
+        c.call("POST", "/workers", None).unwrap().status,
+        201,
+        "before the window"
+    );
+    std::thread::sleep(Duration::from_millis(450));
+    assert_eq!(
+        c.call("POST", "/workers", None).unwrap().status,
+        503,
+        "inside the window"
+    );
+    std::thread::sleep(Duration::from_millis(600));
+    assert_eq!(
+        c.call("POST", "/workers", None).unwrap().status,
+        201,
+        "after the window"
+    );
+
+    // A refusal on a schedule, too.
+    server.schedule(
+        Fault::Refuse,
+        Duration::from_millis(100),
+        Duration::from_millis(500),
+    );
+    eventually("refused inside the window", || refused(server.addr()));
+    eventually("accepting after the window", || !refused(server.addr()));
+}
+
+#[test]
+fn faults_can_target_one_endpoint() {
+    let server = TestServer::start().unwrap();
+    let c = Client::new(&server);
+    let w = c.create_worker();
+    server.set_fault_on(
+        Fault::Status {
+            status: 502,
+            retry_after: None,
+        },
+        "/tasks/claim",
+    );
+    assert_eq!(
+        c.call("PATCH", &format!("/workers/{w}"), None).unwrap().status,
+        200
+    );
+    let claim = format!(r#"{{"worker_id":"{w}"}}"#);
+    assert_eq!(c.call("POST", "/tasks/claim", Some(&claim)).unwrap().status, 502);
+}
+
+#[test]
+fn journal_records_every_request() {
+    let server = TestServer::start().unwrap();
+    let c = Client::new(&server);
+    let w = c.create_worker();
+    for _ in 0..3 {
+        c.call("PATCH", &format!("/workers/{w}"), None).unwrap();
+    }
+    let j = server.journal();
+    assert_eq!(j.len(), 4);
+    assert_eq!(j[0].method, "POST");
+    assert_eq!(j[0].path, "/v1/joblib/workers");
+    assert_eq!(j[0].status, Some(201));
+    let beats: Vec<_> = j.iter().filter(|e| e.method == "PATCH").collect();
+    assert_eq!(beats.len(), 3);
+    assert!(
+        beats.windows(2).all(|w| w[0].at <= w[1].at),
+        "arrival times are ordered"
+    );
+    assert_eq!(beats[0].header("authorization"), Some(c.auth.as_str()));
+    assert!(beats[0].header("host").is_some());
+    server.clear_journal();
+    assert!(server.journal().is_empty());
+}
