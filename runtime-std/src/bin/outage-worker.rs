@@ -1,0 +1,336 @@
+//! `outage-worker`: serve ZnDraw jobs with external commands, riding out
+//! job-server outages. See `outage-worker --help`.
+
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::Parser;
+use outage_runtime_std::{
+    Config, Duration, Jitter, Job, OnRegistrationLost, StartError, StopReason, Task, WorkerBuilder,
+};
+
+const ABOUT: &str = "Serve ZnDraw jobs with external commands, riding out job-server outages.";
+
+const LONG_ABOUT: &str = "\
+Serve ZnDraw jobs with external commands, riding out job-server outages.
+
+outage-worker registers with a ZnDraw job server (zndraw-joblib, REST under
+/v1/joblib), claims tasks of the jobs you name and runs one command per task:
+
+  * the task's payload is written to the command's stdin as JSON;
+  * OUTAGE_TASK_ID, OUTAGE_JOB and OUTAGE_ROOM are set in its environment;
+  * exit status 0 marks the task completed; any other marks it failed, with
+    the end of the command's stderr as the task's error.
+
+The command runs directly, never through a shell: its words are split on
+spaces, without quoting. Wrap anything more complex in a script.
+
+When the server goes away the worker keeps trying with capped, jittered
+backoff, warns with a countdown (\"Server unreachable — retrying (30s/120s
+elapsed)\"), keeps a finished task's outcome until the server is back, and
+stops with one error line if the outage lasts longer than
+--max-unreachable. Ctrl-C (or SIGTERM) stops claiming, lets the running task
+finish within --grace, and removes the worker from the server.
+
+Log level: RUST_LOG (default: info for the worker's own lines).";
+
+const EXAMPLES: &str = "\
+Examples:
+  outage-worker --server http://127.0.0.1:8765 --token secret \\
+      --job '@global:modifiers:Echo=cat'
+  OUTAGE_TOKEN=secret outage-worker --job 'room1:analysis:Count=./count.py --fast' \\
+      --schema 'room1:analysis:Count=count.schema.json'";
+
+#[derive(Parser, Debug)]
+#[command(name = "outage-worker", version, about = ABOUT, long_about = LONG_ABOUT, after_long_help = EXAMPLES)]
+struct Cli {
+    /// URL of the ZnDraw job server (without /v1/joblib).
+    #[arg(
+        long,
+        env = "OUTAGE_SERVER",
+        default_value = "http://127.0.0.1:8765",
+        value_name = "URL"
+    )]
+    server: String,
+
+    /// Bearer token for the server.
+    #[arg(long, env = "OUTAGE_TOKEN", hide_env_values = true, value_name = "TOKEN")]
+    token: String,
+
+    /// A job and the command that runs its tasks, as ROOM:CATEGORY:NAME=COMMAND
+    /// (e.g. '@global:modifiers:Echo=cat'). Repeat for more jobs.
+    #[arg(long = "job", value_name = "JOB=COMMAND", required = true)]
+    jobs: Vec<String>,
+
+    /// A JSON schema file for a job's payload, as ROOM:CATEGORY:NAME=FILE.
+    #[arg(long = "schema", value_name = "JOB=FILE")]
+    schemas: Vec<String>,
+
+    /// Heartbeat interval (e.g. 30, 2.5, 500ms).
+    #[arg(long, default_value = "30s", value_parser = parse_duration, value_name = "TIME")]
+    heartbeat: Duration,
+
+    /// Wait between claims when the queue is empty.
+    #[arg(long, default_value = "2s", value_parser = parse_duration, value_name = "TIME")]
+    poll: Duration,
+
+    /// Stop after the server has been unreachable this long.
+    #[arg(long, default_value = "120s", value_parser = parse_duration, value_name = "TIME")]
+    max_unreachable: Duration,
+
+    /// At most one outage warning per this interval.
+    #[arg(long, default_value = "5s", value_parser = parse_duration, value_name = "TIME")]
+    log_interval: Duration,
+
+    /// Longest wait between retries during an outage.
+    #[arg(long, default_value = "10s", value_parser = parse_duration, value_name = "TIME")]
+    backoff_cap: Duration,
+
+    /// Timeout of each request to the server.
+    #[arg(long, default_value = "10s", value_parser = parse_duration, value_name = "TIME")]
+    request_timeout: Duration,
+
+    /// On Ctrl-C/SIGTERM, how long the running task may take before it is
+    /// reported failed ("worker shutting down").
+    #[arg(long, default_value = "30s", value_parser = parse_duration, value_name = "TIME")]
+    grace: Duration,
+
+    /// What to do when the server no longer knows this worker (for example
+    /// after a restart that lost its data): stop, or register again.
+    #[arg(long, default_value = "stop", value_parser = ["stop", "register"], value_name = "POLICY")]
+    on_registration_lost: String,
+
+    /// Retry on the exact reference schedule (no jitter). Fleets should keep
+    /// jitter on, so that they do not retry in lockstep.
+    #[arg(long)]
+    no_jitter: bool,
+}
+
+/// `30`, `2.5`, `500ms`, `2s`, `1m`: integer milliseconds, no floats.
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let (num, unit_ms) = if let Some(n) = s.strip_suffix("ms") {
+        (n, 1)
+    } else if let Some(n) = s.strip_suffix('s') {
+        (n, 1000)
+    } else if let Some(n) = s.strip_suffix('m') {
+        (n, 60_000)
+    } else {
+        (s, 1000)
+    };
+    let bad = || format!("{s:?} is not a duration (try 30, 2.5, 500ms, 2s or 1m)");
+    let (whole, frac) = num.split_once('.').unwrap_or((num, ""));
+    if whole.is_empty() && frac.is_empty() {
+        return Err(bad());
+    }
+    let whole: u64 = if whole.is_empty() {
+        0
+    } else {
+        whole.parse().map_err(|_| bad())?
+    };
+    let mut ms = whole.checked_mul(unit_ms).ok_or_else(bad)?;
+    let mut scale = unit_ms;
+    for c in frac.chars() {
+        let d = c.to_digit(10).ok_or_else(bad)? as u64;
+        scale /= 10;
+        ms += d * scale;
+    }
+    Ok(Duration::from_millis(ms))
+}
+
+struct JobCommand {
+    job: Job,
+    program: String,
+    args: Vec<String>,
+}
+
+fn parse_job(spec: &str) -> Result<JobCommand, String> {
+    let (name, command) = spec
+        .split_once('=')
+        .ok_or_else(|| format!("--job {spec:?}: expected ROOM:CATEGORY:NAME=COMMAND"))?;
+    let job = Job::parse(name.trim()).map_err(|e| format!("--job: {e}"))?;
+    let mut words = command.split_whitespace().map(str::to_owned);
+    let program = words
+        .next()
+        .ok_or_else(|| format!("--job {spec:?}: the command is empty"))?;
+    Ok(JobCommand {
+        job,
+        program,
+        args: words.collect(),
+    })
+}
+
+/// Keep the last `max` bytes of a command's stderr, on a char boundary.
+fn tail(text: &str, max: usize) -> &str {
+    let text = text.trim();
+    if text.len() <= max {
+        return text;
+    }
+    let mut start = text.len() - max;
+    while !text.is_char_boundary(start) {
+        start += 1;
+    }
+    &text[start..]
+}
+
+async fn run_command(program: Arc<String>, args: Arc<Vec<String>>, task: Task) -> Result<(), String> {
+    use async_process::{Command, Stdio};
+    use futures_lite::AsyncWriteExt;
+
+    let mut child = Command::new(program.as_str())
+        .args(args.iter())
+        .env("OUTAGE_TASK_ID", &task.id)
+        .env("OUTAGE_JOB", &task.job_name)
+        .env("OUTAGE_ROOM", &task.room_id)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|e| format!("cannot run {program}: {e}"))?;
+    if let Some(mut stdin) = child.stdin.take() {
+        let payload = serde_json::to_vec(&task.payload).unwrap_or_default();
+        // A command that does not read its stdin is fine.
+        let _ = stdin.write_all(&payload).await;
+        let _ = stdin.close().await;
+    }
+    let out = child
+        .output()
+        .await
+        .map_err(|e| format!("{program} failed: {e}"))?;
+    if !out.stdout.is_empty() {
+        log::debug!(target: "outage", "{program} said: {}", String::from_utf8_lossy(&out.stdout).trim());
+    }
+    if out.status.success() {
+        return Ok(());
+    }
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let why = match out.status.code() {
+        Some(code) => format!("exit status {code}"),
+        None => "killed by a signal".to_owned(),
+    };
+    let tail = tail(&stderr, 2000);
+    Err(if tail.is_empty() {
+        why
+    } else {
+        format!("{why}: {tail}")
+    })
+}
+
+fn init_logging() {
+    use std::io::Write;
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn,outage=info"))
+        .format(|buf, record| {
+            let ts = buf.timestamp_seconds();
+            writeln!(buf, "{ts} {:<5} {}", record.level(), record.args())
+        })
+        .init();
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging();
+    async_std::task::block_on(run(cli))
+}
+
+async fn run(cli: Cli) -> ExitCode {
+    let config = Config {
+        heartbeat_interval: cli.heartbeat,
+        poll_interval: cli.poll,
+        max_unreachable: cli.max_unreachable,
+        log_interval: cli.log_interval,
+        backoff_cap: cli.backoff_cap,
+        request_timeout: cli.request_timeout,
+        jitter: if cli.no_jitter { Jitter::Off } else { Jitter::Equal },
+        on_registration_lost: if cli.on_registration_lost == "register" {
+            OnRegistrationLost::Register
+        } else {
+            OnRegistrationLost::Stop
+        },
+        ..Config::DEFAULT
+    };
+    let mut builder = WorkerBuilder::new(cli.server.clone(), cli.token.clone()).config(config);
+    for spec in &cli.jobs {
+        let jc = match parse_job(spec) {
+            Ok(jc) => jc,
+            Err(e) => return usage(&e),
+        };
+        let mut job = jc.job;
+        for s in &cli.schemas {
+            let Some((name, file)) = s.split_once('=') else {
+                return usage(&format!("--schema {s:?}: expected ROOM:CATEGORY:NAME=FILE"));
+            };
+            if name.trim() == job.full_name() {
+                let text = match std::fs::read_to_string(file.trim()) {
+                    Ok(t) => t,
+                    Err(e) => return usage(&format!("--schema: cannot read {file}: {e}")),
+                };
+                match serde_json::from_str(&text) {
+                    Ok(schema) => job = job.with_schema(schema),
+                    Err(e) => return usage(&format!("--schema: {file} is not JSON: {e}")),
+                }
+            }
+        }
+        let program = Arc::new(jc.program);
+        let args = Arc::new(jc.args);
+        builder = builder.job(job, move |task: Task| {
+            run_command(program.clone(), args.clone(), task)
+        });
+    }
+    let worker = match builder.start().await {
+        Ok(w) => w,
+        // The startup failure was logged as it happened.
+        Err(StartError::Startup { .. }) => return ExitCode::FAILURE,
+        Err(e) => return usage(&e.to_string()),
+    };
+    let grace = std::time::Duration::from_millis(cli.grace.as_millis());
+    match worker.run_until_signal(grace).await {
+        StopReason::Requested => ExitCode::SUCCESS,
+        _ => ExitCode::FAILURE,
+    }
+}
+
+fn usage(msg: &str) -> ExitCode {
+    eprintln!("error: {msg}\n\nRun 'outage-worker --help' for usage.");
+    ExitCode::from(2)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("30").unwrap(), Duration::from_secs(30));
+        assert_eq!(parse_duration("2.5").unwrap(), Duration::from_millis(2_500));
+        assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
+        assert_eq!(parse_duration("1m").unwrap(), Duration::from_secs(60));
+        assert_eq!(parse_duration("0.25s").unwrap(), Duration::from_millis(250));
+        assert!(parse_duration("abc").is_err());
+        assert!(parse_duration("").is_err());
+    }
+
+    #[test]
+    fn job_specs() {
+        let jc = parse_job("@global:modifiers:Echo=./run.sh --fast  x").unwrap();
+        assert_eq!(jc.job.full_name(), "@global:modifiers:Echo");
+        assert_eq!(jc.program, "./run.sh");
+        assert_eq!(jc.args, ["--fast", "x"]);
+        assert!(parse_job("@global:modifiers:Echo").is_err());
+        assert!(parse_job("Echo=cat").is_err());
+        assert!(parse_job("a:b:c= ").is_err());
+    }
+
+    #[test]
+    fn stderr_tail() {
+        assert_eq!(tail("  short \n", 10), "short");
+        assert_eq!(tail("0123456789abc", 3), "abc");
+        assert_eq!(tail("ééé", 3), "é");
+    }
+
+    #[test]
+    fn cli_is_well_formed() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+}

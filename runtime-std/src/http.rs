@@ -1,0 +1,270 @@
+//! The HTTP seam: the loops speak to [`Http`], never to surf directly, so
+//! the client can be swapped without touching them. [`SurfHttp`] is the
+//! async-h1 implementation.
+//!
+//! Every failure is turned into the core's [`Failure`] here, once; the core
+//! classifies it.
+
+use std::future::Future;
+use std::io;
+use std::time::Duration as StdDuration;
+
+use futures_lite::AsyncReadExt;
+use outage_core::protocol::Method;
+use outage_core::{Duration, Failure, Transport, parse_retry_after};
+
+/// One request.
+#[derive(Debug, Clone, Copy)]
+pub struct Request<'a> {
+    /// Method.
+    pub method: Method,
+    /// Absolute URL.
+    pub url: &'a str,
+    /// JSON body, if any.
+    pub json: Option<&'a [u8]>,
+    /// Give up after this long (send and receive together).
+    pub timeout: StdDuration,
+}
+
+/// One response (any status).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Response {
+    /// Status code.
+    pub status: u16,
+    /// `Retry-After` in delta-seconds, if sent.
+    pub retry_after: Option<Duration>,
+    /// Body bytes (at most the client's limit).
+    pub body: Vec<u8>,
+}
+
+/// Where a transport failure happened: before the response head arrived
+/// (the request may not have reached the server) or while reading the body.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stage {
+    /// Connecting, sending, or waiting for the head.
+    Head,
+    /// Reading the body.
+    Body,
+}
+
+/// A failed exchange.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HttpError {
+    /// The core's view of it.
+    pub failure: Failure,
+    /// Where it happened.
+    pub stage: Stage,
+}
+
+impl HttpError {
+    /// A pooled keep-alive connection the server had closed: nothing was
+    /// answered, so the request can safely go again on a fresh connection.
+    pub fn is_stale_connection(&self) -> bool {
+        self.stage == Stage::Head
+            && matches!(
+                self.failure,
+                Failure::Transport(Transport::ConnectionClosed | Transport::ConnectionReset)
+            )
+    }
+}
+
+/// An HTTP/1.1 client.
+pub trait Http: Send + Sync + 'static {
+    /// Send one request with its bearer token.
+    fn send(
+        &self,
+        req: Request<'_>,
+        bearer: &str,
+    ) -> impl Future<Output = Result<Response, HttpError>> + Send;
+}
+
+/// [`Http`] over surf's async-h1 client, with a keep-alive pool and
+/// `TCP_NODELAY`.
+pub struct SurfHttp {
+    client: surf::Client,
+    max_body: usize,
+}
+
+impl SurfHttp {
+    /// A client that accepts response bodies up to `max_body` bytes.
+    pub fn new(max_body: usize) -> io::Result<SurfHttp> {
+        let config = surf::Config::new()
+            .set_http_keep_alive(true)
+            .set_tcp_no_delay(true)
+            .set_timeout(None)
+            .set_max_connections_per_host(4);
+        let client: surf::Client = match config.try_into() {
+            Ok(c) => c,
+            Err(never) => match never {},
+        };
+        Ok(SurfHttp { client, max_body })
+    }
+
+    async fn exchange(&self, req: Request<'_>, bearer: &str) -> Result<Response, HttpError> {
+        let method = match req.method {
+            Method::Get => surf::http::Method::Get,
+            Method::Post => surf::http::Method::Post,
+            Method::Put => surf::http::Method::Put,
+            Method::Patch => surf::http::Method::Patch,
+            Method::Delete => surf::http::Method::Delete,
+        };
+        let url = surf::Url::parse(req.url).map_err(|_| HttpError {
+            failure: Failure::Transport(Transport::Network),
+            stage: Stage::Head,
+        })?;
+        let mut builder = self
+            .client
+            .request(method, url)
+            .header("Authorization", format!("Bearer {bearer}"))
+            .header("Accept", "application/json");
+        if let Some(body) = req.json {
+            builder = builder
+                .body(surf::Body::from_bytes(body.to_vec()))
+                .content_type("application/json");
+        }
+        let mut res = self.client.send(builder).await.map_err(|e| HttpError {
+            failure: Failure::Transport(transport_kind(&e)),
+            stage: Stage::Head,
+        })?;
+        let status: u16 = res.status().into();
+        let retry_after = res
+            .header("Retry-After")
+            .and_then(|v| parse_retry_after(v.last().as_str().as_bytes()));
+        let limit = self.max_body;
+        if res.len().is_some_and(|len| len > limit) {
+            return Err(HttpError {
+                failure: Failure::ResponseTooLarge,
+                stage: Stage::Body,
+            });
+        }
+        let mut body = Vec::new();
+        let reader = res.take_body().into_reader();
+        let read = reader.take(limit as u64 + 1).read_to_end(&mut body).await;
+        if let Err(e) = read {
+            return Err(HttpError {
+                failure: Failure::Transport(io_kind(&e)),
+                stage: Stage::Body,
+            });
+        }
+        if body.len() > limit {
+            return Err(HttpError {
+                failure: Failure::ResponseTooLarge,
+                stage: Stage::Body,
+            });
+        }
+        Ok(Response {
+            status,
+            retry_after,
+            body,
+        })
+    }
+}
+
+impl Http for SurfHttp {
+    async fn send(&self, req: Request<'_>, bearer: &str) -> Result<Response, HttpError> {
+        match async_std::future::timeout(req.timeout, self.exchange(req, bearer)).await {
+            Ok(result) => result,
+            Err(_) => Err(HttpError {
+                failure: Failure::Transport(Transport::Timeout),
+                stage: Stage::Head,
+            }),
+        }
+    }
+}
+
+fn io_kind(e: &io::Error) -> Transport {
+    use io::ErrorKind::*;
+    match e.kind() {
+        ConnectionRefused => Transport::ConnectionRefused,
+        ConnectionReset | ConnectionAborted => Transport::ConnectionReset,
+        UnexpectedEof | BrokenPipe | NotConnected => Transport::ConnectionClosed,
+        TimedOut | WouldBlock => Transport::Timeout,
+        _ => message_kind(&e.to_string()),
+    }
+}
+
+/// surf reports some failures as text only (pool errors, async-h1's
+/// "connection closed"); read the kind from the io::Error when there is one,
+/// else from the words.
+fn transport_kind(e: &surf::Error) -> Transport {
+    if let Some(io) = e.downcast_ref::<io::Error>() {
+        return io_kind(io);
+    }
+    if e.downcast_ref::<async_std::future::TimeoutError>().is_some() {
+        return Transport::Timeout;
+    }
+    message_kind(&e.to_string())
+}
+
+fn message_kind(msg: &str) -> Transport {
+    let m = msg.to_ascii_lowercase();
+    if m.contains("refused") {
+        Transport::ConnectionRefused
+    } else if m.contains("reset") {
+        Transport::ConnectionReset
+    } else if m.contains("connection closed")
+        || m.contains("empty response")
+        || m.contains("eof")
+        || m.contains("broken pipe")
+    {
+        Transport::ConnectionClosed
+    } else if m.contains("timed out") || m.contains("timeout") {
+        Transport::Timeout
+    } else if m.contains("lookup")
+        || m.contains("resolve")
+        || m.contains("name or service")
+        || m.contains("dns")
+    {
+        Transport::Dns
+    } else if m.contains("tls") || m.contains("certificate") || m.contains("ssl") {
+        Transport::Tls
+    } else {
+        Transport::Network
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_map_to_kinds() {
+        assert_eq!(
+            message_kind("Connection refused (os error 111)"),
+            Transport::ConnectionRefused
+        );
+        assert_eq!(message_kind("connection closed"), Transport::ConnectionClosed);
+        assert_eq!(
+            message_kind("failed to lookup address information"),
+            Transport::Dns
+        );
+        assert_eq!(message_kind("something odd"), Transport::Network);
+        assert_eq!(
+            io_kind(&io::Error::from(io::ErrorKind::ConnectionReset)),
+            Transport::ConnectionReset
+        );
+    }
+
+    #[test]
+    fn only_head_stage_closes_are_stale() {
+        let stale = HttpError {
+            failure: Failure::Transport(Transport::ConnectionClosed),
+            stage: Stage::Head,
+        };
+        assert!(stale.is_stale_connection());
+        assert!(
+            !HttpError {
+                stage: Stage::Body,
+                ..stale
+            }
+            .is_stale_connection()
+        );
+        assert!(
+            !HttpError {
+                failure: Failure::Transport(Transport::ConnectionRefused),
+                ..stale
+            }
+            .is_stale_connection()
+        );
+    }
+}

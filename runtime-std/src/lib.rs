@@ -1,0 +1,76 @@
+//! # outage-runtime-std
+//!
+//! The host worker for ZnDraw job servers (`zndraw-joblib`), on async-std
+//! and surf. It registers, heartbeats, claims tasks, runs them and reports
+//! their status — and rides out server outages exactly as
+//! [`outage_core`] decides: one outage clock for both loops, countdown
+//! warnings, capped jittered backoff, outcomes held until the server returns,
+//! an immediate stop on fatal answers, and a clean stop when the outage
+//! outlasts its limit.
+//!
+//! ```no_run
+//! use outage_runtime_std::{Job, WorkerBuilder};
+//!
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! let worker = WorkerBuilder::new("http://127.0.0.1:8765", "secret")
+//!     .job(Job::new("@global", "modifiers", "Echo"), |task: outage_runtime_std::Task| async move {
+//!         println!("payload: {}", task.payload);
+//!         Ok(())
+//!     })
+//!     .start()
+//!     .await?;
+//! worker.run_until_signal(std::time::Duration::from_secs(10)).await;
+//! # Ok(()) }
+//! ```
+//!
+//! Logs go through the `log` crate (target `outage`) with the core's event
+//! texts. The token never appears in a log line or an error message.
+
+#![forbid(unsafe_code)]
+
+mod api;
+pub mod http;
+mod worker;
+
+pub use api::{ApiError, Task};
+pub use outage_core::{Config, Duration, Jitter, OnRegistrationLost, StopReason};
+pub use worker::{Handler, Job, StartError, Stats, TaskResult, Worker, WorkerBuilder};
+
+use outage_core::{Clock, Event, Instant, Level};
+
+/// The core's clock over `std::time::Instant`.
+#[derive(Debug, Clone, Copy)]
+pub struct StdClock {
+    epoch: std::time::Instant,
+}
+
+impl StdClock {
+    /// A clock whose epoch is now.
+    pub fn new() -> Self {
+        StdClock {
+            epoch: std::time::Instant::now(),
+        }
+    }
+}
+
+impl Default for StdClock {
+    fn default() -> Self {
+        StdClock::new()
+    }
+}
+
+impl Clock for StdClock {
+    fn now(&self) -> Instant {
+        Instant::from_millis(self.epoch.elapsed().as_millis() as u64)
+    }
+}
+
+/// Log one event through `log`, at its level, with its one rendering.
+pub fn emit(event: &Event<'_>) {
+    let level = match event.level() {
+        Level::Error => log::Level::Error,
+        Level::Warn => log::Level::Warn,
+        Level::Info => log::Level::Info,
+    };
+    log::log!(target: "outage", level, "{event}");
+}

@@ -1,0 +1,832 @@
+//! The host worker: startup, the heartbeat and claim loops as async-std
+//! tasks over one shared [`Machine`], and stopping.
+//!
+//! Every decision is the core's; this module only performs I/O, sleeps
+//! until the deadlines the core hands out (or until woken), and spawns.
+
+use std::fmt;
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration as StdDuration, Instant as StdInstant};
+
+use async_std::channel::{Receiver, Sender, bounded};
+use futures_lite::FutureExt;
+use outage_core::protocol::TaskStatus;
+use outage_core::{
+    ClaimAction, Clock, Config, ConfigError, Duration, Event, HeartbeatAction, Instant, Machine, Phase,
+    StartupError, StartupRetry, StartupStep, Step, StopReason, Wake,
+};
+
+use crate::api::{Api, ApiError, Task};
+use crate::http::{Http, SurfHttp};
+use crate::{StdClock, emit};
+
+/// A job the worker serves: where it is registered and its payload schema.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Job {
+    /// Room (`@global` for all rooms; needs a superuser token).
+    pub room: String,
+    /// `modifiers`, `selections` or `analysis`.
+    pub category: String,
+    /// Job name.
+    pub name: String,
+    /// JSON schema of the payload.
+    pub schema: serde_json::Value,
+}
+
+impl Job {
+    /// A job with an empty schema (`{}`).
+    pub fn new(room: impl Into<String>, category: impl Into<String>, name: impl Into<String>) -> Job {
+        Job {
+            room: room.into(),
+            category: category.into(),
+            name: name.into(),
+            schema: serde_json::json!({}),
+        }
+    }
+
+    /// Parse a full job name `room:category:name`, e.g. `@global:modifiers:Echo`.
+    pub fn parse(full_name: &str) -> Result<Job, String> {
+        let mut parts = full_name.splitn(3, ':');
+        match (parts.next(), parts.next(), parts.next()) {
+            (Some(room), Some(category), Some(name))
+                if !room.is_empty() && !category.is_empty() && !name.is_empty() =>
+            {
+                Ok(Job::new(room, category, name))
+            }
+            _ => Err(format!(
+                "job name {full_name:?} is not of the form room:category:name"
+            )),
+        }
+    }
+
+    /// Set the payload schema.
+    pub fn with_schema(mut self, schema: serde_json::Value) -> Job {
+        self.schema = schema;
+        self
+    }
+
+    /// `room:category:name`
+    pub fn full_name(&self) -> String {
+        format!("{}:{}:{}", self.room, self.category, self.name)
+    }
+}
+
+/// What a handler returns: `Ok` → `completed`, `Err(text)` → `failed` with
+/// that text as the task's error.
+pub type TaskResult = Result<(), String>;
+
+type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
+
+/// Runs tasks of one job. Any `Fn(Task) -> impl Future<Output = TaskResult>`
+/// is a handler.
+pub trait Handler: Send + Sync + 'static {
+    /// Run one task.
+    fn run(&self, task: Task) -> BoxFuture<TaskResult>;
+}
+
+impl<F, Fut> Handler for F
+where
+    F: Fn(Task) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = TaskResult> + Send + 'static,
+{
+    fn run(&self, task: Task) -> BoxFuture<TaskResult> {
+        Box::pin(self(task))
+    }
+}
+
+/// Why a worker could not start.
+#[derive(Debug)]
+pub enum StartError {
+    /// The configuration is inconsistent.
+    Config(ConfigError),
+    /// The server URL is not `http://…` (or `https://…` with the `tls` feature).
+    Url(String),
+    /// No job was given.
+    NoJobs,
+    /// The HTTP client could not be built.
+    Client(std::io::Error),
+    /// Creating the worker or registering a job failed for good.
+    Startup {
+        /// Which request, how, after how many retries.
+        error: StartupError,
+        /// The server's explanation, if it sent one.
+        detail: Option<String>,
+    },
+}
+
+impl fmt::Display for StartError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StartError::Config(e) => write!(f, "{e}"),
+            StartError::Url(u) => write!(f, "invalid server URL {u:?}: expected http://host:port"),
+            StartError::NoJobs => f.write_str("no job to serve: add at least one"),
+            StartError::Client(e) => write!(f, "cannot set up the HTTP client: {e}"),
+            StartError::Startup { error, detail } => {
+                write!(f, "could not start the worker: {error}")?;
+                if let Some(d) = detail {
+                    write!(f, " ({d})")?;
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+impl std::error::Error for StartError {}
+
+/// Builds a [`Worker`].
+pub struct WorkerBuilder {
+    url: String,
+    token: String,
+    jobs: Vec<(Job, Arc<dyn Handler>)>,
+    config: Config,
+    max_response_bytes: usize,
+    seed: Option<u64>,
+}
+
+impl fmt::Debug for WorkerBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("WorkerBuilder")
+            .field("url", &self.url)
+            .field("token", &"<redacted>")
+            .field(
+                "jobs",
+                &self.jobs.iter().map(|(j, _)| j.full_name()).collect::<Vec<_>>(),
+            )
+            .field("config", &self.config)
+            .finish()
+    }
+}
+
+impl WorkerBuilder {
+    /// A worker for the server at `url` (`http://host:port`) using `token`.
+    pub fn new(url: impl Into<String>, token: impl Into<String>) -> Self {
+        WorkerBuilder {
+            url: url.into(),
+            token: token.into(),
+            jobs: Vec::new(),
+            config: Config::DEFAULT,
+            max_response_bytes: 16 << 20,
+            seed: None,
+        }
+    }
+
+    /// Serve `job` with `handler`.
+    pub fn job(mut self, job: Job, handler: impl Handler) -> Self {
+        self.jobs.push((job, Arc::new(handler)));
+        self
+    }
+
+    /// The core's configuration (intervals, limits, jitter, policies).
+    pub fn config(mut self, config: Config) -> Self {
+        self.config = config;
+        self
+    }
+
+    /// The largest response body accepted (default 16 MiB); a larger one is
+    /// a failure (`Response too large for its buffer`), never a crash.
+    pub fn max_response_bytes(mut self, n: usize) -> Self {
+        self.max_response_bytes = n;
+        self
+    }
+
+    /// Seed the jitter (default: from the time and process id).
+    pub fn seed(mut self, seed: u64) -> Self {
+        self.seed = Some(seed);
+        self
+    }
+
+    /// Create the worker, register its jobs (retrying on the core's startup
+    /// schedule) and start the heartbeat and claim loops.
+    pub async fn start(self) -> Result<Worker, StartError> {
+        let http = SurfHttp::new(self.max_response_bytes).map_err(StartError::Client)?;
+        self.start_with(http).await
+    }
+
+    /// [`WorkerBuilder::start`] with another HTTP client.
+    pub async fn start_with<H: Http>(self, http: H) -> Result<Worker<H>, StartError> {
+        self.config.validate().map_err(StartError::Config)?;
+        let scheme_ok =
+            self.url.starts_with("http://") || (cfg!(feature = "tls") && self.url.starts_with("https://"));
+        if !scheme_ok {
+            return Err(StartError::Url(self.url));
+        }
+        if self.jobs.is_empty() {
+            return Err(StartError::NoJobs);
+        }
+        let timeout = std_duration(self.config.request_timeout);
+        let clock = StdClock::new();
+        let seed = self.seed.unwrap_or_else(default_seed);
+        let (wake_hb, wake_hb_rx) = bounded(1);
+        let (wake_claim, wake_claim_rx) = bounded(1);
+        let (halt, halt_rx) = bounded(1);
+        let (finished, finished_rx) = bounded(1);
+        let machine = Machine::new(self.config, clock.now(), 0).map_err(StartError::Config)?;
+        let shared = Arc::new(Shared {
+            api: Api::new(http, &self.url, &self.token, timeout),
+            config: self.config,
+            machine: Mutex::new(machine),
+            clock,
+            worker_id: Mutex::new(String::new()),
+            jobs: self.jobs,
+            rng: Mutex::new(seed),
+            wake_hb,
+            wake_hb_rx,
+            wake_claim,
+            wake_claim_rx,
+            halt,
+            halt_rx,
+            finished,
+            finished_rx,
+            live_loops: AtomicUsize::new(2),
+            grace_deadline: Mutex::new(None),
+            stats: StatsCounters::default(),
+            disconnect: async_std::sync::Mutex::new(false),
+        });
+
+        let id = shared
+            .register_everything(true)
+            .await
+            .map_err(|(error, detail)| StartError::Startup { error, detail })?;
+        log::info!(
+            target: "outage",
+            "Registered as worker {id} for {}",
+            shared.jobs.iter().map(|(j, _)| j.full_name()).collect::<Vec<_>>().join(", ")
+        );
+        {
+            // The loops' clocks start now, after a possibly long startup.
+            let rand = shared.rand();
+            *shared.machine() =
+                Machine::new(self.config, shared.clock.now(), rand).map_err(StartError::Config)?;
+        }
+        let hb = async_std::task::spawn(heartbeat_loop(shared.clone()));
+        let claim = async_std::task::spawn(claim_loop(shared.clone()));
+        Ok(Worker {
+            shared,
+            tasks: Mutex::new(vec![hb, claim]),
+        })
+    }
+}
+
+fn default_seed() -> u64 {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64);
+    nanos ^ (u64::from(std::process::id()) << 32)
+}
+
+pub(crate) fn std_duration(d: Duration) -> StdDuration {
+    StdDuration::from_millis(d.as_millis())
+}
+
+/// What a worker has done so far.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// HTTP requests sent.
+    pub requests: u64,
+    /// Requests that failed (transport or unexpected status).
+    pub failed_requests: u64,
+    /// Requests retried once on a fresh connection after meeting a
+    /// keep-alive connection the server had closed.
+    pub stale_connection_retries: u64,
+    /// Tasks whose handler succeeded.
+    pub tasks_completed: u64,
+    /// Tasks whose handler failed (or panicked, or overran a shutdown).
+    pub tasks_failed: u64,
+    /// Outcomes held through an outage.
+    pub outcomes_held: u64,
+    /// Outages survived.
+    pub recoveries: u64,
+}
+
+#[derive(Debug, Default)]
+struct StatsCounters {
+    tasks_completed: AtomicU64,
+    tasks_failed: AtomicU64,
+    outcomes_held: AtomicU64,
+    recoveries: AtomicU64,
+    last_recovery: Mutex<Option<StdInstant>>,
+}
+
+struct Shared<H> {
+    api: Api<H>,
+    config: Config,
+    machine: Mutex<Machine>,
+    clock: StdClock,
+    worker_id: Mutex<String>,
+    jobs: Vec<(Job, Arc<dyn Handler>)>,
+    rng: Mutex<u64>,
+    wake_hb: Sender<()>,
+    wake_hb_rx: Receiver<()>,
+    wake_claim: Sender<()>,
+    wake_claim_rx: Receiver<()>,
+    /// Closed on a hard stop: every await racing it ends at once.
+    halt: Sender<()>,
+    halt_rx: Receiver<()>,
+    /// Closed when both loops have exited.
+    finished: Sender<()>,
+    finished_rx: Receiver<()>,
+    live_loops: AtomicUsize,
+    /// When a graceful stop gives up on the running task.
+    grace_deadline: Mutex<Option<StdInstant>>,
+    stats: StatsCounters,
+    disconnect: async_std::sync::Mutex<bool>,
+}
+
+enum Run<T> {
+    Done(T),
+    Overrun,
+    Halted,
+}
+
+impl<H: Http> Shared<H> {
+    fn machine(&self) -> MutexGuard<'_, Machine> {
+        self.machine.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn worker_id(&self) -> String {
+        self.worker_id.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// SplitMix64: the entropy the core asks its caller for.
+    fn rand(&self) -> u32 {
+        let mut s = self.rng.lock().unwrap_or_else(|e| e.into_inner());
+        *s = s.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = *s;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        ((z ^ (z >> 31)) >> 32) as u32
+    }
+
+    fn now(&self) -> Instant {
+        self.clock.now()
+    }
+
+    /// Log a step's events and wake whom it says.
+    fn apply<A>(&self, step: &Step<A>) {
+        for e in step.events.iter() {
+            emit(e);
+            match e {
+                Event::OutcomeHeld => {
+                    self.stats.outcomes_held.fetch_add(1, Ordering::Relaxed);
+                }
+                Event::Recovered { .. } => {
+                    self.stats.recoveries.fetch_add(1, Ordering::Relaxed);
+                    *self.stats.last_recovery.lock().unwrap_or_else(|e| e.into_inner()) =
+                        Some(StdInstant::now());
+                }
+                _ => {}
+            }
+        }
+        match step.wake {
+            Wake::Nobody => {}
+            Wake::Claim => {
+                let _ = self.wake_claim.try_send(());
+            }
+            Wake::Everyone => {
+                if self.machine().stop_reason() != Some(StopReason::Requested) {
+                    self.halt.close();
+                }
+                let _ = self.wake_hb.try_send(());
+                let _ = self.wake_claim.try_send(());
+            }
+        }
+    }
+
+    fn halted(&self) -> bool {
+        self.halt.is_closed()
+    }
+
+    /// `fut`, unless the worker halts first.
+    async fn or_halt<T>(&self, fut: impl Future<Output = T>) -> Option<T> {
+        async { Some(fut.await) }
+            .or(async {
+                let _ = self.halt_rx.recv().await;
+                None
+            })
+            .await
+    }
+
+    /// Sleep until `t` or until woken; false if the worker halted.
+    async fn sleep_until(&self, t: Instant, wake: &Receiver<()>) -> bool {
+        let wait = std_duration(t - self.now());
+        let woken = async {
+            let _ = wake.recv().await;
+        };
+        self.or_halt(async_std::future::timeout(wait, woken))
+            .await
+            .is_some()
+            && !self.halted()
+    }
+
+    /// Run a handler, unless the worker halts or a graceful stop's grace
+    /// period runs out first.
+    async fn run_task<T>(&self, fut: impl Future<Output = T>) -> Run<T> {
+        let overrun = async {
+            loop {
+                let deadline = *self.grace_deadline.lock().unwrap_or_else(|e| e.into_inner());
+                match deadline {
+                    Some(d) if StdInstant::now() >= d => return,
+                    Some(d) => {
+                        let _ = async_std::future::timeout(d - StdInstant::now(), self.wake_claim_rx.recv())
+                            .await;
+                    }
+                    None => {
+                        let _ = self.wake_claim_rx.recv().await;
+                    }
+                }
+            }
+        };
+        let raced = async { Run::Done(fut.await) }.or(async {
+            overrun.await;
+            Run::Overrun
+        });
+        match self.or_halt(raced).await {
+            Some(r) => r,
+            None => Run::Halted,
+        }
+    }
+
+    /// Create the worker and register every job. At startup each request is
+    /// retried on the startup schedule; when registering again (`startup`
+    /// false) the first failure is returned to the claim loop, whose backoff
+    /// applies.
+    async fn register_everything(&self, startup: bool) -> Result<String, (StartupError, Option<String>)> {
+        let id = self
+            .with_startup_retry(startup, || self.api.create_worker())
+            .await?;
+        *self.worker_id.lock().unwrap_or_else(|e| e.into_inner()) = id.clone();
+        for (job, _) in &self.jobs {
+            self.with_startup_retry(startup, || self.api.register_job(job, &id))
+                .await?;
+        }
+        Ok(id)
+    }
+
+    async fn with_startup_retry<T, F, Fut>(
+        &self,
+        retry: bool,
+        mut call: F,
+    ) -> Result<T, (StartupError, Option<String>)>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, ApiError>>,
+    {
+        let mut schedule = StartupRetry::new();
+        loop {
+            let started = self.now();
+            let err = match call().await {
+                Ok(v) => return Ok(v),
+                Err(e) => e,
+            };
+            if !retry {
+                let error = StartupError {
+                    what: err.endpoint,
+                    error: err.failure,
+                    retries: 0,
+                };
+                return Err((error, err.detail));
+            }
+            let (step, event) =
+                schedule.on_failure(&self.config, err.endpoint, started, err.failure, self.rand());
+            emit(&event);
+            match step {
+                StartupStep::RetryAt(t) => async_std::task::sleep(std_duration(t - self.now())).await,
+                StartupStep::GiveUp(error) => return Err((error, err.detail)),
+            }
+        }
+    }
+
+    fn handler_for(&self, job_name: &str) -> Option<Arc<dyn Handler>> {
+        self.jobs
+            .iter()
+            .find(|(j, _)| j.full_name() == job_name)
+            .map(|(_, h)| h.clone())
+    }
+
+    fn loop_exited(&self) {
+        if self.live_loops.fetch_sub(1, Ordering::SeqCst) == 1 {
+            self.finished.close();
+        }
+    }
+}
+
+async fn heartbeat_loop<H: Http>(sh: Arc<Shared<H>>) {
+    loop {
+        let action = sh.machine().heartbeat_poll(sh.now());
+        match action {
+            HeartbeatAction::Wait(t) => {
+                if !sh.sleep_until(t, &sh.wake_hb_rx).await {
+                    break;
+                }
+            }
+            HeartbeatAction::Beat => {
+                let id = sh.worker_id();
+                let started = sh.now();
+                let Some(result) = sh.or_halt(sh.api.heartbeat(&id)).await else {
+                    break;
+                };
+                let step = sh
+                    .machine()
+                    .on_heartbeat(started, sh.now(), result.map_err(|e| e.failure));
+                sh.apply(&step);
+            }
+            HeartbeatAction::Stop(_) => break,
+        }
+    }
+    sh.loop_exited();
+}
+
+fn panic_text(panic: &(dyn std::any::Any + Send)) -> String {
+    let msg = panic
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "no message".into());
+    format!("handler panicked: {msg}")
+}
+
+async fn claim_loop<H: Http>(sh: Arc<Shared<H>>) {
+    // The claimed task and, once run, its outcome: at most one of each,
+    // because the core never claims while an outcome waits.
+    let mut current: Option<Task> = None;
+    let mut outcome: Option<TaskResult> = None;
+    loop {
+        let now = sh.now();
+        let action = sh.machine().claim_poll(now);
+        let step = match action {
+            ClaimAction::Wait(t) => {
+                if !sh.sleep_until(t, &sh.wake_claim_rx).await {
+                    break;
+                }
+                continue;
+            }
+            ClaimAction::Stop(_) => break,
+            ClaimAction::Claim => {
+                let id = sh.worker_id();
+                let Some(result) = sh.or_halt(sh.api.claim(&id)).await else {
+                    break;
+                };
+                let result = result.map(|task| {
+                    let got = task.is_some();
+                    current = task;
+                    got
+                });
+                let rand = sh.rand();
+                sh.machine()
+                    .on_claim(now, sh.now(), result.map_err(|e| e.failure), rand)
+            }
+            ClaimAction::Start => {
+                let Some(task) = current.as_ref() else { break };
+                let Some(result) = sh
+                    .or_halt(sh.api.set_status(&task.id, TaskStatus::Running, None))
+                    .await
+                else {
+                    break;
+                };
+                let rand = sh.rand();
+                sh.machine()
+                    .on_started(now, sh.now(), result.map_err(|e| e.failure), rand)
+            }
+            ClaimAction::Execute => {
+                let Some(task) = current.clone() else { break };
+                let result = match sh.handler_for(&task.job_name) {
+                    None => Err(format!("this worker has no handler for job {}", task.job_name)),
+                    Some(handler) => match sh
+                        .run_task(AssertUnwindSafe(handler.run(task)).catch_unwind())
+                        .await
+                    {
+                        Run::Done(Ok(r)) => r,
+                        Run::Done(Err(panic)) => Err(panic_text(&*panic)),
+                        Run::Overrun => Err("worker shutting down".into()),
+                        Run::Halted => break,
+                    },
+                };
+                match &result {
+                    Ok(()) => sh.stats.tasks_completed.fetch_add(1, Ordering::Relaxed),
+                    Err(text) => {
+                        emit(&Event::TaskFailed { error: text });
+                        sh.stats.tasks_failed.fetch_add(1, Ordering::Relaxed)
+                    }
+                };
+                outcome = Some(result);
+                sh.machine().on_executed(sh.now())
+            }
+            ClaimAction::Deliver => {
+                let (Some(task), Some(result)) = (current.as_ref(), outcome.as_ref()) else {
+                    break;
+                };
+                let (status, error) = match result {
+                    Ok(()) => (TaskStatus::Completed, None),
+                    Err(text) => (TaskStatus::Failed, Some(text.as_str())),
+                };
+                let Some(result) = sh.or_halt(sh.api.set_status(&task.id, status, error)).await else {
+                    break;
+                };
+                let rand = sh.rand();
+                sh.machine()
+                    .on_delivered(now, sh.now(), result.map_err(|e| e.failure), rand)
+            }
+            ClaimAction::Register => {
+                let Some(result) = sh.or_halt(sh.register_everything(false)).await else {
+                    break;
+                };
+                if let Ok(id) = &result {
+                    log::info!(target: "outage", "Registered again as worker {id}");
+                }
+                let result = result.map(drop).map_err(|(e, _)| (e.what, e.error));
+                let rand = sh.rand();
+                sh.machine().on_registered(now, sh.now(), result, rand)
+            }
+        };
+        if sh.machine().phase() == Phase::Idle {
+            current = None;
+            outcome = None;
+        }
+        sh.apply(&step);
+    }
+    sh.loop_exited();
+}
+
+/// A running worker. Its loops run on async-std tasks until it stops; call
+/// [`Worker::disconnect`] (or [`Worker::run_until_signal`]) to stop it and
+/// delete it from the server.
+pub struct Worker<H: Http = SurfHttp> {
+    shared: Arc<Shared<H>>,
+    tasks: Mutex<Vec<async_std::task::JoinHandle<()>>>,
+}
+
+impl<H: Http> fmt::Debug for Worker<H> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Worker")
+            .field("id", &self.id())
+            .field("stop_reason", &self.stop_reason())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<H: Http> Worker<H> {
+    /// The worker's id on the server (it changes if it registers again).
+    pub fn id(&self) -> String {
+        self.shared.worker_id()
+    }
+
+    /// Why it stopped, once it has.
+    pub fn stop_reason(&self) -> Option<StopReason> {
+        self.shared.machine().stop_reason()
+    }
+
+    /// True once both loops have exited.
+    pub fn is_finished(&self) -> bool {
+        self.shared.finished.is_closed()
+    }
+
+    /// Counters so far.
+    pub fn stats(&self) -> Stats {
+        let c = &self.shared.api.counters;
+        let s = &self.shared.stats;
+        Stats {
+            requests: c.requests.load(Ordering::Relaxed),
+            failed_requests: c.failures.load(Ordering::Relaxed),
+            stale_connection_retries: c.stale_retries.load(Ordering::Relaxed),
+            tasks_completed: s.tasks_completed.load(Ordering::Relaxed),
+            tasks_failed: s.tasks_failed.load(Ordering::Relaxed),
+            outcomes_held: s.outcomes_held.load(Ordering::Relaxed),
+            recoveries: s.recoveries.load(Ordering::Relaxed),
+        }
+    }
+
+    /// When the last outage ended.
+    pub fn last_recovery(&self) -> Option<StdInstant> {
+        *self
+            .shared
+            .stats
+            .last_recovery
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Wait until the worker stops by itself (outage too long, registration
+    /// lost) or is stopped, and both loops have exited.
+    pub async fn wait(&self) -> StopReason {
+        let _ = self.shared.finished_rx.recv().await;
+        self.join_tasks().await;
+        self.stop_reason().unwrap_or(StopReason::Requested)
+    }
+
+    async fn join_tasks(&self) {
+        let tasks: Vec<_> = std::mem::take(&mut *self.tasks.lock().unwrap_or_else(|e| e.into_inner()));
+        for t in tasks {
+            t.await;
+        }
+    }
+
+    /// Stop now and delete the worker from the server. A running task is
+    /// reported `failed` ("worker shutting down"). Idempotent.
+    pub async fn disconnect(&self) {
+        self.shutdown(StdDuration::ZERO).await;
+    }
+
+    /// Stop claiming; give a running task up to `grace` to finish (else it is
+    /// reported `failed` with "worker shutting down"); wait for both loops;
+    /// delete the worker (a failure there is only logged). Idempotent: later
+    /// calls wait for the first to finish.
+    pub async fn shutdown(&self, grace: StdDuration) {
+        let mut done = self.shared.disconnect.lock().await;
+        if *done {
+            return;
+        }
+        *self
+            .shared
+            .grace_deadline
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = Some(StdInstant::now() + grace);
+        let step = self.shared.machine().request_stop();
+        self.shared.apply(&step);
+        // A stuck request or handler must not hold the shutdown forever.
+        let limit = grace + std_duration(self.shared.config.request_timeout) + StdDuration::from_secs(1);
+        if async_std::future::timeout(limit, self.shared.finished_rx.recv())
+            .await
+            .is_err()
+        {
+            self.shared.halt.close();
+            let _ = self.shared.finished_rx.recv().await;
+        }
+        self.join_tasks().await;
+        let reason = self.stop_reason();
+        let id = self.id();
+        let forgotten = matches!(reason, Some(StopReason::RegistrationLost(_)));
+        if !id.is_empty() && !forgotten {
+            let timeout = std_duration(self.shared.config.disconnect_timeout);
+            match self.shared.api.disconnect(&id, timeout).await {
+                Ok(()) => log::info!(target: "outage", "Worker {id} disconnected"),
+                Err(e) => log::debug!(target: "outage", "Deleting worker {id} failed: {e}"),
+            }
+        }
+        *done = true;
+    }
+
+    /// Serve until SIGINT or SIGTERM (or until the worker stops by itself),
+    /// then [`Worker::shutdown`] with `grace`. Returns why it stopped.
+    pub async fn run_until_signal(&self, grace: StdDuration) -> StopReason {
+        use futures_lite::StreamExt;
+        let signals =
+            signal_hook_async_std::Signals::new([signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM]);
+        match signals {
+            Ok(mut signals) => {
+                let handle = signals.handle();
+                let got_signal = async { signals.next().await.is_some() }.or(async {
+                    let _ = self.shared.finished_rx.recv().await;
+                    false
+                });
+                if got_signal.await {
+                    log::info!(target: "outage", "Signal received; finishing the running task (up to {}s)", grace.as_secs());
+                }
+                handle.close();
+            }
+            Err(e) => {
+                log::warn!(target: "outage", "Cannot listen for signals ({e}); running until the worker stops");
+                let _ = self.shared.finished_rx.recv().await;
+            }
+        }
+        self.shutdown(grace).await;
+        self.stop_reason().unwrap_or(StopReason::Requested)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn job_names() {
+        let j = Job::parse("@global:modifiers:Echo").unwrap();
+        assert_eq!(
+            (j.room.as_str(), j.category.as_str(), j.name.as_str()),
+            ("@global", "modifiers", "Echo")
+        );
+        assert_eq!(j.full_name(), "@global:modifiers:Echo");
+        assert!(Job::parse("nope").is_err());
+        assert!(Job::parse("a::b").is_err());
+    }
+
+    #[test]
+    fn builder_debug_redacts_the_token() {
+        let b = WorkerBuilder::new("http://127.0.0.1:1", "s3cret-token");
+        let shown = format!("{b:?}");
+        assert!(!shown.contains("s3cret"), "{shown}");
+        assert!(shown.contains("<redacted>"));
+    }
+
+    #[test]
+    fn panic_messages_become_error_texts() {
+        let p: Box<dyn std::any::Any + Send> = Box::new("boom");
+        assert_eq!(panic_text(&*p), "handler panicked: boom");
+        let p: Box<dyn std::any::Any + Send> = Box::new(String::from("bad"));
+        assert_eq!(panic_text(&*p), "handler panicked: bad");
+    }
+}
