@@ -151,6 +151,9 @@ pub struct Machine {
     held: bool,
     /// The server forgot the worker; the claim loop registers again.
     reregister: bool,
+    /// The server asked the claim loop (Retry-After) not to come back
+    /// before this; a success seen elsewhere does not cut it short.
+    claim_not_before: Instant,
 }
 
 impl Machine {
@@ -175,6 +178,7 @@ impl Machine {
             phase: Phase::Idle,
             held: false,
             reregister: false,
+            claim_not_before: now,
         })
     }
 
@@ -514,6 +518,7 @@ impl Machine {
                         wait
                     }
                     .min(self.cfg.backoff_cap);
+                    self.claim_not_before = started + wait;
                 }
                 self.claim_next = started + wait;
                 Wake::Nobody
@@ -528,7 +533,12 @@ impl Machine {
             Some(outage) => {
                 events.push(Event::Recovered { outage });
                 self.claim_attempt = 0;
-                self.claim_next = self.claim_next.min(now);
+                let pulled = self.claim_next.min(now);
+                self.claim_next = if pulled < self.claim_not_before {
+                    self.claim_not_before
+                } else {
+                    pulled
+                };
                 true
             }
             None => false,

@@ -459,3 +459,21 @@ fn invalid_config_is_refused() {
         ConfigError::Zero("poll_interval")
     );
 }
+
+#[test]
+fn a_success_elsewhere_does_not_cut_a_retry_after_short() {
+    let mut m = reference();
+    let congested = Failure::Status {
+        status: 429,
+        retry_after: Some(secs(8)),
+    };
+    m.on_claim(ms(0), ms(0), Err(congested), 0);
+    let hb = m.on_heartbeat(ms(1_000), ms(1_000), Ok(()));
+    assert_eq!(hb.wake, Wake::Claim, "the outage ended");
+    assert_eq!(
+        m.claim_poll(ms(1_000)),
+        ClaimAction::Wait(ms(8_000)),
+        "but the server asked for 8 s"
+    );
+    assert_eq!(m.claim_poll(ms(8_000)), ClaimAction::Claim);
+}

@@ -1,9 +1,12 @@
 //! Test infrastructure for `outage`: the Rust test job server with fault
 //! injection ([`server`]), a launcher for the real ZnDraw job server from
-//! `../shared/jobserver` ([`real`]), and a plain HTTP/1.1 client for
-//! protocol-level tests ([`http`]). The cross-crate integration tests live
-//! in `tests/tests/`.
+//! `../shared/jobserver` ([`real`]), a plain HTTP/1.1 client for
+//! protocol-level tests ([`http`]), a capturing logger ([`capture`]) and the
+//! one scenario list every worker runtime must pass ([`scenarios`]).
 
+pub mod capture;
 pub mod http;
 pub mod real;
+pub mod scenarios;
 pub mod server;
+pub mod std_rt;

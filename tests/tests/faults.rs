@@ -328,3 +328,20 @@ fn journal_records_every_request() {
     server.clear_journal();
     assert!(server.journal().is_empty());
 }
+
+#[test]
+fn drop_closes_without_an_answer_for_the_next_requests_only() {
+    let server = TestServer::start().unwrap();
+    let c = Client::new(&server);
+    server.fault_next(Fault::Drop, "/workers", 1);
+    let err = c
+        .call("POST", "/workers", None)
+        .expect_err("closed without an answer");
+    assert_eq!(err.kind(), ErrorKind::UnexpectedEof, "{err:?}");
+    assert_eq!(
+        c.call("POST", "/workers", None).unwrap().status,
+        201,
+        "the plan is spent"
+    );
+    assert_eq!(server.journal()[0].fault, Some("drop"));
+}

@@ -28,6 +28,10 @@ pub enum Fault {
     OversizedBody(usize),
     /// The real answer, after this delay.
     Slow(Duration),
+    /// The request is read, then the connection is closed without a byte
+    /// of answer — what a client sees when it sends on a keep-alive
+    /// connection the server has just closed.
+    Drop,
 }
 
 impl Fault {
@@ -42,6 +46,7 @@ impl Fault {
             Fault::TruncatedBody => "truncated-body",
             Fault::OversizedBody(_) => "oversized-body",
             Fault::Slow(_) => "slow",
+            Fault::Drop => "drop",
         }
     }
 }
@@ -59,6 +64,8 @@ pub struct FaultPlan {
     pub path_contains: Option<String>,
     /// Only requests with this method (ignored by `Refuse`).
     pub method: Option<String>,
+    /// Only this many requests (then the plan is spent); `None`: all.
+    pub times: Option<u32>,
 }
 
 impl FaultPlan {
@@ -67,9 +74,19 @@ impl FaultPlan {
         t >= self.from && self.until.is_none_or(|u| t < u)
     }
 
+    /// Path and method match, whatever the count.
+    pub fn applies_ignoring_count(&self, method: &str, path: &str) -> bool {
+        self.path_contains.as_deref().is_none_or(|p| path.contains(p))
+            && self
+                .method
+                .as_deref()
+                .is_none_or(|m| m.eq_ignore_ascii_case(method))
+    }
+
     /// Does the plan apply to this request at `t`?
     pub fn applies(&self, t: Instant, method: &str, path: &str) -> bool {
         self.active_at(t)
+            && self.times != Some(0)
             && self.path_contains.as_deref().is_none_or(|p| path.contains(p))
             && self
                 .method

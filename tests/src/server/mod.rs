@@ -155,13 +155,25 @@ impl Shared {
             .any(|p| p.fault == Fault::Refuse && p.active_at(t))
     }
 
+    /// The fault for this request, spending one use of a counted plan.
     fn fault_for(&self, t: Instant, method: &str, path: &str) -> Option<Fault> {
+        let mut faults = self.faults.lock().unwrap();
+        let plan = faults
+            .iter_mut()
+            .find(|p| p.fault != Fault::Refuse && p.applies(t, method, path))?;
+        if let Some(n) = plan.times.as_mut() {
+            *n -= 1;
+        }
+        Some(plan.fault.clone())
+    }
+
+    /// Whether a blackhole still holds this request (spends nothing).
+    fn still_blackholed(&self, t: Instant, method: &str, path: &str) -> bool {
         self.faults
             .lock()
             .unwrap()
             .iter()
-            .find(|p| p.fault != Fault::Refuse && p.applies(t, method, path))
-            .map(|p| p.fault.clone())
+            .any(|p| p.fault == Fault::Blackhole && p.active_at(t) && p.applies_ignoring_count(method, path))
     }
 
     fn kick_all(&self) {
@@ -231,6 +243,20 @@ impl TestServer {
         );
     }
 
+    /// Inject `fault` into the next `times` requests whose path contains
+    /// `path_contains` (any path if empty).
+    pub fn fault_next(&self, fault: Fault, path_contains: &str, times: u32) {
+        let now = Instant::now();
+        self.shared.faults.lock().unwrap().push(FaultPlan {
+            fault,
+            from: now,
+            until: None,
+            path_contains: (!path_contains.is_empty()).then(|| path_contains.to_owned()),
+            method: None,
+            times: Some(times),
+        });
+    }
+
     /// Inject `fault` from `from` to `to`, both counted from now.
     pub fn schedule(&self, fault: Fault, from: Duration, to: Duration) {
         self.add_plan(fault, from, Some(to), None, None);
@@ -252,6 +278,7 @@ impl TestServer {
             until: to.map(|t| now + t),
             path_contains,
             method,
+            times: None,
         });
     }
 
@@ -486,13 +513,19 @@ async fn respond(
             // Never answer: hold the request until the fault ends (or the
             // server drops the connection), then close without a word.
             let mut kick = shared.kick.subscribe();
-            while shared.fault_for(Instant::now(), &method, &path) == Some(Fault::Blackhole) {
+            while shared.still_blackholed(Instant::now(), &method, &path) {
                 tokio::select! {
                     _ = tokio::time::sleep(Duration::from_millis(20)) => {}
                     _ = kick.changed() => break,
                 }
             }
             return Err(io::Error::new(io::ErrorKind::TimedOut, "blackholed request"));
+        }
+        Some(Fault::Drop) => {
+            return Err(io::Error::new(
+                io::ErrorKind::ConnectionAborted,
+                "dropped by fault injection",
+            ));
         }
         Some(Fault::Slow(delay)) => {
             tokio::time::sleep(delay).await;

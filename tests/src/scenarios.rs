@@ -1,0 +1,755 @@
+//! One scenario list for every worker runtime. A runtime plugs in through
+//! [`Runtime`]; [`scenario_tests!`](crate::scenario_tests) turns the list
+//! into `#[test]`s, so the host and embassy workers are held to the same
+//! behaviour structurally, not by copied tests.
+//!
+//! Handlers in every scenario behave by their payload:
+//! `{"sleep_ms": N}` sleeps, `{"fail": "text"}` fails with that text,
+//! `{"panic": true}` panics (only where the runtime can catch panics).
+
+use std::time::{Duration, Instant};
+
+use outage_core::protocol::TaskStatus;
+use outage_core::{Config, Duration as CoreDuration, Fatal, Jitter, OnRegistrationLost, StopReason};
+use serde_json::{Value, json};
+
+use crate::capture::{self, Line, Session};
+use crate::http;
+use crate::real::RealServer;
+use crate::server::{Fault, TestServer};
+
+/// The two jobs every scenario serves.
+pub const JOBS: [&str; 2] = ["@global:modifiers:Echo", "@global:analysis:Check"];
+
+/// What a runtime is started with.
+#[derive(Debug, Clone)]
+pub struct Setup {
+    /// Server URL.
+    pub url: String,
+    /// Bearer token.
+    pub token: String,
+    /// The core's configuration.
+    pub config: Config,
+}
+
+/// A worker under test, seen from a test thread (blocking calls).
+pub trait RunningWorker {
+    /// Wait (at most `limit`) until both loops have exited; the stop reason.
+    fn wait_stopped(&self, limit: Duration) -> Option<StopReason>;
+    /// True once both loops have exited.
+    fn is_finished(&self) -> bool;
+    /// Why it stopped, once it has.
+    fn stop_reason(&self) -> Option<StopReason>;
+    /// Stop and delete the worker from the server.
+    fn disconnect(&self);
+    /// The worker id on the server.
+    fn id(&self) -> String;
+    /// Requests retried once after meeting a closed keep-alive connection.
+    fn stale_connection_retries(&self) -> u64;
+}
+
+/// A worker runtime under test.
+pub trait Runtime {
+    /// For messages.
+    const NAME: &'static str;
+    /// Whether a panicking handler is caught and reported (std: yes; a
+    /// microcontroller aborts on panic).
+    const CATCHES_PANICS: bool;
+    /// The running worker.
+    type Worker: RunningWorker;
+    /// Start a worker serving [`JOBS`] (blocking until registered).
+    fn start(setup: &Setup) -> Result<Self::Worker, String>;
+}
+
+/// Short intervals so scenarios take seconds.
+pub fn fast_config() -> Config {
+    Config {
+        heartbeat_interval: CoreDuration::from_millis(300),
+        poll_interval: CoreDuration::from_millis(100),
+        max_unreachable: CoreDuration::from_secs(2),
+        log_interval: CoreDuration::from_millis(500),
+        backoff_cap: CoreDuration::from_millis(400),
+        request_timeout: CoreDuration::from_secs(1),
+        disconnect_timeout: CoreDuration::from_secs(1),
+        startup_base: CoreDuration::from_millis(200),
+        startup_cap: CoreDuration::from_secs(1),
+        jitter: Jitter::Equal,
+        ..Config::DEFAULT
+    }
+}
+
+fn setup(server: &TestServer, config: Config) -> Setup {
+    Setup {
+        url: server.url(),
+        token: server.token().to_owned(),
+        config,
+    }
+}
+
+fn start<R: Runtime>(s: &Setup, log: &Session) -> R::Worker {
+    R::start(s).unwrap_or_else(|e| panic!("{}: start failed: {e}\n{}", R::NAME, log.dump()))
+}
+
+fn wait_until(what: &str, limit: Duration, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !cond() {
+        assert!(
+            Instant::now() < deadline,
+            "{what} did not happen within {limit:?}"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+fn status_of(server: &TestServer, id: uuid::Uuid) -> TaskStatus {
+    server.state().tasks[&id].status
+}
+
+/// The countdown in a warning line: `(Ns/Ms elapsed)` → N.
+fn countdown(line: &str) -> Option<u64> {
+    let rest = line.strip_prefix("Server unreachable — retrying (")?;
+    rest.split_once("s/")?.0.parse().ok()
+}
+
+/// Lines that look like a panic, a backtrace or a `Debug` dump.
+fn noisy(lines: &[Line]) -> Vec<String> {
+    const BAD: [&str; 10] = [
+        "panicked",
+        "backtrace",
+        "Backtrace",
+        "Os {",
+        "Custom {",
+        "kind:",
+        "Error {",
+        "Some(",
+        "Kind(",
+        "{ code:",
+    ];
+    lines
+        .iter()
+        .filter(|l| BAD.iter().any(|b| l.text.contains(b)))
+        .map(|l| format!("{}: {}", l.target, l.text))
+        .collect()
+}
+
+// ---------------------------------------------------------------- scenarios
+
+/// Tasks are served: completed, or failed with the handler's text.
+pub fn serves_tasks<R: Runtime>() {
+    let log = capture::start();
+    let server = TestServer::start().unwrap();
+    let w = start::<R>(&setup(&server, fast_config()), &log);
+    let ids: Vec<_> = (0..6)
+        .map(|i| {
+            let payload = if i % 3 == 2 {
+                json!({"fail": format!("bad input {i}")})
+            } else {
+                json!({"n": i})
+            };
+            server.submit("room1", JOBS[i % 2], payload).unwrap()
+        })
+        .collect();
+    wait_until("all tasks done", Duration::from_secs(10), || {
+        ids.iter().all(|id| status_of(&server, *id).is_terminal())
+    });
+    for (i, id) in ids.iter().enumerate() {
+        let t = server.state().tasks[id].clone();
+        if i % 3 == 2 {
+            assert_eq!(t.status, TaskStatus::Failed, "task {i}");
+            assert_eq!(t.error.as_deref(), Some(format!("bad input {i}").as_str()));
+        } else {
+            assert_eq!(t.status, TaskStatus::Completed, "task {i}");
+        }
+    }
+    assert_eq!(log.matching("Task failed: bad input").len(), 2, "{}", log.dump());
+    w.disconnect();
+    assert!(w.is_finished());
+    assert!(server.state().workers.is_empty(), "disconnect deletes the worker");
+}
+
+/// The reference integration test: the countdown format, at most one
+/// warning per log interval, then one clean error line and a stop.
+pub fn countdown_then_clean_stop<R: Runtime>() {
+    let log = capture::start();
+    let server = TestServer::start().unwrap();
+    let cfg = fast_config();
+    let w = start::<R>(&setup(&server, cfg), &log);
+    server.set_fault(Fault::Refuse);
+    let reason = w.wait_stopped(Duration::from_secs(10)).expect("stops by itself");
+    assert!(
+        matches!(
+            reason,
+            StopReason::Unreachable {
+                last_error: outage_core::Failure::Transport(_)
+            }
+        ),
+        "{reason:?}"
+    );
+    let warnings = log.matching("Server unreachable — retrying");
+    assert!(warnings.len() >= 3, "{}", log.dump());
+    let counts: Vec<u64> = warnings
+        .iter()
+        .map(|l| countdown(&l.text).expect("countdown format"))
+        .collect();
+    assert!(counts.windows(2).all(|c| c[0] <= c[1]), "counts up: {counts:?}");
+    assert!(
+        warnings
+            .iter()
+            .all(|l| l.text.ends_with("s/2s elapsed)") && l.level == log::Level::Warn)
+    );
+    for pair in warnings.windows(2) {
+        let gap = pair[1].at - pair[0].at;
+        assert!(
+            gap >= Duration::from_millis(480),
+            "two warnings {gap:?} apart:\n{}",
+            log.dump()
+        );
+    }
+    let errors: Vec<_> = log
+        .worker_lines()
+        .into_iter()
+        .filter(|l| l.level == log::Level::Error)
+        .collect();
+    assert_eq!(errors.len(), 1, "{}", log.dump());
+    assert_eq!(
+        errors[0].text,
+        "Server unreachable for >2s, shutting down. Last error: Connection refused"
+    );
+    assert!(noisy(&log.lines()).is_empty(), "{:?}", noisy(&log.lines()));
+    assert!(w.is_finished());
+}
+
+/// Review findings 2 and 3: a stop decided by one loop wakes the other out
+/// of its backoff sleep, and every loop has really exited within 100 ms.
+pub fn stop_reaches_every_loop_within_100ms<R: Runtime>() {
+    let log = capture::start();
+    let server = TestServer::start().unwrap();
+    let cfg = Config {
+        // The claim loop sleeps up to 5 s between retries; the heartbeat
+        // (every 300 ms) sees the limit first.
+        poll_interval: CoreDuration::from_secs(2),
+        backoff_cap: CoreDuration::from_secs(5),
+        max_unreachable: CoreDuration::from_secs(1),
+        ..fast_config()
+    };
+    let w = start::<R>(&setup(&server, cfg), &log);
+    std::thread::sleep(Duration::from_millis(200));
+    server.set_fault(Fault::Refuse);
+    let stop_line = log
+        .wait_for("shutting down", Duration::from_secs(10))
+        .unwrap_or_else(|| panic!("no stop line:\n{}", log.dump()));
+    // Poll every millisecond: the first time both loops are seen gone is an
+    // upper bound of when they went.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !w.is_finished() {
+        assert!(
+            Instant::now() < deadline,
+            "the loops did not exit:\n{}",
+            log.dump()
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let exited_within = stop_line.at.elapsed();
+    assert!(
+        exited_within <= Duration::from_millis(100),
+        "every loop exited only {exited_within:?} after the stop decision:\n{}",
+        log.dump()
+    );
+    assert!(w.wait_stopped(Duration::from_millis(100)).is_some());
+}
+
+/// Any success ends the outage and resets the throttle: a second outage
+/// starts its own clock and warns at once (review finding 1).
+pub fn recovery_resets_the_outage<R: Runtime>() {
+    let log = capture::start();
+    let server = TestServer::start().unwrap();
+    let w = start::<R>(&setup(&server, fast_config()), &log);
+    for round in 0..2 {
+        server.restart(Duration::from_millis(1_300));
+        std::thread::sleep(Duration::from_millis(1_300));
+        wait_until("recovery", Duration::from_secs(5), || {
+            log.matching("Server reachable again").len() > round
+        });
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // Two outages of 1.3 s each: 2.6 s in all, more than the 2 s limit,
+    // but each started its own clock.
+    assert_eq!(w.stop_reason(), None, "{}", log.dump());
+    // The first warning of each outage counts from 0 s.
+    let lines = log.worker_lines();
+    let mut firsts = Vec::new();
+    let mut in_outage = false;
+    for l in &lines {
+        if l.text.starts_with("Server reachable again") {
+            in_outage = false;
+        } else if let Some(n) = countdown(&l.text) {
+            if !in_outage {
+                firsts.push(n);
+            }
+            in_outage = true;
+        }
+    }
+    assert_eq!(
+        firsts,
+        [0, 0],
+        "each outage warns at once, from 0s:\n{}",
+        log.dump()
+    );
+    w.disconnect();
+}
+
+/// A task that finishes during an outage keeps its outcome, which is
+/// delivered after recovery, before anything new is claimed.
+pub fn outcome_held_through_an_outage<R: Runtime>() {
+    let log = capture::start();
+    let server = TestServer::start().unwrap();
+    let w = start::<R>(&setup(&server, fast_config()), &log);
+    let id = server.submit("room1", JOBS[0], json!({"sleep_ms": 600})).unwrap();
+    wait_until("task running", Duration::from_secs(5), || {
+        status_of(&server, id) == TaskStatus::Running
+    });
+    server.restart(Duration::from_millis(1_500));
+    let restarted = server.elapsed();
+    wait_until("outcome delivered", Duration::from_secs(8), || {
+        status_of(&server, id) == TaskStatus::Completed
+    });
+    let held = log
+        .wait_for("Task outcome held", Duration::ZERO)
+        .expect("held line");
+    let delivered = log
+        .wait_for("Delivered the task outcome", Duration::from_secs(1))
+        .expect("delivered line");
+    assert!(held.at < delivered.at);
+    // After the outage the claim loop's first request delivers, not claims.
+    let first = server
+        .journal()
+        .into_iter()
+        .find(|e| {
+            e.at > restarted
+                && e.status.is_some()
+                && (e.path.ends_with("/tasks/claim") || e.path.contains("/tasks/"))
+        })
+        .expect("requests after the outage");
+    assert_eq!(
+        first.method, "PATCH",
+        "first claim-loop request after recovery: {first:?}"
+    );
+    assert!(first.path.ends_with(&id.to_string()));
+    assert_eq!(w.stop_reason(), None);
+    w.disconnect();
+}
+
+/// A panicking handler is reported `failed` and the worker keeps serving.
+pub fn handler_panic_is_reported<R: Runtime>() {
+    if !R::CATCHES_PANICS {
+        return;
+    }
+    let log = capture::start();
+    let server = TestServer::start().unwrap();
+    let w = start::<R>(&setup(&server, fast_config()), &log);
+    let bad = server.submit("room1", JOBS[0], json!({"panic": true})).unwrap();
+    let good = server.submit("room1", JOBS[0], json!({})).unwrap();
+    wait_until("both done", Duration::from_secs(5), || {
+        status_of(&server, bad).is_terminal() && status_of(&server, good).is_terminal()
+    });
+    let t = server.state().tasks[&bad].clone();
+    assert_eq!(t.status, TaskStatus::Failed);
+    assert_eq!(t.error.as_deref(), Some("handler panicked: boom"));
+    assert_eq!(status_of(&server, good), TaskStatus::Completed);
+    assert_eq!(w.stop_reason(), None);
+    w.disconnect();
+}
+
+/// The server closing idle keep-alive connections (uvicorn: after 5 s) is
+/// not an outage: a request that meets a closed connection goes again, once,
+/// on a fresh one.
+pub fn keepalive_close_is_not_an_outage<R: Runtime>() {
+    let log = capture::start();
+    let server = TestServer::builder()
+        .idle_timeout(Duration::from_millis(150))
+        .start()
+        .unwrap();
+    let cfg = Config {
+        heartbeat_interval: CoreDuration::from_millis(400),
+        poll_interval: CoreDuration::from_millis(300),
+        ..fast_config()
+    };
+    let w = start::<R>(&setup(&server, cfg), &log);
+    // Every request now finds its pooled connection idle past the server's
+    // limit; and the next heartbeat, then the next claim, meet a connection
+    // closed under them.
+    server.fault_next(Fault::Drop, "/workers/", 1);
+    let id = server.submit("room1", JOBS[1], json!({})).unwrap();
+    std::thread::sleep(Duration::from_secs(1));
+    server.fault_next(Fault::Drop, "/tasks/claim", 1);
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(status_of(&server, id), TaskStatus::Completed);
+    assert!(log.matching("Server unreachable").is_empty(), "{}", log.dump());
+    assert!(
+        w.stale_connection_retries() >= 2,
+        "the dropped requests were retried"
+    );
+    assert!(
+        server
+            .journal()
+            .iter()
+            .filter(|e| e.fault == Some("drop"))
+            .count()
+            == 2
+    );
+    assert_eq!(w.stop_reason(), None);
+    w.disconnect();
+}
+
+/// 401 stops the worker at once with a clear line; the token appears in no
+/// log line and in no request path.
+pub fn auth_refused_stops_and_token_never_leaks<R: Runtime>() {
+    let log = capture::start();
+    let server = TestServer::builder()
+        .token("tok-Very-Secret-1234")
+        .start()
+        .unwrap();
+    let w = start::<R>(&setup(&server, fast_config()), &log);
+    server.submit("room1", JOBS[0], json!({"fail": "x"})).unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    server.set_fault(Fault::Status {
+        status: 500,
+        retry_after: None,
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    server.clear_faults();
+    server.revoke_token();
+    let reason = w.wait_stopped(Duration::from_secs(3)).expect("stops at once");
+    assert_eq!(
+        reason,
+        StopReason::RegistrationLost(Fatal::AuthRefused { status: 401 })
+    );
+    assert!(
+        log.matching("Registration lost, shutting down: the server refused the token (HTTP 401)")
+            .len()
+            == 1,
+        "{}",
+        log.dump()
+    );
+    for line in log.lines() {
+        assert!(
+            !line.text.contains("Very-Secret"),
+            "token in a log line: {}",
+            line.text
+        );
+    }
+    for e in server.journal() {
+        assert!(!e.path.contains("Very-Secret"), "token in a path: {}", e.path);
+    }
+    assert!(noisy(&log.lines()).is_empty(), "{:?}", noisy(&log.lines()));
+}
+
+/// A server that forgot the worker: stop by default (the reference).
+pub fn forgotten_worker_stops<R: Runtime>() {
+    let log = capture::start();
+    let server = TestServer::start().unwrap();
+    let w = start::<R>(&setup(&server, fast_config()), &log);
+    server.forget_state();
+    let reason = w.wait_stopped(Duration::from_secs(3)).expect("stops");
+    assert_eq!(reason, StopReason::RegistrationLost(Fatal::WorkerUnknown));
+    assert_eq!(
+        log.matching("Registration lost, shutting down").len(),
+        1,
+        "{}",
+        log.dump()
+    );
+}
+
+/// A server that forgot the worker: with the `Register` policy, register
+/// again and carry on serving.
+pub fn forgotten_worker_registers_again<R: Runtime>() {
+    let log = capture::start();
+    let server = TestServer::start().unwrap();
+    let cfg = Config {
+        on_registration_lost: OnRegistrationLost::Register,
+        ..fast_config()
+    };
+    let w = start::<R>(&setup(&server, cfg), &log);
+    let old = w.id();
+    server.forget_state();
+    log.wait_for("Registered again", Duration::from_secs(5))
+        .unwrap_or_else(|| panic!("{}", log.dump()));
+    assert_ne!(w.id(), old);
+    let id = server
+        .submit("room1", JOBS[0], json!({}))
+        .expect("the job is registered again");
+    wait_until("served after re-registering", Duration::from_secs(5), || {
+        status_of(&server, id) == TaskStatus::Completed
+    });
+    assert_eq!(w.stop_reason(), None);
+    w.disconnect();
+}
+
+/// Startup rides out a server that is not up yet, on the startup schedule.
+pub fn startup_retries_until_the_server_is_up<R: Runtime>() {
+    let log = capture::start();
+    let server = TestServer::start().unwrap();
+    server.schedule(Fault::Refuse, Duration::ZERO, Duration::from_millis(700));
+    wait_until("refusing", Duration::from_secs(1), || {
+        std::net::TcpStream::connect(server.addr()).is_err()
+    });
+    let w = start::<R>(&setup(&server, fast_config()), &log);
+    assert!(
+        !log.matching("Startup: create worker failed (Connection refused); retry 1/5")
+            .is_empty(),
+        "{}",
+        log.dump()
+    );
+    assert_eq!(server.state().workers.len(), 1);
+    w.disconnect();
+}
+
+/// A wrong token fails startup at once, with a clear error and no retry.
+pub fn startup_fails_clearly<R: Runtime>() {
+    let log = capture::start();
+    let server = TestServer::start().unwrap();
+    let s = Setup {
+        token: "wrong-Secret-42".into(),
+        ..setup(&server, fast_config())
+    };
+    let started = Instant::now();
+    let err = match R::start(&s) {
+        Ok(_) => panic!("a wrong token must not start"),
+        Err(e) => e,
+    };
+    assert!(started.elapsed() < Duration::from_secs(2), "no retries on 401");
+    assert!(
+        err.contains("create worker failed: HTTP 401 Unauthorized"),
+        "{err}"
+    );
+    assert!(!err.contains("Secret"), "{err}");
+    assert_eq!(
+        log.matching("Startup: create worker failed, giving up: HTTP 401 Unauthorized")
+            .len(),
+        1
+    );
+    assert_eq!(server.journal().len(), 1);
+}
+
+/// 503 with Retry-After: the claim loop waits as asked (capped).
+pub fn retry_after_is_honoured<R: Runtime>() {
+    let log = capture::start();
+    let server = TestServer::start().unwrap();
+    let cfg = Config {
+        backoff_cap: CoreDuration::from_secs(2),
+        max_unreachable: CoreDuration::from_secs(30),
+        ..fast_config()
+    };
+    let w = start::<R>(&setup(&server, cfg), &log);
+    server.set_fault_on(
+        Fault::Status {
+            status: 503,
+            retry_after: Some(1),
+        },
+        "/tasks/claim",
+    );
+    let from = server.elapsed();
+    std::thread::sleep(Duration::from_millis(3_500));
+    let claims: Vec<_> = server
+        .journal()
+        .into_iter()
+        .filter(|e| e.at > from && e.path.ends_with("/tasks/claim"))
+        .collect();
+    assert!(claims.len() >= 2, "{claims:?}");
+    for pair in claims.windows(2) {
+        let gap = pair[1].at - pair[0].at;
+        // Retry-After 1 s, but a heartbeat success may wake the claim loop
+        // early (a success ends the outage): never faster than the poll.
+        assert!(gap >= Duration::from_millis(90), "claims {gap:?} apart");
+    }
+    let slow_gaps = claims
+        .windows(2)
+        .filter(|p| p[1].at - p[0].at >= Duration::from_millis(950))
+        .count();
+    assert!(slow_gaps >= 1, "Retry-After was never honoured: {claims:?}");
+    w.disconnect();
+}
+
+/// Malformed, truncated and oversized answers are classified failures: the
+/// worker warns and recovers, never crashes.
+pub fn bad_answers_are_failures_not_crashes<R: Runtime>() {
+    let log = capture::start();
+    let server = TestServer::start().unwrap();
+    let cfg = Config {
+        max_unreachable: CoreDuration::from_secs(30),
+        ..fast_config()
+    };
+    let w = start::<R>(&setup(&server, cfg), &log);
+    for fault in [
+        Fault::MalformedJson,
+        Fault::TruncatedBody,
+        Fault::OversizedBody(20 << 20),
+        Fault::Reset,
+    ] {
+        server.set_fault_on(fault.clone(), "/tasks/claim");
+        std::thread::sleep(Duration::from_millis(400));
+        server.clear_faults();
+        std::thread::sleep(Duration::from_millis(500));
+        assert_eq!(w.stop_reason(), None, "{fault:?}\n{}", log.dump());
+    }
+    assert!(log.matching("Server unreachable").len() >= 2, "{}", log.dump());
+    assert!(
+        log.matching("Server reachable again").len() >= 2,
+        "{}",
+        log.dump()
+    );
+    let id = server.submit("room1", JOBS[0], json!({})).unwrap();
+    wait_until("still serving", Duration::from_secs(5), || {
+        status_of(&server, id) == TaskStatus::Completed
+    });
+    assert!(noisy(&log.lines()).is_empty(), "{:?}", noisy(&log.lines()));
+    w.disconnect();
+}
+
+// ---------------------------------------------------------------- real server
+
+fn submit_real(server: &RealServer, job: &str, payload: Value) -> String {
+    let addr = http::addr_of(server.url()).unwrap();
+    let auth = format!("Bearer {}", server.token());
+    let body = serde_json::to_vec(&json!({ "payload": payload })).unwrap();
+    let r = http::request(
+        addr,
+        "POST",
+        &format!("/v1/joblib/rooms/room1/tasks/{job}"),
+        &[("Authorization", &auth), ("Content-Type", "application/json")],
+        Some(&body),
+    )
+    .expect("submit");
+    assert_eq!(r.status, 202, "{}", r.text());
+    r.json()["id"].as_str().unwrap().to_owned()
+}
+
+fn get_real(server: &RealServer, path: &str) -> http::Response {
+    let addr = http::addr_of(server.url()).unwrap();
+    let auth = format!("Bearer {}", server.token());
+    http::request(
+        addr,
+        "GET",
+        &format!("/v1/joblib{path}"),
+        &[("Authorization", &auth)],
+        None,
+    )
+    .expect("GET")
+}
+
+fn real_setup(server: &RealServer, config: Config) -> Setup {
+    Setup {
+        url: server.url().to_owned(),
+        token: server.token().to_owned(),
+        config,
+    }
+}
+
+/// Against the real server: 20 tasks, some failing, end in the right
+/// states; disconnect deletes the worker.
+pub fn real_server_serves_and_disconnects<R: Runtime>() {
+    let log = capture::start();
+    let server = RealServer::start().expect("real job server");
+    let cfg = Config {
+        request_timeout: CoreDuration::from_secs(5),
+        ..fast_config()
+    };
+    let w = start::<R>(&real_setup(&server, cfg), &log);
+    let ids: Vec<(usize, String)> = (0..20)
+        .map(|i| {
+            let payload = if i % 4 == 3 {
+                json!({"fail": format!("task {i} failed")})
+            } else {
+                json!({"i": i})
+            };
+            (i, submit_real(&server, JOBS[i % 2], payload))
+        })
+        .collect();
+    wait_until("20 tasks done", Duration::from_secs(60), || {
+        ids.iter().all(|(_, id)| {
+            let s = get_real(&server, &format!("/tasks/{id}")).json()["status"].clone();
+            s == "completed" || s == "failed"
+        })
+    });
+    for (i, id) in &ids {
+        let t = get_real(&server, &format!("/tasks/{id}")).json();
+        if i % 4 == 3 {
+            assert_eq!(t["status"], "failed", "{t}");
+            assert_eq!(t["error"], format!("task {i} failed").as_str());
+        } else {
+            assert_eq!(t["status"], "completed", "{t}");
+        }
+    }
+    let wid = w.id();
+    w.disconnect();
+    let workers = get_real(&server, "/workers").json();
+    let listed = workers["items"]
+        .as_array()
+        .is_some_and(|a| a.iter().any(|x| x["id"] == wid.as_str()));
+    assert!(!listed, "disconnect deleted the worker: {workers}");
+    assert!(noisy(&log.lines()).is_empty(), "{:?}", noisy(&log.lines()));
+}
+
+/// Against the real server: it is stopped and restarted on the same
+/// database; the worker rides the outage out and serves again.
+pub fn real_server_outage_is_ridden_out<R: Runtime>() {
+    let log = capture::start();
+    let mut server = RealServer::start().expect("real job server");
+    let cfg = Config {
+        max_unreachable: CoreDuration::from_secs(30),
+        request_timeout: CoreDuration::from_secs(5),
+        ..fast_config()
+    };
+    let w = start::<R>(&real_setup(&server, cfg), &log);
+    let before = submit_real(&server, JOBS[0], json!({}));
+    wait_until("first task", Duration::from_secs(20), || {
+        get_real(&server, &format!("/tasks/{before}")).json()["status"] == "completed"
+    });
+    server.stop_now().expect("stop the real server");
+    log.wait_for("Server unreachable — retrying", Duration::from_secs(5))
+        .unwrap_or_else(|| panic!("{}", log.dump()));
+    std::thread::sleep(Duration::from_secs(1));
+    server.restart().expect("restart on the same database");
+    log.wait_for("Server reachable again", Duration::from_secs(15))
+        .unwrap_or_else(|| panic!("{}", log.dump()));
+    let after = submit_real(&server, JOBS[1], json!({}));
+    wait_until("task after the outage", Duration::from_secs(20), || {
+        get_real(&server, &format!("/tasks/{after}")).json()["status"] == "completed"
+    });
+    assert_eq!(w.stop_reason(), None, "{}", log.dump());
+    w.disconnect();
+}
+
+/// Turns the scenario list into `#[test]`s for one runtime:
+/// `outage_tests::scenario_tests!(MyRuntime);`
+#[macro_export]
+macro_rules! scenario_tests {
+    ($rt:ty) => {
+        $crate::scenario_tests!(@each $rt;
+            serves_tasks,
+            countdown_then_clean_stop,
+            stop_reaches_every_loop_within_100ms,
+            recovery_resets_the_outage,
+            outcome_held_through_an_outage,
+            handler_panic_is_reported,
+            keepalive_close_is_not_an_outage,
+            auth_refused_stops_and_token_never_leaks,
+            forgotten_worker_stops,
+            forgotten_worker_registers_again,
+            startup_retries_until_the_server_is_up,
+            startup_fails_clearly,
+            retry_after_is_honoured,
+            bad_answers_are_failures_not_crashes,
+            real_server_serves_and_disconnects,
+            real_server_outage_is_ridden_out,
+        );
+    };
+    (@each $rt:ty; $($name:ident),* $(,)?) => {
+        $(
+            #[test]
+            fn $name() {
+                $crate::scenarios::$name::<$rt>();
+            }
+        )*
+    };
+}

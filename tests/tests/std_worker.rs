@@ -1,0 +1,3 @@
+//! The scenario list, run against the host worker (async-std + surf).
+
+outage_tests::scenario_tests!(outage_tests::std_rt::StdRuntime);
