@@ -33,8 +33,10 @@ pub enum Transport {
     ConnectionRefused,
     /// The peer reset the connection.
     ConnectionReset,
-    /// The peer closed the connection before a full response arrived.
+    /// The peer closed the connection before any byte of a response.
     ConnectionClosed,
+    /// The response started but was cut short (closed or reset mid-body).
+    Truncated,
     /// No answer within the request timeout.
     Timeout,
     /// The host name did not resolve.
@@ -75,6 +77,18 @@ impl Failure {
     /// Classify this failure of a request to `endpoint`.
     pub const fn classify(self, endpoint: Endpoint) -> Class {
         classify(endpoint, self)
+    }
+
+    /// The connection was closed or reset before any byte of a response:
+    /// what a request meets on a keep-alive connection the server had just
+    /// closed (uvicorn closes idle ones after 5 s). The server never handled
+    /// it, so a runtime sends it once more on a fresh connection, and only a
+    /// second such failure counts.
+    pub const fn is_stale_connection(self) -> bool {
+        matches!(
+            self,
+            Failure::Transport(Transport::ConnectionClosed | Transport::ConnectionReset)
+        )
     }
 }
 
@@ -177,6 +191,7 @@ impl Render for Transport {
             Transport::ConnectionRefused => "Connection refused",
             Transport::ConnectionReset => "Connection reset",
             Transport::ConnectionClosed => "Connection closed",
+            Transport::Truncated => "Response cut short",
             Transport::Timeout => "Request timed out",
             Transport::Dns => "Host name did not resolve",
             Transport::Tls => "TLS error",
@@ -307,6 +322,16 @@ mod tests {
             classify(Endpoint::CreateWorker, Failure::status(404)),
             Class::Fatal(Fatal::NoJobApi)
         );
+    }
+
+    #[test]
+    fn only_closes_before_a_response_are_stale() {
+        assert!(Failure::Transport(Transport::ConnectionClosed).is_stale_connection());
+        assert!(Failure::Transport(Transport::ConnectionReset).is_stale_connection());
+        assert!(!Failure::Transport(Transport::Truncated).is_stale_connection());
+        assert!(!Failure::Transport(Transport::ConnectionRefused).is_stale_connection());
+        assert!(!Failure::Transport(Transport::Timeout).is_stale_connection());
+        assert!(!Failure::status(503).is_stale_connection());
     }
 
     #[test]

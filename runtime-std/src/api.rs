@@ -106,13 +106,13 @@ impl<H: Http> Api<H> {
             log::debug!(
                 "{}: stale keep-alive connection ({}); retrying once",
                 route.endpoint(),
-                e.failure
+                e
             );
             self.counters.stale_retries.fetch_add(1, Ordering::Relaxed);
             self.counters.requests.fetch_add(1, Ordering::Relaxed);
             result = self.http.send(req, &self.token).await;
         }
-        result.map_err(|HttpError { failure, .. }| {
+        result.map_err(|failure: HttpError| {
             self.counters.failures.fetch_add(1, Ordering::Relaxed);
             ApiError {
                 endpoint: route.endpoint(),

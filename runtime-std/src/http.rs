@@ -37,36 +37,11 @@ pub struct Response {
     pub body: Vec<u8>,
 }
 
-/// Where a transport failure happened: before the response head arrived
-/// (the request may not have reached the server) or while reading the body.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Stage {
-    /// Connecting, sending, or waiting for the head.
-    Head,
-    /// Reading the body.
-    Body,
-}
-
-/// A failed exchange.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct HttpError {
-    /// The core's view of it.
-    pub failure: Failure,
-    /// Where it happened.
-    pub stage: Stage,
-}
-
-impl HttpError {
-    /// A pooled keep-alive connection the server had closed: nothing was
-    /// answered, so the request can safely go again on a fresh connection.
-    pub fn is_stale_connection(&self) -> bool {
-        self.stage == Stage::Head
-            && matches!(
-                self.failure,
-                Failure::Transport(Transport::ConnectionClosed | Transport::ConnectionReset)
-            )
-    }
-}
+/// A failed exchange, as the core's [`Failure`]. A failure while reading
+/// the body is always [`Transport::Truncated`], never "closed" or "reset":
+/// only failures before any byte of a response may count as a stale
+/// connection ([`Failure::is_stale_connection`]).
+pub type HttpError = Failure;
 
 /// An HTTP/1.1 client.
 pub trait Http: Send + Sync + 'static {
@@ -108,10 +83,7 @@ impl SurfHttp {
             Method::Patch => surf::http::Method::Patch,
             Method::Delete => surf::http::Method::Delete,
         };
-        let url = surf::Url::parse(req.url).map_err(|_| HttpError {
-            failure: Failure::Transport(Transport::Network),
-            stage: Stage::Head,
-        })?;
+        let url = surf::Url::parse(req.url).map_err(|_| Failure::Transport(Transport::Network))?;
         let mut builder = self
             .client
             .request(method, url)
@@ -122,35 +94,31 @@ impl SurfHttp {
                 .body(surf::Body::from_bytes(body.to_vec()))
                 .content_type("application/json");
         }
-        let mut res = self.client.send(builder).await.map_err(|e| HttpError {
-            failure: Failure::Transport(transport_kind(&e)),
-            stage: Stage::Head,
-        })?;
+        let mut res = self
+            .client
+            .send(builder)
+            .await
+            .map_err(|e| Failure::Transport(transport_kind(&e)))?;
         let status: u16 = res.status().into();
         let retry_after = res
             .header("Retry-After")
             .and_then(|v| parse_retry_after(v.last().as_str().as_bytes()));
         let limit = self.max_body;
         if res.len().is_some_and(|len| len > limit) {
-            return Err(HttpError {
-                failure: Failure::ResponseTooLarge,
-                stage: Stage::Body,
-            });
+            return Err(Failure::ResponseTooLarge);
         }
         let mut body = Vec::new();
         let reader = res.take_body().into_reader();
         let read = reader.take(limit as u64 + 1).read_to_end(&mut body).await;
         if let Err(e) = read {
-            return Err(HttpError {
-                failure: Failure::Transport(io_kind(&e)),
-                stage: Stage::Body,
-            });
+            let kind = match io_kind(&e) {
+                Transport::Timeout => Transport::Timeout,
+                _ => Transport::Truncated,
+            };
+            return Err(Failure::Transport(kind));
         }
         if body.len() > limit {
-            return Err(HttpError {
-                failure: Failure::ResponseTooLarge,
-                stage: Stage::Body,
-            });
+            return Err(Failure::ResponseTooLarge);
         }
         Ok(Response {
             status,
@@ -164,10 +132,7 @@ impl Http for SurfHttp {
     async fn send(&self, req: Request<'_>, bearer: &str) -> Result<Response, HttpError> {
         match async_std::future::timeout(req.timeout, self.exchange(req, bearer)).await {
             Ok(result) => result,
-            Err(_) => Err(HttpError {
-                failure: Failure::Transport(Transport::Timeout),
-                stage: Stage::Head,
-            }),
+            Err(_) => Err(Failure::Transport(Transport::Timeout)),
         }
     }
 }
@@ -242,29 +207,6 @@ mod tests {
         assert_eq!(
             io_kind(&io::Error::from(io::ErrorKind::ConnectionReset)),
             Transport::ConnectionReset
-        );
-    }
-
-    #[test]
-    fn only_head_stage_closes_are_stale() {
-        let stale = HttpError {
-            failure: Failure::Transport(Transport::ConnectionClosed),
-            stage: Stage::Head,
-        };
-        assert!(stale.is_stale_connection());
-        assert!(
-            !HttpError {
-                stage: Stage::Body,
-                ..stale
-            }
-            .is_stale_connection()
-        );
-        assert!(
-            !HttpError {
-                failure: Failure::Transport(Transport::ConnectionRefused),
-                ..stale
-            }
-            .is_stale_connection()
         );
     }
 }

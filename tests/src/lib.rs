@@ -5,6 +5,7 @@
 //! one scenario list every worker runtime must pass ([`scenarios`]).
 
 pub mod capture;
+pub mod embassy_rt;
 pub mod http;
 pub mod real;
 pub mod scenarios;

@@ -52,9 +52,6 @@ pub trait RunningWorker {
 pub trait Runtime {
     /// For messages.
     const NAME: &'static str;
-    /// Whether a panicking handler is caught and reported (std: yes; a
-    /// microcontroller aborts on panic).
-    const CATCHES_PANICS: bool;
     /// The running worker.
     type Worker: RunningWorker;
     /// Start a worker serving [`JOBS`] (blocking until registered).
@@ -340,10 +337,8 @@ pub fn outcome_held_through_an_outage<R: Runtime>() {
 }
 
 /// A panicking handler is reported `failed` and the worker keeps serving.
+/// (Only for runtimes that can catch panics: a microcontroller aborts.)
 pub fn handler_panic_is_reported<R: Runtime>() {
-    if !R::CATCHES_PANICS {
-        return;
-    }
     let log = capture::start();
     let server = TestServer::start().unwrap();
     let w = start::<R>(&setup(&server, fast_config()), &log);
@@ -731,7 +726,6 @@ macro_rules! scenario_tests {
             stop_reaches_every_loop_within_100ms,
             recovery_resets_the_outage,
             outcome_held_through_an_outage,
-            handler_panic_is_reported,
             keepalive_close_is_not_an_outage,
             auth_refused_stops_and_token_never_leaks,
             forgotten_worker_stops,
@@ -751,5 +745,13 @@ macro_rules! scenario_tests {
                 $crate::scenarios::$name::<$rt>();
             }
         )*
+    };
+}
+
+/// The scenarios only a runtime that catches handler panics can pass.
+#[macro_export]
+macro_rules! panic_scenario_tests {
+    ($rt:ty) => {
+        $crate::scenario_tests!(@each $rt; handler_panic_is_reported);
     };
 }

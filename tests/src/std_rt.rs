@@ -26,7 +26,6 @@ async fn behave(task: Task) -> Result<(), String> {
 
 impl Runtime for StdRuntime {
     const NAME: &'static str = "runtime-std";
-    const CATCHES_PANICS: bool = true;
     type Worker = StdWorker;
 
     fn start(setup: &Setup) -> Result<StdWorker, String> {

@@ -1,0 +1,34 @@
+//! # outage-runtime-embassy
+//!
+//! The microcontroller worker for ZnDraw job servers: the same behaviour as
+//! the host worker — every rule is `outage-core`'s — on embassy, with no
+//! heap. Time is embassy-time, shared state and signals are embassy-sync,
+//! HTTP/1.1 is reqwless over embedded-nal-async (embassy-net TCP on a device,
+//! a std adapter on a host), JSON is serde-json-core, and every buffer is
+//! the caller's.
+//!
+//! ```ignore
+//! static WORKER: StaticCell<Worker<'static, TcpClient<'static, 2>, DnsSocket<'static>>> = StaticCell::new();
+//! let worker = WORKER.init(Worker::new(&tcp, &dns, "http://192.168.1.10:8765", TOKEN, &JOBS, Config::DEFAULT, seed)?);
+//! worker.start(&mut rx, &mut tx).await?;            // create + register, with retries
+//! spawner.spawn(heartbeat(worker).unwrap());          // #[embassy_executor::task] fn heartbeat(w) { w.heartbeat_loop(&mut buf).await }
+//! spawner.spawn(claim(worker, handler).unwrap());     // … w.claim_loop(ClaimBuffers { rx, tx, payload }, &mut handler).await
+//! ```
+//!
+//! Logs: feature `defmt` on a device, `log` on a host (never both): the
+//! core's events with the same words either way.
+
+#![no_std]
+#![forbid(unsafe_code)]
+
+mod fmt;
+mod json;
+mod net;
+mod worker;
+
+pub use fmt::emit;
+pub use outage_core::{Config, Duration, Jitter, OnRegistrationLost, StartupError, StopReason};
+pub use worker::{
+    ClaimBuffers, EmbassyClock, ErrorText, Handler, Job, MAX_NAME, MAX_SERVER_URL, MAX_TOKEN, SetupError,
+    Stats, Task, Worker,
+};

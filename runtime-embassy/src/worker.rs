@@ -1,0 +1,848 @@
+//! The embassy worker: startup, the heartbeat and claim loops over one
+//! shared [`Machine`], and stopping. No heap: every buffer is the caller's.
+
+use core::cell::{Cell, RefCell};
+use core::fmt::Write as _;
+use core::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, Ordering};
+
+use embassy_futures::select::{Either, Either3, select, select3};
+use embassy_sync::blocking_mutex::Mutex;
+use embassy_sync::blocking_mutex::raw::CriticalSectionRawMutex;
+use embassy_sync::signal::Signal;
+use embassy_sync::watch::Watch;
+use embedded_nal_async::{Dns, TcpConnect};
+use outage_core::protocol::{
+    ClaimRequest, ClaimResponse, Route, StatusUpdate, Task as WireTask, TaskStatus, WorkerResponse,
+};
+use outage_core::{
+    ClaimAction, Clock, Config, ConfigError, Endpoint, Event, Failure, HeartbeatAction, Instant, Machine,
+    Phase, StartupError, StartupRetry, StartupStep, Step, StopReason, Wake,
+};
+use serde::de::IgnoredAny;
+
+use crate::fmt::{debug, emit, info};
+use crate::json::payload_span;
+use crate::net::{Exchange, exchange};
+
+type CS = CriticalSectionRawMutex;
+
+/// Longest server URL (`http://host:port`) accepted.
+pub const MAX_SERVER_URL: usize = 96;
+/// Longest bearer token accepted.
+pub const MAX_TOKEN: usize = 160;
+/// Longest job name part (room, category, name) accepted.
+pub const MAX_NAME: usize = 48;
+/// The text a handler may give when a task fails.
+pub type ErrorText = heapless::String<128>;
+
+const URL_CAP: usize = MAX_SERVER_URL + 160;
+const ID_CAP: usize = 40;
+const JOB_CAP: usize = 3 * MAX_NAME + 2;
+
+/// The embassy-time clock, as the core's [`Clock`].
+#[derive(Debug, Clone, Copy, Default)]
+pub struct EmbassyClock;
+
+impl Clock for EmbassyClock {
+    fn now(&self) -> Instant {
+        Instant::from_millis(embassy_time::Instant::now().as_millis())
+    }
+}
+
+fn to_embassy(t: Instant) -> embassy_time::Instant {
+    embassy_time::Instant::from_millis(t.as_millis())
+}
+
+/// A job the worker serves.
+#[derive(Debug, Clone, Copy)]
+pub struct Job<'a> {
+    /// Room (`@global` needs a superuser token).
+    pub room: &'a str,
+    /// `modifiers`, `selections` or `analysis`.
+    pub category: &'a str,
+    /// Job name.
+    pub name: &'a str,
+    /// JSON schema of the payload, as raw JSON text (`"{}"` for none).
+    pub schema: &'a str,
+}
+
+impl Job<'_> {
+    fn matches(&self, full_name: &str) -> bool {
+        let mut parts = full_name.splitn(3, ':');
+        parts.next() == Some(self.room)
+            && parts.next() == Some(self.category)
+            && parts.next() == Some(self.name)
+    }
+}
+
+/// A claimed task, as a handler sees it.
+#[derive(Debug, Clone, Copy)]
+pub struct Task<'t> {
+    /// Task UUID.
+    pub id: &'t str,
+    /// `room:category:name`.
+    pub job_name: &'t str,
+    /// Room it was submitted in.
+    pub room_id: &'t str,
+    /// The payload, raw JSON (parse it with serde-json-core).
+    pub payload: &'t [u8],
+}
+
+/// Runs tasks. `Ok` → `completed`; `Err(text)` → `failed` with that text.
+///
+/// A microcontroller aborts on panic, so a handler must not panic.
+#[allow(async_fn_in_trait)] // embassy executors are single-threaded: no Send bound needed.
+pub trait Handler {
+    /// Run one task.
+    async fn run(&mut self, task: Task<'_>) -> Result<(), ErrorText>;
+}
+
+/// Why a worker cannot be set up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum SetupError {
+    /// The configuration is inconsistent.
+    Config(ConfigError),
+    /// The server URL is not `http://…` or longer than [`MAX_SERVER_URL`].
+    ServerUrl,
+    /// The token is longer than [`MAX_TOKEN`].
+    TokenTooLong,
+    /// No job, or a job name part longer than [`MAX_NAME`].
+    Jobs,
+}
+
+impl core::fmt::Display for SetupError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            SetupError::Config(e) => write!(f, "{e}"),
+            SetupError::ServerUrl => write!(
+                f,
+                "the server URL must be http://host:port, at most {MAX_SERVER_URL} bytes"
+            ),
+            SetupError::TokenTooLong => write!(f, "the token is longer than {MAX_TOKEN} bytes"),
+            SetupError::Jobs => write!(f, "no job, or a job name part longer than {MAX_NAME} bytes"),
+        }
+    }
+}
+
+/// The buffers of the claim loop. Sizes are the user's: `rx` must hold the
+/// largest claim response (headers included), `payload` the largest
+/// payload, `tx` the largest request body (a status update carries up to
+/// 128 bytes of error text; a registration carries the job's schema).
+pub struct ClaimBuffers<'b> {
+    /// Receive buffer.
+    pub rx: &'b mut [u8],
+    /// Request bodies.
+    pub tx: &'b mut [u8],
+    /// The current task's payload (kept through an outage).
+    pub payload: &'b mut [u8],
+}
+
+/// What the worker has done so far.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct Stats {
+    /// Requests sent.
+    pub requests: u32,
+    /// Requests retried once after meeting a closed connection.
+    pub stale_connection_retries: u32,
+}
+
+/// The worker: shared by its two loops (`&Worker` from `'static` storage,
+/// e.g. a `static_cell`).
+pub struct Worker<'a, T: TcpConnect, D: Dns> {
+    tcp: &'a T,
+    dns: &'a D,
+    server: &'a str,
+    bearer: heapless::String<{ MAX_TOKEN + 7 }>,
+    jobs: &'a [Job<'a>],
+    config: Config,
+    clock: EmbassyClock,
+    machine: Mutex<CS, RefCell<Machine>>,
+    worker_id: Mutex<CS, RefCell<heapless::String<ID_CAP>>>,
+    rng: Mutex<CS, Cell<u64>>,
+    wake_hb: Signal<CS, ()>,
+    wake_claim: Signal<CS, ()>,
+    halt_hb: Signal<CS, ()>,
+    halt_claim: Signal<CS, ()>,
+    halted: AtomicBool,
+    live_loops: AtomicU8,
+    finished: Watch<CS, bool, 4>,
+    grace_deadline: Mutex<CS, Cell<Option<embassy_time::Instant>>>,
+    requests: AtomicU32,
+    stale_retries: AtomicU32,
+    disconnected: AtomicBool,
+}
+
+/// A running claim: the task's identity and payload, kept (with its
+/// outcome) through an outage.
+struct Held {
+    id: heapless::String<ID_CAP>,
+    job_name: heapless::String<JOB_CAP>,
+    room_id: heapless::String<MAX_NAME>,
+    payload_len: Option<usize>,
+    outcome: Option<Result<(), ErrorText>>,
+}
+
+enum Run<T> {
+    Done(T),
+    Overrun,
+    Halted,
+}
+
+fn copy_str<const N: usize>(s: &str) -> Option<heapless::String<N>> {
+    heapless::String::try_from(s).ok()
+}
+
+impl<'a, T: TcpConnect, D: Dns> Worker<'a, T, D> {
+    /// A worker for `server` (`http://host:port`) with `token`, serving
+    /// `jobs`. `seed` is entropy for the jitter (e.g. from a hardware RNG).
+    pub fn new(
+        tcp: &'a T,
+        dns: &'a D,
+        server: &'a str,
+        token: &'a str,
+        jobs: &'a [Job<'a>],
+        config: Config,
+        seed: u64,
+    ) -> Result<Self, SetupError> {
+        config.validate().map_err(SetupError::Config)?;
+        let server = server.trim_end_matches('/');
+        if !server.starts_with("http://") || server.len() > MAX_SERVER_URL {
+            return Err(SetupError::ServerUrl);
+        }
+        if token.len() > MAX_TOKEN {
+            return Err(SetupError::TokenTooLong);
+        }
+        let too_long = |j: &Job<'_>| {
+            [j.room, j.category, j.name]
+                .iter()
+                .any(|p| p.len() > MAX_NAME || p.is_empty())
+        };
+        if jobs.is_empty() || jobs.iter().any(too_long) {
+            return Err(SetupError::Jobs);
+        }
+        let mut bearer = heapless::String::new();
+        let _ = write!(bearer, "Bearer {token}");
+        let clock = EmbassyClock;
+        Ok(Worker {
+            tcp,
+            dns,
+            server,
+            bearer,
+            jobs,
+            config,
+            clock,
+            machine: Mutex::new(RefCell::new(
+                Machine::new(config, clock.now(), 0).map_err(SetupError::Config)?,
+            )),
+            worker_id: Mutex::new(RefCell::new(heapless::String::new())),
+            rng: Mutex::new(Cell::new(seed)),
+            wake_hb: Signal::new(),
+            wake_claim: Signal::new(),
+            halt_hb: Signal::new(),
+            halt_claim: Signal::new(),
+            halted: AtomicBool::new(false),
+            live_loops: AtomicU8::new(2),
+            finished: Watch::new_with(false),
+            grace_deadline: Mutex::new(Cell::new(None)),
+            requests: AtomicU32::new(0),
+            stale_retries: AtomicU32::new(0),
+            disconnected: AtomicBool::new(false),
+        })
+    }
+
+    /// The worker id on the server (empty before [`Worker::start`]).
+    pub fn worker_id(&self) -> heapless::String<ID_CAP> {
+        self.worker_id.lock(|w| w.borrow().clone())
+    }
+
+    /// Why the worker stopped, once it has.
+    pub fn stop_reason(&self) -> Option<StopReason> {
+        self.machine.lock(|m| m.borrow().stop_reason())
+    }
+
+    /// True once both loops have exited.
+    pub fn is_finished(&self) -> bool {
+        self.live_loops.load(Ordering::SeqCst) == 0
+    }
+
+    /// Counters so far.
+    pub fn stats(&self) -> Stats {
+        Stats {
+            requests: self.requests.load(Ordering::Relaxed),
+            stale_connection_retries: self.stale_retries.load(Ordering::Relaxed),
+        }
+    }
+
+    fn rand(&self) -> u32 {
+        self.rng.lock(|s| {
+            let v = s.get().wrapping_add(0x9E37_79B9_7F4A_7C15);
+            s.set(v);
+            let mut z = v;
+            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+            ((z ^ (z >> 31)) >> 32) as u32
+        })
+    }
+
+    fn with_machine<R>(&self, f: impl FnOnce(&mut Machine) -> R) -> R {
+        self.machine.lock(|m| f(&mut m.borrow_mut()))
+    }
+
+    fn halt(&self) {
+        self.halted.store(true, Ordering::SeqCst);
+        self.halt_hb.signal(());
+        self.halt_claim.signal(());
+    }
+
+    /// Log a step's events and wake whom it says.
+    fn apply<A>(&self, step: &Step<A>) {
+        for e in step.events.iter() {
+            emit(e);
+        }
+        match step.wake {
+            Wake::Nobody => {}
+            Wake::Claim => self.wake_claim.signal(()),
+            Wake::Everyone => {
+                if self.stop_reason() != Some(StopReason::Requested) {
+                    self.halt();
+                }
+                self.wake_hb.signal(());
+                self.wake_claim.signal(());
+            }
+        }
+    }
+
+    /// `fut`, unless the worker halts first.
+    async fn or_halt<F: core::future::Future>(&self, halt: &Signal<CS, ()>, fut: F) -> Option<F::Output> {
+        if self.halted.load(Ordering::SeqCst) {
+            return None;
+        }
+        match select(fut, halt.wait()).await {
+            Either::First(v) => Some(v),
+            Either::Second(()) => {
+                halt.signal(());
+                None
+            }
+        }
+    }
+
+    /// Sleep until `t` or until woken; false once halted.
+    async fn sleep_until(&self, t: Instant, wake: &Signal<CS, ()>, halt: &Signal<CS, ()>) -> bool {
+        if self.halted.load(Ordering::SeqCst) {
+            return false;
+        }
+        match select3(embassy_time::Timer::at(to_embassy(t)), wake.wait(), halt.wait()).await {
+            Either3::Third(()) => {
+                halt.signal(());
+                false
+            }
+            _ => !self.halted.load(Ordering::SeqCst),
+        }
+    }
+
+    /// One request; a connection closed before any byte of an answer is
+    /// tried once more on a fresh one (the core's rule).
+    async fn call(&self, route: Route<'_>, body: Option<&[u8]>, rx: &mut [u8]) -> Result<Exchange, Failure> {
+        let mut url: heapless::String<URL_CAP> = heapless::String::new();
+        if write!(url, "{}{}", self.server, route).is_err() {
+            return Err(Failure::Transport(outage_core::Transport::Network));
+        }
+        let timeout = if route.endpoint() == Endpoint::Disconnect {
+            self.config.disconnect_timeout
+        } else {
+            self.config.request_timeout
+        };
+        self.requests.fetch_add(1, Ordering::Relaxed);
+        let failure = match exchange(
+            self.tcp,
+            self.dns,
+            route.method(),
+            &url,
+            &self.bearer,
+            body,
+            rx,
+            timeout,
+        )
+        .await
+        {
+            Ok(x) => return Ok(x),
+            Err(f) => f,
+        };
+        if !failure.is_stale_connection() {
+            return Err(failure);
+        }
+        debug!("stale connection; retrying once");
+        self.stale_retries.fetch_add(1, Ordering::Relaxed);
+        self.requests.fetch_add(1, Ordering::Relaxed);
+        exchange(
+            self.tcp,
+            self.dns,
+            route.method(),
+            &url,
+            &self.bearer,
+            body,
+            rx,
+            timeout,
+        )
+        .await
+    }
+
+    /// An answer with an unexpected status is a failure of its own.
+    fn expect(&self, x: Exchange, ok: &[u16]) -> Result<Exchange, Failure> {
+        if ok.contains(&x.status) {
+            Ok(x)
+        } else {
+            Err(Failure::Status {
+                status: x.status,
+                retry_after: x.retry_after,
+            })
+        }
+    }
+
+    async fn create_worker(&self, rx: &mut [u8]) -> Result<(), (Endpoint, Failure)> {
+        let fail = |f| (Endpoint::CreateWorker, f);
+        let x = self.call(Route::CreateWorker, None, rx).await.map_err(fail)?;
+        let x = self.expect(x, &[200, 201]).map_err(fail)?;
+        let (w, _): (WorkerResponse<'_>, _) =
+            serde_json_core::from_slice(&rx[x.body]).map_err(|_| fail(Failure::MalformedResponse))?;
+        let id = copy_str::<ID_CAP>(w.id).ok_or(fail(Failure::MalformedResponse))?;
+        self.worker_id.lock(|cell| *cell.borrow_mut() = id);
+        Ok(())
+    }
+
+    async fn register_job(
+        &self,
+        job: &Job<'_>,
+        rx: &mut [u8],
+        tx: &mut [u8],
+    ) -> Result<(), (Endpoint, Failure)> {
+        let fail = |f| (Endpoint::RegisterJob, f);
+        let id = self.worker_id();
+        let len = registration_body(tx, job, &id)
+            .ok_or(fail(Failure::Transport(outage_core::Transport::Network)))?;
+        let x = self
+            .call(Route::RegisterJob { room: job.room }, Some(&tx[..len]), rx)
+            .await
+            .map_err(fail)?;
+        self.expect(x, &[200, 201]).map(drop).map_err(fail)
+    }
+
+    async fn register_all(&self, rx: &mut [u8], tx: &mut [u8]) -> Result<(), (Endpoint, Failure)> {
+        self.create_worker(rx).await?;
+        for job in self.jobs {
+            self.register_job(job, rx, tx).await?;
+        }
+        Ok(())
+    }
+
+    /// Startup request `step`: 0 creates the worker, `n` registers job `n-1`.
+    async fn startup_request(
+        &self,
+        step: usize,
+        rx: &mut [u8],
+        tx: &mut [u8],
+    ) -> Result<(), (Endpoint, Failure)> {
+        match step.checked_sub(1) {
+            None => self.create_worker(rx).await,
+            Some(n) => self.register_job(&self.jobs[n], rx, tx).await,
+        }
+    }
+
+    /// Create the worker and register its jobs, retrying each request on the
+    /// core's startup schedule; fatal answers are not retried. `rx` receives
+    /// the answers, `tx` holds registration bodies (schemas included).
+    pub async fn start(&self, rx: &mut [u8], tx: &mut [u8]) -> Result<(), StartupError> {
+        for step in 0..=self.jobs.len() {
+            let mut schedule = StartupRetry::new();
+            loop {
+                let started = self.clock.now();
+                let Err((what, failure)) = self.startup_request(step, rx, tx).await else {
+                    break;
+                };
+                let (next, event) = schedule.on_failure(&self.config, what, started, failure, self.rand());
+                emit(&event);
+                match next {
+                    StartupStep::RetryAt(t) => embassy_time::Timer::at(to_embassy(t)).await,
+                    StartupStep::GiveUp(e) => return Err(e),
+                }
+            }
+        }
+        info!("Registered as worker {}", self.worker_id().as_str());
+        // The loops' clocks start now, after a possibly long startup.
+        let rand = self.rand();
+        let now = self.clock.now();
+        self.with_machine(|m| {
+            if let Ok(fresh) = Machine::new(self.config, now, rand) {
+                *m = fresh;
+            }
+        });
+        Ok(())
+    }
+
+    fn loop_exited(&self) {
+        if self.live_loops.fetch_sub(1, Ordering::SeqCst) == 1 {
+            self.finished.sender().send(true);
+        }
+    }
+
+    /// The heartbeat loop; run it in its own task. `rx` receives answers
+    /// (512 bytes is plenty).
+    pub async fn heartbeat_loop(&self, rx: &mut [u8]) {
+        loop {
+            let action = self.with_machine(|m| m.heartbeat_poll(self.clock.now()));
+            match action {
+                HeartbeatAction::Wait(t) => {
+                    if !self.sleep_until(t, &self.wake_hb, &self.halt_hb).await {
+                        break;
+                    }
+                }
+                HeartbeatAction::Beat => {
+                    let id = self.worker_id();
+                    let started = self.clock.now();
+                    let call = async {
+                        let x = self
+                            .call(Route::Heartbeat { worker_id: &id }, None, &mut *rx)
+                            .await?;
+                        self.expect(x, &[200]).map(drop)
+                    };
+                    let Some(result) = self.or_halt(&self.halt_hb, call).await else {
+                        break;
+                    };
+                    let step = self.with_machine(|m| m.on_heartbeat(started, self.clock.now(), result));
+                    self.apply(&step);
+                }
+                HeartbeatAction::Stop(_) => break,
+            }
+        }
+        self.loop_exited();
+    }
+
+    async fn run_task<F: core::future::Future>(&self, fut: F) -> Run<F::Output> {
+        let overrun = async {
+            loop {
+                match self.grace_deadline.lock(|d| d.get()) {
+                    Some(d) if embassy_time::Instant::now() >= d => return,
+                    Some(d) => {
+                        let _ = select(embassy_time::Timer::at(d), self.wake_claim.wait()).await;
+                    }
+                    None => self.wake_claim.wait().await,
+                }
+            }
+        };
+        match self.or_halt(&self.halt_claim, select(fut, overrun)).await {
+            Some(Either::First(v)) => Run::Done(v),
+            Some(Either::Second(())) => Run::Overrun,
+            None => Run::Halted,
+        }
+    }
+
+    /// Parse a claim answer and keep the task (and its payload) in `held`.
+    fn take_task(&self, body: &[u8], payload_buf: &mut [u8]) -> Result<Option<Held>, Failure> {
+        let (claimed, _): (ClaimResponse<WireTask<'_, IgnoredAny>>, _) =
+            serde_json_core::from_slice(body).map_err(|_| Failure::MalformedResponse)?;
+        let Some(task) = claimed.task else { return Ok(None) };
+        let span = payload_span(body).ok_or(Failure::MalformedResponse)?;
+        let payload = &body[span];
+        let payload_len = payload_buf.get_mut(..payload.len()).map(|dst| {
+            dst.copy_from_slice(payload);
+            payload.len()
+        });
+        Ok(Some(Held {
+            id: copy_str(task.id).ok_or(Failure::MalformedResponse)?,
+            job_name: copy_str(task.job_name).ok_or(Failure::MalformedResponse)?,
+            room_id: copy_str(task.room_id).ok_or(Failure::MalformedResponse)?,
+            payload_len,
+            outcome: None,
+        }))
+    }
+
+    /// The claim loop; run it in its own task.
+    pub async fn claim_loop<H: Handler>(&self, bufs: ClaimBuffers<'_>, handler: &mut H) {
+        let ClaimBuffers { rx, tx, payload } = bufs;
+        let mut held: Option<Held> = None;
+        loop {
+            let now = self.clock.now();
+            let action = self.with_machine(|m| m.claim_poll(now));
+            let step = match action {
+                ClaimAction::Wait(t) => {
+                    if !self.sleep_until(t, &self.wake_claim, &self.halt_claim).await {
+                        break;
+                    }
+                    continue;
+                }
+                ClaimAction::Stop(_) => break,
+                ClaimAction::Claim => {
+                    let id = self.worker_id();
+                    let Ok(n) = serde_json_core::to_slice(&ClaimRequest { worker_id: &id }, tx) else {
+                        break;
+                    };
+                    let call = async {
+                        let x = self.call(Route::Claim, Some(&tx[..n]), &mut *rx).await?;
+                        let x = self.expect(x, &[200])?;
+                        self.take_task(&rx[x.body], payload)
+                    };
+                    let Some(result) = self.or_halt(&self.halt_claim, call).await else {
+                        break;
+                    };
+                    let result = result.map(|task| {
+                        held = task;
+                        held.is_some()
+                    });
+                    let rand = self.rand();
+                    self.with_machine(|m| m.on_claim(now, self.clock.now(), result, rand))
+                }
+                ClaimAction::Start => {
+                    let Some(h) = held.as_ref() else { break };
+                    let update = StatusUpdate {
+                        status: TaskStatus::Running,
+                        error: None,
+                    };
+                    let Ok(n) = serde_json_core::to_slice(&update, tx) else {
+                        break;
+                    };
+                    let call = async {
+                        let x = self
+                            .call(Route::TaskStatus { task_id: &h.id }, Some(&tx[..n]), &mut *rx)
+                            .await?;
+                        self.expect(x, &[200]).map(drop)
+                    };
+                    let Some(result) = self.or_halt(&self.halt_claim, call).await else {
+                        break;
+                    };
+                    let rand = self.rand();
+                    self.with_machine(|m| m.on_started(now, self.clock.now(), result, rand))
+                }
+                ClaimAction::Execute => {
+                    let Some(h) = held.as_mut() else { break };
+                    let outcome = match (self.jobs.iter().any(|j| j.matches(&h.job_name)), h.payload_len) {
+                        (false, _) => Err(error_text("this worker has no handler for the job")),
+                        (true, None) => Err(error_text("payload larger than the worker's buffer")),
+                        (true, Some(len)) => {
+                            let task = Task {
+                                id: &h.id,
+                                job_name: &h.job_name,
+                                room_id: &h.room_id,
+                                payload: &payload[..len],
+                            };
+                            match self.run_task(handler.run(task)).await {
+                                Run::Done(r) => r,
+                                Run::Overrun => Err(error_text("worker shutting down")),
+                                Run::Halted => break,
+                            }
+                        }
+                    };
+                    if let Err(text) = &outcome {
+                        emit(&Event::TaskFailed { error: text });
+                    }
+                    h.outcome = Some(outcome);
+                    self.with_machine(|m| m.on_executed(self.clock.now()))
+                }
+                ClaimAction::Deliver => {
+                    let Some(Held {
+                        id,
+                        outcome: Some(outcome),
+                        ..
+                    }) = held.as_ref()
+                    else {
+                        break;
+                    };
+                    let update = match outcome {
+                        Ok(()) => StatusUpdate {
+                            status: TaskStatus::Completed,
+                            error: None,
+                        },
+                        Err(text) => StatusUpdate {
+                            status: TaskStatus::Failed,
+                            error: Some(text),
+                        },
+                    };
+                    let Ok(n) = serde_json_core::to_slice(&update, tx) else {
+                        break;
+                    };
+                    let call = async {
+                        let x = self
+                            .call(Route::TaskStatus { task_id: id }, Some(&tx[..n]), &mut *rx)
+                            .await?;
+                        self.expect(x, &[200]).map(drop)
+                    };
+                    let Some(result) = self.or_halt(&self.halt_claim, call).await else {
+                        break;
+                    };
+                    let rand = self.rand();
+                    self.with_machine(|m| m.on_delivered(now, self.clock.now(), result, rand))
+                }
+                ClaimAction::Register => {
+                    let call = self.register_all(&mut *rx, &mut *tx);
+                    let Some(result) = self.or_halt(&self.halt_claim, call).await else {
+                        break;
+                    };
+                    if result.is_ok() {
+                        info!("Registered again as worker {}", self.worker_id().as_str());
+                    }
+                    let rand = self.rand();
+                    self.with_machine(|m| m.on_registered(now, self.clock.now(), result, rand))
+                }
+            };
+            if self.with_machine(|m| m.phase()) == Phase::Idle {
+                held = None;
+            }
+            self.apply(&step);
+        }
+        self.loop_exited();
+    }
+
+    /// Both loops in the current task (for applications that spare no
+    /// second task).
+    pub async fn run<H: Handler>(&self, heartbeat_rx: &mut [u8], bufs: ClaimBuffers<'_>, handler: &mut H) {
+        embassy_futures::join::join(self.heartbeat_loop(heartbeat_rx), self.claim_loop(bufs, handler)).await;
+    }
+
+    /// Wait until both loops have exited; why the worker stopped.
+    pub async fn wait(&self) -> StopReason {
+        match self.finished.receiver() {
+            Some(mut r) => {
+                r.get_and(|done| *done).await;
+            }
+            None => {
+                while !self.is_finished() {
+                    embassy_time::Timer::after_millis(5).await;
+                }
+            }
+        }
+        self.stop_reason().unwrap_or(StopReason::Requested)
+    }
+
+    /// Stop claiming; give a running task up to `grace` (else it is
+    /// reported failed, "worker shutting down"); wait for both loops; delete
+    /// the worker from the server (a failure there is only logged).
+    /// Idempotent: a second call only waits for the loops.
+    pub async fn shutdown(&self, grace: embassy_time::Duration, rx: &mut [u8]) {
+        self.grace_deadline
+            .lock(|d| d.set(Some(embassy_time::Instant::now() + grace)));
+        let step = self.with_machine(|m| m.request_stop());
+        self.apply(&step);
+        let limit =
+            grace + embassy_time::Duration::from_millis(self.config.request_timeout.as_millis() + 1_000);
+        if embassy_time::with_timeout(limit, self.wait()).await.is_err() {
+            self.halt();
+            self.wait().await;
+        }
+        let id = self.worker_id();
+        let forgotten = matches!(self.stop_reason(), Some(StopReason::RegistrationLost(_)));
+        let first = !self.disconnected.swap(true, Ordering::SeqCst);
+        if first && !id.is_empty() && !forgotten {
+            let result = match self.call(Route::Disconnect { worker_id: &id }, None, rx).await {
+                Ok(x) => self.expect(x, &[200, 204]).map(drop),
+                Err(f) => Err(f),
+            };
+            match result {
+                Ok(()) => info!("Worker {} disconnected", id.as_str()),
+                Err(_) => debug!("Deleting worker {} failed", id.as_str()),
+            }
+        }
+    }
+
+    /// [`Worker::shutdown`] without grace: stop now.
+    pub async fn disconnect(&self, rx: &mut [u8]) {
+        self.shutdown(embassy_time::Duration::from_ticks(0), rx).await;
+    }
+}
+
+fn error_text(s: &str) -> ErrorText {
+    let mut t = ErrorText::new();
+    for c in s.chars() {
+        if t.push(c).is_err() {
+            break;
+        }
+    }
+    t
+}
+
+/// `{"category":…,"name":…,"schema":<raw>,"worker_id":…}` into `tx`.
+fn registration_body(tx: &mut [u8], job: &Job<'_>, worker_id: &str) -> Option<usize> {
+    struct W<'t> {
+        buf: &'t mut [u8],
+        len: usize,
+    }
+    impl W<'_> {
+        fn raw(&mut self, b: &[u8]) -> Option<()> {
+            let dst = self.buf.get_mut(self.len..self.len + b.len())?;
+            dst.copy_from_slice(b);
+            self.len += b.len();
+            Some(())
+        }
+        fn string(&mut self, s: &str) -> Option<()> {
+            let n = serde_json_core::to_slice(s, self.buf.get_mut(self.len..)?).ok()?;
+            self.len += n;
+            Some(())
+        }
+    }
+    let mut w = W { buf: tx, len: 0 };
+    w.raw(b"{\"category\":")?;
+    w.string(job.category)?;
+    w.raw(b",\"name\":")?;
+    w.string(job.name)?;
+    w.raw(b",\"schema\":")?;
+    w.raw(job.schema.as_bytes())?;
+    w.raw(b",\"worker_id\":")?;
+    w.string(worker_id)?;
+    w.raw(b"}")?;
+    Some(w.len)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn registration_bodies() {
+        let mut tx = [0u8; 200];
+        let job = Job {
+            room: "@global",
+            category: "modifiers",
+            name: "E\"x",
+            schema: r#"{"type":"object"}"#,
+        };
+        let n = registration_body(&mut tx, &job, "w-1").unwrap();
+        assert_eq!(
+            core::str::from_utf8(&tx[..n]).unwrap(),
+            r#"{"category":"modifiers","name":"E\"x","schema":{"type":"object"},"worker_id":"w-1"}"#
+        );
+        let mut small = [0u8; 10];
+        assert_eq!(registration_body(&mut small, &job, "w-1"), None);
+    }
+
+    #[test]
+    fn jobs_match_full_names() {
+        let job = Job {
+            room: "@global",
+            category: "modifiers",
+            name: "Echo",
+            schema: "{}",
+        };
+        assert!(job.matches("@global:modifiers:Echo"));
+        assert!(!job.matches("@global:modifiers:Echo2"));
+        assert!(!job.matches("room:modifiers:Echo"));
+    }
+
+    #[test]
+    fn error_texts_are_bounded() {
+        let long = "x".repeat_str_for_test();
+        assert_eq!(error_text(&long).len(), 128);
+    }
+
+    trait Repeat {
+        fn repeat_str_for_test(&self) -> heapless::String<300>;
+    }
+    impl Repeat for &str {
+        fn repeat_str_for_test(&self) -> heapless::String<300> {
+            let mut s = heapless::String::new();
+            for _ in 0..300 {
+                let _ = s.push_str(self);
+            }
+            s
+        }
+    }
+}

@@ -1,0 +1,169 @@
+//! The embassy runtime (`outage-runtime-embassy`) plugged into the scenario
+//! list, on the host: embassy's std executor platform, embassy-time's std
+//! driver, and std-embedded-nal-async for TCP. Each worker gets its own
+//! executor thread; its two loops run as two embassy tasks.
+
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use embassy_executor::Executor;
+use outage_core::StopReason;
+use outage_runtime_embassy::{ClaimBuffers, ErrorText, Handler, Job, Task, Worker};
+use serde::Deserialize;
+use std_embedded_nal_async::Stack;
+
+use crate::scenarios::{JOBS, RunningWorker, Runtime, Setup};
+
+type W = Worker<'static, Stack, Stack>;
+
+/// What every scenario's handlers do, by payload (no heap: serde-json-core).
+pub struct Behave;
+
+#[derive(Deserialize, Default)]
+struct Payload<'a> {
+    sleep_ms: Option<u64>,
+    #[serde(borrow)]
+    fail: Option<&'a str>,
+}
+
+impl Handler for Behave {
+    async fn run(&mut self, task: Task<'_>) -> Result<(), ErrorText> {
+        let p: Payload<'_> = serde_json_core::from_slice(task.payload)
+            .map(|(p, _)| p)
+            .unwrap_or_default();
+        if let Some(ms) = p.sleep_ms {
+            embassy_time::Timer::after_millis(ms).await;
+        }
+        match p.fail {
+            Some(text) => Err(ErrorText::try_from(text).unwrap_or_default()),
+            None => Ok(()),
+        }
+    }
+}
+
+#[embassy_executor::task(pool_size = 32)]
+async fn heartbeat_task(worker: &'static W, rx: &'static mut [u8]) {
+    worker.heartbeat_loop(rx).await;
+}
+
+#[embassy_executor::task(pool_size = 32)]
+async fn claim_task(worker: &'static W, bufs: ClaimBuffers<'static>, handler: &'static mut Behave) {
+    worker.claim_loop(bufs, handler).await;
+}
+
+fn leak_buf(n: usize) -> &'static mut [u8] {
+    Box::leak(vec![0u8; n].into_boxed_slice())
+}
+
+fn leak_str(s: &str) -> &'static str {
+    Box::leak(s.to_owned().into_boxed_str())
+}
+
+/// The embassy worker, on the host.
+pub struct EmbassyRuntime;
+
+impl Runtime for EmbassyRuntime {
+    const NAME: &'static str = "runtime-embassy";
+    type Worker = EmbassyWorker;
+
+    fn start(setup: &Setup) -> Result<EmbassyWorker, String> {
+        let stack: &'static Stack = Box::leak(Box::default());
+        let jobs: Vec<Job<'static>> = JOBS
+            .iter()
+            .map(|name| {
+                let mut parts = name.splitn(3, ':');
+                Job {
+                    room: parts.next().unwrap_or_default(),
+                    category: parts.next().unwrap_or_default(),
+                    name: parts.next().unwrap_or_default(),
+                    schema: "{}",
+                }
+            })
+            .collect();
+        let jobs: &'static [Job<'static>] = Box::leak(jobs.into_boxed_slice());
+        let seed = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(7, |d| d.as_nanos() as u64);
+        let worker = W::new(
+            stack,
+            stack,
+            leak_str(&setup.url),
+            leak_str(&setup.token),
+            jobs,
+            setup.config,
+            seed,
+        )
+        .map_err(|e| e.to_string())?;
+        let worker: &'static W = Box::leak(Box::new(worker));
+        let (rx, tx) = (leak_buf(16 << 10), leak_buf(2 << 10));
+        futures_lite::future::block_on(worker.start(rx, tx))
+            .map_err(|e| format!("could not start the worker: {e}"))?;
+        let hb_rx = leak_buf(1 << 10);
+        let bufs = ClaimBuffers {
+            rx,
+            tx,
+            payload: leak_buf(4 << 10),
+        };
+        let handler: &'static mut Behave = Box::leak(Box::new(Behave));
+        std::thread::Builder::new()
+            .name("embassy-executor".into())
+            .spawn(move || {
+                let executor: &'static mut Executor = Box::leak(Box::new(Executor::new()));
+                executor.run(move |spawner| {
+                    spawner.spawn(heartbeat_task(worker, hb_rx).expect("a free heartbeat task slot"));
+                    spawner.spawn(claim_task(worker, bufs, handler).expect("a free claim task slot"));
+                })
+            })
+            .map_err(|e| e.to_string())?;
+        Ok(EmbassyWorker {
+            worker,
+            rx: Mutex::new(vec![0; 1 << 10]),
+        })
+    }
+}
+
+/// A running embassy worker; disconnected when dropped.
+pub struct EmbassyWorker {
+    worker: &'static W,
+    rx: Mutex<Vec<u8>>,
+}
+
+impl Drop for EmbassyWorker {
+    fn drop(&mut self) {
+        RunningWorker::disconnect(self);
+    }
+}
+
+impl RunningWorker for EmbassyWorker {
+    fn wait_stopped(&self, limit: Duration) -> Option<StopReason> {
+        let deadline = Instant::now() + limit;
+        while !self.worker.is_finished() {
+            if Instant::now() > deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        self.worker.stop_reason()
+    }
+
+    fn is_finished(&self) -> bool {
+        self.worker.is_finished()
+    }
+
+    fn stop_reason(&self) -> Option<StopReason> {
+        self.worker.stop_reason()
+    }
+
+    fn disconnect(&self) {
+        let mut rx = self.rx.lock().unwrap_or_else(|e| e.into_inner());
+        futures_lite::future::block_on(self.worker.disconnect(&mut rx));
+    }
+
+    fn id(&self) -> String {
+        self.worker.worker_id().as_str().to_owned()
+    }
+
+    fn stale_connection_retries(&self) -> u64 {
+        u64::from(self.worker.stats().stale_connection_retries)
+    }
+}
