@@ -29,6 +29,7 @@
 #![forbid(unsafe_code)]
 
 mod api;
+pub mod command;
 pub mod http;
 mod worker;
 

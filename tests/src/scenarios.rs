@@ -565,6 +565,31 @@ pub fn retry_after_is_honoured<R: Runtime>() {
     w.disconnect();
 }
 
+/// Every request has a timeout: a server that accepts connections but never
+/// answers is an outage like any other, and the worker stops on time.
+pub fn unanswered_requests_time_out<R: Runtime>() {
+    let log = capture::start();
+    let server = TestServer::start().unwrap();
+    let w = start::<R>(&setup(&server, fast_config()), &log);
+    server.set_fault(Fault::Blackhole);
+    let reason = w.wait_stopped(Duration::from_secs(15)).expect("stops by itself");
+    assert_eq!(
+        reason,
+        StopReason::Unreachable {
+            last_error: outage_core::Failure::Transport(outage_core::Transport::Timeout)
+        },
+        "{}",
+        log.dump()
+    );
+    assert_eq!(
+        log.matching("shutting down. Last error: Request timed out").len(),
+        1,
+        "{}",
+        log.dump()
+    );
+    server.clear_faults();
+}
+
 /// Malformed, truncated and oversized answers are classified failures: the
 /// worker warns and recovers, never crashes.
 pub fn bad_answers_are_failures_not_crashes<R: Runtime>() {
@@ -733,6 +758,7 @@ macro_rules! scenario_tests {
             startup_retries_until_the_server_is_up,
             startup_fails_clearly,
             retry_after_is_honoured,
+            unanswered_requests_time_out,
             bad_answers_are_failures_not_crashes,
             real_server_serves_and_disconnects,
             real_server_outage_is_ridden_out,

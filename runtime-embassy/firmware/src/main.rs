@@ -62,6 +62,9 @@ type Eth = embassy_net_wiznet::Device<'static>;
 type Tcp = TcpClient<'static, 2, 1024, 1024>;
 type OutageWorker = Worker<'static, Tcp, DnsSocket<'static>>;
 
+// The README promises the worker's own state stays under 1 KiB.
+const _: () = assert!(core::mem::size_of::<OutageWorker>() < 1024);
+
 #[embassy_executor::task]
 async fn ethernet_task(
     runner: embassy_net_wiznet::Runner<'static, W5500, Spi, Input<'static>, Output<'static>>,

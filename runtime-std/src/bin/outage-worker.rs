@@ -2,11 +2,11 @@
 //! job-server outages. See `outage-worker --help`.
 
 use std::process::ExitCode;
-use std::sync::Arc;
 
 use clap::Parser;
+use outage_runtime_std::command::Command;
 use outage_runtime_std::{
-    Config, Duration, Jitter, Job, OnRegistrationLost, StartError, StopReason, Task, WorkerBuilder,
+    Config, Duration, Jitter, Job, OnRegistrationLost, StartError, StopReason, WorkerBuilder,
 };
 
 const ABOUT: &str = "Serve ZnDraw jobs with external commands, riding out job-server outages.";
@@ -160,63 +160,6 @@ fn parse_job(spec: &str) -> Result<JobCommand, String> {
     })
 }
 
-/// Keep the last `max` bytes of a command's stderr, on a char boundary.
-fn tail(text: &str, max: usize) -> &str {
-    let text = text.trim();
-    if text.len() <= max {
-        return text;
-    }
-    let mut start = text.len() - max;
-    while !text.is_char_boundary(start) {
-        start += 1;
-    }
-    &text[start..]
-}
-
-async fn run_command(program: Arc<String>, args: Arc<Vec<String>>, task: Task) -> Result<(), String> {
-    use async_process::{Command, Stdio};
-    use futures_lite::AsyncWriteExt;
-
-    let mut child = Command::new(program.as_str())
-        .args(args.iter())
-        .env("OUTAGE_TASK_ID", &task.id)
-        .env("OUTAGE_JOB", &task.job_name)
-        .env("OUTAGE_ROOM", &task.room_id)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .map_err(|e| format!("cannot run {program}: {e}"))?;
-    if let Some(mut stdin) = child.stdin.take() {
-        let payload = serde_json::to_vec(&task.payload).unwrap_or_default();
-        // A command that does not read its stdin is fine.
-        let _ = stdin.write_all(&payload).await;
-        let _ = stdin.close().await;
-    }
-    let out = child
-        .output()
-        .await
-        .map_err(|e| format!("{program} failed: {e}"))?;
-    if !out.stdout.is_empty() {
-        log::debug!(target: "outage", "{program} said: {}", String::from_utf8_lossy(&out.stdout).trim());
-    }
-    if out.status.success() {
-        return Ok(());
-    }
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    let why = match out.status.code() {
-        Some(code) => format!("exit status {code}"),
-        None => "killed by a signal".to_owned(),
-    };
-    let tail = tail(&stderr, 2000);
-    Err(if tail.is_empty() {
-        why
-    } else {
-        format!("{why}: {tail}")
-    })
-}
-
 fn init_logging() {
     use std::io::Write;
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn,outage=info"))
@@ -271,11 +214,7 @@ async fn run(cli: Cli) -> ExitCode {
                 }
             }
         }
-        let program = Arc::new(jc.program);
-        let args = Arc::new(jc.args);
-        builder = builder.job(job, move |task: Task| {
-            run_command(program.clone(), args.clone(), task)
-        });
+        builder = builder.job(job, Command::new(jc.program, jc.args));
     }
     let worker = match builder.start().await {
         Ok(w) => w,
@@ -319,13 +258,6 @@ mod tests {
         assert!(parse_job("@global:modifiers:Echo").is_err());
         assert!(parse_job("Echo=cat").is_err());
         assert!(parse_job("a:b:c= ").is_err());
-    }
-
-    #[test]
-    fn stderr_tail() {
-        assert_eq!(tail("  short \n", 10), "short");
-        assert_eq!(tail("0123456789abc", 3), "abc");
-        assert_eq!(tail("ééé", 3), "é");
     }
 
     #[test]
