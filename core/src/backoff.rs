@@ -29,6 +29,28 @@ pub const fn first_phase(period: Duration, jitter: Jitter, rand: u32) -> Duratio
     }
 }
 
+/// SplitMix64: a tiny, seeded generator for the `rand` numbers the core asks
+/// its caller for. The core itself never draws randomness; runtimes seed one
+/// of these from real entropy (the OS, a hardware RNG) and draw from it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SplitMix64(u64);
+
+impl SplitMix64 {
+    /// A generator seeded with `seed`.
+    pub const fn new(seed: u64) -> Self {
+        SplitMix64(seed)
+    }
+
+    /// The next 32 random bits.
+    pub fn next_u32(&mut self) -> u32 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        ((z ^ (z >> 31)) >> 32) as u32
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -62,6 +84,16 @@ mod tests {
     fn full_jitter_spans_zero_to_cap() {
         assert_eq!(backoff(S2, S10, 5, Jitter::Full, 0), Duration::ZERO);
         assert!(backoff(S2, S10, 5, Jitter::Full, u32::MAX) <= S10);
+    }
+
+    #[test]
+    fn splitmix_is_deterministic_and_spread() {
+        let mut a = SplitMix64::new(42);
+        let mut b = SplitMix64::new(42);
+        let xs: [u32; 4] = core::array::from_fn(|_| a.next_u32());
+        let ys: [u32; 4] = core::array::from_fn(|_| b.next_u32());
+        assert_eq!(xs, ys);
+        assert!(xs.windows(2).all(|w| w[0] != w[1]));
     }
 
     #[test]

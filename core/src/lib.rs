@@ -43,7 +43,7 @@ pub mod render;
 mod startup;
 pub mod time;
 
-pub use backoff::{backoff, first_phase};
+pub use backoff::{SplitMix64, backoff, first_phase};
 pub use config::{Config, ConfigError, Jitter, OnRegistrationLost};
 pub use error::{Class, Endpoint, Failure, Fatal, Transport, classify, parse_retry_after};
 pub use event::{Event, Level, StopReason};

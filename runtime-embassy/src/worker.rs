@@ -16,7 +16,7 @@ use outage_core::protocol::{
 };
 use outage_core::{
     ClaimAction, Clock, Config, ConfigError, Endpoint, Event, Failure, HeartbeatAction, Instant, Machine,
-    Phase, StartupError, StartupRetry, StartupStep, Step, StopReason, Wake,
+    Phase, SplitMix64, StartupError, StartupRetry, StartupStep, Step, StopReason, Wake,
 };
 use serde::de::IgnoredAny;
 
@@ -160,7 +160,7 @@ pub struct Worker<'a, T: TcpConnect, D: Dns> {
     clock: EmbassyClock,
     machine: Mutex<CS, RefCell<Machine>>,
     worker_id: Mutex<CS, RefCell<heapless::String<ID_CAP>>>,
-    rng: Mutex<CS, Cell<u64>>,
+    rng: Mutex<CS, Cell<SplitMix64>>,
     wake_hb: Signal<CS, ()>,
     wake_claim: Signal<CS, ()>,
     halt_hb: Signal<CS, ()>,
@@ -237,7 +237,7 @@ impl<'a, T: TcpConnect, D: Dns> Worker<'a, T, D> {
                 Machine::new(config, clock.now(), 0).map_err(SetupError::Config)?,
             )),
             worker_id: Mutex::new(RefCell::new(heapless::String::new())),
-            rng: Mutex::new(Cell::new(seed)),
+            rng: Mutex::new(Cell::new(SplitMix64::new(seed))),
             wake_hb: Signal::new(),
             wake_claim: Signal::new(),
             halt_hb: Signal::new(),
@@ -276,13 +276,11 @@ impl<'a, T: TcpConnect, D: Dns> Worker<'a, T, D> {
     }
 
     fn rand(&self) -> u32 {
-        self.rng.lock(|s| {
-            let v = s.get().wrapping_add(0x9E37_79B9_7F4A_7C15);
-            s.set(v);
-            let mut z = v;
-            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-            ((z ^ (z >> 31)) >> 32) as u32
+        self.rng.lock(|cell| {
+            let mut rng = cell.get();
+            let r = rng.next_u32();
+            cell.set(rng);
+            r
         })
     }
 
@@ -354,39 +352,29 @@ impl<'a, T: TcpConnect, D: Dns> Worker<'a, T, D> {
         } else {
             self.config.request_timeout
         };
-        self.requests.fetch_add(1, Ordering::Relaxed);
-        let failure = match exchange(
-            self.tcp,
-            self.dns,
-            route.method(),
-            &url,
-            &self.bearer,
-            body,
-            rx,
-            timeout,
-        )
-        .await
-        {
-            Ok(x) => return Ok(x),
-            Err(f) => f,
-        };
-        if !failure.is_stale_connection() {
-            return Err(failure);
+        let mut stale = false;
+        loop {
+            self.requests.fetch_add(1, Ordering::Relaxed);
+            let result = exchange(
+                self.tcp,
+                self.dns,
+                route.method(),
+                &url,
+                &self.bearer,
+                body,
+                rx,
+                timeout,
+            )
+            .await;
+            match result {
+                Err(f) if f.is_stale_connection() && !stale => {
+                    debug!("stale connection; retrying once");
+                    self.stale_retries.fetch_add(1, Ordering::Relaxed);
+                    stale = true;
+                }
+                other => return other,
+            }
         }
-        debug!("stale connection; retrying once");
-        self.stale_retries.fetch_add(1, Ordering::Relaxed);
-        self.requests.fetch_add(1, Ordering::Relaxed);
-        exchange(
-            self.tcp,
-            self.dns,
-            route.method(),
-            &url,
-            &self.bearer,
-            body,
-            rx,
-            timeout,
-        )
-        .await
     }
 
     /// An answer with an unexpected status is a failure of its own.

@@ -17,7 +17,7 @@ use futures_lite::FutureExt;
 use outage_core::protocol::TaskStatus;
 use outage_core::{
     ClaimAction, Clock, Config, ConfigError, Duration, Event, HeartbeatAction, Instant, Machine, Phase,
-    StartupError, StartupRetry, StartupStep, Step, StopReason, Wake,
+    SplitMix64, StartupError, StartupRetry, StartupStep, Step, StopReason, Wake,
 };
 
 use crate::api::{Api, ApiError, Task};
@@ -233,7 +233,7 @@ impl WorkerBuilder {
             clock,
             worker_id: Mutex::new(String::new()),
             jobs: self.jobs,
-            rng: Mutex::new(seed),
+            rng: Mutex::new(SplitMix64::new(seed)),
             wake_hb,
             wake_hb_rx,
             wake_claim,
@@ -319,7 +319,7 @@ struct Shared<H> {
     clock: StdClock,
     worker_id: Mutex<String>,
     jobs: Vec<(Job, Arc<dyn Handler>)>,
-    rng: Mutex<u64>,
+    rng: Mutex<SplitMix64>,
     wake_hb: Sender<()>,
     wake_hb_rx: Receiver<()>,
     wake_claim: Sender<()>,
@@ -352,14 +352,9 @@ impl<H: Http> Shared<H> {
         self.worker_id.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
-    /// SplitMix64: the entropy the core asks its caller for.
+    /// The entropy the core asks its caller for.
     fn rand(&self) -> u32 {
-        let mut s = self.rng.lock().unwrap_or_else(|e| e.into_inner());
-        *s = s.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = *s;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        ((z ^ (z >> 31)) >> 32) as u32
+        self.rng.lock().unwrap_or_else(|e| e.into_inner()).next_u32()
     }
 
     fn now(&self) -> Instant {

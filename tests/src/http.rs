@@ -118,6 +118,23 @@ pub fn request(
     Connection::open(addr)?.send(method, path, &all, body)
 }
 
+/// One request to the job API: `/v1/joblib` + `path`, with the bearer
+/// token and, when there is a body, a JSON content type.
+pub fn api(
+    addr: SocketAddr,
+    token: &str,
+    method: &str,
+    path: &str,
+    json: Option<&[u8]>,
+) -> io::Result<Response> {
+    let auth = format!("Bearer {token}");
+    let mut headers = vec![("Authorization", auth.as_str())];
+    if json.is_some() {
+        headers.push(("Content-Type", "application/json"));
+    }
+    request(addr, method, &format!("/v1/joblib{path}"), &headers, json)
+}
+
 fn read_response<R: BufRead>(r: &mut R, head_only: bool) -> io::Result<Response> {
     let mut line = String::new();
     if r.read_line(&mut line)? == 0 {

@@ -630,13 +630,12 @@ pub fn bad_answers_are_failures_not_crashes<R: Runtime>() {
 
 fn submit_real(server: &RealServer, job: &str, payload: Value) -> String {
     let addr = http::addr_of(server.url()).unwrap();
-    let auth = format!("Bearer {}", server.token());
     let body = serde_json::to_vec(&json!({ "payload": payload })).unwrap();
-    let r = http::request(
+    let r = http::api(
         addr,
+        server.token(),
         "POST",
-        &format!("/v1/joblib/rooms/room1/tasks/{job}"),
-        &[("Authorization", &auth), ("Content-Type", "application/json")],
+        &format!("/rooms/room1/tasks/{job}"),
         Some(&body),
     )
     .expect("submit");
@@ -646,15 +645,7 @@ fn submit_real(server: &RealServer, job: &str, payload: Value) -> String {
 
 fn get_real(server: &RealServer, path: &str) -> http::Response {
     let addr = http::addr_of(server.url()).unwrap();
-    let auth = format!("Bearer {}", server.token());
-    http::request(
-        addr,
-        "GET",
-        &format!("/v1/joblib{path}"),
-        &[("Authorization", &auth)],
-        None,
-    )
-    .expect("GET")
+    http::api(addr, server.token(), "GET", path, None).expect("GET")
 }
 
 fn real_setup(server: &RealServer, config: Config) -> Setup {

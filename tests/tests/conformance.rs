@@ -53,20 +53,9 @@ impl Target {
     }
 
     fn call(&mut self, method: &str, path: &str, body: Option<&Value>) -> Response {
-        let auth = format!("Bearer {}", self.token);
-        let mut headers = vec![("Authorization", auth.as_str())];
         let bytes = body.map(|b| serde_json::to_vec(b).unwrap());
-        if bytes.is_some() {
-            headers.push(("Content-Type", "application/json"));
-        }
-        http::request(
-            self.addr,
-            method,
-            &format!("{API}{path}"),
-            &headers,
-            bytes.as_deref(),
-        )
-        .unwrap_or_else(|e| panic!("{}: {method} {path}: {e}", self.name))
+        http::api(self.addr, &self.token, method, path, bytes.as_deref())
+            .unwrap_or_else(|e| panic!("{}: {method} {path}: {e}", self.name))
     }
 
     fn raw(&mut self, method: &str, path: &str, headers: &[(&str, &str)], body: Option<&[u8]>) -> Response {

@@ -11,6 +11,7 @@ const API: &str = "/v1/joblib";
 
 struct Client {
     addr: SocketAddr,
+    token: String,
     auth: String,
 }
 
@@ -18,22 +19,13 @@ impl Client {
     fn new(server: &TestServer) -> Client {
         Client {
             addr: server.addr(),
+            token: server.token().to_owned(),
             auth: format!("Bearer {}", server.token()),
         }
     }
 
     fn call(&self, method: &str, path: &str, body: Option<&str>) -> std::io::Result<Response> {
-        let mut headers = vec![("Authorization", self.auth.as_str())];
-        if body.is_some() {
-            headers.push(("Content-Type", "application/json"));
-        }
-        http::request(
-            self.addr,
-            method,
-            &format!("{API}{path}"),
-            &headers,
-            body.map(str::as_bytes),
-        )
+        http::api(self.addr, &self.token, method, path, body.map(str::as_bytes))
     }
 
     fn create_worker(&self) -> String {

@@ -14,22 +14,8 @@ use outage_core::{
     ClaimAction, Config, Duration, Failure, HeartbeatAction, Instant, Machine, Transport, Wake,
 };
 
-/// SplitMix64: a tiny deterministic generator standing in for the caller's
-/// entropy (a hardware RNG on a device, the OS on a host).
-pub struct Rng(u64);
-
-impl Rng {
-    pub fn new(seed: u64) -> Self {
-        Rng(seed)
-    }
-    pub fn next_u32(&mut self) -> u32 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        ((z ^ (z >> 31)) >> 32) as u32
-    }
-}
+/// The caller's entropy, deterministic here.
+pub use outage_core::SplitMix64 as Rng;
 
 /// One simulated scenario.
 #[derive(Clone, Copy, Debug)]
