@@ -30,6 +30,7 @@ fn log(t: Instant, e: &Event<'_>) {
         Level::Error => "ERROR",
         Level::Warn => "WARN ",
         Level::Info => "INFO ",
+        Level::Debug => return,
     };
     println!(
         "[{:>4}.{:03}s] {level} {e}",

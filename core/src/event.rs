@@ -13,6 +13,8 @@ pub enum Level {
     Warn,
     /// Normal but notable.
     Info,
+    /// Detail for troubleshooting.
+    Debug,
 }
 
 /// Why a worker stopped. Visible to every loop at once.
@@ -145,6 +147,39 @@ pub enum Event<'a> {
     },
     /// The application asked the worker to stop.
     StopRequested,
+    /// The worker was created and its jobs registered.
+    Registered {
+        /// Its id on the server.
+        worker_id: &'a str,
+        /// How many jobs it serves.
+        jobs: u32,
+    },
+    /// The worker was deleted from the server on the way out.
+    Disconnected {
+        /// Its id.
+        worker_id: &'a str,
+    },
+    /// Deleting the worker on the way out failed (the server removes stale
+    /// workers by itself).
+    DisconnectFailed {
+        /// Its id.
+        worker_id: &'a str,
+        /// How it failed.
+        error: Failure,
+    },
+    /// A request met a connection closed before any answer (a keep-alive
+    /// connection the server had closed); it goes once more, on a fresh one.
+    StaleConnection {
+        /// Which request.
+        what: Endpoint,
+    },
+    /// The host could not listen for SIGINT/SIGTERM.
+    SignalsUnavailable,
+    /// What a task's program printed (hosts running external commands).
+    TaskOutput {
+        /// The output, trimmed.
+        output: &'a str,
+    },
 }
 
 impl Event<'_> {
@@ -165,7 +200,13 @@ impl Event<'_> {
             | Event::Reregistered
             | Event::OutcomeHeld
             | Event::OutcomeDelivered
-            | Event::StopRequested => Level::Info,
+            | Event::StopRequested
+            | Event::Registered { .. }
+            | Event::Disconnected { .. } => Level::Info,
+            Event::SignalsUnavailable => Level::Warn,
+            Event::DisconnectFailed { .. } | Event::StaleConnection { .. } | Event::TaskOutput { .. } => {
+                Level::Debug
+            }
         }
     }
 }
@@ -245,6 +286,35 @@ impl Render for Event<'_> {
                 out.text("); dropping it");
             }
             Event::StopRequested => out.text("Stop requested, shutting down"),
+            Event::Registered { worker_id, jobs } => {
+                out.text("Registered as worker ");
+                out.text(worker_id);
+                out.text(" (");
+                out.num(u64::from(jobs));
+                out.text(if jobs == 1 { " job)" } else { " jobs)" });
+            }
+            Event::Disconnected { worker_id } => {
+                out.text("Worker ");
+                out.text(worker_id);
+                out.text(" deleted from the server");
+            }
+            Event::DisconnectFailed { worker_id, error } => {
+                out.text("Could not delete worker ");
+                out.text(worker_id);
+                out.text(" from the server: ");
+                error.render(out);
+            }
+            Event::StaleConnection { what } => {
+                what.render(out);
+                out.text(": connection closed before an answer; sending again on a fresh one");
+            }
+            Event::SignalsUnavailable => {
+                out.text("Cannot listen for SIGINT/SIGTERM; running until the worker stops by itself")
+            }
+            Event::TaskOutput { output } => {
+                out.text("Task output: ");
+                out.text(output);
+            }
         }
     }
 }
@@ -355,6 +425,20 @@ mod tests {
                 error: Failure::status(409),
             },
             Event::StopRequested,
+            Event::Registered {
+                worker_id: "w-1",
+                jobs: 2,
+            },
+            Event::Disconnected { worker_id: "w-1" },
+            Event::DisconnectFailed {
+                worker_id: "w-1",
+                error: refused,
+            },
+            Event::StaleConnection {
+                what: Endpoint::Heartbeat,
+            },
+            Event::SignalsUnavailable,
+            Event::TaskOutput { output: "42" },
         ];
         for e in events {
             let mut p = Pieces::default();

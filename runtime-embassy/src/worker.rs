@@ -20,7 +20,7 @@ use outage_core::{
 };
 use serde::de::IgnoredAny;
 
-use crate::fmt::{debug, emit, info};
+use crate::fmt::emit;
 use crate::json::payload_span;
 use crate::net::{Exchange, exchange};
 
@@ -368,7 +368,9 @@ impl<'a, T: TcpConnect, D: Dns> Worker<'a, T, D> {
             .await;
             match result {
                 Err(f) if f.is_stale_connection() && !stale => {
-                    debug!("stale connection; retrying once");
+                    emit(&Event::StaleConnection {
+                        what: route.endpoint(),
+                    });
                     self.stale_retries.fetch_add(1, Ordering::Relaxed);
                     stale = true;
                 }
@@ -457,7 +459,10 @@ impl<'a, T: TcpConnect, D: Dns> Worker<'a, T, D> {
                 }
             }
         }
-        info!("Registered as worker {}", self.worker_id().as_str());
+        emit(&Event::Registered {
+            worker_id: &self.worker_id(),
+            jobs: self.jobs.len() as u32,
+        });
         // The loops' clocks start now, after a possibly long startup.
         let rand = self.rand();
         let now = self.clock.now();
@@ -666,9 +671,6 @@ impl<'a, T: TcpConnect, D: Dns> Worker<'a, T, D> {
                     let Some(result) = self.or_halt(&self.halt_claim, call).await else {
                         break;
                     };
-                    if result.is_ok() {
-                        info!("Registered again as worker {}", self.worker_id().as_str());
-                    }
                     let rand = self.rand();
                     self.with_machine(|m| m.on_registered(now, self.clock.now(), result, rand))
                 }
@@ -726,8 +728,11 @@ impl<'a, T: TcpConnect, D: Dns> Worker<'a, T, D> {
                 Err(f) => Err(f),
             };
             match result {
-                Ok(()) => info!("Worker {} disconnected", id.as_str()),
-                Err(_) => debug!("Deleting worker {} failed", id.as_str()),
+                Ok(()) => emit(&Event::Disconnected { worker_id: &id }),
+                Err(error) => emit(&Event::DisconnectFailed {
+                    worker_id: &id,
+                    error,
+                }),
             }
         }
     }

@@ -103,11 +103,9 @@ impl<H: Http> Api<H> {
             // uvicorn closes idle keep-alive connections after 5 s; a request
             // that met such a connection never reached the server. Once more,
             // on a fresh connection; this is no outage.
-            log::debug!(
-                "{}: stale keep-alive connection ({}); retrying once",
-                route.endpoint(),
-                e
-            );
+            crate::emit(&outage_core::Event::StaleConnection {
+                what: route.endpoint(),
+            });
             self.counters.stale_retries.fetch_add(1, Ordering::Relaxed);
             self.counters.requests.fetch_add(1, Ordering::Relaxed);
             result = self.http.send(req, &self.token).await;

@@ -75,7 +75,8 @@ async fn run_command(program: Arc<str>, args: Arc<[String]>, task: Task) -> Resu
         .await
         .map_err(|e| format!("{program} failed: {e}"))?;
     if !out.stdout.is_empty() {
-        log::debug!(target: "outage", "{program} said: {}", String::from_utf8_lossy(&out.stdout).trim());
+        let text = String::from_utf8_lossy(&out.stdout);
+        crate::emit(&outage_core::Event::TaskOutput { output: text.trim() });
     }
     if out.status.success() {
         return Ok(());

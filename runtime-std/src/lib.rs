@@ -72,6 +72,7 @@ pub fn emit(event: &Event<'_>) {
         Level::Error => log::Level::Error,
         Level::Warn => log::Level::Warn,
         Level::Info => log::Level::Info,
+        Level::Debug => log::Level::Debug,
     };
     log::log!(target: "outage", level, "{event}");
 }

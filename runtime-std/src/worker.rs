@@ -252,11 +252,10 @@ impl WorkerBuilder {
             .register_everything(true)
             .await
             .map_err(|(error, detail)| StartError::Startup { error, detail })?;
-        log::info!(
-            target: "outage",
-            "Registered as worker {id} for {}",
-            shared.jobs.iter().map(|(j, _)| j.full_name()).collect::<Vec<_>>().join(", ")
-        );
+        emit(&Event::Registered {
+            worker_id: &id,
+            jobs: shared.jobs.len() as u32,
+        });
         {
             // The loops' clocks start now, after a possibly long startup.
             let rand = shared.rand();
@@ -630,9 +629,6 @@ async fn claim_loop<H: Http>(sh: Arc<Shared<H>>) {
                 let Some(result) = sh.or_halt(sh.register_everything(false)).await else {
                     break;
                 };
-                if let Ok(id) = &result {
-                    log::info!(target: "outage", "Registered again as worker {id}");
-                }
                 let result = result.map(drop).map_err(|(e, _)| (e.what, e.error));
                 let rand = sh.rand();
                 sh.machine().on_registered(now, sh.now(), result, rand)
@@ -758,8 +754,11 @@ impl<H: Http> Worker<H> {
         if !id.is_empty() && !forgotten {
             let timeout = std_duration(self.shared.config.disconnect_timeout);
             match self.shared.api.disconnect(&id, timeout).await {
-                Ok(()) => log::info!(target: "outage", "Worker {id} disconnected"),
-                Err(e) => log::debug!(target: "outage", "Deleting worker {id} failed: {e}"),
+                Ok(()) => emit(&Event::Disconnected { worker_id: &id }),
+                Err(e) => emit(&Event::DisconnectFailed {
+                    worker_id: &id,
+                    error: e.failure,
+                }),
             }
         }
         *done = true;
@@ -778,13 +777,12 @@ impl<H: Http> Worker<H> {
                     let _ = self.shared.finished_rx.recv().await;
                     false
                 });
-                if got_signal.await {
-                    log::info!(target: "outage", "Signal received; finishing the running task (up to {}s)", grace.as_secs());
-                }
+                // The stop itself is logged by the core ("Stop requested").
+                got_signal.await;
                 handle.close();
             }
-            Err(e) => {
-                log::warn!(target: "outage", "Cannot listen for signals ({e}); running until the worker stops");
+            Err(_) => {
+                emit(&Event::SignalsUnavailable);
                 let _ = self.shared.finished_rx.recv().await;
             }
         }
