@@ -651,6 +651,17 @@ pub struct Worker<H: Http = SurfHttp> {
     tasks: Mutex<Vec<async_std::task::JoinHandle<()>>>,
 }
 
+/// Dropping a worker halts its loops at once (without deleting it from the
+/// server: call [`Worker::disconnect`] first for that), so no loop outlives
+/// its handle.
+impl<H: Http> Drop for Worker<H> {
+    fn drop(&mut self) {
+        self.shared.halt.close();
+        let _ = self.shared.wake_hb.try_send(());
+        let _ = self.shared.wake_claim.try_send(());
+    }
+}
+
 impl<H: Http> fmt::Debug for Worker<H> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Worker")

@@ -92,3 +92,28 @@ fn arguments_are_not_interpreted_by_a_shell() {
     let id = server.submit("r", "@global:modifiers:Echo", json!({})).unwrap();
     assert_eq!(wait_terminal(&server, id), (TaskStatus::Completed, None));
 }
+
+#[test]
+fn dropping_a_worker_halts_its_loops() {
+    let server = TestServer::start().unwrap();
+    let worker = async_std::task::block_on(
+        WorkerBuilder::new(server.url(), server.token())
+            .config(outage_tests::scenarios::fast_config())
+            .job(
+                Job::parse("@global:modifiers:Echo").unwrap(),
+                Command::new("true", Vec::<String>::new()),
+            )
+            .start(),
+    )
+    .unwrap();
+    std::thread::sleep(Duration::from_millis(400));
+    drop(worker);
+    std::thread::sleep(Duration::from_millis(100));
+    let before = server.journal().len();
+    std::thread::sleep(Duration::from_millis(1_000));
+    assert_eq!(
+        server.journal().len(),
+        before,
+        "no request after the worker was dropped"
+    );
+}
