@@ -124,7 +124,7 @@ fn main() {
             };
             if let Some(step) = step {
                 step.events.iter().for_each(|e| log(now, e));
-                if step.wake == Wake::Everyone {
+                if matches!(step.wake, Wake::Everyone | Wake::Halt) {
                     hb_due = now;
                 }
                 progressed = true;

@@ -3,6 +3,10 @@
 use crate::render::{Render, Secs, Sink, WholeSecs, impl_render_outputs};
 use crate::{Duration, Endpoint, Failure, Fatal};
 
+/// The error a running task is reported `failed` with when a graceful stop's
+/// grace period runs out before it finishes.
+pub const SHUTDOWN_ERROR: &str = "worker shutting down";
+
 /// Log level of an [`Event`]; runtimes map it onto `log` or `defmt`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]

@@ -66,14 +66,20 @@ pub enum Wake {
     Nobody,
     /// The claim loop (a success ended the outage, or it must register).
     Claim,
-    /// Every loop: the worker stops.
+    /// Every loop, to stop gracefully: the application asked, so a running
+    /// task may finish (within the runtime's grace) and its outcome gets one
+    /// delivery attempt.
     Everyone,
+    /// Every loop, to stop at once: the server is gone or refuses the worker,
+    /// so requests in flight and a running task are abandoned.
+    Halt,
 }
 
 impl Wake {
     /// Combine two wake requests.
     pub const fn union(self, other: Wake) -> Wake {
         match (self, other) {
+            (Wake::Halt, _) | (_, Wake::Halt) => Wake::Halt,
             (Wake::Everyone, _) | (_, Wake::Everyone) => Wake::Everyone,
             (Wake::Claim, _) | (_, Wake::Claim) => Wake::Claim,
             _ => Wake::Nobody,
@@ -273,7 +279,7 @@ impl Machine {
                 }
                 Err(failure) => {
                     wake = match self.failed(Endpoint::Heartbeat, now, failure, &mut events) {
-                        Verdict::Stopped => Wake::Everyone,
+                        Verdict::Stopped => Wake::Halt,
                         Verdict::Reregister => Wake::Claim,
                         Verdict::Outage { .. } | Verdict::Rejected => Wake::Nobody,
                     };
@@ -448,7 +454,7 @@ impl Machine {
                     Class::Rejected | Class::Fatal(Fatal::WorkerUnknown | Fatal::NoJobApi) => {
                         self.stop = Some(StopReason::RegistrationRejected(failure));
                         events.push(Event::RegistrationRejected { error: failure });
-                        wake = Wake::Everyone;
+                        wake = Wake::Halt;
                     }
                     _ => wake = self.claim_loop_failed(endpoint, started, now, failure, rand, &mut events),
                 },
@@ -485,7 +491,7 @@ impl Machine {
         events: &mut Events,
     ) -> Wake {
         match self.failed(endpoint, now, failure, events) {
-            Verdict::Stopped => Wake::Everyone,
+            Verdict::Stopped => Wake::Halt,
             Verdict::Reregister => {
                 self.claim_next = now;
                 Wake::Nobody

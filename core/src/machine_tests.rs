@@ -56,7 +56,7 @@ fn jitter_off_reproduces_the_reference_schedule() {
         texts(&last),
         ["Server unreachable for >120s, shutting down. Last error: Connection refused"]
     );
-    assert_eq!(last.wake, Wake::Everyone);
+    assert_eq!(last.wake, Wake::Halt);
     assert_eq!(
         m.stop_reason(),
         Some(StopReason::Unreachable { last_error: REFUSED })
@@ -114,7 +114,7 @@ fn heartbeat_alone_stops_after_max() {
         }
     };
     assert_eq!(beats, [30, 60, 90, 120, 150, 180]);
-    assert_eq!(last.wake, Wake::Everyone);
+    assert_eq!(last.wake, Wake::Halt);
 }
 
 /// Review finding 2: when the heartbeat loop decides to stop, the claim loop
@@ -127,7 +127,7 @@ fn review_finding_2_a_stop_from_one_loop_is_seen_by_all_at_once() {
     assert!(matches!(step.action, ClaimAction::Wait(_)));
     // Heartbeat hits a fatal error at 101 s.
     let hb = m.on_heartbeat(ms(101_000), ms(101_000), Err(Failure::status(404)));
-    assert_eq!(hb.wake, Wake::Everyone);
+    assert_eq!(hb.wake, Wake::Halt);
     assert_eq!(
         hb.action,
         HeartbeatAction::Stop(StopReason::RegistrationLost(Fatal::WorkerUnknown))
@@ -387,7 +387,7 @@ fn register_policy_registers_again_and_carries_on() {
         step.action,
         ClaimAction::Stop(StopReason::RegistrationRejected(Failure::status(409)))
     );
-    assert_eq!(step.wake, Wake::Everyone);
+    assert_eq!(step.wake, Wake::Halt);
 }
 
 #[test]

@@ -16,7 +16,7 @@ use outage_core::protocol::{
 };
 use outage_core::{
     ClaimAction, Clock, Config, ConfigError, Endpoint, Event, Failure, HeartbeatAction, Instant, Machine,
-    Phase, SplitMix64, StartupError, StartupRetry, StartupStep, Step, StopReason, Wake,
+    Phase, SHUTDOWN_ERROR, SplitMix64, StartupError, StartupRetry, StartupStep, Step, StopReason, Wake,
 };
 use serde::de::IgnoredAny;
 
@@ -302,8 +302,8 @@ impl<'a, T: TcpConnect, D: Dns> Worker<'a, T, D> {
         match step.wake {
             Wake::Nobody => {}
             Wake::Claim => self.wake_claim.signal(()),
-            Wake::Everyone => {
-                if self.stop_reason() != Some(StopReason::Requested) {
+            Wake::Everyone | Wake::Halt => {
+                if step.wake == Wake::Halt {
                     self.halt();
                 }
                 self.wake_hb.signal(());
@@ -621,7 +621,7 @@ impl<'a, T: TcpConnect, D: Dns> Worker<'a, T, D> {
                             };
                             match self.run_task(handler.run(task)).await {
                                 Run::Done(r) => r,
-                                Run::Overrun => Err(error_text("worker shutting down")),
+                                Run::Overrun => Err(error_text(SHUTDOWN_ERROR)),
                                 Run::Halted => break,
                             }
                         }

@@ -17,7 +17,7 @@ use futures_lite::FutureExt;
 use outage_core::protocol::TaskStatus;
 use outage_core::{
     ClaimAction, Clock, Config, ConfigError, Duration, Event, HeartbeatAction, Instant, Machine, Phase,
-    SplitMix64, StartupError, StartupRetry, StartupStep, Step, StopReason, Wake,
+    SHUTDOWN_ERROR, SplitMix64, StartupError, StartupRetry, StartupStep, Step, StopReason, Wake,
 };
 
 use crate::api::{Api, ApiError, Task};
@@ -381,8 +381,8 @@ impl<H: Http> Shared<H> {
             Wake::Claim => {
                 let _ = self.wake_claim.try_send(());
             }
-            Wake::Everyone => {
-                if self.machine().stop_reason() != Some(StopReason::Requested) {
+            Wake::Everyone | Wake::Halt => {
+                if step.wake == Wake::Halt {
                     self.halt.close();
                 }
                 let _ = self.wake_hb.try_send(());
@@ -596,7 +596,7 @@ async fn claim_loop<H: Http>(sh: Arc<Shared<H>>) {
                     {
                         Run::Done(Ok(r)) => r,
                         Run::Done(Err(panic)) => Err(panic_text(&*panic)),
-                        Run::Overrun => Err("worker shutting down".into()),
+                        Run::Overrun => Err(SHUTDOWN_ERROR.into()),
                         Run::Halted => break,
                     },
                 };
