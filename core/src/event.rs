@@ -7,6 +7,10 @@ use crate::{Duration, Endpoint, Failure, Fatal};
 /// grace period runs out before it finishes.
 pub const SHUTDOWN_ERROR: &str = "worker shutting down";
 
+/// The error a claimed task is reported `failed` with when the worker has no
+/// handler for its job (it was registered by another worker of the same id).
+pub const NO_HANDLER_ERROR: &str = "this worker has no handler for the task's job";
+
 /// Log level of an [`Event`]; runtimes map it onto `log` or `defmt`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]

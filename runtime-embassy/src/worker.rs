@@ -16,7 +16,8 @@ use outage_core::protocol::{
 };
 use outage_core::{
     ClaimAction, Clock, Config, ConfigError, Endpoint, Event, Failure, HeartbeatAction, Instant, Machine,
-    Phase, SHUTDOWN_ERROR, SplitMix64, StartupError, StartupRetry, StartupStep, Step, StopReason, Wake,
+    NO_HANDLER_ERROR, Phase, SHUTDOWN_ERROR, SplitMix64, StartupError, StartupRetry, StartupStep, Step,
+    StopReason, Wake,
 };
 use serde::de::IgnoredAny;
 
@@ -610,7 +611,7 @@ impl<'a, T: TcpConnect, D: Dns> Worker<'a, T, D> {
                 ClaimAction::Execute => {
                     let Some(h) = held.as_mut() else { break };
                     let outcome = match (self.jobs.iter().any(|j| j.matches(&h.job_name)), h.payload_len) {
-                        (false, _) => Err(error_text("this worker has no handler for the job")),
+                        (false, _) => Err(error_text(NO_HANDLER_ERROR)),
                         (true, None) => Err(error_text("payload larger than the worker's buffer")),
                         (true, Some(len)) => {
                             let task = Task {

@@ -16,8 +16,9 @@ use async_std::channel::{Receiver, Sender, bounded};
 use futures_lite::FutureExt;
 use outage_core::protocol::TaskStatus;
 use outage_core::{
-    ClaimAction, Clock, Config, ConfigError, Duration, Event, HeartbeatAction, Instant, Machine, Phase,
-    SHUTDOWN_ERROR, SplitMix64, StartupError, StartupRetry, StartupStep, Step, StopReason, Wake,
+    ClaimAction, Clock, Config, ConfigError, Duration, Event, HeartbeatAction, Instant, Machine,
+    NO_HANDLER_ERROR, Phase, SHUTDOWN_ERROR, SplitMix64, StartupError, StartupRetry, StartupStep, Step,
+    StopReason, Wake,
 };
 
 use crate::api::{Api, ApiError, Task};
@@ -589,7 +590,7 @@ async fn claim_loop<H: Http>(sh: Arc<Shared<H>>) {
             ClaimAction::Execute => {
                 let Some(task) = current.clone() else { break };
                 let result = match sh.handler_for(&task.job_name) {
-                    None => Err(format!("this worker has no handler for job {}", task.job_name)),
+                    None => Err(NO_HANDLER_ERROR.into()),
                     Some(handler) => match sh
                         .run_task(AssertUnwindSafe(handler.run(task)).catch_unwind())
                         .await
