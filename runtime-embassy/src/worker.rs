@@ -552,6 +552,25 @@ impl<'a, T: TcpConnect, D: Dns> Worker<'a, T, D> {
         }))
     }
 
+    /// `PATCH /tasks/{id}` with `update`; `None` if the worker halted first
+    /// or the body does not fit `tx`.
+    async fn send_status(
+        &self,
+        task_id: &str,
+        update: &StatusUpdate<'_>,
+        rx: &mut [u8],
+        tx: &mut [u8],
+    ) -> Option<Result<(), Failure>> {
+        let n = serde_json_core::to_slice(update, tx).ok()?;
+        let call = async {
+            let x = self
+                .call(Route::TaskStatus { task_id }, Some(&tx[..n]), rx)
+                .await?;
+            self.expect(x, &[200]).map(drop)
+        };
+        self.or_halt(&self.halt_claim, call).await
+    }
+
     /// The claim loop; run it in its own task.
     pub async fn claim_loop<H: Handler>(&self, bufs: ClaimBuffers<'_>, handler: &mut H) {
         let ClaimBuffers { rx, tx, payload } = bufs;
@@ -593,16 +612,7 @@ impl<'a, T: TcpConnect, D: Dns> Worker<'a, T, D> {
                         status: TaskStatus::Running,
                         error: None,
                     };
-                    let Ok(n) = serde_json_core::to_slice(&update, tx) else {
-                        break;
-                    };
-                    let call = async {
-                        let x = self
-                            .call(Route::TaskStatus { task_id: &h.id }, Some(&tx[..n]), &mut *rx)
-                            .await?;
-                        self.expect(x, &[200]).map(drop)
-                    };
-                    let Some(result) = self.or_halt(&self.halt_claim, call).await else {
+                    let Some(result) = self.send_status(&h.id, &update, rx, tx).await else {
                         break;
                     };
                     let rand = self.rand();
@@ -652,16 +662,7 @@ impl<'a, T: TcpConnect, D: Dns> Worker<'a, T, D> {
                             error: Some(text),
                         },
                     };
-                    let Ok(n) = serde_json_core::to_slice(&update, tx) else {
-                        break;
-                    };
-                    let call = async {
-                        let x = self
-                            .call(Route::TaskStatus { task_id: id }, Some(&tx[..n]), &mut *rx)
-                            .await?;
-                        self.expect(x, &[200]).map(drop)
-                    };
-                    let Some(result) = self.or_halt(&self.halt_claim, call).await else {
+                    let Some(result) = self.send_status(id, &update, rx, tx).await else {
                         break;
                     };
                     let rand = self.rand();
