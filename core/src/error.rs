@@ -43,6 +43,9 @@ pub enum Transport {
     Dns,
     /// TLS failed.
     Tls,
+    /// The request could not be written in full (the connection failed
+    /// while sending): the server cannot have acted on it.
+    SendFailed,
     /// Any other network error.
     Network,
 }
@@ -79,16 +82,50 @@ impl Failure {
         classify(endpoint, self)
     }
 
-    /// The connection was closed or reset before any byte of a response:
-    /// what a request meets on a keep-alive connection the server had just
-    /// closed (uvicorn closes idle ones after 5 s). The server never handled
-    /// it, so a runtime sends it once more on a fresh connection, and only a
-    /// second such failure counts.
-    pub const fn is_stale_connection(self) -> bool {
+    /// The request provably never reached the server: nothing listened,
+    /// the name did not resolve, or the request could not be written in
+    /// full. Anything else may have been acted on, even without an answer.
+    pub const fn never_sent(self) -> bool {
         matches!(
             self,
-            Failure::Transport(Transport::ConnectionClosed | Transport::ConnectionReset)
+            Failure::Transport(Transport::ConnectionRefused | Transport::Dns | Transport::SendFailed)
         )
+    }
+
+    /// Should the runtime send this request once more, at once, on a fresh
+    /// connection? The core's rule for both runtimes:
+    /// - a request that could not be written ([`Transport::SendFailed`]) is
+    ///   re-sent whatever its method: the server never saw it;
+    /// - a connection closed or reset before any byte of an answer — what a
+    ///   request meets on a keep-alive connection the server had just closed
+    ///   (uvicorn closes idle ones after 5 s) — is re-sent only when
+    ///   `resendable` (the route's [`crate::protocol::Route::may_resend`]):
+    ///   the server may have acted on it, so a `POST` is never re-sent
+    ///   blindly; it becomes an ambiguous claim for the core instead.
+    ///
+    /// Only one re-send: a second failure is reported to the core.
+    pub const fn resend_once(self, resendable: bool) -> bool {
+        match self {
+            Failure::Transport(Transport::SendFailed) => true,
+            Failure::Transport(Transport::ConnectionClosed | Transport::ConnectionReset) => resendable,
+            _ => false,
+        }
+    }
+
+    /// Did the request reach the server, and may it have acted on it,
+    /// without us learning the result? True for every failure but those
+    /// that [never reached it](Failure::never_sent) and definite answers
+    /// (a status the server chose: 4xx, 429, 503). A 500, 502 or 504 is
+    /// ambiguous: the server (or the one behind a proxy) may have committed
+    /// the change before it failed. A 200 whose body could not be read
+    /// ([`Failure::MalformedResponse`], [`Failure::ResponseTooLarge`]) is
+    /// ambiguous too: the server acted, and we do not know how.
+    pub const fn maybe_acted(self) -> bool {
+        match self {
+            Failure::Transport(_) => !self.never_sent(),
+            Failure::Status { status, .. } => status >= 500 && status != 503,
+            Failure::ResponseTooLarge | Failure::MalformedResponse => true,
+        }
     }
 }
 
@@ -195,6 +232,7 @@ impl Render for Transport {
             Transport::Timeout => "Request timed out",
             Transport::Dns => "Host name did not resolve",
             Transport::Tls => "TLS error",
+            Transport::SendFailed => "Request could not be sent",
             Transport::Network => "Network error",
         });
     }
@@ -325,13 +363,58 @@ mod tests {
     }
 
     #[test]
-    fn only_closes_before_a_response_are_stale() {
-        assert!(Failure::Transport(Transport::ConnectionClosed).is_stale_connection());
-        assert!(Failure::Transport(Transport::ConnectionReset).is_stale_connection());
-        assert!(!Failure::Transport(Transport::Truncated).is_stale_connection());
-        assert!(!Failure::Transport(Transport::ConnectionRefused).is_stale_connection());
-        assert!(!Failure::Transport(Transport::Timeout).is_stale_connection());
-        assert!(!Failure::status(503).is_stale_connection());
+    fn resend_only_what_never_reached_the_server_or_is_safe() {
+        let closed = Failure::Transport(Transport::ConnectionClosed);
+        let reset = Failure::Transport(Transport::ConnectionReset);
+        let unsent = Failure::Transport(Transport::SendFailed);
+        // Idempotent routes: a close before any answer is re-sent once.
+        assert!(closed.resend_once(true));
+        assert!(reset.resend_once(true));
+        // POST: never re-sent unless it provably was not sent.
+        assert!(!closed.resend_once(false));
+        assert!(!reset.resend_once(false));
+        assert!(unsent.resend_once(false));
+        for f in [
+            Failure::Transport(Transport::Truncated),
+            Failure::Transport(Transport::ConnectionRefused),
+            Failure::Transport(Transport::Timeout),
+            Failure::status(503),
+            Failure::MalformedResponse,
+        ] {
+            assert!(!f.resend_once(true), "{f:?}");
+            assert!(!f.resend_once(false), "{f:?}");
+        }
+    }
+
+    #[test]
+    fn what_may_have_been_acted_on() {
+        for f in [
+            Failure::Transport(Transport::ConnectionRefused),
+            Failure::Transport(Transport::Dns),
+            Failure::Transport(Transport::SendFailed),
+            Failure::status(400),
+            Failure::status(404),
+            Failure::status(409),
+            Failure::status(429),
+            Failure::status(503),
+        ] {
+            assert!(!f.maybe_acted(), "{f:?}");
+        }
+        for f in [
+            Failure::Transport(Transport::Timeout),
+            Failure::Transport(Transport::ConnectionClosed),
+            Failure::Transport(Transport::ConnectionReset),
+            Failure::Transport(Transport::Truncated),
+            Failure::Transport(Transport::Network),
+            Failure::Transport(Transport::Tls),
+            Failure::status(500),
+            Failure::status(502),
+            Failure::status(504),
+            Failure::MalformedResponse,
+            Failure::ResponseTooLarge,
+        ] {
+            assert!(f.maybe_acted(), "{f:?}");
+        }
     }
 
     #[test]

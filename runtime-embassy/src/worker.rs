@@ -341,8 +341,8 @@ impl<'a, T: TcpConnect, D: Dns> Worker<'a, T, D> {
         }
     }
 
-    /// One request; a connection closed before any byte of an answer is
-    /// tried once more on a fresh one (the core's rule).
+    /// One request; re-sent once on a fresh connection only where the
+    /// core's [`Failure::resend_once`] says so.
     async fn call(&self, route: Route<'_>, body: Option<&[u8]>, rx: &mut [u8]) -> Result<Exchange, Failure> {
         let mut url: heapless::String<URL_CAP> = heapless::String::new();
         if write!(url, "{}{}", self.server, route).is_err() {
@@ -368,7 +368,7 @@ impl<'a, T: TcpConnect, D: Dns> Worker<'a, T, D> {
             )
             .await;
             match result {
-                Err(f) if f.is_stale_connection() && !stale => {
+                Err(f) if f.resend_once(route.may_resend()) && !stale => {
                     emit(&Event::StaleConnection {
                         what: route.endpoint(),
                     });

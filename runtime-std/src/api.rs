@@ -98,11 +98,13 @@ impl<H: Http> Api<H> {
         self.counters.requests.fetch_add(1, Ordering::Relaxed);
         let mut result = self.http.send(req, &self.token).await;
         if let Err(e) = result
-            && e.is_stale_connection()
+            && e.resend_once(route.may_resend())
         {
-            // uvicorn closes idle keep-alive connections after 5 s; a request
-            // that met such a connection never reached the server. Once more,
-            // on a fresh connection; this is no outage.
+            // The core's rule: a request that could not be written, or an
+            // idempotent one that met a connection closed before any answer
+            // (uvicorn closes idle keep-alive connections after 5 s), goes
+            // once more on a fresh connection; this is no outage. A POST
+            // that may have reached the server is never re-sent here.
             crate::emit(&outage_core::Event::StaleConnection {
                 what: route.endpoint(),
             });

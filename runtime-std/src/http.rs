@@ -40,7 +40,7 @@ pub struct Response {
 /// A failed exchange, as the core's [`Failure`]. A failure while reading
 /// the body is always [`Transport::Truncated`], never "closed" or "reset":
 /// only failures before any byte of a response may count as a stale
-/// connection ([`Failure::is_stale_connection`]).
+/// connection ([`Failure::resend_once`]).
 pub type HttpError = Failure;
 
 /// An HTTP/1.1 client.
