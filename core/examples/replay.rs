@@ -114,13 +114,30 @@ fn main() {
                         claim_due = task_done_at.unwrap();
                         None
                     }
-                    Some(_) => Some(m.on_executed(now)),
+                    Some(_) => Some(m.on_executed(now, true)),
                 },
                 ClaimAction::Deliver => {
                     requests += 1;
                     Some(m.on_delivered(now, now, result(now, ()), r))
                 }
-                ClaimAction::Register => unreachable!("the default policy stops"),
+                ClaimAction::Register => {
+                    // Registering afresh after a lost claim answer.
+                    requests += 2;
+                    let res = result(now, ()).map_err(|f| (outage_core::Endpoint::CreateWorker, f));
+                    Some(m.on_registered(now, now, res, r))
+                }
+                ClaimAction::Retire => {
+                    requests += 1;
+                    Some(m.on_retired(now, now, result(now, ()), r))
+                }
+                ClaimAction::Verify => {
+                    requests += 1;
+                    let state = outage_core::TaskState {
+                        status: outage_core::protocol::TaskStatus::Running,
+                        ours: true,
+                    };
+                    Some(m.on_verified(now, now, result(now, state), r))
+                }
             };
             if let Some(step) = step {
                 step.events.iter().for_each(|e| log(now, e));

@@ -181,6 +181,29 @@ pub enum Event<'a> {
         /// Which request.
         what: Endpoint,
     },
+    /// A claim's answer was lost after the server may have acted on it: a
+    /// task may be claimed under this worker's id without its knowledge.
+    ClaimAnswerLost {
+        /// How the claim failed.
+        error: Failure,
+    },
+    /// Registered afresh after a lost claim answer; the old id is deleted
+    /// next so the server fails whatever it held.
+    RegisteredAfresh,
+    /// The worker id given up after a lost claim answer was deleted.
+    RetiredOldWorker,
+    /// The old worker id could not be deleted; the server's sweeper fails
+    /// its tasks once its heartbeats are stale.
+    RetireFailed {
+        /// How it failed.
+        error: Failure,
+    },
+    /// A task update refused with 409 had in fact been applied by an
+    /// earlier attempt whose answer was lost.
+    UpdateAlreadyApplied {
+        /// The status the server holds.
+        status: crate::protocol::TaskStatus,
+    },
     /// The host could not listen for SIGINT/SIGTERM.
     SignalsUnavailable,
     /// What a task's program printed (hosts running external commands).
@@ -211,7 +234,11 @@ impl Event<'_> {
             | Event::StopRequested
             | Event::Registered { .. }
             | Event::Disconnected { .. } => Level::Info,
-            Event::SignalsUnavailable => Level::Warn,
+            Event::SignalsUnavailable | Event::ClaimAnswerLost { .. } | Event::RetireFailed { .. } => {
+                Level::Warn
+            }
+            Event::RegisteredAfresh | Event::RetiredOldWorker => Level::Info,
+            Event::UpdateAlreadyApplied { .. } => Level::Debug,
             Event::DisconnectFailed { .. } | Event::StaleConnection { .. } | Event::TaskOutput { .. } => {
                 Level::Debug
             }
@@ -318,6 +345,25 @@ impl Render for Event<'_> {
             }
             Event::SignalsUnavailable => {
                 out.text("Cannot listen for SIGINT/SIGTERM; running until the worker stops by itself")
+            }
+            Event::ClaimAnswerLost { error } => {
+                out.text("Claim answer lost (");
+                error.render(out);
+                out.text("); a task may be held under this worker id: registering afresh once the server answers");
+            }
+            Event::RegisteredAfresh => {
+                out.text("Registered afresh after a lost claim answer; deleting the old worker id so the server fails any task it held")
+            }
+            Event::RetiredOldWorker => out.text("Old worker id deleted; serving"),
+            Event::RetireFailed { error } => {
+                out.text("Could not delete the old worker id (");
+                error.render(out);
+                out.text("); the server fails its tasks once its heartbeats are stale");
+            }
+            Event::UpdateAlreadyApplied { status } => {
+                out.text("Task was already ");
+                out.text(status.as_str());
+                out.text(" on the server (an earlier update's answer was lost)");
             }
             Event::TaskOutput { output } => {
                 out.text("Task output: ");

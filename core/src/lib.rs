@@ -47,7 +47,7 @@ pub use backoff::{SplitMix64, backoff, first_phase};
 pub use config::{Config, ConfigError, Jitter, OnRegistrationLost};
 pub use error::{Class, Endpoint, Failure, Fatal, Transport, classify, parse_retry_after};
 pub use event::{Event, Level, NO_HANDLER_ERROR, SHUTDOWN_ERROR, StopReason};
-pub use machine::{ClaimAction, Events, HeartbeatAction, Machine, Phase, Step, Wake};
+pub use machine::{ClaimAction, Events, HeartbeatAction, Machine, Phase, Step, TaskState, Wake};
 pub use outage::Outage;
 pub use render::{Render, Sink};
 pub use startup::{StartupError, StartupRetry, StartupStep, startup_wait_floor};

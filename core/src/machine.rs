@@ -10,6 +10,7 @@
 //! poll again; spurious wake-ups are harmless.
 
 use crate::backoff::{backoff, first_phase};
+use crate::protocol::TaskStatus;
 use crate::{
     Class, Config, ConfigError, Duration, Endpoint, Event, Failure, Fatal, Instant, OnRegistrationLost,
     Outage, StopReason,
@@ -40,8 +41,18 @@ pub enum ClaimAction {
     /// Send the task's outcome; report with [`Machine::on_delivered`].
     Deliver,
     /// Create the worker and register its jobs again; report with
-    /// [`Machine::on_registered`].
+    /// [`Machine::on_registered`]. Until that succeeds the runtime keeps
+    /// using (and heartbeating) the worker id it had.
     Register,
+    /// Ask the server for the current task's state (`GET /tasks/{id}`):
+    /// its update was refused with 409, perhaps because an earlier attempt
+    /// whose answer was lost had already been applied. Report with
+    /// [`Machine::on_verified`].
+    Verify,
+    /// Delete the worker id given up after an ambiguous claim
+    /// (`DELETE /workers/{old id}`), so the server fails any task it holds
+    /// under that id. Report with [`Machine::on_retired`].
+    Retire,
     /// Exit the loop.
     Stop(StopReason),
 }
@@ -57,6 +68,17 @@ pub enum Phase {
     Executing,
     /// An outcome is waiting to be delivered (possibly held over an outage).
     Delivering,
+    /// A task update was refused with 409; its state is being checked.
+    Verifying,
+}
+
+/// A task's state on the server, as [`ClaimAction::Verify`] found it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TaskState {
+    /// Its status.
+    pub status: TaskStatus,
+    /// Whether its `worker_id` is this worker's current id.
+    pub ours: bool,
 }
 
 /// Which loops a step asks the runtime to wake.
@@ -95,7 +117,7 @@ pub struct Events {
 
 impl Events {
     /// The most events one step produces.
-    pub const CAPACITY: usize = 3;
+    pub const CAPACITY: usize = 4;
 
     fn push(&mut self, e: Event<'static>) {
         if let Some(slot) = self.items.iter_mut().find(|s| s.is_none()) {
@@ -125,6 +147,11 @@ pub struct Step<A> {
     pub events: Events,
     /// Which other loops to wake.
     pub wake: Wake,
+}
+
+/// A 409: the server refused the update as an invalid transition.
+const fn is_conflict(failure: Failure) -> bool {
+    matches!(failure, Failure::Status { status: 409, .. })
 }
 
 /// How a loop goes on after a failure.
@@ -160,6 +187,15 @@ pub struct Machine {
     /// The server asked the claim loop (Retry-After) not to come back
     /// before this; a success seen elsewhere does not cut it short.
     claim_not_before: Instant,
+    /// A claim may have been acted on without us learning the task: the
+    /// worker registers afresh before it claims again.
+    ambiguous: bool,
+    /// After registering afresh, the old worker id is to be deleted.
+    retire: bool,
+    /// The outcome being delivered is a success.
+    outcome_ok: bool,
+    /// What a [`Phase::Verifying`] check looks for.
+    verify_wanted: TaskStatus,
 }
 
 impl Machine {
@@ -185,6 +221,10 @@ impl Machine {
             held: false,
             reregister: false,
             claim_not_before: now,
+            ambiguous: false,
+            retire: false,
+            outcome_ok: true,
+            verify_wanted: TaskStatus::Running,
         })
     }
 
@@ -212,6 +252,19 @@ impl Machine {
     /// not registered it again.
     pub const fn is_reregistering(&self) -> bool {
         self.reregister
+    }
+
+    /// True while a claim's answer is lost: a task may be claimed under
+    /// this worker's id without its knowledge, so the claim loop registers
+    /// afresh (and then retires the old id) before it claims again.
+    pub const fn is_claim_ambiguous(&self) -> bool {
+        self.ambiguous
+    }
+
+    /// True while an old worker id waits to be deleted
+    /// ([`ClaimAction::Retire`]).
+    pub const fn is_retiring(&self) -> bool {
+        self.retire
     }
 
     /// The next instant a loop wants to act, for a runtime that drives both
@@ -302,13 +355,17 @@ impl Machine {
             // One last delivery attempt for an outcome when asked to stop.
             Some(StopReason::Requested) if self.phase == Phase::Delivering => ClaimAction::Deliver,
             Some(StopReason::Requested) if self.phase == Phase::Executing => ClaimAction::Execute,
+            Some(StopReason::Requested) if self.phase == Phase::Verifying => ClaimAction::Verify,
+            Some(StopReason::Requested) if self.retire => ClaimAction::Retire,
             Some(reason) => ClaimAction::Stop(reason),
             None => match self.phase {
                 Phase::Executing => ClaimAction::Execute,
                 _ if !due => ClaimAction::Wait(self.claim_next),
                 Phase::Starting => ClaimAction::Start,
                 Phase::Delivering => ClaimAction::Deliver,
-                Phase::Idle if self.reregister => ClaimAction::Register,
+                Phase::Verifying => ClaimAction::Verify,
+                Phase::Idle if self.reregister || self.ambiguous => ClaimAction::Register,
+                Phase::Idle if self.retire => ClaimAction::Retire,
                 Phase::Idle => ClaimAction::Claim,
             },
         }
@@ -316,6 +373,15 @@ impl Machine {
 
     /// Report a claim that started at `started` and ended at `now`:
     /// `Ok(true)` if it returned a task, `Ok(false)` for `{"task": null}`.
+    ///
+    /// A failure after which the server may have claimed a task for us
+    /// ([`Failure::maybe_acted`]: a timeout, a connection lost after the
+    /// request was sent, a 5xx but 503, a 200 that could not be read) makes
+    /// the claim *ambiguous*: the worker does not claim again under this id.
+    /// Once the server answers, it registers afresh
+    /// ([`ClaimAction::Register`]) and deletes the old id
+    /// ([`ClaimAction::Retire`]), which makes the server fail whatever task
+    /// that id held — no task stays `claimed` without our knowledge.
     pub fn on_claim(
         &mut self,
         started: Instant,
@@ -337,6 +403,10 @@ impl Machine {
                     }
                 }
                 Err(failure) => {
+                    if failure.maybe_acted() && !self.ambiguous {
+                        self.ambiguous = true;
+                        events.push(Event::ClaimAnswerLost { error: failure });
+                    }
                     wake = self.claim_loop_failed(Endpoint::Claim, started, now, failure, rand, &mut events);
                     if matches!(failure.classify(Endpoint::Claim), Class::Rejected) {
                         self.claim_next = started + self.cfg.poll_interval;
@@ -366,6 +436,12 @@ impl Machine {
                     self.succeeded(now, &mut events);
                     self.phase = Phase::Executing;
                 }
+                Err(failure) if is_conflict(failure) => {
+                    // Perhaps an earlier attempt whose answer was lost was
+                    // applied: ask the server before giving the task up.
+                    self.succeeded(now, &mut events);
+                    self.verify(now, TaskStatus::Running);
+                }
                 Err(failure) => {
                     if matches!(failure.classify(Endpoint::TaskStatus), Class::Rejected) {
                         // Cancelled or gone meanwhile: skip it and claim again.
@@ -386,9 +462,11 @@ impl Machine {
         self.claim_step(now, events, wake)
     }
 
-    /// The handler finished at `now`; its outcome is to be delivered.
-    pub fn on_executed(&mut self, now: Instant) -> Step<ClaimAction> {
+    /// The handler finished at `now` (`ok`: it succeeded); its outcome is
+    /// to be delivered.
+    pub fn on_executed(&mut self, now: Instant, ok: bool) -> Step<ClaimAction> {
         self.phase = Phase::Delivering;
+        self.outcome_ok = ok;
         self.held = false;
         self.claim_next = now;
         self.claim_step(now, Events::default(), Wake::Nobody)
@@ -411,6 +489,17 @@ impl Machine {
                     events.push(Event::OutcomeDelivered);
                 }
                 self.finish_task(now);
+            }
+            Err(failure) if is_conflict(failure) => {
+                // Perhaps an earlier delivery whose answer was lost was
+                // applied: ask the server before calling it refused.
+                self.succeeded(now, &mut events);
+                let wanted = if self.outcome_ok {
+                    TaskStatus::Completed
+                } else {
+                    TaskStatus::Failed
+                };
+                self.verify(now, wanted);
             }
             Err(failure) if self.stop.is_some() => {
                 events.push(Event::OutcomeRejected { error: failure });
@@ -446,9 +535,15 @@ impl Machine {
             match result {
                 Ok(()) => {
                     self.succeeded(now, &mut events);
+                    self.retire = self.ambiguous && !self.reregister;
+                    self.ambiguous = false;
                     self.reregister = false;
                     self.claim_next = now;
-                    events.push(Event::Reregistered);
+                    events.push(if self.retire {
+                        Event::RegisteredAfresh
+                    } else {
+                        Event::Reregistered
+                    });
                 }
                 Err((endpoint, failure)) => match failure.classify(endpoint) {
                     Class::Rejected | Class::Fatal(Fatal::WorkerUnknown | Fatal::NoJobApi) => {
@@ -463,7 +558,120 @@ impl Machine {
         self.claim_step(now, events, wake)
     }
 
+    /// Report the [`ClaimAction::Verify`] check of the current task:
+    /// its state on the server, or how asking failed.
+    pub fn on_verified(
+        &mut self,
+        started: Instant,
+        now: Instant,
+        result: Result<TaskState, Failure>,
+        rand: u32,
+    ) -> Step<ClaimAction> {
+        let mut events = Events::default();
+        let mut wake = Wake::Nobody;
+        let wanted = self.verify_wanted;
+        match result {
+            Ok(state) => {
+                self.succeeded(now, &mut events);
+                let applied = state.status == wanted && (state.ours || wanted != TaskStatus::Running);
+                let conflict = Failure::status(409);
+                match (wanted, applied) {
+                    (TaskStatus::Running, true) if self.stop.is_none() => {
+                        events.push(Event::UpdateAlreadyApplied { status: wanted });
+                        self.phase = Phase::Executing;
+                    }
+                    // Stopping: the task is left to the disconnect.
+                    (TaskStatus::Running, true) => self.phase = Phase::Idle,
+                    (TaskStatus::Running, false) => {
+                        events.push(Event::TaskSkipped { error: conflict });
+                        self.phase = Phase::Idle;
+                    }
+                    (_, true) => {
+                        events.push(Event::UpdateAlreadyApplied { status: wanted });
+                        if self.held {
+                            events.push(Event::OutcomeDelivered);
+                        }
+                        self.finish_task(now);
+                    }
+                    (_, false) => {
+                        events.push(Event::OutcomeRejected { error: conflict });
+                        self.finish_task(now);
+                    }
+                }
+            }
+            Err(failure) => {
+                let class = failure.classify(Endpoint::GetTask);
+                if self.stop.is_some() || matches!(class, Class::Rejected) {
+                    // The task is gone (404) or we are stopping: give it up.
+                    if wanted == TaskStatus::Running {
+                        events.push(Event::TaskSkipped { error: failure });
+                        self.phase = Phase::Idle;
+                    } else {
+                        events.push(Event::OutcomeRejected { error: failure });
+                        self.finish_task(now);
+                    }
+                }
+                if self.stop.is_none() {
+                    wake =
+                        self.claim_loop_failed(Endpoint::GetTask, started, now, failure, rand, &mut events);
+                }
+            }
+        }
+        self.claim_step(now, events, wake)
+    }
+
+    /// Report the [`ClaimAction::Retire`] deletion of the old worker id.
+    pub fn on_retired(
+        &mut self,
+        started: Instant,
+        now: Instant,
+        result: Result<(), Failure>,
+        rand: u32,
+    ) -> Step<ClaimAction> {
+        let mut events = Events::default();
+        let mut wake = Wake::Nobody;
+        match result {
+            Ok(()) => {
+                self.succeeded(now, &mut events);
+                self.retire = false;
+                events.push(Event::RetiredOldWorker);
+            }
+            Err(failure) if self.stop.is_some() => {
+                self.retire = false;
+                events.push(Event::RetireFailed { error: failure });
+            }
+            Err(failure) => match failure.classify(Endpoint::Disconnect) {
+                Class::Rejected => {
+                    // 404: the server had already dropped it (swept). Any
+                    // other refusal: its heartbeats have stopped, so the
+                    // server's sweeper fails what it holds.
+                    self.succeeded(now, &mut events);
+                    self.retire = false;
+                    events.push(Event::RetireFailed { error: failure });
+                }
+                // An outage (retry later) or a refused token (stop).
+                _ => {
+                    wake = self.claim_loop_failed(
+                        Endpoint::Disconnect,
+                        started,
+                        now,
+                        failure,
+                        rand,
+                        &mut events,
+                    );
+                }
+            },
+        }
+        self.claim_step(now, events, wake)
+    }
+
     // -------------------------------------------------------------- private
+
+    fn verify(&mut self, now: Instant, wanted: TaskStatus) {
+        self.phase = Phase::Verifying;
+        self.verify_wanted = wanted;
+        self.claim_next = now;
+    }
 
     fn claim_step(&mut self, now: Instant, events: Events, wake: Wake) -> Step<ClaimAction> {
         Step {

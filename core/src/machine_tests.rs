@@ -197,8 +197,8 @@ fn heartbeat_success_wakes_the_claim_loop_out_of_its_backoff() {
 #[test]
 fn deadlines_count_from_the_start_of_the_attempt() {
     let mut m = reference();
-    // A claim that took 5 s to time out: next one 2 s after it started.
-    let step = m.on_claim(ms(0), ms(5_000), Err(Failure::Transport(Transport::Timeout)), 0);
+    // A claim that took 5 s to fail: next one 2 s after it started.
+    let step = m.on_claim(ms(0), ms(5_000), Err(Failure::status(503)), 0);
     assert_eq!(
         step.action,
         ClaimAction::Claim,
@@ -271,7 +271,7 @@ fn a_task_runs_through_start_execute_deliver() {
         ClaimAction::Execute
     );
     assert_eq!(m.phase(), Phase::Executing);
-    assert_eq!(m.on_executed(ms(500)).action, ClaimAction::Deliver);
+    assert_eq!(m.on_executed(ms(500), true).action, ClaimAction::Deliver);
     let step = m.on_delivered(ms(500), ms(510), Ok(()), 0);
     assert!(step.events.is_empty());
     assert_eq!(
@@ -286,7 +286,23 @@ fn a_task_runs_through_start_execute_deliver() {
 fn a_task_that_cannot_be_started_is_skipped() {
     let mut m = reference();
     m.on_claim(ms(0), ms(0), Ok(true), 0);
-    let step = m.on_started(ms(0), ms(5), Err(Failure::status(409)), 0);
+    // A 404 (the task is gone): skipped at once.
+    let step = m.on_started(ms(0), ms(5), Err(Failure::status(404)), 0);
+    assert_eq!(
+        texts(&step),
+        ["Could not mark the claimed task running (HTTP 404 Not Found); skipping it"]
+    );
+    assert_eq!(step.action, ClaimAction::Claim);
+    // A 409: the core asks the server first; a cancelled task is skipped.
+    m.on_claim(ms(10), ms(10), Ok(true), 0);
+    let step = m.on_started(ms(10), ms(15), Err(Failure::status(409)), 0);
+    assert!(step.events.is_empty());
+    assert_eq!(step.action, ClaimAction::Verify);
+    let cancelled = TaskState {
+        status: TaskStatus::Cancelled,
+        ours: true,
+    };
+    let step = m.on_verified(ms(15), ms(20), Ok(cancelled), 0);
     assert_eq!(
         texts(&step),
         ["Could not mark the claimed task running (HTTP 409 Conflict); skipping it"]
@@ -308,7 +324,7 @@ fn an_outcome_is_held_through_an_outage_and_delivered_first() {
     let mut m = reference();
     m.on_claim(ms(0), ms(0), Ok(true), 0);
     m.on_started(ms(0), ms(0), Ok(()), 0);
-    m.on_executed(ms(1_000));
+    m.on_executed(ms(1_000), true);
     let step = m.on_delivered(ms(1_000), ms(1_000), Err(REFUSED), 0);
     assert_eq!(
         texts(&step),
@@ -339,11 +355,12 @@ fn a_refused_outcome_is_dropped() {
     let mut m = reference();
     m.on_claim(ms(0), ms(0), Ok(true), 0);
     m.on_started(ms(0), ms(0), Ok(()), 0);
-    m.on_executed(ms(1));
-    let step = m.on_delivered(ms(1), ms(2), Err(Failure::status(409)), 0);
+    m.on_executed(ms(1), true);
+    // 404: the task is gone; dropped at once.
+    let step = m.on_delivered(ms(1), ms(2), Err(Failure::status(404)), 0);
     assert_eq!(
         texts(&step),
-        ["Server refused the task outcome (HTTP 409 Conflict); dropping it"]
+        ["Server refused the task outcome (HTTP 404 Not Found); dropping it"]
     );
     assert_eq!(step.action, ClaimAction::Claim);
 }
@@ -424,7 +441,7 @@ fn request_stop_wakes_everyone_and_delivers_a_pending_outcome_once() {
         ClaimAction::Execute,
         "the running task may finish"
     );
-    assert_eq!(m.on_executed(ms(2)).action, ClaimAction::Deliver);
+    assert_eq!(m.on_executed(ms(2), true).action, ClaimAction::Deliver);
     let step = m.on_delivered(ms(2), ms(3), Err(REFUSED), 0);
     assert_eq!(step.action, ClaimAction::Stop(StopReason::Requested));
 }
@@ -476,4 +493,196 @@ fn a_success_elsewhere_does_not_cut_a_retry_after_short() {
         "but the server asked for 8 s"
     );
     assert_eq!(m.claim_poll(ms(8_000)), ClaimAction::Claim);
+}
+
+// ------------------------------------------------- exactly-once at the wire
+
+const TIMEOUT: Failure = Failure::Transport(Transport::Timeout);
+
+#[test]
+fn a_lost_claim_answer_registers_afresh_and_retires_the_old_id() {
+    let mut m = reference();
+    let step = m.on_claim(ms(0), ms(1_000), Err(TIMEOUT), 0);
+    assert_eq!(
+        texts(&step),
+        [
+            "Claim answer lost (Request timed out); a task may be held under this worker id: registering afresh once the server answers",
+            "Server unreachable — retrying (0s/120s elapsed)"
+        ]
+    );
+    assert!(m.is_claim_ambiguous());
+    // After the backoff the claim loop does not claim under the old id.
+    let ClaimAction::Wait(t) = step.action else {
+        panic!("{:?}", step.action)
+    };
+    assert_eq!(m.claim_poll(t), ClaimAction::Register);
+    // Still down: an outage like any other, and still ambiguous.
+    let step = m.on_registered(t, t, Err((Endpoint::CreateWorker, REFUSED)), 0);
+    let ClaimAction::Wait(t) = step.action else {
+        panic!("{:?}", step.action)
+    };
+    assert_eq!(m.claim_poll(t), ClaimAction::Register);
+    // The server answers: registered afresh, then the old id is retired.
+    let step = m.on_registered(t, t + secs(1), Ok(()), 0);
+    assert_eq!(
+        texts(&step),
+        [
+            "Server reachable again after 6s",
+            "Registered afresh after a lost claim answer; deleting the old worker id so the server fails any task it held"
+        ]
+    );
+    assert_eq!(step.action, ClaimAction::Retire);
+    assert!(!m.is_claim_ambiguous());
+    assert!(m.is_retiring());
+    let step = m.on_retired(t + secs(1), t + secs(1), Ok(()), 0);
+    assert_eq!(texts(&step), ["Old worker id deleted; serving"]);
+    assert_eq!(step.action, ClaimAction::Claim);
+}
+
+#[test]
+fn only_claims_that_may_have_been_acted_on_are_ambiguous() {
+    for (failure, ambiguous) in [
+        (REFUSED, false),
+        (Failure::Transport(Transport::Dns), false),
+        (Failure::Transport(Transport::SendFailed), false),
+        (Failure::status(503), false),
+        (Failure::status(429), false),
+        (Failure::status(400), false),
+        (TIMEOUT, true),
+        (Failure::Transport(Transport::ConnectionClosed), true),
+        (Failure::Transport(Transport::Truncated), true),
+        (Failure::status(500), true),
+        (Failure::status(502), true),
+        // A 200 whose body could not be read: the server claimed something.
+        (Failure::MalformedResponse, true),
+        (Failure::ResponseTooLarge, true),
+    ] {
+        let mut m = reference();
+        m.on_claim(ms(0), ms(1), Err(failure), 0);
+        assert_eq!(m.is_claim_ambiguous(), ambiguous, "{failure:?}");
+        let next = m.claim_poll(ms(60_000));
+        let expected = if ambiguous {
+            ClaimAction::Register
+        } else {
+            ClaimAction::Claim
+        };
+        assert_eq!(next, expected, "{failure:?}");
+    }
+}
+
+#[test]
+fn a_server_that_forgot_the_worker_needs_no_retirement() {
+    let cfg = Config {
+        on_registration_lost: OnRegistrationLost::Register,
+        ..Config::REFERENCE
+    };
+    let mut m = Machine::new(cfg, Instant::ZERO, 0).unwrap();
+    m.on_claim(ms(0), ms(10), Err(TIMEOUT), 0);
+    m.on_heartbeat(ms(20), ms(30), Err(Failure::status(404)));
+    assert!(m.is_reregistering() && m.is_claim_ambiguous());
+    let step = m.on_registered(ms(40), ms(50), Ok(()), 0);
+    assert!(texts(&step).contains(&"Registered again; serving".to_string()));
+    assert_eq!(step.action, ClaimAction::Claim);
+    assert!(!m.is_retiring());
+}
+
+#[test]
+fn retiring_is_retried_through_an_outage_and_ends_on_a_refusal() {
+    let mut m = reference();
+    m.on_claim(ms(0), ms(10), Err(TIMEOUT), 0);
+    m.on_registered(ms(20), ms(30), Ok(()), 0);
+    let step = m.on_retired(ms(30), ms(40), Err(REFUSED), 0);
+    let ClaimAction::Wait(t) = step.action else {
+        panic!("{:?}", step.action)
+    };
+    assert_eq!(m.claim_poll(t), ClaimAction::Retire, "retried after the backoff");
+    // 404: the server had already dropped the old id.
+    let step = m.on_retired(t, t, Err(Failure::status(404)), 0);
+    assert_eq!(
+        texts(&step),
+        [
+            "Server reachable again after 1s",
+            "Could not delete the old worker id (HTTP 404 Not Found); the server fails its tasks once its heartbeats are stale"
+        ]
+    );
+    assert_eq!(step.action, ClaimAction::Claim);
+}
+
+#[test]
+fn a_stop_still_retires_the_old_id_once() {
+    let mut m = reference();
+    m.on_claim(ms(0), ms(10), Err(TIMEOUT), 0);
+    m.on_registered(ms(20), ms(30), Ok(()), 0);
+    m.request_stop();
+    assert_eq!(m.claim_poll(ms(31)), ClaimAction::Retire);
+    let step = m.on_retired(ms(31), ms(32), Err(REFUSED), 0);
+    assert_eq!(step.action, ClaimAction::Stop(StopReason::Requested));
+}
+
+#[test]
+fn a_conflict_on_running_is_checked_and_the_task_runs_if_it_is_ours() {
+    let mut m = reference();
+    m.on_claim(ms(0), ms(0), Ok(true), 0);
+    // The first `running` timed out (the server applied it); the retry gets 409.
+    let step = m.on_started(ms(0), ms(1_000), Err(TIMEOUT), 0);
+    let ClaimAction::Wait(t) = step.action else {
+        panic!("{:?}", step.action)
+    };
+    assert_eq!(m.claim_poll(t), ClaimAction::Start);
+    let step = m.on_started(t, t, Err(Failure::status(409)), 0);
+    assert_eq!(step.action, ClaimAction::Verify);
+    let running = |ours| TaskState {
+        status: TaskStatus::Running,
+        ours,
+    };
+    // Asking failed: retried after the backoff, still verifying.
+    let step = m.on_verified(t, t, Err(REFUSED), 0);
+    let ClaimAction::Wait(t2) = step.action else {
+        panic!("{:?}", step.action)
+    };
+    assert_eq!(m.claim_poll(t2), ClaimAction::Verify);
+    let step = m.on_verified(t2, t2, Ok(running(true)), 0);
+    assert_eq!(step.action, ClaimAction::Execute);
+    assert!(texts(&step).contains(
+        &"Task was already running on the server (an earlier update's answer was lost)".to_string()
+    ));
+    // Running under another worker: not ours to run.
+    let mut m = reference();
+    m.on_claim(ms(0), ms(0), Ok(true), 0);
+    m.on_started(ms(0), ms(1), Err(Failure::status(409)), 0);
+    let step = m.on_verified(ms(1), ms(2), Ok(running(false)), 0);
+    assert_eq!(step.action, ClaimAction::Claim);
+    assert_eq!(m.phase(), Phase::Idle);
+}
+
+#[test]
+fn a_conflict_on_delivery_is_checked_against_the_outcome() {
+    for (ok, server, delivered) in [
+        (true, TaskStatus::Completed, true),
+        (false, TaskStatus::Failed, true),
+        (true, TaskStatus::Cancelled, false),
+        (false, TaskStatus::Completed, false),
+    ] {
+        let mut m = reference();
+        m.on_claim(ms(0), ms(0), Ok(true), 0);
+        m.on_started(ms(0), ms(1), Ok(()), 0);
+        m.on_executed(ms(2), ok);
+        let step = m.on_delivered(ms(2), ms(3), Err(Failure::status(409)), 0);
+        assert_eq!(step.action, ClaimAction::Verify);
+        let state = TaskState {
+            status: server,
+            ours: false,
+        };
+        let step = m.on_verified(ms(3), ms(4), Ok(state), 0);
+        let lines = texts(&step);
+        assert_eq!(step.action, ClaimAction::Claim, "{ok} {server:?}");
+        if delivered {
+            assert!(lines[0].starts_with("Task was already "), "{lines:?}");
+        } else {
+            assert_eq!(
+                lines,
+                ["Server refused the task outcome (HTTP 409 Conflict); dropping it"]
+            );
+        }
+    }
 }

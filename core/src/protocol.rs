@@ -6,8 +6,9 @@
 //! Payloads and schemas are generic so that a host can use `serde_json`
 //! values and a device its own fixed types (or `serde::de::IgnoredAny`).
 //!
-//! Borrowed `&str` fields need JSON strings without escapes; ids, names and
-//! timestamps from the server never have any.
+//! Borrowed `&str` fields need JSON strings without escapes; the server's
+//! ids and timestamps never have any, but room and job names may, so
+//! [`Task`] takes a string type of the caller's.
 
 use core::fmt;
 use serde::{Deserialize, Serialize};
@@ -89,18 +90,34 @@ pub struct ClaimResponse<T> {
 }
 
 /// A task as the server sends it (unknown fields are ignored).
+///
+/// The strings are a type of the caller's (`String` on a host,
+/// `heapless::String<N>` on a device): the server accepts room and job
+/// names with characters JSON escapes (`"r\\x"`), which a borrowed `&str`
+/// cannot hold.
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
-pub struct Task<'a, P> {
+pub struct Task<S, P> {
     /// Task UUID.
-    pub id: &'a str,
+    pub id: S,
     /// `{room}:{category}:{name}` of its job.
-    pub job_name: &'a str,
+    pub job_name: S,
     /// Room it was submitted in.
-    pub room_id: &'a str,
+    pub room_id: S,
     /// State.
     pub status: TaskStatus,
     /// The client's payload.
     pub payload: P,
+}
+
+/// `GET /tasks/{id}` answer: the fields a worker checks.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+pub struct TaskInfo<S> {
+    /// State.
+    pub status: TaskStatus,
+    /// The worker holding it (`null` when none, or after its worker was
+    /// deleted).
+    #[serde(default)]
+    pub worker_id: Option<S>,
 }
 
 /// `PATCH /tasks/{id}` body.
@@ -420,16 +437,34 @@ mod tests {
         let n = serde_json_core::to_slice(&ClaimRequest { worker_id: "w" }, &mut buf).unwrap();
         assert_eq!(&buf[..n], br#"{"worker_id":"w"}"#);
 
-        let empty: ClaimResponse<Task<'_, serde::de::IgnoredAny>> =
-            serde_json_core::from_slice(br#"{"task":null}"#).unwrap().0;
+        type DeviceTask = Task<heapless::String<64>, serde::de::IgnoredAny>;
+        let empty: ClaimResponse<DeviceTask> = serde_json_core::from_slice(br#"{"task":null}"#).unwrap().0;
         assert!(empty.task.is_none());
         let body = br#"{"task":{"id":"ef81d82c-0cdb-4b06-a3d4-e4df27161b69","job_name":"@global:modifiers:Echo","room_id":"room1","status":"claimed","created_at":"2026-11-23T23:02:16.334469","started_at":null,"completed_at":null,"worker_id":"20e2e4de-f22c-4885-8120-142dd3475d22","error":null,"payload":{"a":1},"queue_position":null}}"#;
-        let got: ClaimResponse<Task<'_, serde::de::IgnoredAny>> =
-            serde_json_core::from_slice(body).unwrap().0;
+        let got: ClaimResponse<DeviceTask> = serde_json_core::from_slice(body).unwrap().0;
         let task = got.task.unwrap();
         assert_eq!(task.id, "ef81d82c-0cdb-4b06-a3d4-e4df27161b69");
         assert_eq!(task.status, TaskStatus::Claimed);
         assert_eq!(task.job_name, "@global:modifiers:Echo");
+        // Escapes in names need the unescaping parser and owned strings.
+        let body = br#"{"task":{"id":"t","job_name":"r\\x:modifiers:E\"q\u00e9","room_id":"r\\x","status":"claimed","payload":1}}"#;
+        let mut scratch = [0u8; 64];
+        let got: ClaimResponse<DeviceTask> =
+            serde_json_core::from_slice_escaped(body, &mut scratch).unwrap().0;
+        let task = got.task.unwrap();
+        assert_eq!(task.room_id, "r\\x");
+        assert_eq!(task.job_name, "r\\x:modifiers:E\"q\u{e9}");
+        let info: TaskInfo<heapless::String<40>> =
+            serde_json_core::from_slice(br#"{"id":"t","status":"running","worker_id":"w"}"#)
+                .unwrap()
+                .0;
+        assert_eq!(info.status, TaskStatus::Running);
+        assert_eq!(info.worker_id.as_deref(), Some("w"));
+        let info: TaskInfo<heapless::String<40>> =
+            serde_json_core::from_slice(br#"{"status":"failed","worker_id":null}"#)
+                .unwrap()
+                .0;
+        assert_eq!(info.worker_id, None);
     }
 
     #[test]

@@ -139,12 +139,22 @@ fn run(cfg: Config, seed: u32, ops: &[Op]) -> Result<Trace, TestCaseError> {
                         rand,
                     )),
                     ClaimAction::Start => Some(m.on_started(started, now, result, rand)),
-                    ClaimAction::Execute => Some(m.on_executed(now)),
+                    ClaimAction::Execute => Some(m.on_executed(now, true)),
                     ClaimAction::Deliver => Some(m.on_delivered(started, now, result, rand)),
                     ClaimAction::Register => Some(m.on_registered(
                         started,
                         now,
                         result.map_err(|f| (Endpoint::CreateWorker, f)),
+                        rand,
+                    )),
+                    ClaimAction::Retire => Some(m.on_retired(started, now, result, rand)),
+                    ClaimAction::Verify => Some(m.on_verified(
+                        started,
+                        now,
+                        result.map(|()| outage_core::TaskState {
+                            status: outage_core::protocol::TaskStatus::Running,
+                            ours: true,
+                        }),
                         rand,
                     )),
                     ClaimAction::Stop(_) | ClaimAction::Wait(_) => None,
@@ -209,7 +219,13 @@ fn run(cfg: Config, seed: u32, ops: &[Op]) -> Result<Trace, TestCaseError> {
             prop_assert!(
                 claim == ClaimAction::Stop(reason)
                     || (reason == StopReason::Requested
-                        && matches!(claim, ClaimAction::Deliver | ClaimAction::Execute)),
+                        && matches!(
+                            claim,
+                            ClaimAction::Deliver
+                                | ClaimAction::Execute
+                                | ClaimAction::Verify
+                                | ClaimAction::Retire
+                        )),
                 "{claim:?}"
             );
         }

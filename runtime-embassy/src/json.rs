@@ -1,6 +1,8 @@
-//! Just enough JSON scanning to find the raw `payload` of a claimed task
-//! without a heap: serde-json-core parses the fixed fields, this finds the
-//! byte range of the payload value so the handler gets it verbatim.
+//! Just enough JSON scanning to find the members of a claimed task without
+//! a heap: this finds the byte range of each field, so the payload reaches
+//! the handler verbatim and serde-json-core unescapes only the short name
+//! fields (it would otherwise need an unescape buffer as large as the
+//! longest escaped string anywhere in the payload).
 
 use core::ops::Range;
 
@@ -92,15 +94,24 @@ fn member(b: &[u8], i: usize, key: &[u8]) -> Option<Range<usize>> {
     }
 }
 
-/// The byte range of `task.payload` in a claim response.
-pub fn payload_span(body: &[u8]) -> Option<Range<usize>> {
-    let task = member(body, 0, b"task")?;
-    member(body, task.start, b"payload")
+/// The byte range of the `task` value of a claim response (`null` or an
+/// object).
+pub fn task_span(body: &[u8]) -> Option<Range<usize>> {
+    member(body, 0, b"task")
+}
+
+/// The byte range of member `key` of the object at `object`.
+pub fn field_span(body: &[u8], object: &Range<usize>, key: &[u8]) -> Option<Range<usize>> {
+    member(body, object.start, key)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn payload_span(body: &[u8]) -> Option<Range<usize>> {
+        field_span(body, &task_span(body)?, b"payload")
+    }
 
     #[test]
     fn finds_the_payload() {
@@ -111,6 +122,20 @@ mod tests {
         assert_eq!(&body[payload_span(body).unwrap()], b"42");
         let body = br#"{"task":{"payload":"text, with comma"}}"#;
         assert_eq!(&body[payload_span(body).unwrap()], br#""text, with comma""#);
+    }
+
+    #[test]
+    fn finds_fields_with_escapes() {
+        let body = br#"{"task":{"id":"a\"b","room_id":"r\\x","payload":"\u0000","status":"claimed"}}"#;
+        let task = task_span(body).unwrap();
+        assert_eq!(&body[field_span(body, &task, b"id").unwrap()], br#""a\"b""#);
+        assert_eq!(&body[field_span(body, &task, b"room_id").unwrap()], br#""r\\x""#);
+        assert_eq!(
+            &body[field_span(body, &task, b"status").unwrap()],
+            br#""claimed""#
+        );
+        let none = br#"{"task":null}"#;
+        assert_eq!(&none[task_span(none).unwrap()], b"null");
     }
 
     #[test]

@@ -11,18 +11,15 @@ use embassy_sync::blocking_mutex::raw::CriticalSectionRawMutex;
 use embassy_sync::signal::Signal;
 use embassy_sync::watch::Watch;
 use embedded_nal_async::{Dns, TcpConnect};
-use outage_core::protocol::{
-    ClaimRequest, ClaimResponse, Route, StatusUpdate, Task as WireTask, TaskStatus, WorkerResponse,
-};
+use outage_core::protocol::{ClaimRequest, Route, StatusUpdate, TaskInfo, TaskStatus, WorkerResponse};
 use outage_core::{
     ClaimAction, Clock, Config, ConfigError, Endpoint, Event, Failure, HeartbeatAction, Instant, Machine,
     NO_HANDLER_ERROR, Phase, SHUTDOWN_ERROR, SplitMix64, StartupError, StartupRetry, StartupStep, Step,
-    StopReason, Wake,
+    StopReason, TaskState, Wake,
 };
-use serde::de::IgnoredAny;
 
 use crate::fmt::emit;
-use crate::json::payload_span;
+use crate::json::{field_span, task_span};
 use crate::net::{Exchange, exchange};
 
 type CS = CriticalSectionRawMutex;
@@ -191,8 +188,18 @@ enum Run<T> {
     Halted,
 }
 
+type Id = heapless::String<ID_CAP>;
+
 fn copy_str<const N: usize>(s: &str) -> Option<heapless::String<N>> {
     heapless::String::try_from(s).ok()
+}
+
+/// The JSON string at `span` of `body`, unescaped, if it fits `N` bytes.
+fn json_string<const N: usize>(body: &[u8], span: core::ops::Range<usize>) -> Option<heapless::String<N>> {
+    let mut scratch = [0u8; JOB_CAP];
+    let (s, _): (heapless::String<N>, _) =
+        serde_json_core::from_slice_escaped(body.get(span)?, &mut scratch).ok()?;
+    Some(s)
 }
 
 impl<'a, T: TcpConnect, D: Dns> Worker<'a, T, D> {
@@ -392,26 +399,29 @@ impl<'a, T: TcpConnect, D: Dns> Worker<'a, T, D> {
         }
     }
 
-    async fn create_worker(&self, rx: &mut [u8]) -> Result<(), (Endpoint, Failure)> {
+    /// `POST /workers`: a new worker id (not yet the current one).
+    async fn create_worker(&self, rx: &mut [u8]) -> Result<Id, (Endpoint, Failure)> {
         let fail = |f| (Endpoint::CreateWorker, f);
         let x = self.call(Route::CreateWorker, None, rx).await.map_err(fail)?;
         let x = self.expect(x, &[200, 201]).map_err(fail)?;
         let (w, _): (WorkerResponse<'_>, _) =
             serde_json_core::from_slice(&rx[x.body]).map_err(|_| fail(Failure::MalformedResponse))?;
-        let id = copy_str::<ID_CAP>(w.id).ok_or(fail(Failure::MalformedResponse))?;
+        copy_str::<ID_CAP>(w.id).ok_or(fail(Failure::MalformedResponse))
+    }
+
+    fn set_worker_id(&self, id: Id) {
         self.worker_id.lock(|cell| *cell.borrow_mut() = id);
-        Ok(())
     }
 
     async fn register_job(
         &self,
         job: &Job<'_>,
+        id: &str,
         rx: &mut [u8],
         tx: &mut [u8],
     ) -> Result<(), (Endpoint, Failure)> {
         let fail = |f| (Endpoint::RegisterJob, f);
-        let id = self.worker_id();
-        let len = registration_body(tx, job, &id)
+        let len = registration_body(tx, job, id)
             .ok_or(fail(Failure::Transport(outage_core::Transport::Network)))?;
         let x = self
             .call(Route::RegisterJob { room: job.room }, Some(&tx[..len]), rx)
@@ -420,24 +430,32 @@ impl<'a, T: TcpConnect, D: Dns> Worker<'a, T, D> {
         self.expect(x, &[200, 201]).map(drop).map_err(fail)
     }
 
+    /// Create a worker and register every job for it; the new id becomes
+    /// the current one only then (until then the loops keep the old one).
     async fn register_all(&self, rx: &mut [u8], tx: &mut [u8]) -> Result<(), (Endpoint, Failure)> {
-        self.create_worker(rx).await?;
+        let id = self.create_worker(rx).await?;
         for job in self.jobs {
-            self.register_job(job, rx, tx).await?;
+            self.register_job(job, &id, rx, tx).await?;
         }
+        self.set_worker_id(id);
         Ok(())
     }
 
-    /// Startup request `step`: 0 creates the worker, `n` registers job `n-1`.
+    /// Startup request `step`: 0 creates the worker (into `id`), `n`
+    /// registers job `n-1` for it.
     async fn startup_request(
         &self,
         step: usize,
+        id: &mut Id,
         rx: &mut [u8],
         tx: &mut [u8],
     ) -> Result<(), (Endpoint, Failure)> {
         match step.checked_sub(1) {
-            None => self.create_worker(rx).await,
-            Some(n) => self.register_job(&self.jobs[n], rx, tx).await,
+            None => {
+                *id = self.create_worker(rx).await?;
+                Ok(())
+            }
+            Some(n) => self.register_job(&self.jobs[n], id, rx, tx).await,
         }
     }
 
@@ -445,11 +463,12 @@ impl<'a, T: TcpConnect, D: Dns> Worker<'a, T, D> {
     /// core's startup schedule; fatal answers are not retried. `rx` receives
     /// the answers, `tx` holds registration bodies (schemas included).
     pub async fn start(&self, rx: &mut [u8], tx: &mut [u8]) -> Result<(), StartupError> {
+        let mut id = Id::new();
         for step in 0..=self.jobs.len() {
             let mut schedule = StartupRetry::new();
             loop {
                 let started = self.clock.now();
-                let Err((what, failure)) = self.startup_request(step, rx, tx).await else {
+                let Err((what, failure)) = self.startup_request(step, &mut id, rx, tx).await else {
                     break;
                 };
                 let (next, event) = schedule.on_failure(&self.config, what, started, failure, self.rand());
@@ -460,6 +479,7 @@ impl<'a, T: TcpConnect, D: Dns> Worker<'a, T, D> {
                 }
             }
         }
+        self.set_worker_id(id);
         emit(&Event::Registered {
             worker_id: &self.worker_id(),
             jobs: self.jobs.len() as u32,
@@ -532,24 +552,20 @@ impl<'a, T: TcpConnect, D: Dns> Worker<'a, T, D> {
         }
     }
 
-    /// Parse a claim answer and keep the task (and its payload) in `held`.
-    fn take_task(&self, body: &[u8], payload_buf: &mut [u8]) -> Result<Option<Held>, Failure> {
-        let (claimed, _): (ClaimResponse<WireTask<'_, IgnoredAny>>, _) =
-            serde_json_core::from_slice(body).map_err(|_| Failure::MalformedResponse)?;
-        let Some(task) = claimed.task else { return Ok(None) };
-        let span = payload_span(body).ok_or(Failure::MalformedResponse)?;
-        let payload = &body[span];
-        let payload_len = payload_buf.get_mut(..payload.len()).map(|dst| {
-            dst.copy_from_slice(payload);
-            payload.len()
-        });
-        Ok(Some(Held {
-            id: copy_str(task.id).ok_or(Failure::MalformedResponse)?,
-            job_name: copy_str(task.job_name).ok_or(Failure::MalformedResponse)?,
-            room_id: copy_str(task.room_id).ok_or(Failure::MalformedResponse)?,
-            payload_len,
-            outcome: None,
-        }))
+    /// `GET /tasks/{id}`: its state, and whether this worker holds it.
+    async fn get_task(&self, task_id: &str, rx: &mut [u8]) -> Option<Result<TaskState, Failure>> {
+        let call = async {
+            let x = self.call(Route::GetTask { task_id }, None, &mut *rx).await?;
+            let x = self.expect(x, &[200])?;
+            let (info, _): (TaskInfo<Id>, _) =
+                serde_json_core::from_slice(&rx[x.body]).map_err(|_| Failure::MalformedResponse)?;
+            let ours = info.worker_id.as_deref() == Some(self.worker_id().as_str());
+            Ok(TaskState {
+                status: info.status,
+                ours,
+            })
+        };
+        self.or_halt(&self.halt_claim, call).await
     }
 
     /// `PATCH /tasks/{id}` with `update`; `None` if the worker halted first
@@ -575,6 +591,8 @@ impl<'a, T: TcpConnect, D: Dns> Worker<'a, T, D> {
     pub async fn claim_loop<H: Handler>(&self, bufs: ClaimBuffers<'_>, handler: &mut H) {
         let ClaimBuffers { rx, tx, payload } = bufs;
         let mut held: Option<Held> = None;
+        // The id given up after an ambiguous claim, until it is deleted.
+        let mut retired: Option<Id> = None;
         loop {
             let now = self.clock.now();
             let action = self.with_machine(|m| m.claim_poll(now));
@@ -594,7 +612,7 @@ impl<'a, T: TcpConnect, D: Dns> Worker<'a, T, D> {
                     let call = async {
                         let x = self.call(Route::Claim, Some(&tx[..n]), &mut *rx).await?;
                         let x = self.expect(x, &[200])?;
-                        self.take_task(&rx[x.body], payload)
+                        take_task(&rx[x.body], payload)
                     };
                     let Some(result) = self.or_halt(&self.halt_claim, call).await else {
                         break;
@@ -640,8 +658,9 @@ impl<'a, T: TcpConnect, D: Dns> Worker<'a, T, D> {
                     if let Err(text) = &outcome {
                         emit(&Event::TaskFailed { error: text });
                     }
+                    let ok = outcome.is_ok();
                     h.outcome = Some(outcome);
-                    self.with_machine(|m| m.on_executed(self.clock.now()))
+                    self.with_machine(|m| m.on_executed(self.clock.now(), ok))
                 }
                 ClaimAction::Deliver => {
                     let Some(Held {
@@ -669,12 +688,48 @@ impl<'a, T: TcpConnect, D: Dns> Worker<'a, T, D> {
                     self.with_machine(|m| m.on_delivered(now, self.clock.now(), result, rand))
                 }
                 ClaimAction::Register => {
+                    let old = self.worker_id();
                     let call = self.register_all(&mut *rx, &mut *tx);
                     let Some(result) = self.or_halt(&self.halt_claim, call).await else {
                         break;
                     };
                     let rand = self.rand();
-                    self.with_machine(|m| m.on_registered(now, self.clock.now(), result, rand))
+                    let step = self.with_machine(|m| m.on_registered(now, self.clock.now(), result, rand));
+                    if self.with_machine(|m| m.is_retiring()) {
+                        retired = Some(old);
+                    }
+                    step
+                }
+                ClaimAction::Retire => {
+                    let result = match retired.as_deref() {
+                        Some(old) => {
+                            let call = async {
+                                let x = self
+                                    .call(Route::Disconnect { worker_id: old }, None, &mut *rx)
+                                    .await?;
+                                self.expect(x, &[200, 204]).map(drop)
+                            };
+                            let Some(result) = self.or_halt(&self.halt_claim, call).await else {
+                                break;
+                            };
+                            result
+                        }
+                        None => Ok(()),
+                    };
+                    let rand = self.rand();
+                    let step = self.with_machine(|m| m.on_retired(now, self.clock.now(), result, rand));
+                    if !self.with_machine(|m| m.is_retiring()) {
+                        retired = None;
+                    }
+                    step
+                }
+                ClaimAction::Verify => {
+                    let Some(h) = held.as_ref() else { break };
+                    let Some(result) = self.get_task(&h.id, rx).await else {
+                        break;
+                    };
+                    let rand = self.rand();
+                    self.with_machine(|m| m.on_verified(now, self.clock.now(), result, rand))
                 }
             };
             if self.with_machine(|m| m.phase()) == Phase::Idle {
@@ -743,6 +798,37 @@ impl<'a, T: TcpConnect, D: Dns> Worker<'a, T, D> {
     pub async fn disconnect(&self, rx: &mut [u8]) {
         self.shutdown(embassy_time::Duration::from_ticks(0), rx).await;
     }
+}
+
+/// Parse a claim answer and keep the task (and its payload) in `held`.
+/// Names are unescaped (the server accepts rooms such as `r\\x`); the
+/// payload is kept as the exact bytes the server sent. An answer that
+/// cannot be read is [`Failure::MalformedResponse`]: an ambiguous claim
+/// for the core, never a silent loss.
+fn take_task(body: &[u8], payload_buf: &mut [u8]) -> Result<Option<Held>, Failure> {
+    let bad = Failure::MalformedResponse;
+    let task = task_span(body).ok_or(bad)?;
+    if &body[task.clone()] == b"null" {
+        return Ok(None);
+    }
+    let field = |key: &[u8]| field_span(body, &task, key).ok_or(bad);
+    let (status, _): (TaskStatus, _) =
+        serde_json_core::from_slice(&body[field(b"status")?]).map_err(|_| bad)?;
+    if status != TaskStatus::Claimed {
+        return Err(bad);
+    }
+    let payload = &body[field(b"payload")?];
+    let payload_len = payload_buf.get_mut(..payload.len()).map(|dst| {
+        dst.copy_from_slice(payload);
+        payload.len()
+    });
+    Ok(Some(Held {
+        id: json_string(body, field(b"id")?).ok_or(bad)?,
+        job_name: json_string(body, field(b"job_name")?).ok_or(bad)?,
+        room_id: json_string(body, field(b"room_id")?).ok_or(bad)?,
+        payload_len,
+        outcome: None,
+    }))
 }
 
 fn error_text(s: &str) -> ErrorText {
@@ -820,6 +906,56 @@ mod tests {
         assert!(job.matches("@global:modifiers:Echo"));
         assert!(!job.matches("@global:modifiers:Echo2"));
         assert!(!job.matches("room:modifiers:Echo"));
+    }
+
+    const CLAIM: &[u8] = br#"{"task":{"id":"ef81d82c-0cdb-4b06-a3d4-e4df27161b69","job_name":"@global:modifiers:E\"x","room_id":"r\\x","status":"claimed","created_at":"2026-11-23T23:02:16","worker_id":"w","error":null,"payload":{"a":[1,-0.0,"\u0000"],"s":"}\"]"},"queue_position":null}}"#;
+
+    #[test]
+    fn claims_keep_the_payload_and_unescape_names() {
+        let mut payload = [0u8; 64];
+        let held = take_task(CLAIM, &mut payload).unwrap().unwrap();
+        assert_eq!(held.room_id, "r\\x");
+        assert_eq!(held.job_name, "@global:modifiers:E\"x");
+        let n = held.payload_len.unwrap();
+        assert_eq!(&payload[..n], br#"{"a":[1,-0.0,"\u0000"],"s":"}\"]"}"#);
+        assert!(take_task(br#"{"task":null}"#, &mut payload).unwrap().is_none());
+        // A payload larger than its buffer is kept as "too large", not lost.
+        let mut small = [0u8; 4];
+        assert_eq!(take_task(CLAIM, &mut small).unwrap().unwrap().payload_len, None);
+        // Unreadable answers are failures (an ambiguous claim for the core).
+        for bad in [
+            &b""[..],
+            b"{",
+            br#"{"task":{"id":"x"}}"#,
+            br#"{"task":{"id":1,"job_name":"a","room_id":"r","status":"claimed","payload":1}}"#,
+        ] {
+            assert_eq!(
+                take_task(bad, &mut payload).err(),
+                Some(Failure::MalformedResponse)
+            );
+        }
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig { cases: 2_000, ..Default::default() })]
+
+        /// Fuzz: arbitrary bytes and mutated claim answers never panic.
+        #[test]
+        fn claim_parsing_never_panics(
+            bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..600),
+            edits in proptest::collection::vec((0usize..400, proptest::prelude::any::<u8>()), 0..6),
+            cut in 0usize..400,
+        ) {
+            let mut payload = [0u8; 128];
+            let _ = take_task(&bytes, &mut payload);
+            let mut body = CLAIM.to_vec();
+            for (at, b) in edits {
+                let i = at % body.len();
+                body[i] = b;
+            }
+            body.truncate(cut.max(body.len() / 2));
+            let _ = take_task(&body, &mut payload);
+        }
     }
 
     #[test]

@@ -4,16 +4,21 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration as StdDuration;
 
 use outage_core::protocol::{
-    ClaimRequest, ClaimResponse, JobRegistration, Problem, Route, StatusUpdate, Task as WireTask, TaskStatus,
-    WorkerResponse,
+    ClaimRequest, ClaimResponse, JobRegistration, Route, StatusUpdate, Task as WireTask, TaskInfo,
+    TaskStatus, WorkerResponse,
 };
 use outage_core::{Endpoint, Failure};
+use serde_json::value::RawValue;
 
 use crate::Job;
 use crate::http::{Http, HttpError, Request, Response};
 
 /// A task claimed from the server.
-#[derive(Debug, Clone, PartialEq)]
+///
+/// Its payload is kept as the exact JSON text the server sent: no number is
+/// rounded, no integer beyond 64 bits turned into a float, no key reordered.
+/// Read it typed with [`Task::payload`] or raw with [`Task::payload_json`].
+#[derive(Debug, Clone)]
 pub struct Task {
     /// Task UUID.
     pub id: String,
@@ -21,8 +26,45 @@ pub struct Task {
     pub job_name: String,
     /// The room it was submitted in.
     pub room_id: String,
-    /// The client's payload.
-    pub payload: serde_json::Value,
+    payload: Box<RawValue>,
+}
+
+impl Task {
+    /// A task with `payload_json` as its payload (it must be one JSON
+    /// value); for tests and for handlers called outside a worker.
+    pub fn new(
+        id: impl Into<String>,
+        job_name: impl Into<String>,
+        room_id: impl Into<String>,
+        payload_json: impl Into<String>,
+    ) -> Result<Task, serde_json::Error> {
+        Ok(Task {
+            id: id.into(),
+            job_name: job_name.into(),
+            room_id: room_id.into(),
+            payload: RawValue::from_string(payload_json.into())?,
+        })
+    }
+
+    /// The payload as the exact JSON text the server sent.
+    pub fn payload_json(&self) -> &str {
+        self.payload.get()
+    }
+
+    /// The payload as a `T` (for example `serde_json::Value`, or a struct
+    /// of your own; `&str` and `&RawValue` fields borrow from the task).
+    pub fn payload<'a, T: serde::Deserialize<'a>>(&'a self) -> Result<T, serde_json::Error> {
+        serde_json::from_str(self.payload.get())
+    }
+}
+
+impl PartialEq for Task {
+    fn eq(&self, other: &Task) -> bool {
+        self.id == other.id
+            && self.job_name == other.job_name
+            && self.room_id == other.room_id
+            && self.payload_json() == other.payload_json()
+    }
 }
 
 /// A failed API call: the core's [`Failure`] plus the server's words, if any.
@@ -127,9 +169,7 @@ impl<H: Http> Api<H> {
             return Ok(resp);
         }
         self.counters.failures.fetch_add(1, Ordering::Relaxed);
-        let detail = serde_json::from_slice::<Problem<'_>>(&resp.body)
-            .ok()
-            .and_then(|p| p.detail.map(str::to_owned));
+        let detail = problem_detail(&resp.body);
         Err(ApiError {
             endpoint,
             failure: Failure::Status {
@@ -179,14 +219,27 @@ impl<H: Http> Api<H> {
         let body = serde_json::to_vec(&ClaimRequest { worker_id }).expect("claim serialises");
         let resp = self.call(route, Some(&body), self.timeout).await?;
         let resp = self.expect(route.endpoint(), resp, &[200])?;
-        let claimed: ClaimResponse<WireTask<'_, serde_json::Value>> =
+        Ok(parse_claim(&resp.body)
+            .map_err(|_| self.malformed(route.endpoint()))?
+            .map(|t| Task {
+                id: t.id,
+                job_name: t.job_name,
+                room_id: t.room_id,
+                payload: t.payload,
+            }))
+    }
+
+    /// `GET /tasks/{id}`: the task's state, and whether `worker_id` holds it.
+    pub async fn get_task(&self, task_id: &str, worker_id: &str) -> Result<outage_core::TaskState, ApiError> {
+        let route = Route::GetTask { task_id };
+        let resp = self.call(route, None, self.timeout).await?;
+        let resp = self.expect(route.endpoint(), resp, &[200])?;
+        let info: TaskInfo<String> =
             serde_json::from_slice(&resp.body).map_err(|_| self.malformed(route.endpoint()))?;
-        Ok(claimed.task.map(|t| Task {
-            id: t.id.to_owned(),
-            job_name: t.job_name.to_owned(),
-            room_id: t.room_id.to_owned(),
-            payload: t.payload,
-        }))
+        Ok(outage_core::TaskState {
+            status: info.status,
+            ours: info.worker_id.as_deref() == Some(worker_id),
+        })
     }
 
     /// `PATCH /tasks/{id}`.
@@ -214,5 +267,106 @@ impl<H: Http> Api<H> {
         let route = Route::Disconnect { worker_id };
         let resp = self.call(route, None, timeout).await?;
         self.expect(route.endpoint(), resp, &[204, 200]).map(drop)
+    }
+}
+
+/// The `detail` of a problem+json answer, if the body is one. Owned: the
+/// server may escape characters in it, which a borrowed `&str` cannot hold.
+pub fn problem_detail(body: &[u8]) -> Option<String> {
+    #[derive(serde::Deserialize)]
+    struct Detail {
+        #[serde(default)]
+        detail: Option<serde_json::Value>,
+    }
+    let d: Detail = serde_json::from_slice(body).ok()?;
+    match d.detail? {
+        serde_json::Value::String(s) => Some(s),
+        // FastAPI's 422: a list of validation errors.
+        other => Some(other.to_string()),
+    }
+}
+
+/// A claim answer: `{"task": null}` or the task, its payload kept raw.
+pub fn parse_claim(body: &[u8]) -> Result<Option<WireTask<String, Box<RawValue>>>, serde_json::Error> {
+    let claimed: ClaimResponse<WireTask<String, Box<RawValue>>> = serde_json::from_slice(body)?;
+    Ok(claimed.task)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn claims_keep_payload_bytes_and_unescape_names() {
+        let body = br#"{"task":{"id":"t1","job_name":"r\\x:modifiers:E","room_id":"r\\x","status":"claimed","payload":{"x":0.9889559355234849,"big":123456789012345678901234567890,"z":-0.0,"s":"\u0000\u00e9"},"queue_position":null}}"#;
+        let t = parse_claim(body).unwrap().unwrap();
+        assert_eq!(t.room_id, "r\\x");
+        assert_eq!(t.job_name, "r\\x:modifiers:E");
+        assert_eq!(
+            t.payload.get(),
+            r#"{"x":0.9889559355234849,"big":123456789012345678901234567890,"z":-0.0,"s":"\u0000\u00e9"}"#
+        );
+        assert!(parse_claim(br#"{"task":null}"#).unwrap().is_none());
+        assert!(parse_claim(br#"{"task":{"id":"x"}}"#).is_err());
+        assert!(parse_claim(b"").is_err());
+    }
+
+    #[test]
+    fn problem_details_are_read_whole() {
+        let p = br#"{"type":"/v1/problems/invalid-category","title":"Bad Request","status":400,"detail":"Category 'compute' not in allowed list"}"#;
+        assert_eq!(
+            problem_detail(p).as_deref(),
+            Some("Category 'compute' not in allowed list")
+        );
+        assert_eq!(
+            problem_detail(br#"{"detail":"Worker \"x\" not found"}"#).as_deref(),
+            Some("Worker \"x\" not found")
+        );
+        assert_eq!(
+            problem_detail(br#"{"detail":[{"type":"missing","loc":["body","username"]}]}"#).as_deref(),
+            Some(r#"[{"loc":["body","username"],"type":"missing"}]"#)
+        );
+        assert_eq!(problem_detail(b"Internal Server Error"), None);
+        assert_eq!(problem_detail(b"{}"), None);
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig { cases: 2_000, ..Default::default() })]
+
+        /// Fuzz: arbitrary bytes and mutated answers never panic the claim
+        /// or problem parsers.
+        #[test]
+        fn answer_parsing_never_panics(
+            bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..600),
+            edits in proptest::collection::vec((0usize..400, proptest::prelude::any::<u8>()), 0..6),
+            cut in 0usize..400,
+        ) {
+            let _ = parse_claim(&bytes);
+            let _ = problem_detail(&bytes);
+            let claim = br#"{"task":{"id":"t1","job_name":"@global:modifiers:E","room_id":"r","status":"claimed","payload":{"x":[1,2,{"y":"\u0000"}]},"queue_position":null}}"#;
+            let mut body = claim.to_vec();
+            for (at, b) in edits {
+                let i = at % body.len();
+                body[i] = b;
+            }
+            body.truncate(cut.max(body.len() / 2));
+            let _ = parse_claim(&body);
+            let _ = problem_detail(&body);
+        }
+    }
+
+    #[test]
+    fn typed_payload_access() {
+        let t = Task::new("t", "@global:modifiers:Echo", "r", r#"{"n": 3, "name": "a\"b"}"#).unwrap();
+        #[derive(serde::Deserialize)]
+        struct P<'a> {
+            n: u32,
+            #[serde(borrow)]
+            name: std::borrow::Cow<'a, str>,
+        }
+        let p: P<'_> = t.payload().unwrap();
+        assert_eq!((p.n, p.name.as_ref()), (3, "a\"b"));
+        assert_eq!(t.payload_json(), r#"{"n": 3, "name": "a\"b"}"#);
+        assert!(Task::new("t", "j", "r", "{not json").is_err());
     }
 }

@@ -64,16 +64,19 @@ async fn run_command(program: Arc<str>, args: Arc<[String]>, task: Task) -> Resu
         .kill_on_drop(true)
         .spawn()
         .map_err(|e| format!("cannot run {program}: {e}"))?;
-    if let Some(mut stdin) = child.stdin.take() {
-        let payload = serde_json::to_vec(&task.payload).unwrap_or_default();
-        // A command that does not read its stdin is fine.
-        let _ = stdin.write_all(&payload).await;
-        let _ = stdin.close().await;
-    }
-    let out = child
-        .output()
-        .await
-        .map_err(|e| format!("{program} failed: {e}"))?;
+    // The payload goes in exactly as the server sent it, written while the
+    // command's output is read: a command that echoes a large payload
+    // cannot block on a full stdout pipe while we block on its stdin.
+    let stdin = child.stdin.take();
+    let feed = async {
+        if let Some(mut stdin) = stdin {
+            // A command that does not read its stdin is fine.
+            let _ = stdin.write_all(task.payload_json().as_bytes()).await;
+            let _ = stdin.close().await;
+        }
+    };
+    let (_, out) = futures_lite::future::zip(feed, child.output()).await;
+    let out = out.map_err(|e| format!("{program} failed: {e}"))?;
     if !out.stdout.is_empty() {
         let text = String::from_utf8_lossy(&out.stdout);
         crate::emit(&outage_core::Event::TaskOutput { output: text.trim() });

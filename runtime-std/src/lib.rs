@@ -14,7 +14,7 @@
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
 //! let worker = WorkerBuilder::new("http://127.0.0.1:8765", "secret")
 //!     .job(Job::new("@global", "modifiers", "Echo"), |task: outage_runtime_std::Task| async move {
-//!         println!("payload: {}", task.payload);
+//!         println!("payload: {}", task.payload_json());
 //!         Ok(())
 //!     })
 //!     .start()

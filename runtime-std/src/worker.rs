@@ -449,16 +449,17 @@ impl<H: Http> Shared<H> {
     /// Create the worker and register every job. At startup each request is
     /// retried on the startup schedule; when registering again (`startup`
     /// false) the first failure is returned to the claim loop, whose backoff
-    /// applies.
+    /// applies. The new id replaces the current one only once every job is
+    /// registered: until then the loops keep the id they had.
     async fn register_everything(&self, startup: bool) -> Result<String, (StartupError, Option<String>)> {
         let id = self
             .with_startup_retry(startup, || self.api.create_worker())
             .await?;
-        *self.worker_id.lock().unwrap_or_else(|e| e.into_inner()) = id.clone();
         for (job, _) in &self.jobs {
             self.with_startup_retry(startup, || self.api.register_job(job, &id))
                 .await?;
         }
+        *self.worker_id.lock().unwrap_or_else(|e| e.into_inner()) = id.clone();
         Ok(id)
     }
 
@@ -550,6 +551,8 @@ async fn claim_loop<H: Http>(sh: Arc<Shared<H>>) {
     // because the core never claims while an outcome waits.
     let mut current: Option<Task> = None;
     let mut outcome: Option<TaskResult> = None;
+    // The id given up after an ambiguous claim, until it is deleted.
+    let mut retired: Option<String> = None;
     loop {
         let now = sh.now();
         let action = sh.machine().claim_poll(now);
@@ -608,8 +611,9 @@ async fn claim_loop<H: Http>(sh: Arc<Shared<H>>) {
                         sh.stats.tasks_failed.fetch_add(1, Ordering::Relaxed)
                     }
                 };
+                let ok = result.is_ok();
                 outcome = Some(result);
-                sh.machine().on_executed(sh.now())
+                sh.machine().on_executed(sh.now(), ok)
             }
             ClaimAction::Deliver => {
                 let (Some(task), Some(result)) = (current.as_ref(), outcome.as_ref()) else {
@@ -627,12 +631,45 @@ async fn claim_loop<H: Http>(sh: Arc<Shared<H>>) {
                     .on_delivered(now, sh.now(), result.map_err(|e| e.failure), rand)
             }
             ClaimAction::Register => {
+                let old = sh.worker_id();
                 let Some(result) = sh.or_halt(sh.register_everything(false)).await else {
                     break;
                 };
                 let result = result.map(drop).map_err(|(e, _)| (e.what, e.error));
                 let rand = sh.rand();
-                sh.machine().on_registered(now, sh.now(), result, rand)
+                let step = sh.machine().on_registered(now, sh.now(), result, rand);
+                if sh.machine().is_retiring() {
+                    retired = Some(old);
+                }
+                step
+            }
+            ClaimAction::Retire => {
+                let result = match retired.as_deref() {
+                    Some(old) => {
+                        let timeout = std_duration(sh.config.disconnect_timeout);
+                        let Some(result) = sh.or_halt(sh.api.disconnect(old, timeout)).await else {
+                            break;
+                        };
+                        result.map_err(|e| e.failure)
+                    }
+                    None => Ok(()),
+                };
+                let rand = sh.rand();
+                let step = sh.machine().on_retired(now, sh.now(), result, rand);
+                if !sh.machine().is_retiring() {
+                    retired = None;
+                }
+                step
+            }
+            ClaimAction::Verify => {
+                let Some(task) = current.as_ref() else { break };
+                let id = sh.worker_id();
+                let Some(result) = sh.or_halt(sh.api.get_task(&task.id, &id)).await else {
+                    break;
+                };
+                let rand = sh.rand();
+                sh.machine()
+                    .on_verified(now, sh.now(), result.map_err(|e| e.failure), rand)
             }
         };
         if sh.machine().phase() == Phase::Idle {

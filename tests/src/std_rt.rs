@@ -12,13 +12,14 @@ pub struct StdRuntime;
 
 /// What every scenario's handlers do, by payload.
 async fn behave(task: Task) -> Result<(), String> {
-    if task.payload["panic"] == true {
+    let payload: serde_json::Value = task.payload().map_err(|e| e.to_string())?;
+    if payload["panic"] == true {
         panic!("boom");
     }
-    if let Some(ms) = task.payload["sleep_ms"].as_u64() {
+    if let Some(ms) = payload["sleep_ms"].as_u64() {
         async_std::task::sleep(Duration::from_millis(ms)).await;
     }
-    match task.payload["fail"].as_str() {
+    match payload["fail"].as_str() {
         Some(text) => Err(text.to_owned()),
         None => Ok(()),
     }

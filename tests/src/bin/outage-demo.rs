@@ -74,7 +74,8 @@ fn main() {
             .job(
                 Job::new("@global", "modifiers", "Echo"),
                 |task: Task| async move {
-                    let ms = task.payload["ms"].as_u64().unwrap_or(0);
+                    let payload: serde_json::Value = task.payload().unwrap_or_default();
+                    let ms = payload["ms"].as_u64().unwrap_or(0);
                     async_std::task::sleep(Duration::from_millis(ms)).await;
                     Ok(())
                 },
@@ -82,7 +83,8 @@ fn main() {
             .job(
                 Job::new("@global", "analysis", "Check"),
                 |task: Task| async move {
-                    match task.payload["n"].as_u64() {
+                    let payload: serde_json::Value = task.payload().unwrap_or_default();
+                    match payload["n"].as_u64() {
                         Some(n) if n % 2 == 0 => Ok(()),
                         Some(n) => Err(format!("{n} is odd")),
                         None => Err("payload has no n".into()),
