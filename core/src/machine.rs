@@ -196,6 +196,8 @@ pub struct Machine {
     outcome_ok: bool,
     /// What a [`Phase::Verifying`] check looks for.
     verify_wanted: TaskStatus,
+    /// When the worker last registered again (its id changed then).
+    registered_at: Option<Instant>,
 }
 
 impl Machine {
@@ -225,6 +227,7 @@ impl Machine {
             retire: false,
             outcome_ok: true,
             verify_wanted: TaskStatus::Running,
+            registered_at: None,
         })
     }
 
@@ -329,6 +332,14 @@ impl Machine {
                     if self.succeeded(now, &mut events) {
                         wake = Wake::Claim;
                     }
+                }
+                // A heartbeat sent under the id given up by a registration
+                // that completed meanwhile: its 404 says nothing about the
+                // current id. Beat again for the current one.
+                Err(Failure::Status { status: 404, .. })
+                    if self.registered_at.is_some_and(|at| at >= started) =>
+                {
+                    self.heartbeat_next = now;
                 }
                 Err(failure) => {
                     wake = match self.failed(Endpoint::Heartbeat, now, failure, &mut events) {
@@ -536,6 +547,7 @@ impl Machine {
                 Ok(()) => {
                     self.succeeded(now, &mut events);
                     self.retire = self.ambiguous && !self.reregister;
+                    self.registered_at = Some(now);
                     self.ambiguous = false;
                     self.reregister = false;
                     self.claim_next = now;

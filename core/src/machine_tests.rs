@@ -686,3 +686,21 @@ fn a_conflict_on_delivery_is_checked_against_the_outcome() {
         }
     }
 }
+
+#[test]
+fn a_heartbeat_for_the_retired_id_does_not_stop_the_worker() {
+    let mut m = reference();
+    m.on_claim(ms(0), ms(10), Err(TIMEOUT), 0);
+    // A heartbeat leaves under the old id; meanwhile the claim loop
+    // registers afresh and deletes the old id; the heartbeat gets 404.
+    let started = ms(20);
+    m.on_registered(ms(15), ms(30), Ok(()), 0);
+    m.on_retired(ms(30), ms(40), Ok(()), 0);
+    let step = m.on_heartbeat(started, ms(50), Err(Failure::status(404)));
+    assert!(step.events.is_empty(), "{:?}", texts(&step));
+    assert_eq!(m.stop_reason(), None);
+    assert_eq!(step.action, HeartbeatAction::Beat, "beats again for the new id");
+    // A 404 for a heartbeat sent after the registration is the real thing.
+    let step = m.on_heartbeat(ms(60), ms(70), Err(Failure::status(404)));
+    assert!(matches!(step.action, HeartbeatAction::Stop(_)));
+}
