@@ -936,8 +936,17 @@ mod tests {
         }
     }
 
+    /// Fuzz cases per property: 2,000 in a normal test run; `.ci/run`'s fuzz
+    /// step sets `OUTAGE_FUZZ_CASES` higher.
+    fn fuzz_cases() -> u32 {
+        std::env::var("OUTAGE_FUZZ_CASES")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(2_000)
+    }
+
     proptest::proptest! {
-        #![proptest_config(proptest::prelude::ProptestConfig { cases: 2_000, ..Default::default() })]
+        #![proptest_config(proptest::prelude::ProptestConfig { cases: fuzz_cases(), ..Default::default() })]
 
         /// Fuzz: arbitrary bytes and mutated claim answers never panic.
         #[test]
