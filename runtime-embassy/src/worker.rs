@@ -875,6 +875,8 @@ fn registration_body(tx: &mut [u8], job: &Job<'_>, worker_id: &str) -> Option<us
 
 #[cfg(test)]
 mod tests {
+    extern crate std;
+
     use super::*;
 
     #[test]
