@@ -47,6 +47,10 @@
 //!   a younger one is checked without waiting before reuse, and discarded if
 //!   it is readable at all (EOF, an error, or bytes nobody asked for). At
 //!   most [`MAX_IDLE_PER_HOST`] idle connections are kept per host and port.
+//!   When a connection fails before any byte of an answer (closed, reset,
+//!   or the write failed) — a server restart or an idle close — the other
+//!   idle connections to that host are closed too, so a re-send goes on a
+//!   fresh connection.
 //!
 //! Failures are [`H1Error`]s inside the `http_types::Error` surf passes on;
 //! [`crate::http::SurfHttp`] downcasts them and takes [`H1Error::failure`],
@@ -253,12 +257,26 @@ impl H1Client {
             req.as_ref(),
             &body,
         );
-        conn.write_request().await?;
-        let (response, reusable) = read_response(&mut conn, head_request, self.max_body).await?;
-        if reusable {
-            self.pool.checkin(host_str, port, conn);
+        let exchanged = match conn.write_request().await {
+            Ok(()) => read_response(&mut conn, head_request, self.max_body).await,
+            Err(e) => Err(e),
+        };
+        match exchanged {
+            Ok((response, reusable)) => {
+                if reusable {
+                    self.pool.checkin(host_str, port, conn);
+                }
+                Ok(response)
+            }
+            Err(e @ (H1Error::Send(_) | H1Error::Closed | H1Error::Reset)) => {
+                // What a server restart or an idle close looks like: the
+                // other idle connections there are as old, so the re-send
+                // the core may ask for goes on a fresh one.
+                self.pool.forget(host_str, port);
+                Err(e)
+            }
+            Err(e) => Err(e),
         }
-        Ok(response)
     }
 }
 
@@ -336,6 +354,14 @@ impl Pool {
             .idle
             .retain(|i| now.saturating_duration_since(i.since) < self.idle_limit);
         entry.idle.pop().map(|i| i.conn)
+    }
+
+    /// Close every idle connection to `host:port`.
+    fn forget(&self, host: &str, port: u16) {
+        let mut hosts = self.hosts.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(entry) = hosts.iter_mut().find(|h| h.port == port && h.host == host) {
+            entry.idle.clear();
+        }
     }
 
     /// Keep `conn`, which has just finished a complete exchange.
@@ -1457,6 +1483,14 @@ mod tests {
             pool.checkin("h", 1, f);
             pool.checkin("h", 1, g);
             async_std::task::sleep(Duration::from_millis(50)).await;
+            assert!(pool.checkout("h", 1).await.is_none());
+
+            // Forgotten: all of a host's idle connections go.
+            let (i, _i_peer) = pair().await;
+            let (j, _j_peer) = pair().await;
+            pool.checkin("h", 1, i);
+            pool.checkin("h", 1, j);
+            pool.forget("h", 1);
             assert!(pool.checkout("h", 1).await.is_none());
 
             // Too old: discarded without a look.

@@ -526,3 +526,55 @@ fn an_endless_head_of_short_lines_is_a_bounded_error() {
         b"X-Filler: abcdefghijklmnopqrstuvwxyz\r\n",
     );
 }
+
+/// A pooled connection closed before any answer (what a server restart or
+/// an idle close looks like) takes the other idle connections with it: the
+/// re-send the core asks for goes on a fresh connection.
+#[test]
+fn a_connection_closed_before_an_answer_empties_the_pool() {
+    let f = Fixture::new(TestServer::start().unwrap(), SurfHttp::new(1 << 20).unwrap(), 1);
+    // Two idle connections: two requests at once.
+    let (a, b) = async_std::task::block_on(futures_lite::future::zip(
+        f.http.send(
+            Request {
+                method: Method::Patch,
+                url: &format!("{}/v1/joblib/workers/{}", f.server.url(), f.worker),
+                json: None,
+                timeout: OK,
+            },
+            f.server.token(),
+        ),
+        f.http.send(
+            Request {
+                method: Method::Get,
+                url: &format!("{}/v1/joblib/tasks/{}", f.server.url(), f.tasks[0]),
+                json: None,
+                timeout: OK,
+            },
+            f.server.token(),
+        ),
+    ));
+    assert_eq!((a.unwrap().status, b.unwrap().status), (200, 200));
+    f.server.fault_next(Fault::Drop, "/workers/", 1);
+    assert_eq!(
+        f.heartbeat(OK),
+        Err(Failure::Transport(Transport::ConnectionClosed))
+    );
+    f.heartbeat_ok();
+    f.get_task_ok(0);
+    let j = f.server.journal();
+    assert_eq!(j.len(), 5, "{j:#?}");
+    assert_ne!(j[0].connection, j[1].connection, "two connections: {j:#?}");
+    assert_eq!(j[2].fault, Some("drop"), "{j:#?}");
+    assert!(
+        [j[0].connection, j[1].connection].contains(&j[2].connection),
+        "the dropped request went on a pooled connection: {j:#?}"
+    );
+    for e in &j[3..] {
+        assert!(
+            e.connection > j[1].connection.max(j[0].connection),
+            "a fresh connection: {j:#?}"
+        );
+    }
+    assert_eq!(j[3].connection, j[4].connection, "{j:#?}");
+}
