@@ -1,6 +1,7 @@
 //! The HTTP seam: the loops speak to [`Http`], never to surf directly, so
-//! the client can be swapped without touching them. [`SurfHttp`] is the
-//! async-h1 implementation.
+//! the client can be swapped without touching them. [`SurfHttp`] is surf
+//! over our own HTTP/1.1 client, [`crate::h1::H1Client`] (see there why not
+//! surf's async-h1 backend).
 //!
 //! Every failure is turned into the core's [`Failure`] here, once; the core
 //! classifies it.
@@ -12,6 +13,8 @@ use std::time::Duration as StdDuration;
 use futures_lite::AsyncReadExt;
 use outage_core::protocol::Method;
 use outage_core::{Duration, Failure, Transport, parse_retry_after};
+
+use crate::h1::{H1Client, H1Error, RawStatus};
 
 /// One request.
 #[derive(Debug, Clone, Copy)]
@@ -53,26 +56,29 @@ pub trait Http: Send + Sync + 'static {
     ) -> impl Future<Output = Result<Response, HttpError>> + Send;
 }
 
-/// [`Http`] over surf's async-h1 client, with a keep-alive pool and
-/// `TCP_NODELAY`.
+/// [`Http`] over surf with our [`H1Client`]: a keep-alive pool that reuses
+/// only connections whose last exchange finished, and `TCP_NODELAY`.
 pub struct SurfHttp {
     client: surf::Client,
     max_body: usize,
 }
 
 impl SurfHttp {
-    /// A client that accepts response bodies up to `max_body` bytes.
+    /// A client that accepts response bodies up to `max_body` bytes, and
+    /// reuses idle connections for up to [`crate::h1::DEFAULT_IDLE_LIMIT`].
     pub fn new(max_body: usize) -> io::Result<SurfHttp> {
-        let config = surf::Config::new()
-            .set_http_keep_alive(true)
-            .set_tcp_no_delay(true)
-            .set_timeout(None)
-            .set_max_connections_per_host(4);
-        let client: surf::Client = match config.try_into() {
-            Ok(c) => c,
-            Err(never) => match never {},
-        };
-        Ok(SurfHttp { client, max_body })
+        SurfHttp::with_idle_limit(max_body, crate::h1::DEFAULT_IDLE_LIMIT)
+    }
+
+    /// As [`SurfHttp::new`], closing idle connections older than
+    /// `idle_limit` instead of reusing them. Keep it below the server's own
+    /// keep-alive timeout (uvicorn: 5 s).
+    pub fn with_idle_limit(max_body: usize, idle_limit: StdDuration) -> io::Result<SurfHttp> {
+        let h1 = H1Client::new(max_body).idle_limit(idle_limit);
+        Ok(SurfHttp {
+            client: surf::Client::with_http_client(h1),
+            max_body,
+        })
     }
 
     async fn exchange(&self, req: Request<'_>, bearer: &str) -> Result<Response, HttpError> {
@@ -98,8 +104,12 @@ impl SurfHttp {
             .client
             .send(builder)
             .await
-            .map_err(|e| Failure::Transport(transport_kind(&e)))?;
-        let status: u16 = res.status().into();
+            .map_err(|e| match e.downcast_ref::<H1Error>() {
+                Some(h1) => h1.failure(),
+                // Only https (the `tls` feature's async-h1 client) gets here.
+                None => Failure::Transport(transport_kind(&e)),
+            })?;
+        let status = res.ext::<RawStatus>().map_or(res.status().into(), |s| s.0);
         let retry_after = res
             .header("Retry-After")
             .and_then(|v| parse_retry_after(v.last().as_str().as_bytes()));
@@ -107,7 +117,9 @@ impl SurfHttp {
         if res.len().is_some_and(|len| len > limit) {
             return Err(Failure::ResponseTooLarge);
         }
-        let mut body = Vec::new();
+        // Our client has read the body whole, within the limit; the reads
+        // below copy it out (and bound the TLS client's).
+        let mut body = Vec::with_capacity(res.len().unwrap_or(0));
         let reader = res.take_body().into_reader();
         let read = reader.take(limit as u64 + 1).read_to_end(&mut body).await;
         if let Err(e) = read {
@@ -148,9 +160,10 @@ fn io_kind(e: &io::Error) -> Transport {
     }
 }
 
-/// surf reports some failures as text only (pool errors, async-h1's
-/// "connection closed"); read the kind from the io::Error when there is one,
-/// else from the words.
+/// For the `tls` feature's async-h1 client only (ours reports [`H1Error`]s):
+/// it reports some failures as text only (pool errors, "connection
+/// closed"); read the kind from the io::Error when there is one, else from
+/// the words.
 fn transport_kind(e: &surf::Error) -> Transport {
     if let Some(io) = e.downcast_ref::<io::Error>() {
         return io_kind(io);

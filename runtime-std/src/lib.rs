@@ -30,6 +30,7 @@
 
 mod api;
 pub mod command;
+pub mod h1;
 pub mod http;
 mod worker;
 
