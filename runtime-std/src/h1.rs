@@ -1525,7 +1525,9 @@ mod tests {
         }
 
         proptest! {
-            #![proptest_config(ProptestConfig::with_cases(512))]
+            #![proptest_config(ProptestConfig::with_cases(
+                std::env::var("OUTAGE_FUZZ_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(512)
+            ))]
 
             /// Any bytes: the head scanner looks at each byte once, and a
             /// head it finds parses to a head or an error, never a panic.
