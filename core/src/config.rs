@@ -94,8 +94,30 @@ impl Config {
         ..Config::DEFAULT
     };
 
+    /// The longest duration any setting accepts: 30 days. Longer values
+    /// are a mistake (a unit slip) and would risk overflowing instants.
+    pub const MAX_DURATION: Duration = Duration::from_secs(30 * 24 * 3600);
+
     /// Check that the values make sense together.
     pub const fn validate(&self) -> Result<(), ConfigError> {
+        let all = [
+            ("heartbeat_interval", self.heartbeat_interval),
+            ("poll_interval", self.poll_interval),
+            ("max_unreachable", self.max_unreachable),
+            ("log_interval", self.log_interval),
+            ("backoff_cap", self.backoff_cap),
+            ("startup_base", self.startup_base),
+            ("startup_cap", self.startup_cap),
+            ("request_timeout", self.request_timeout),
+            ("disconnect_timeout", self.disconnect_timeout),
+        ];
+        let mut i = 0;
+        while i < all.len() {
+            if all[i].1.as_millis() > Self::MAX_DURATION.as_millis() {
+                return Err(ConfigError::TooLong(all[i].0));
+            }
+            i += 1;
+        }
         if self.poll_interval.as_millis() == 0 {
             return Err(ConfigError::Zero("poll_interval"));
         }
@@ -145,6 +167,8 @@ impl Default for Config {
 pub enum ConfigError {
     /// A duration that must be positive is zero.
     Zero(&'static str),
+    /// A duration is longer than [`Config::MAX_DURATION`].
+    TooLong(&'static str),
     /// A cap is below the value it caps.
     CapBelowBase {
         /// Name of the cap field.
@@ -165,6 +189,11 @@ impl Render for ConfigError {
                 out.text("invalid config: ");
                 out.text(field);
                 out.text(" must be greater than zero");
+            }
+            ConfigError::TooLong(field) => {
+                out.text("invalid config: ");
+                out.text(field);
+                out.text(" must not be longer than 30 days");
             }
             ConfigError::CapBelowBase {
                 cap,
@@ -232,5 +261,13 @@ mod tests {
             ..Config::DEFAULT
         };
         assert!(c.validate().is_err());
+        let c = Config {
+            heartbeat_interval: Duration::from_millis(u64::MAX),
+            ..Config::DEFAULT
+        };
+        assert_eq!(
+            c.validate().unwrap_err().to_string(),
+            "invalid config: heartbeat_interval must not be longer than 30 days"
+        );
     }
 }

@@ -209,6 +209,21 @@ pub mod problem_type {
     pub const FORBIDDEN: &str = "/v1/problems/forbidden";
 }
 
+/// Is `token` a bearer token RFC 6750 allows (`b64token`: letters, digits,
+/// `-._~+/`, then any `=` padding)? ZnDraw's JWTs and static tokens are.
+/// Anything else — a space, CR or LF, a non-ASCII character — would break
+/// the `Authorization` header or inject another one, so workers refuse it
+/// at startup.
+pub fn is_valid_token(token: &str) -> bool {
+    let b = token.as_bytes();
+    let body = b.iter().position(|&c| c == b'=').unwrap_or(b.len());
+    body > 0
+        && b[..body]
+            .iter()
+            .all(|&c| c.is_ascii_alphanumeric() || b"-._~+/".contains(&c))
+        && b[body..].iter().all(|&c| c == b'=')
+}
+
 /// HTTP methods the protocol uses.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
@@ -396,6 +411,31 @@ mod tests {
             "/v1/joblib/tasks/a%2Fb%20c"
         );
         assert_eq!(Route::GetTask { task_id: "x" }.endpoint(), Endpoint::GetTask);
+    }
+
+    #[test]
+    fn bearer_tokens() {
+        for ok in [
+            "secret",
+            "dev-token",
+            "real-0123abcd",
+            "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJ4In0.sig_-",
+            "abc+/==",
+        ] {
+            assert!(is_valid_token(ok), "{ok}");
+        }
+        for bad in [
+            "",
+            "a b",
+            "tok\r\nX-Evil: 1",
+            "t\u{e9}",
+            "=abc",
+            "ab=c",
+            "a\tb",
+            "a\"b",
+        ] {
+            assert!(!is_valid_token(bad), "{bad:?}");
+        }
     }
 
     #[test]

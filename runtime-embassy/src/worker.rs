@@ -105,6 +105,8 @@ pub enum SetupError {
     ServerUrl,
     /// The token is longer than [`MAX_TOKEN`].
     TokenTooLong,
+    /// The token has characters a bearer token cannot hold (RFC 6750).
+    Token,
     /// No job, or a job name part longer than [`MAX_NAME`].
     Jobs,
 }
@@ -118,6 +120,9 @@ impl core::fmt::Display for SetupError {
                 "the server URL must be http://host:port, at most {MAX_SERVER_URL} bytes"
             ),
             SetupError::TokenTooLong => write!(f, "the token is longer than {MAX_TOKEN} bytes"),
+            SetupError::Token => f.write_str(
+                "invalid token: a bearer token holds only letters, digits and -._~+/ (then = padding)",
+            ),
             SetupError::Jobs => write!(f, "no job, or a job name part longer than {MAX_NAME} bytes"),
         }
     }
@@ -221,6 +226,9 @@ impl<'a, T: TcpConnect, D: Dns> Worker<'a, T, D> {
         }
         if token.len() > MAX_TOKEN {
             return Err(SetupError::TokenTooLong);
+        }
+        if !outage_core::protocol::is_valid_token(token) {
+            return Err(SetupError::Token);
         }
         let too_long = |j: &Job<'_>| {
             [j.room, j.category, j.name]

@@ -104,8 +104,11 @@ where
 pub enum StartError {
     /// The configuration is inconsistent.
     Config(ConfigError),
-    /// The server URL is not `http://…` (or `https://…` with the `tls` feature).
+    /// The server URL cannot be used; the text says why.
     Url(String),
+    /// The token has characters a bearer token cannot hold (RFC 6750:
+    /// letters, digits, `-._~+/`, then `=` padding).
+    Token,
     /// No job was given.
     NoJobs,
     /// The HTTP client could not be built.
@@ -123,7 +126,11 @@ impl fmt::Display for StartError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             StartError::Config(e) => write!(f, "{e}"),
-            StartError::Url(u) => write!(f, "invalid server URL {u:?}: expected http://host:port"),
+            StartError::Url(why) => write!(f, "invalid server URL: {why}"),
+            StartError::Token => f.write_str(
+                "invalid token: a bearer token holds only letters, digits and -._~+/ (then = padding); \
+                 check for spaces, line breaks or quotes",
+            ),
             StartError::NoJobs => f.write_str("no job to serve: add at least one"),
             StartError::Client(e) => write!(f, "cannot set up the HTTP client: {e}"),
             StartError::Startup { error, detail } => {
@@ -211,10 +218,9 @@ impl WorkerBuilder {
     /// [`WorkerBuilder::start`] with another HTTP client.
     pub async fn start_with<H: Http>(self, http: H) -> Result<Worker<H>, StartError> {
         self.config.validate().map_err(StartError::Config)?;
-        let scheme_ok =
-            self.url.starts_with("http://") || (cfg!(feature = "tls") && self.url.starts_with("https://"));
-        if !scheme_ok {
-            return Err(StartError::Url(self.url));
+        check_url(&self.url).map_err(StartError::Url)?;
+        if !outage_core::protocol::is_valid_token(&self.token) {
+            return Err(StartError::Token);
         }
         if self.jobs.is_empty() {
             return Err(StartError::NoJobs);
@@ -270,6 +276,38 @@ impl WorkerBuilder {
             tasks: Mutex::new(vec![hb, claim]),
         })
     }
+}
+
+/// A server URL the worker can use: `http://host[:port]` (or `https://`
+/// with the `tls` feature), the server's root without `/v1/joblib`.
+fn check_url(url: &str) -> Result<(), String> {
+    let parsed = surf::Url::parse(url).map_err(|e| format!("{url:?}: {e} (expected http://host:port)"))?;
+    match parsed.scheme() {
+        "http" => {}
+        "https" if cfg!(feature = "tls") => {}
+        "https" => {
+            return Err(format!(
+                "{url:?}: https needs the `tls` feature (build with `--features tls`)"
+            ));
+        }
+        other => return Err(format!("{url:?}: scheme {other:?} (expected http://host:port)")),
+    }
+    if parsed.host_str().is_none_or(str::is_empty) {
+        return Err(format!("{url:?}: no host (expected http://host:port)"));
+    }
+    let path = parsed.path().trim_end_matches('/');
+    if path.ends_with(outage_core::protocol::API_PREFIX) {
+        return Err(format!(
+            "{url:?}: give the server's root URL, without {}",
+            outage_core::protocol::API_PREFIX
+        ));
+    }
+    if parsed.query().is_some() || parsed.fragment().is_some() {
+        return Err(format!(
+            "{url:?}: no query or fragment (expected http://host:port)"
+        ));
+    }
+    Ok(())
 }
 
 fn default_seed() -> u64 {
@@ -854,6 +892,47 @@ mod tests {
         assert_eq!(j.full_name(), "@global:modifiers:Echo");
         assert!(Job::parse("nope").is_err());
         assert!(Job::parse("a::b").is_err());
+    }
+
+    #[test]
+    fn urls_are_checked_at_startup() {
+        for ok in [
+            "http://127.0.0.1:8765",
+            "http://localhost",
+            "http://[::1]:80/",
+            "http://h:1/prefix",
+        ] {
+            assert_eq!(check_url(ok), Ok(()), "{ok}");
+        }
+        for (bad, why) in [
+            ("http://[::1", "invalid IPv6"),
+            ("http://127.0.0.1:99999", "invalid port"),
+            ("http://", "empty host"),
+            ("ftp://h", "scheme"),
+            ("http://h:1/v1/joblib", "without /v1/joblib"),
+            ("http://h:1/v1/joblib/", "without /v1/joblib"),
+            ("127.0.0.1:8765", "expected http://host:port"),
+        ] {
+            let e = check_url(bad).unwrap_err();
+            assert!(e.contains(why), "{bad}: {e}");
+        }
+        if !cfg!(feature = "tls") {
+            assert!(check_url("https://h").unwrap_err().contains("--features tls"));
+        }
+    }
+
+    #[test]
+    fn bad_tokens_are_refused_before_any_request() {
+        for token in ["sekr1t x", "sekr1t\u{e9}", "sekr1t\r\nInjected: 1", ""] {
+            let b = WorkerBuilder::new("http://127.0.0.1:1", token)
+                .job(Job::new("r", "modifiers", "J"), |_t: Task| async { Ok(()) });
+            let err = async_std::task::block_on(b.start()).unwrap_err();
+            assert!(matches!(err, StartError::Token), "{token:?}: {err}");
+            assert!(
+                !err.to_string().contains("sekr1t"),
+                "the message never shows the token"
+            );
+        }
     }
 
     #[test]

@@ -4,6 +4,7 @@
 use std::process::ExitCode;
 
 use clap::Parser;
+use outage_core::Fatal;
 use outage_runtime_std::command::Command;
 use outage_runtime_std::{
     Config, Duration, Jitter, Job, OnRegistrationLost, StartError, StopReason, WorkerBuilder,
@@ -32,7 +33,14 @@ stops with one error line if the outage lasts longer than
 --max-unreachable. Ctrl-C (or SIGTERM) stops claiming, lets the running task
 finish within --grace, and removes the worker from the server.
 
-Log level: RUST_LOG (default: info for the worker's own lines).";
+Log level: RUST_LOG (default: info for the worker's own lines).
+
+Environment: OUTAGE_SERVER or ZNDRAW_URL for --server, OUTAGE_TOKEN or
+ZNDRAW_TOKEN for --token (ZnDraw's own client reads the ZNDRAW_ ones).
+
+Exit status: 0 stopped on request; 1 server unreachable for too long (or at
+startup); 2 usage or configuration error; 3 credentials refused; 4
+registration lost or refused.";
 
 const EXAMPLES: &str = "\
 Examples:
@@ -44,18 +52,15 @@ Examples:
 #[derive(Parser, Debug)]
 #[command(name = "outage-worker", version, about = ABOUT, long_about = LONG_ABOUT, after_long_help = EXAMPLES)]
 struct Cli {
-    /// URL of the ZnDraw job server (without /v1/joblib).
-    #[arg(
-        long,
-        env = "OUTAGE_SERVER",
-        default_value = "http://127.0.0.1:8765",
-        value_name = "URL"
-    )]
-    server: String,
+    /// URL of the ZnDraw job server (without /v1/joblib). Also read from
+    /// OUTAGE_SERVER, then ZNDRAW_URL.
+    #[arg(long, env = "OUTAGE_SERVER", value_name = "URL")]
+    server: Option<String>,
 
-    /// Bearer token for the server.
+    /// Bearer token for the server. Also read from OUTAGE_TOKEN, then
+    /// ZNDRAW_TOKEN.
     #[arg(long, env = "OUTAGE_TOKEN", hide_env_values = true, value_name = "TOKEN")]
-    token: String,
+    token: Option<String>,
 
     /// A job and the command that runs its tasks, as ROOM:CATEGORY:NAME=COMMAND
     /// (e.g. '@global:modifiers:Echo=cat'). Repeat for more jobs.
@@ -133,7 +138,7 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
     for c in frac.chars() {
         let d = c.to_digit(10).ok_or_else(bad)? as u64;
         scale /= 10;
-        ms += d * scale;
+        ms = ms.checked_add(d * scale).ok_or_else(bad)?;
     }
     Ok(Duration::from_millis(ms))
 }
@@ -176,7 +181,60 @@ fn main() -> ExitCode {
     async_std::task::block_on(run(cli))
 }
 
+/// What the process exits with (documented in `--help` and the README).
+mod exit {
+    /// Stopped on request (SIGINT/SIGTERM).
+    pub const STOPPED: u8 = 0;
+    /// The server was unreachable for longer than --max-unreachable.
+    pub const UNREACHABLE: u8 = 1;
+    /// Usage or configuration error.
+    pub const USAGE: u8 = 2;
+    /// The server refused the credentials.
+    pub const CREDENTIALS: u8 = 3;
+    /// The server no longer knows the worker, or refused it (including a
+    /// startup that failed for good).
+    pub const REGISTRATION: u8 = 4;
+}
+
+fn exit_code(reason: StopReason) -> ExitCode {
+    ExitCode::from(match reason {
+        StopReason::Requested => exit::STOPPED,
+        StopReason::Unreachable { .. } => exit::UNREACHABLE,
+        StopReason::RegistrationLost(Fatal::AuthRefused { .. }) => exit::CREDENTIALS,
+        StopReason::RegistrationLost(_) | StopReason::RegistrationRejected(_) => exit::REGISTRATION,
+    })
+}
+
+/// The first of the variables that is set and not empty.
+fn from_env(names: &[&str]) -> Option<String> {
+    names
+        .iter()
+        .find_map(|n| std::env::var(n).ok().filter(|v| !v.is_empty()))
+}
+
+/// Is `program` something we can run: a path to an executable file, or a
+/// name found executable on `PATH`?
+fn runnable(program: &str) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    let executable = |p: &std::path::Path| {
+        std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+    };
+    if program.contains('/') {
+        return executable(std::path::Path::new(program));
+    }
+    std::env::var_os("PATH")
+        .is_some_and(|paths| std::env::split_paths(&paths).any(|dir| executable(&dir.join(program))))
+}
+
 async fn run(cli: Cli) -> ExitCode {
+    let server = cli
+        .server
+        .clone()
+        .or_else(|| from_env(&["ZNDRAW_URL"]))
+        .unwrap_or_else(|| "http://127.0.0.1:8765".to_owned());
+    let Some(token) = cli.token.clone().or_else(|| from_env(&["ZNDRAW_TOKEN"])) else {
+        return usage("no token: give --token, or set OUTAGE_TOKEN or ZNDRAW_TOKEN");
+    };
     let config = Config {
         heartbeat_interval: cli.heartbeat,
         poll_interval: cli.poll,
@@ -192,12 +250,27 @@ async fn run(cli: Cli) -> ExitCode {
         },
         ..Config::DEFAULT
     };
-    let mut builder = WorkerBuilder::new(cli.server.clone(), cli.token.clone()).config(config);
+    if let Err(e) = config.validate() {
+        return usage(&e.to_string());
+    }
+    let mut builder = WorkerBuilder::new(server, token).config(config);
+    let mut served: Vec<String> = Vec::new();
     for spec in &cli.jobs {
         let jc = match parse_job(spec) {
             Ok(jc) => jc,
             Err(e) => return usage(&e),
         };
+        if served.contains(&jc.job.full_name()) {
+            return usage(&format!("--job {}: given twice", jc.job.full_name()));
+        }
+        served.push(jc.job.full_name());
+        if !runnable(&jc.program) {
+            return usage(&format!(
+                "--job {}: {:?} is not an executable file or a program on PATH",
+                jc.job.full_name(),
+                jc.program
+            ));
+        }
         let mut job = jc.job;
         for s in &cli.schemas {
             let Some((name, file)) = s.split_once('=') else {
@@ -216,22 +289,31 @@ async fn run(cli: Cli) -> ExitCode {
         }
         builder = builder.job(job, Command::new(jc.program, jc.args));
     }
+    for s in &cli.schemas {
+        let name = s.split_once('=').map_or(s.as_str(), |(n, _)| n.trim());
+        if !served.iter().any(|j| j == name) {
+            return usage(&format!("--schema {name}: no --job serves it"));
+        }
+    }
     let worker = match builder.start().await {
         Ok(w) => w,
         // The startup failure was logged as it happened.
-        Err(StartError::Startup { .. }) => return ExitCode::FAILURE,
+        Err(StartError::Startup { error, .. }) => {
+            return ExitCode::from(match error.error.classify(error.what) {
+                outage_core::Class::Fatal(Fatal::AuthRefused { .. }) => exit::CREDENTIALS,
+                outage_core::Class::Transient | outage_core::Class::Congested { .. } => exit::UNREACHABLE,
+                _ => exit::REGISTRATION,
+            });
+        }
         Err(e) => return usage(&e.to_string()),
     };
     let grace = std::time::Duration::from_millis(cli.grace.as_millis());
-    match worker.run_until_signal(grace).await {
-        StopReason::Requested => ExitCode::SUCCESS,
-        _ => ExitCode::FAILURE,
-    }
+    exit_code(worker.run_until_signal(grace).await)
 }
 
 fn usage(msg: &str) -> ExitCode {
     eprintln!("error: {msg}\n\nRun 'outage-worker --help' for usage.");
-    ExitCode::from(2)
+    ExitCode::from(exit::USAGE)
 }
 
 #[cfg(test)]
@@ -246,6 +328,11 @@ mod tests {
         assert_eq!(parse_duration("1m").unwrap(), Duration::from_secs(60));
         assert_eq!(parse_duration("0.25s").unwrap(), Duration::from_millis(250));
         assert!(parse_duration("abc").is_err());
+        assert!(
+            parse_duration("18446744073709551.9s").is_err(),
+            "overflow is an error"
+        );
+        assert!(parse_duration("18446744073709551615m").is_err());
         assert!(parse_duration("").is_err());
     }
 

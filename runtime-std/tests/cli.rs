@@ -1,0 +1,144 @@
+//! `outage-worker` as a user meets it: configuration errors are refused at
+//! startup with one clear line and exit status 2, before any request; a
+//! refused token exits 3.
+
+use std::io::{Read, Write};
+use std::net::TcpListener;
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+fn worker(args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_outage-worker"));
+    cmd.args(args).stdin(Stdio::null());
+    for var in ["OUTAGE_SERVER", "OUTAGE_TOKEN", "ZNDRAW_URL", "ZNDRAW_TOKEN"] {
+        cmd.env_remove(var);
+    }
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.output().expect("run outage-worker")
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// A port where nothing listens: a request there would be refused, so a
+/// test that exits 2 at once proves nothing was retried.
+const NOWHERE: &str = "http://127.0.0.1:9";
+const JOB: &str = "@global:modifiers:Echo=cat";
+
+#[test]
+fn configuration_errors_exit_2_with_one_clear_line() {
+    let cases: &[(&[&str], &str)] = &[
+        (&["--token", "a b", "--job", JOB], "invalid token"),
+        (&["--token", "t\u{e9}", "--job", JOB], "invalid token"),
+        (&["--token", "t\r\nX-Injected: 1", "--job", JOB], "invalid token"),
+        (&["--server", "http://[::1", "--job", JOB], "invalid IPv6 address"),
+        (
+            &["--server", "http://127.0.0.1:99999", "--job", JOB],
+            "invalid port number",
+        ),
+        (&["--server", "http://", "--job", JOB], "empty host"),
+        (
+            &["--server", "http://127.0.0.1:9/v1/joblib", "--job", JOB],
+            "without /v1/joblib",
+        ),
+        (&["--job", JOB, "--job", JOB], "given twice"),
+        (
+            &["--job", "@global:modifiers:Echo=no-such-program-here"],
+            "not an executable file",
+        ),
+        (
+            &["--job", "@global:modifiers:Echo=./Cargo.toml"],
+            "not an executable file",
+        ),
+        (
+            &["--job", JOB, "--schema", "@global:modifiers:Other=s.json"],
+            "no --job serves it",
+        ),
+        (
+            &["--job", JOB, "--heartbeat", "18446744073709551.9s"],
+            "is not a duration",
+        ),
+        (&["--job", JOB, "--poll", "31d"], "is not a duration"),
+        (&["--job", JOB, "--poll", "800h"], "is not a duration"),
+        (
+            &["--job", JOB, "--max-unreachable", "1000000m"],
+            "must not be longer than 30 days",
+        ),
+    ];
+    for (args, needle) in cases {
+        let mut all: Vec<&str> = args.to_vec();
+        if !args.contains(&"--server") {
+            all.extend(["--server", NOWHERE]);
+        }
+        if !args.contains(&"--token") {
+            all.extend(["--token", "t"]);
+        }
+        let out = worker(&all, &[]);
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert!(err.contains(needle), "{args:?}: wanted {needle:?} in {err}");
+        assert!(!err.contains("panicked"), "{args:?}: {err}");
+        assert!(!err.contains("X-Injected"), "the token is never echoed: {err}");
+    }
+}
+
+#[test]
+fn https_without_tls_says_how_to_get_it() {
+    let out = worker(
+        &["--server", "https://127.0.0.1:9", "--token", "t", "--job", JOB],
+        &[],
+    );
+    if cfg!(feature = "tls") {
+        return;
+    }
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("build with `--features tls`"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn no_token_is_a_usage_error_and_zndraw_variables_are_read() {
+    let out = worker(&["--server", NOWHERE, "--job", JOB], &[]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("no token"), "{}", stderr(&out));
+    // ZnDraw's own variables are taken: here the URL is refused for its
+    // path, which proves ZNDRAW_URL was read.
+    let out = worker(
+        &["--job", JOB],
+        &[
+            ("ZNDRAW_URL", "http://127.0.0.1:9/v1/joblib"),
+            ("ZNDRAW_TOKEN", "t"),
+        ],
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("without /v1/joblib"), "{}", stderr(&out));
+}
+
+#[test]
+fn a_refused_token_exits_3() {
+    // A server that refuses every request the way zndraw-joblib does.
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    std::thread::spawn(move || {
+        for stream in listener.incoming().take(20) {
+            let Ok(mut s) = stream else { continue };
+            let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
+            let mut buf = [0u8; 4096];
+            let _ = s.read(&mut buf);
+            let body = r#"{"detail":"Unauthorized"}"#;
+            let _ = write!(
+                s,
+                "HTTP/1.1 401 Unauthorized\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    });
+    let out = worker(&["--server", &url, "--token", "wrong", "--job", JOB], &[]);
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+}
