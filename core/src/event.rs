@@ -155,6 +155,9 @@ pub enum Event<'a> {
     },
     /// The application asked the worker to stop.
     StopRequested,
+    /// Asked again while stopping: the grace period is given up and a
+    /// running task abandoned.
+    StopNow,
     /// The worker was created and its jobs registered.
     Registered {
         /// Its id on the server.
@@ -234,9 +237,10 @@ impl Event<'_> {
             | Event::StopRequested
             | Event::Registered { .. }
             | Event::Disconnected { .. } => Level::Info,
-            Event::SignalsUnavailable | Event::ClaimAnswerLost { .. } | Event::RetireFailed { .. } => {
-                Level::Warn
-            }
+            Event::SignalsUnavailable
+            | Event::ClaimAnswerLost { .. }
+            | Event::RetireFailed { .. }
+            | Event::StopNow => Level::Warn,
             Event::RegisteredAfresh | Event::RetiredOldWorker => Level::Info,
             Event::UpdateAlreadyApplied { .. } => Level::Debug,
             Event::DisconnectFailed { .. } | Event::StaleConnection { .. } | Event::TaskOutput { .. } => {
@@ -321,6 +325,7 @@ impl Render for Event<'_> {
                 out.text("); dropping it");
             }
             Event::StopRequested => out.text("Stop requested, shutting down"),
+            Event::StopNow => out.text("Asked again: stopping now, the running task is abandoned"),
             Event::Registered { worker_id, jobs } => {
                 out.text("Registered as worker ");
                 out.text(worker_id);

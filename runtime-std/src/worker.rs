@@ -851,8 +851,27 @@ impl<H: Http> Worker<H> {
         *done = true;
     }
 
+    /// Give up the grace period of a stop under way: a running task is
+    /// abandoned at once and reported failed ("worker shutting down"). What
+    /// a second Ctrl-C does.
+    pub fn stop_now(&self) {
+        let mut deadline = self
+            .shared
+            .grace_deadline
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if deadline.is_some() {
+            *deadline = Some(StdInstant::now());
+            emit(&Event::StopNow);
+        }
+        drop(deadline);
+        let _ = self.shared.wake_claim.try_send(());
+    }
+
     /// Serve until SIGINT or SIGTERM (or until the worker stops by itself),
-    /// then [`Worker::shutdown`] with `grace`. Returns why it stopped.
+    /// then [`Worker::shutdown`] with `grace`; a second signal during the
+    /// shutdown stops at once ([`Worker::stop_now`]). Returns why it
+    /// stopped.
     pub async fn run_until_signal(&self, grace: StdDuration) -> StopReason {
         use futures_lite::StreamExt;
         let signals =
@@ -865,7 +884,15 @@ impl<H: Http> Worker<H> {
                     false
                 });
                 // The stop itself is logged by the core ("Stop requested").
-                got_signal.await;
+                if got_signal.await {
+                    let again = async {
+                        while signals.next().await.is_some() {
+                            self.stop_now();
+                        }
+                        futures_lite::future::pending::<()>().await
+                    };
+                    self.shutdown(grace).or(again).await;
+                }
                 handle.close();
             }
             Err(_) => {

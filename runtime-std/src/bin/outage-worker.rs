@@ -18,10 +18,18 @@ Serve ZnDraw jobs with external commands, riding out job-server outages.
 outage-worker registers with a ZnDraw job server (zndraw-joblib, REST under
 /v1/joblib), claims tasks of the jobs you name and runs one command per task:
 
-  * the task's payload is written to the command's stdin as JSON;
-  * OUTAGE_TASK_ID, OUTAGE_JOB and OUTAGE_ROOM are set in its environment;
+  * the task's payload is written to the command's stdin, byte for byte as
+    the server sent it (JSON);
+  * its environment is the worker's without credentials (OUTAGE_TOKEN,
+    ZNDRAW_TOKEN, ZNDRAW_PASSWORD are removed), plus ZNDRAW_URL, ZNDRAW_TOKEN
+    (the worker's token), ZNDRAW_ROOM (the task's room), ZNDRAW_TASK_ID and
+    ZNDRAW_JOB, so that `ZnDraw()` in a Python command talks to the task's
+    room (OUTAGE_TASK_ID, OUTAGE_JOB, OUTAGE_ROOM are set too);
+  * it runs in its own process group; the task ends when it exits (a process
+    it leaves behind does not hold the task);
   * exit status 0 marks the task completed; any other marks it failed, with
-    the end of the command's stderr as the task's error.
+    the end of the command's stderr as the task's error; --task-timeout
+    fails a task that runs too long.
 
 The command runs directly, never through a shell: its words are split on
 spaces, without quoting. Wrap anything more complex in a script.
@@ -31,7 +39,10 @@ backoff, warns with a countdown (\"Server unreachable — retrying (30s/120s
 elapsed)\"), keeps a finished task's outcome until the server is back, and
 stops with one error line if the outage lasts longer than
 --max-unreachable. Ctrl-C (or SIGTERM) stops claiming, lets the running task
-finish within --grace, and removes the worker from the server.
+finish within --grace, and removes the worker from the server; a second
+Ctrl-C stops at once. A command still running when its grace is over gets
+SIGTERM (its whole process group), then SIGKILL 2 s later, and its task is
+reported failed (\"worker shutting down\").
 
 Log level: RUST_LOG (default: info for the worker's own lines).
 
@@ -104,6 +115,11 @@ struct Cli {
     /// after a restart that lost its data): stop, or register again.
     #[arg(long, default_value = "stop", value_parser = ["stop", "register"], value_name = "POLICY")]
     on_registration_lost: String,
+
+    /// Fail a task whose command runs longer than this (its process group is
+    /// killed). Default: no limit.
+    #[arg(long, value_parser = parse_duration, value_name = "TIME")]
+    task_timeout: Option<Duration>,
 
     /// Retry on the exact reference schedule (no jitter). Fleets should keep
     /// jitter on, so that they do not retry in lockstep.
@@ -253,7 +269,7 @@ async fn run(cli: Cli) -> ExitCode {
     if let Err(e) = config.validate() {
         return usage(&e.to_string());
     }
-    let mut builder = WorkerBuilder::new(server, token).config(config);
+    let mut builder = WorkerBuilder::new(server.clone(), token.clone()).config(config);
     let mut served: Vec<String> = Vec::new();
     for spec in &cli.jobs {
         let jc = match parse_job(spec) {
@@ -287,7 +303,11 @@ async fn run(cli: Cli) -> ExitCode {
                 }
             }
         }
-        builder = builder.job(job, Command::new(jc.program, jc.args));
+        let mut command = Command::new(jc.program, jc.args).server(server.clone(), token.clone());
+        if let Some(limit) = cli.task_timeout {
+            command = command.timeout(std::time::Duration::from_millis(limit.as_millis()));
+        }
+        builder = builder.job(job, command);
     }
     for s in &cli.schemas {
         let name = s.split_once('=').map_or(s.as_str(), |(n, _)| n.trim());
@@ -308,7 +328,11 @@ async fn run(cli: Cli) -> ExitCode {
         Err(e) => return usage(&e.to_string()),
     };
     let grace = std::time::Duration::from_millis(cli.grace.as_millis());
-    exit_code(worker.run_until_signal(grace).await)
+    let reason = worker.run_until_signal(grace).await;
+    // Commands abandoned on the way out get SIGTERM, then SIGKILL: wait
+    // for that before the process is gone.
+    outage_runtime_std::command::wait_for_abandoned();
+    exit_code(reason)
 }
 
 fn usage(msg: &str) -> ExitCode {
