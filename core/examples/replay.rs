@@ -73,7 +73,8 @@ fn main() {
         if now >= hb_due {
             match m.heartbeat_poll(now) {
                 HeartbeatAction::Wait(t) => hb_due = t,
-                HeartbeatAction::Stop(_) => hb_due = Instant::from_millis(u64::MAX),
+                // A fixed token: the core never asks to log in.
+                HeartbeatAction::Stop(_) | HeartbeatAction::Login => hb_due = Instant::from_millis(u64::MAX),
                 HeartbeatAction::Beat => {
                     requests += 1;
                     let step = m.on_heartbeat(now, now, result(now, ()));

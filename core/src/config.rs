@@ -69,6 +69,11 @@ pub struct Config {
     pub request_timeout: Duration,
     /// Timeout of the final `DELETE /workers/{id}`. Reference: 5 s.
     pub disconnect_timeout: Duration,
+    /// The runtime can renew the credentials (log in again, read a token
+    /// file again): a 401 then renews them once instead of stopping, and
+    /// stops only if the renewed token is refused too. ZnDraw's tokens
+    /// expire after an hour. Default: off (a fixed token; 401 stops).
+    pub renew_credentials: bool,
 }
 
 impl Config {
@@ -86,6 +91,7 @@ impl Config {
         on_registration_lost: OnRegistrationLost::Stop,
         request_timeout: Duration::from_secs(10),
         disconnect_timeout: Duration::from_secs(5),
+        renew_credentials: false,
     };
 
     /// The reference schedule exactly: [`Config::DEFAULT`] without jitter.

@@ -24,6 +24,8 @@ pub enum Endpoint {
     Submit,
     /// `GET /tasks/{id}`
     GetTask,
+    /// `POST /v1/auth/jwt/login` (or reading a token file again)
+    Login,
 }
 
 /// How a request failed below HTTP.
@@ -142,6 +144,12 @@ pub enum Fatal {
     },
     /// 404 on `POST /workers`: no job API at the configured URL.
     NoJobApi,
+    /// Logging in was refused (400 bad credentials, 401, 403, 404 no login
+    /// endpoint, 422): the user or password is wrong.
+    LoginRefused {
+        /// The status.
+        status: u16,
+    },
 }
 
 /// What a failure means for the worker. Decided once, here.
@@ -168,6 +176,11 @@ pub enum Class {
 pub const fn classify(endpoint: Endpoint, failure: Failure) -> Class {
     match failure {
         Failure::Transport(_) | Failure::ResponseTooLarge | Failure::MalformedResponse => Class::Transient,
+        Failure::Status { status, retry_after } if matches!(endpoint, Endpoint::Login) => match status {
+            408 | 500..=502 | 504..=599 => Class::Transient,
+            429 | 503 => Class::Congested { retry_after },
+            _ => Class::Fatal(Fatal::LoginRefused { status }),
+        },
         Failure::Status { status, retry_after } => match status {
             401 | 403 => Class::Fatal(Fatal::AuthRefused { status }),
             404 => match endpoint {
@@ -175,9 +188,11 @@ pub const fn classify(endpoint: Endpoint, failure: Failure) -> Class {
                     Class::Fatal(Fatal::WorkerUnknown)
                 }
                 Endpoint::CreateWorker => Class::Fatal(Fatal::NoJobApi),
-                Endpoint::TaskStatus | Endpoint::Disconnect | Endpoint::Submit | Endpoint::GetTask => {
-                    Class::Rejected
-                }
+                Endpoint::TaskStatus
+                | Endpoint::Disconnect
+                | Endpoint::Submit
+                | Endpoint::GetTask
+                | Endpoint::Login => Class::Rejected,
             },
             408 => Class::Transient,
             429 | 503 => Class::Congested { retry_after },
@@ -268,6 +283,11 @@ impl Render for Fatal {
                 out.text(")");
             }
             Fatal::NoJobApi => out.text("no job API at the configured URL (HTTP 404)"),
+            Fatal::LoginRefused { status } => {
+                out.text("the server refused the login (HTTP ");
+                out.num(u64::from(*status));
+                out.text("): check the user name and password");
+            }
         }
     }
 }

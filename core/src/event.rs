@@ -73,6 +73,7 @@ impl Render for Endpoint {
             Endpoint::Disconnect => "disconnect",
             Endpoint::Submit => "submit",
             Endpoint::GetTask => "get task",
+            Endpoint::Login => "login",
         });
     }
 }
@@ -152,6 +153,16 @@ pub enum Event<'a> {
     OutcomeRejected {
         /// The refusal.
         error: Failure,
+    },
+    /// The token was refused (401, e.g. expired); the credentials are
+    /// renewed.
+    CredentialsExpired,
+    /// The credentials were renewed; the worker carries on.
+    CredentialsRenewed,
+    /// The token file cannot be read or holds no valid token.
+    TokenFileUnusable {
+        /// Why (never the token).
+        why: &'a str,
     },
     /// The application asked the worker to stop.
     StopRequested,
@@ -240,8 +251,10 @@ impl Event<'_> {
             Event::SignalsUnavailable
             | Event::ClaimAnswerLost { .. }
             | Event::RetireFailed { .. }
-            | Event::StopNow => Level::Warn,
-            Event::RegisteredAfresh | Event::RetiredOldWorker => Level::Info,
+            | Event::StopNow
+            | Event::TokenFileUnusable { .. } => Level::Warn,
+            Event::RegisteredAfresh | Event::RetiredOldWorker | Event::CredentialsExpired => Level::Info,
+            Event::CredentialsRenewed => Level::Debug,
             Event::UpdateAlreadyApplied { .. } => Level::Debug,
             Event::DisconnectFailed { .. } | Event::StaleConnection { .. } | Event::TaskOutput { .. } => {
                 Level::Debug
@@ -325,6 +338,12 @@ impl Render for Event<'_> {
                 out.text("); dropping it");
             }
             Event::StopRequested => out.text("Stop requested, shutting down"),
+            Event::CredentialsExpired => out.text("Token refused (HTTP 401): renewing the credentials"),
+            Event::CredentialsRenewed => out.text("Credentials renewed; serving"),
+            Event::TokenFileUnusable { why } => {
+                out.text("Cannot renew the token: ");
+                out.text(why);
+            }
             Event::StopNow => out.text("Asked again: stopping now, the running task is abandoned"),
             Event::Registered { worker_id, jobs } => {
                 out.text("Registered as worker ");

@@ -23,6 +23,10 @@ pub enum HeartbeatAction {
     Wait(Instant),
     /// Send `PATCH /workers/{id}` now; report with [`Machine::on_heartbeat`].
     Beat,
+    /// Renew the credentials now (log in again, or read the token file
+    /// again): the server refused the token with 401. Report with
+    /// [`Machine::on_login`]. Only with [`Config::renew_credentials`].
+    Login,
     /// Exit the loop.
     Stop(StopReason),
 }
@@ -88,6 +92,8 @@ pub enum Wake {
     Nobody,
     /// The claim loop (a success ended the outage, or it must register).
     Claim,
+    /// The heartbeat loop (the credentials need renewing).
+    Heartbeat,
     /// Every loop, to stop gracefully: the application asked, so a running
     /// task may finish (within the runtime's grace) and its outcome gets one
     /// delivery attempt.
@@ -103,7 +109,9 @@ impl Wake {
         match (self, other) {
             (Wake::Halt, _) | (_, Wake::Halt) => Wake::Halt,
             (Wake::Everyone, _) | (_, Wake::Everyone) => Wake::Everyone,
+            (Wake::Claim, Wake::Heartbeat) | (Wake::Heartbeat, Wake::Claim) => Wake::Everyone,
             (Wake::Claim, _) | (_, Wake::Claim) => Wake::Claim,
+            (Wake::Heartbeat, _) | (_, Wake::Heartbeat) => Wake::Heartbeat,
             _ => Wake::Nobody,
         }
     }
@@ -156,9 +164,15 @@ const fn is_conflict(failure: Failure) -> bool {
 
 /// How a loop goes on after a failure.
 enum Verdict {
-    Outage { retry_after: Option<Duration> },
+    Outage {
+        retry_after: Option<Duration>,
+    },
     Rejected,
     Reregister,
+    /// The token was refused (401) and is being renewed: try again after.
+    Renew {
+        asked: bool,
+    },
     Stopped,
 }
 
@@ -198,6 +212,15 @@ pub struct Machine {
     verify_wanted: TaskStatus,
     /// When the worker last registered again (its id changed then).
     registered_at: Option<Instant>,
+    /// The token was refused: the heartbeat loop renews the credentials.
+    renew: bool,
+    /// When the credentials were last renewed.
+    renewed_at: Option<Instant>,
+    /// The server accepted the current token at least once.
+    token_proven: bool,
+    /// The next login attempt, and the backoff exponent of login attempts.
+    login_next: Instant,
+    login_attempt: u32,
 }
 
 impl Machine {
@@ -228,6 +251,11 @@ impl Machine {
             outcome_ok: true,
             verify_wanted: TaskStatus::Running,
             registered_at: None,
+            renew: false,
+            renewed_at: None,
+            token_proven: false,
+            login_next: now,
+            login_attempt: 0,
         })
     }
 
@@ -262,6 +290,12 @@ impl Machine {
     /// afresh (and then retires the old id) before it claims again.
     pub const fn is_claim_ambiguous(&self) -> bool {
         self.ambiguous
+    }
+
+    /// True while the credentials are being renewed (a 401 was seen): the
+    /// claim loop sends nothing until they are.
+    pub const fn is_renewing(&self) -> bool {
+        self.renew
     }
 
     /// True while an old worker id waits to be deleted
@@ -303,6 +337,13 @@ impl Machine {
         if let Some(reason) = self.stop {
             return HeartbeatAction::Stop(reason);
         }
+        if self.renew {
+            return if now < self.login_next {
+                HeartbeatAction::Wait(self.login_next)
+            } else {
+                HeartbeatAction::Login
+            };
+        }
         if now < self.heartbeat_next {
             return HeartbeatAction::Wait(self.heartbeat_next);
         }
@@ -342,9 +383,13 @@ impl Machine {
                     self.heartbeat_next = now;
                 }
                 Err(failure) => {
-                    wake = match self.failed(Endpoint::Heartbeat, now, failure, &mut events) {
+                    wake = match self.failed(Endpoint::Heartbeat, started, now, failure, &mut events) {
                         Verdict::Stopped => Wake::Halt,
                         Verdict::Reregister => Wake::Claim,
+                        Verdict::Renew { .. } => {
+                            self.heartbeat_next = now;
+                            Wake::Nobody
+                        }
                         Verdict::Outage { .. } | Verdict::Rejected => Wake::Nobody,
                     };
                 }
@@ -371,6 +416,9 @@ impl Machine {
             Some(reason) => ClaimAction::Stop(reason),
             None => match self.phase {
                 Phase::Executing => ClaimAction::Execute,
+                // The token is being renewed: no request until then (woken
+                // when it is; re-polled after a heartbeat interval anyway).
+                _ if self.renew => ClaimAction::Wait(now + self.cfg.heartbeat_interval),
                 _ if !due => ClaimAction::Wait(self.claim_next),
                 Phase::Starting => ClaimAction::Start,
                 Phase::Delivering => ClaimAction::Deliver,
@@ -677,6 +725,66 @@ impl Machine {
         self.claim_step(now, events, wake)
     }
 
+    /// Report renewing the credentials ([`HeartbeatAction::Login`]) that
+    /// started at `started`: `Ok` once the new token is in use.
+    pub fn on_login(
+        &mut self,
+        started: Instant,
+        now: Instant,
+        result: Result<(), Failure>,
+        rand: u32,
+    ) -> Step<HeartbeatAction> {
+        let mut events = Events::default();
+        let mut wake = Wake::Nobody;
+        if self.stop.is_none() {
+            match result {
+                Ok(()) => {
+                    self.reached(now, &mut events);
+                    self.renew = false;
+                    self.renewed_at = Some(now);
+                    self.token_proven = false;
+                    self.login_attempt = 0;
+                    // Beat at once: it proves the new token.
+                    self.heartbeat_next = now;
+                    events.push(Event::CredentialsRenewed);
+                    wake = Wake::Claim;
+                }
+                Err(failure) => match failure.classify(Endpoint::Login) {
+                    Class::Fatal(cause) => {
+                        self.stop = Some(StopReason::RegistrationLost(cause));
+                        events.push(Event::RegistrationLost { cause });
+                        wake = Wake::Halt;
+                    }
+                    class => {
+                        let retry_after = match class {
+                            Class::Congested { retry_after } => retry_after,
+                            _ => None,
+                        };
+                        match self.outage_failure(now, failure, retry_after, &mut events) {
+                            Verdict::Stopped => wake = Wake::Halt,
+                            _ => {
+                                let wait = backoff(
+                                    self.cfg.poll_interval,
+                                    self.cfg.backoff_cap,
+                                    self.login_attempt,
+                                    self.cfg.jitter,
+                                    rand,
+                                );
+                                self.login_attempt = self.login_attempt.saturating_add(1);
+                                self.login_next = started + wait;
+                            }
+                        }
+                    }
+                },
+            }
+        }
+        Step {
+            action: self.heartbeat_poll(now),
+            events,
+            wake,
+        }
+    }
+
     // -------------------------------------------------------------- private
 
     fn verify(&mut self, now: Instant, wanted: TaskStatus) {
@@ -710,8 +818,13 @@ impl Machine {
         rand: u32,
         events: &mut Events,
     ) -> Wake {
-        match self.failed(endpoint, now, failure, events) {
+        match self.failed(endpoint, started, now, failure, events) {
             Verdict::Stopped => Wake::Halt,
+            Verdict::Renew { asked } => {
+                // Try the same request again once the token is renewed.
+                self.claim_next = now;
+                if asked { Wake::Heartbeat } else { Wake::Nobody }
+            }
             Verdict::Reregister => {
                 self.claim_next = now;
                 Wake::Nobody
@@ -752,9 +865,16 @@ impl Machine {
         }
     }
 
-    /// The server answered. Ends an outage (true if one ended), resets the
-    /// claim backoff and pulls a sleeping claim loop forward.
+    /// The server answered and took the token (any answer but 401/403).
+    /// Ends an outage (true if one ended), resets the claim backoff and
+    /// pulls a sleeping claim loop forward.
     fn succeeded(&mut self, now: Instant, events: &mut Events) -> bool {
+        self.token_proven = true;
+        self.reached(now, events)
+    }
+
+    /// The server answered (whatever it said): the outage, if any, is over.
+    fn reached(&mut self, now: Instant, events: &mut Events) -> bool {
         match self.outage.record_success(now) {
             Some(outage) => {
                 events.push(Event::Recovered { outage });
@@ -771,9 +891,39 @@ impl Machine {
         }
     }
 
-    /// Classify a failure once and apply it to the shared state.
-    fn failed(&mut self, endpoint: Endpoint, now: Instant, failure: Failure, events: &mut Events) -> Verdict {
+    /// Classify a failure of a request that started at `started` once and
+    /// apply it to the shared state.
+    fn failed(
+        &mut self,
+        endpoint: Endpoint,
+        started: Instant,
+        now: Instant,
+        failure: Failure,
+        events: &mut Events,
+    ) -> Verdict {
         match failure.classify(endpoint) {
+            Class::Fatal(Fatal::AuthRefused { status: 401 }) if self.cfg.renew_credentials => {
+                self.reached(now, events);
+                let fresh = self.renewed_at.is_some_and(|at| started >= at);
+                if self.renewed_at.is_some_and(|at| started < at) {
+                    // Sent with a token given up since: just send it again.
+                    Verdict::Renew { asked: false }
+                } else if fresh && !self.token_proven {
+                    // The token we just got is refused too: no more tries.
+                    let cause = Fatal::AuthRefused { status: 401 };
+                    self.stop = Some(StopReason::RegistrationLost(cause));
+                    events.push(Event::RegistrationLost { cause });
+                    Verdict::Stopped
+                } else {
+                    let asked = !self.renew;
+                    if asked {
+                        self.renew = true;
+                        self.login_next = now;
+                        events.push(Event::CredentialsExpired);
+                    }
+                    Verdict::Renew { asked }
+                }
+            }
             Class::Rejected => {
                 // The server answered: whatever the request's problem, this
                 // is no outage.

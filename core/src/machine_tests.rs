@@ -110,7 +110,7 @@ fn heartbeat_alone_stops_after_max() {
                     break step;
                 }
             }
-            HeartbeatAction::Stop(_) => unreachable!(),
+            HeartbeatAction::Stop(_) | HeartbeatAction::Login => unreachable!(),
         }
     };
     assert_eq!(beats, [30, 60, 90, 120, 150, 180]);
@@ -703,4 +703,113 @@ fn a_heartbeat_for_the_retired_id_does_not_stop_the_worker() {
     // A 404 for a heartbeat sent after the registration is the real thing.
     let step = m.on_heartbeat(ms(60), ms(70), Err(Failure::status(404)));
     assert!(matches!(step.action, HeartbeatAction::Stop(_)));
+}
+
+// ------------------------------------------------------------- credentials
+
+fn renewable() -> Machine {
+    let cfg = Config {
+        renew_credentials: true,
+        ..Config::REFERENCE
+    };
+    Machine::new(cfg, Instant::ZERO, 0).unwrap()
+}
+
+const UNAUTHORIZED: Failure = Failure::Status {
+    status: 401,
+    retry_after: None,
+};
+
+#[test]
+fn an_expired_token_is_renewed_once_and_the_request_goes_again() {
+    let mut m = renewable();
+    m.on_claim(ms(0), ms(5), Ok(false), 0);
+    let step = m.on_claim(ms(2_000), ms(2_010), Err(UNAUTHORIZED), 0);
+    assert_eq!(
+        texts(&step),
+        ["Token refused (HTTP 401): renewing the credentials"]
+    );
+    assert_eq!(step.wake, Wake::Heartbeat, "the heartbeat loop logs in");
+    assert!(
+        matches!(step.action, ClaimAction::Wait(_)),
+        "no claim until renewed"
+    );
+    assert_eq!(m.heartbeat_poll(ms(2_010)), HeartbeatAction::Login);
+    let step = m.on_login(ms(2_010), ms(2_100), Ok(()), 0);
+    assert_eq!(texts(&step), ["Credentials renewed; serving"]);
+    assert_eq!(step.wake, Wake::Claim);
+    assert_eq!(step.action, HeartbeatAction::Beat, "a beat proves the new token");
+    assert_eq!(m.claim_poll(ms(2_100)), ClaimAction::Claim);
+    assert_eq!(m.stop_reason(), None);
+    // The new token works; an hour later it expires too: renewed again.
+    m.on_heartbeat(ms(2_100), ms(2_110), Ok(()));
+    let step = m.on_heartbeat(ms(3_600_000), ms(3_600_010), Err(UNAUTHORIZED));
+    assert_eq!(
+        texts(&step),
+        ["Token refused (HTTP 401): renewing the credentials"]
+    );
+    assert_eq!(step.action, HeartbeatAction::Login);
+    m.on_login(ms(3_600_010), ms(3_600_020), Ok(()), 0);
+    assert_eq!(m.stop_reason(), None);
+}
+
+#[test]
+fn a_renewed_token_that_is_refused_too_stops_the_worker() {
+    let mut m = renewable();
+    m.on_heartbeat(ms(0), ms(1), Err(UNAUTHORIZED));
+    m.on_login(ms(1), ms(2), Ok(()), 0);
+    // A request sent with the new token, before any success: refused.
+    let step = m.on_heartbeat(ms(3), ms(4), Err(UNAUTHORIZED));
+    assert_eq!(
+        texts(&step),
+        ["Registration lost, shutting down: the server refused the token (HTTP 401)"]
+    );
+    assert_eq!(step.wake, Wake::Halt);
+}
+
+#[test]
+fn a_401_for_a_request_sent_with_the_old_token_is_sent_again() {
+    let mut m = renewable();
+    m.on_claim(ms(0), ms(5), Ok(false), 0);
+    m.on_heartbeat(ms(10), ms(20), Err(UNAUTHORIZED));
+    m.on_login(ms(20), ms(30), Ok(()), 0);
+    // A claim that left at 15 ms, with the old token, comes back 401.
+    let step = m.on_claim(ms(15), ms(40), Err(UNAUTHORIZED), 0);
+    assert!(step.events.is_empty(), "{:?}", texts(&step));
+    assert_eq!(step.action, ClaimAction::Claim);
+    assert_eq!(m.stop_reason(), None);
+}
+
+#[test]
+fn a_refused_login_stops_with_a_clear_line_and_an_outage_retries() {
+    let mut m = renewable();
+    m.on_heartbeat(ms(0), ms(1), Err(UNAUTHORIZED));
+    // The server is down while logging in: an outage, retried.
+    let step = m.on_login(ms(1), ms(2), Err(REFUSED), 0);
+    assert_eq!(texts(&step), ["Server unreachable — retrying (0s/120s elapsed)"]);
+    let HeartbeatAction::Wait(t) = step.action else {
+        panic!("{:?}", step.action)
+    };
+    assert_eq!(m.heartbeat_poll(t), HeartbeatAction::Login);
+    let step = m.on_login(t, t, Err(Failure::status(400)), 0);
+    assert_eq!(
+        texts(&step),
+        [
+            "Server reachable again after 2s",
+            "Registration lost, shutting down: the server refused the login (HTTP 400): check the user name and password"
+        ][1..]
+    );
+    assert_eq!(step.wake, Wake::Halt);
+    assert!(matches!(
+        m.stop_reason(),
+        Some(StopReason::RegistrationLost(Fatal::LoginRefused { status: 400 }))
+    ));
+}
+
+#[test]
+fn without_renewable_credentials_401_stops_at_once() {
+    let mut m = reference();
+    let step = m.on_claim(ms(0), ms(1), Err(UNAUTHORIZED), 0);
+    assert_eq!(step.wake, Wake::Halt);
+    assert!(matches!(step.action, ClaimAction::Stop(_)));
 }

@@ -56,10 +56,12 @@ fn config() -> impl Strategy<Value = Config> {
         1_000u64..5_000,
         30_000u64..130_000,
         0u64..10_000,
+        any::<bool>(),
     )
-        .prop_map(|(jitter, policy, poll, max, log)| Config {
+        .prop_map(|(jitter, policy, poll, max, log, renew)| Config {
             jitter,
             on_registration_lost: policy,
+            renew_credentials: renew,
             poll_interval: Duration::from_millis(poll),
             max_unreachable: Duration::from_millis(max),
             log_interval: Duration::from_millis(log),
@@ -108,7 +110,20 @@ fn run(cfg: Config, seed: u32, ops: &[Op]) -> Result<Trace, TestCaseError> {
                 if let HeartbeatAction::Wait(t) = m.heartbeat_poll(clock.now()) {
                     clock.set(t);
                 }
-                if m.heartbeat_poll(clock.now()) == HeartbeatAction::Beat {
+                if m.heartbeat_poll(clock.now()) == HeartbeatAction::Login {
+                    let started = clock.now();
+                    clock.advance(Duration::from_millis(took));
+                    let step = m.on_login(started, clock.now(), failure(reply).map_or(Ok(()), Err), seed);
+                    events.extend(step.events.iter().copied());
+                    trace.push(format!("login {:?} {:?}", step.action, step.wake));
+                    if let HeartbeatAction::Wait(t) = step.action {
+                        prop_assert!(
+                            t <= clock.now() + cap.max(cfg.heartbeat_interval),
+                            "login wait {t:?}"
+                        );
+                    }
+                    report = Some((reply, started));
+                } else if m.heartbeat_poll(clock.now()) == HeartbeatAction::Beat {
                     let started = clock.now();
                     clock.advance(Duration::from_millis(took));
                     let step = m.on_heartbeat(started, clock.now(), failure(reply).map_or(Ok(()), Err));
@@ -166,8 +181,10 @@ fn run(cfg: Config, seed: u32, ops: &[Op]) -> Result<Trace, TestCaseError> {
                         // Every wait is within [0, cap] of the attempt's start
                         // (Retry-After included: it is capped too), or one poll
                         // interval after a normal claim.
+                        // (While the token is renewed the claim loop waits to
+                        // be woken, re-polling after a heartbeat interval.)
                         prop_assert!(
-                            t <= started + cap.max(cfg.poll_interval),
+                            t <= started + cap.max(cfg.poll_interval) || m.is_renewing(),
                             "wait until {t:?} from {started:?}"
                         );
                     }

@@ -107,6 +107,8 @@ pub enum SetupError {
     TokenTooLong,
     /// The token has characters a bearer token cannot hold (RFC 6750).
     Token,
+    /// `Config::renew_credentials`: this worker keeps a fixed token.
+    RenewUnsupported,
     /// No job, or a job name part longer than [`MAX_NAME`].
     Jobs,
 }
@@ -120,6 +122,9 @@ impl core::fmt::Display for SetupError {
                 "the server URL must be http://host:port, at most {MAX_SERVER_URL} bytes"
             ),
             SetupError::TokenTooLong => write!(f, "the token is longer than {MAX_TOKEN} bytes"),
+            SetupError::RenewUnsupported => {
+                f.write_str("this worker keeps a fixed token: renew_credentials must be off")
+            }
             SetupError::Token => f.write_str(
                 "invalid token: a bearer token holds only letters, digits and -._~+/ (then = padding)",
             ),
@@ -220,6 +225,9 @@ impl<'a, T: TcpConnect, D: Dns> Worker<'a, T, D> {
         seed: u64,
     ) -> Result<Self, SetupError> {
         config.validate().map_err(SetupError::Config)?;
+        if config.renew_credentials {
+            return Err(SetupError::RenewUnsupported);
+        }
         let server = server.trim_end_matches('/');
         if !server.starts_with("http://") || server.len() > MAX_SERVER_URL {
             return Err(SetupError::ServerUrl);
@@ -318,6 +326,7 @@ impl<'a, T: TcpConnect, D: Dns> Worker<'a, T, D> {
         match step.wake {
             Wake::Nobody => {}
             Wake::Claim => self.wake_claim.signal(()),
+            Wake::Heartbeat => self.wake_hb.signal(()),
             Wake::Everyone | Wake::Halt => {
                 if step.wake == Wake::Halt {
                     self.halt();
@@ -533,6 +542,15 @@ impl<'a, T: TcpConnect, D: Dns> Worker<'a, T, D> {
                         break;
                     };
                     let step = self.with_machine(|m| m.on_heartbeat(started, self.clock.now(), result));
+                    self.apply(&step);
+                }
+                HeartbeatAction::Login => {
+                    // A device keeps a fixed token (`new` refuses
+                    // `renew_credentials`): the core never asks; if it
+                    // did, the token stays refused.
+                    let now = self.clock.now();
+                    let refused = Err(Failure::status(401));
+                    let step = self.with_machine(|m| m.on_login(now, now, refused, 0));
                     self.apply(&step);
                 }
                 HeartbeatAction::Stop(_) => break,

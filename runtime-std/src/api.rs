@@ -102,11 +102,53 @@ pub struct Counters {
     pub stale_retries: AtomicU64,
 }
 
+/// The bearer token in use, shared by the worker's requests and whoever
+/// needs the current one (a command's `ZNDRAW_TOKEN`). Renewing the
+/// credentials replaces it.
+#[derive(Clone)]
+pub struct SharedToken(std::sync::Arc<std::sync::RwLock<std::sync::Arc<str>>>);
+
+impl SharedToken {
+    /// A shared token holding `token`.
+    pub fn new(token: &str) -> SharedToken {
+        SharedToken(std::sync::Arc::new(std::sync::RwLock::new(std::sync::Arc::from(
+            token,
+        ))))
+    }
+
+    /// The current token.
+    pub fn get(&self) -> std::sync::Arc<str> {
+        self.0.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    pub(crate) fn set(&self, token: &str) {
+        *self.0.write().unwrap_or_else(|e| e.into_inner()) = std::sync::Arc::from(token);
+    }
+}
+
+impl From<&str> for SharedToken {
+    fn from(token: &str) -> SharedToken {
+        SharedToken::new(token)
+    }
+}
+
+impl From<String> for SharedToken {
+    fn from(token: String) -> SharedToken {
+        SharedToken::new(&token)
+    }
+}
+
+impl std::fmt::Debug for SharedToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SharedToken(<redacted>)")
+    }
+}
+
 /// The worker API of one server.
 pub struct Api<H> {
     http: H,
     base: String,
-    token: String,
+    token: SharedToken,
     timeout: StdDuration,
     /// Request counters.
     pub counters: Counters,
@@ -114,11 +156,11 @@ pub struct Api<H> {
 
 impl<H: Http> Api<H> {
     /// `base` is the server URL (`http://host:port`, without `/v1/joblib`).
-    pub fn new(http: H, base: &str, token: &str, timeout: StdDuration) -> Self {
+    pub fn new(http: H, base: &str, token: SharedToken, timeout: StdDuration) -> Self {
         Api {
             http,
             base: base.trim_end_matches('/').to_owned(),
-            token: token.to_owned(),
+            token,
             timeout,
             counters: Counters::default(),
         }
@@ -135,10 +177,12 @@ impl<H: Http> Api<H> {
             method: route.method(),
             url: &url,
             json: body,
+            form: false,
             timeout,
         };
         self.counters.requests.fetch_add(1, Ordering::Relaxed);
-        let mut result = self.http.send(req, &self.token).await;
+        let token = self.token.get();
+        let mut result = self.http.send(req, &token).await;
         if let Err(e) = result
             && e.resend_once(route.may_resend())
         {
@@ -152,7 +196,7 @@ impl<H: Http> Api<H> {
             });
             self.counters.stale_retries.fetch_add(1, Ordering::Relaxed);
             self.counters.requests.fetch_add(1, Ordering::Relaxed);
-            result = self.http.send(req, &self.token).await;
+            result = self.http.send(req, &token).await;
         }
         result.map_err(|failure: HttpError| {
             self.counters.failures.fetch_add(1, Ordering::Relaxed);
@@ -229,6 +273,50 @@ impl<H: Http> Api<H> {
             }))
     }
 
+    /// `POST /v1/auth/jwt/login` (ZnDraw's login: a form with `username`
+    /// and `password`): on success the new token is in use.
+    pub async fn login(&self, user: &str, password: &str) -> Result<(), ApiError> {
+        let endpoint = Endpoint::Login;
+        let url = format!("{}/v1/auth/jwt/login", self.base);
+        let body = format!(
+            "username={}&password={}",
+            form_encode(user),
+            form_encode(password)
+        );
+        let req = Request {
+            method: outage_core::protocol::Method::Post,
+            url: &url,
+            json: Some(body.as_bytes()),
+            form: true,
+            timeout: self.timeout,
+        };
+        self.counters.requests.fetch_add(1, Ordering::Relaxed);
+        let resp = self.http.send(req, "").await.map_err(|failure| {
+            self.counters.failures.fetch_add(1, Ordering::Relaxed);
+            ApiError {
+                endpoint,
+                failure,
+                detail: None,
+            }
+        })?;
+        let resp = self.expect(endpoint, resp, &[200])?;
+        #[derive(serde::Deserialize)]
+        struct Login {
+            access_token: String,
+        }
+        let token = serde_json::from_slice::<Login>(&resp.body)
+            .ok()
+            .filter(|l| outage_core::protocol::is_valid_token(&l.access_token))
+            .ok_or_else(|| self.malformed(endpoint))?;
+        self.token.set(&token.access_token);
+        Ok(())
+    }
+
+    /// Use `token` from now on (read again from a token file).
+    pub fn set_token(&self, token: &str) {
+        self.token.set(token);
+    }
+
     /// `GET /tasks/{id}`: the task's state, and whether `worker_id` holds it.
     pub async fn get_task(&self, task_id: &str, worker_id: &str) -> Result<outage_core::TaskState, ApiError> {
         let route = Route::GetTask { task_id };
@@ -270,6 +358,19 @@ impl<H: Http> Api<H> {
     }
 }
 
+/// `application/x-www-form-urlencoded` encoding of one value.
+fn form_encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
 /// The `detail` of a problem+json answer, if the body is one. Owned: the
 /// server may escape characters in it, which a borrowed `&str` cannot hold.
 pub fn problem_detail(body: &[u8]) -> Option<String> {
@@ -309,6 +410,12 @@ mod tests {
         assert!(parse_claim(br#"{"task":null}"#).unwrap().is_none());
         assert!(parse_claim(br#"{"task":{"id":"x"}}"#).is_err());
         assert!(parse_claim(b"").is_err());
+    }
+
+    #[test]
+    fn login_forms_are_encoded() {
+        assert_eq!(form_encode("admin@example.com"), "admin%40example.com");
+        assert_eq!(form_encode("p w&=+é"), "p%20w%26%3D%2B%C3%A9");
     }
 
     #[test]

@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
 
-use crate::{Handler, Task, TaskResult};
+use crate::{Handler, SharedToken, Task, TaskResult};
 
 /// How long a process group gets between SIGTERM and SIGKILL.
 pub const KILL_AFTER: Duration = Duration::from_secs(2);
@@ -59,7 +59,7 @@ const SECRET_VARS: [&str; 5] = [
 pub struct Command {
     program: Arc<str>,
     args: Arc<[String]>,
-    server: Option<(Arc<str>, Arc<str>)>,
+    server: Option<(Arc<str>, SharedToken)>,
     timeout: Option<Duration>,
 }
 
@@ -75,9 +75,11 @@ impl Command {
     }
 
     /// Give each command `ZNDRAW_URL` and `ZNDRAW_TOKEN`, so it can use the
-    /// server itself (ZnDraw's Python client reads both).
-    pub fn server(mut self, url: impl Into<String>, token: impl Into<String>) -> Self {
-        self.server = Some((Arc::from(url.into()), Arc::from(token.into())));
+    /// server itself (ZnDraw's Python client reads both). Pass the worker's
+    /// [`WorkerBuilder::shared_token`](crate::WorkerBuilder::shared_token) so
+    /// that a command always gets the current token after a renewal.
+    pub fn server(mut self, url: impl Into<String>, token: impl Into<SharedToken>) -> Self {
+        self.server = Some((Arc::from(url.into()), token.into()));
         self
     }
 
@@ -113,7 +115,7 @@ pub fn tail(text: &str, max: usize) -> &str {
 fn environment(
     parent: impl Iterator<Item = (std::ffi::OsString, std::ffi::OsString)>,
     task: &Task,
-    server: Option<&(Arc<str>, Arc<str>)>,
+    server: Option<&(Arc<str>, SharedToken)>,
 ) -> Vec<(std::ffi::OsString, std::ffi::OsString)> {
     let mut env: Vec<_> = parent
         .filter(|(k, _)| !SECRET_VARS.iter().any(|s| k == s))
@@ -130,7 +132,7 @@ fn environment(
     }
     if let Some((url, token)) = server {
         set("ZNDRAW_URL", url);
-        set("ZNDRAW_TOKEN", token);
+        set("ZNDRAW_TOKEN", &token.get());
     }
     env
 }
@@ -360,7 +362,7 @@ mod tests {
         assert_eq!(get(&env, "ZNDRAW_JOB"), Some("@global:modifiers:E".into()));
         assert_eq!(get(&env, "ZNDRAW_TOKEN"), None);
         // With the server: the worker's current token, on purpose.
-        let server = (Arc::from("http://h:1"), Arc::from("tok"));
+        let server = (Arc::from("http://h:1"), SharedToken::from("tok"));
         let env = environment(parent.into_iter(), &task, Some(&server));
         assert_eq!(get(&env, "ZNDRAW_URL"), Some("http://h:1".into()));
         assert_eq!(get(&env, "ZNDRAW_TOKEN"), Some("tok".into()));

@@ -25,6 +25,9 @@ pub struct Request<'a> {
     pub url: &'a str,
     /// JSON body, if any.
     pub json: Option<&'a [u8]>,
+    /// The body is a form (`application/x-www-form-urlencoded`, a login),
+    /// not JSON.
+    pub form: bool,
     /// Give up after this long (send and receive together).
     pub timeout: StdDuration,
 }
@@ -93,12 +96,19 @@ impl SurfHttp {
         let mut builder = self
             .client
             .request(method, url)
-            .header("Authorization", format!("Bearer {bearer}"))
             .header("Accept", "application/json");
+        if !bearer.is_empty() {
+            builder = builder.header("Authorization", format!("Bearer {bearer}"));
+        }
         if let Some(body) = req.json {
+            let kind = if req.form {
+                "application/x-www-form-urlencoded"
+            } else {
+                "application/json"
+            };
             builder = builder
                 .body(surf::Body::from_bytes(body.to_vec()))
-                .content_type("application/json");
+                .content_type(kind);
         }
         let mut res = self
             .client

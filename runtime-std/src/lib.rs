@@ -34,9 +34,9 @@ pub mod h1;
 pub mod http;
 mod worker;
 
-pub use api::{ApiError, Task};
+pub use api::{ApiError, SharedToken, Task};
 pub use outage_core::{Config, Duration, Jitter, OnRegistrationLost, StopReason};
-pub use worker::{Handler, Job, StartError, Stats, TaskResult, Worker, WorkerBuilder};
+pub use worker::{Credentials, Handler, Job, StartError, Stats, TaskResult, Worker, WorkerBuilder};
 
 use outage_core::{Clock, Event, Instant, Level};
 

@@ -21,7 +21,7 @@ use outage_core::{
     StopReason, Wake,
 };
 
-use crate::api::{Api, ApiError, Task};
+use crate::api::{Api, ApiError, SharedToken, Task};
 use crate::http::{Http, SurfHttp};
 use crate::{StdClock, emit};
 
@@ -111,6 +111,8 @@ pub enum StartError {
     Token,
     /// No job was given.
     NoJobs,
+    /// The token file cannot be read or holds no valid token.
+    TokenFile(String),
     /// The HTTP client could not be built.
     Client(std::io::Error),
     /// Creating the worker or registering a job failed for good.
@@ -132,6 +134,7 @@ impl fmt::Display for StartError {
                  check for spaces, line breaks or quotes",
             ),
             StartError::NoJobs => f.write_str("no job to serve: add at least one"),
+            StartError::TokenFile(why) => write!(f, "invalid token file: {why}"),
             StartError::Client(e) => write!(f, "cannot set up the HTTP client: {e}"),
             StartError::Startup { error, detail } => {
                 write!(f, "could not start the worker: {error}")?;
@@ -146,10 +149,54 @@ impl fmt::Display for StartError {
 
 impl std::error::Error for StartError {}
 
+/// Where the worker's bearer token comes from.
+#[derive(Clone)]
+pub enum Credentials {
+    /// A fixed token: a 401 stops the worker.
+    Token(String),
+    /// A file holding the token (trimmed), read at start and again when the
+    /// server answers 401, for tokens renewed by something else.
+    TokenFile(std::path::PathBuf),
+    /// ZnDraw's login (`POST /v1/auth/jwt/login`): log in at start, and
+    /// again when the server answers 401 (ZnDraw's tokens expire after an
+    /// hour). A login refused stops the worker.
+    Login {
+        /// The user's email.
+        user: String,
+        /// The password.
+        password: String,
+    },
+}
+
+impl fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Credentials::Token(_) => f.write_str("Token(<redacted>)"),
+            Credentials::TokenFile(p) => f.debug_tuple("TokenFile").field(p).finish(),
+            Credentials::Login { user, .. } => f
+                .debug_struct("Login")
+                .field("user", user)
+                .field("password", &"<redacted>")
+                .finish(),
+        }
+    }
+}
+
+/// The token in `path`, trimmed, if it is one.
+fn read_token_file(path: &std::path::Path) -> Result<String, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let token = text.trim();
+    if !outage_core::protocol::is_valid_token(token) {
+        return Err(format!("{} does not hold a valid token", path.display()));
+    }
+    Ok(token.to_owned())
+}
+
 /// Builds a [`Worker`].
 pub struct WorkerBuilder {
     url: String,
-    token: String,
+    credentials: Credentials,
+    token: SharedToken,
     jobs: Vec<(Job, Arc<dyn Handler>)>,
     config: Config,
     max_response_bytes: usize,
@@ -160,7 +207,7 @@ impl fmt::Debug for WorkerBuilder {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("WorkerBuilder")
             .field("url", &self.url)
-            .field("token", &"<redacted>")
+            .field("credentials", &self.credentials)
             .field(
                 "jobs",
                 &self.jobs.iter().map(|(j, _)| j.full_name()).collect::<Vec<_>>(),
@@ -173,9 +220,11 @@ impl fmt::Debug for WorkerBuilder {
 impl WorkerBuilder {
     /// A worker for the server at `url` (`http://host:port`) using `token`.
     pub fn new(url: impl Into<String>, token: impl Into<String>) -> Self {
+        let token = token.into();
         WorkerBuilder {
             url: url.into(),
-            token: token.into(),
+            token: SharedToken::new(&token),
+            credentials: Credentials::Token(token),
             jobs: Vec::new(),
             config: Config::DEFAULT,
             max_response_bytes: 16 << 20,
@@ -187,6 +236,23 @@ impl WorkerBuilder {
     pub fn job(mut self, job: Job, handler: impl Handler) -> Self {
         self.jobs.push((job, Arc::new(handler)));
         self
+    }
+
+    /// Where the token comes from (default: the fixed token given to
+    /// [`WorkerBuilder::new`]). A token file or a login makes the worker
+    /// renew its credentials on a 401 instead of stopping.
+    pub fn credentials(mut self, credentials: Credentials) -> Self {
+        if let Credentials::Token(t) = &credentials {
+            self.token = SharedToken::new(t);
+        }
+        self.credentials = credentials;
+        self
+    }
+
+    /// The token the worker uses, as it is renewed: give it to whatever
+    /// needs the current one (for example [`crate::command::Command::server`]).
+    pub fn shared_token(&self) -> SharedToken {
+        self.token.clone()
     }
 
     /// The core's configuration (intervals, limits, jitter, policies).
@@ -217,25 +283,34 @@ impl WorkerBuilder {
 
     /// [`WorkerBuilder::start`] with another HTTP client.
     pub async fn start_with<H: Http>(self, http: H) -> Result<Worker<H>, StartError> {
-        self.config.validate().map_err(StartError::Config)?;
+        let mut config = self.config;
+        config.renew_credentials = !matches!(self.credentials, Credentials::Token(_));
+        config.validate().map_err(StartError::Config)?;
         check_url(&self.url).map_err(StartError::Url)?;
-        if !outage_core::protocol::is_valid_token(&self.token) {
-            return Err(StartError::Token);
+        match &self.credentials {
+            Credentials::Token(t) if !outage_core::protocol::is_valid_token(t) => {
+                return Err(StartError::Token);
+            }
+            Credentials::TokenFile(path) => {
+                let token = read_token_file(path).map_err(StartError::TokenFile)?;
+                self.token.set(&token);
+            }
+            _ => {}
         }
         if self.jobs.is_empty() {
             return Err(StartError::NoJobs);
         }
-        let timeout = std_duration(self.config.request_timeout);
+        let timeout = std_duration(config.request_timeout);
         let clock = StdClock::new();
         let seed = self.seed.unwrap_or_else(default_seed);
         let (wake_hb, wake_hb_rx) = bounded(1);
         let (wake_claim, wake_claim_rx) = bounded(1);
         let (halt, halt_rx) = bounded(1);
         let (finished, finished_rx) = bounded(1);
-        let machine = Machine::new(self.config, clock.now(), 0).map_err(StartError::Config)?;
+        let machine = Machine::new(config, clock.now(), 0).map_err(StartError::Config)?;
         let shared = Arc::new(Shared {
-            api: Api::new(http, &self.url, &self.token, timeout),
-            config: self.config,
+            api: Api::new(http, &self.url, self.token.clone(), timeout),
+            config: config,
             machine: Mutex::new(machine),
             clock,
             worker_id: Mutex::new(String::new()),
@@ -253,7 +328,14 @@ impl WorkerBuilder {
             grace_deadline: Mutex::new(None),
             stats: StatsCounters::default(),
             disconnect: async_std::sync::Mutex::new(false),
+            credentials: self.credentials,
         });
+        if let Credentials::Login { user, password } = &shared.credentials {
+            shared
+                .with_startup_retry(true, || shared.api.login(user, password))
+                .await
+                .map_err(|(error, detail)| StartError::Startup { error, detail })?;
+        }
 
         let id = shared
             .register_everything(true)
@@ -266,8 +348,7 @@ impl WorkerBuilder {
         {
             // The loops' clocks start now, after a possibly long startup.
             let rand = shared.rand();
-            *shared.machine() =
-                Machine::new(self.config, shared.clock.now(), rand).map_err(StartError::Config)?;
+            *shared.machine() = Machine::new(config, shared.clock.now(), rand).map_err(StartError::Config)?;
         }
         let hb = async_std::task::spawn(heartbeat_loop(shared.clone()));
         let claim = async_std::task::spawn(claim_loop(shared.clone()));
@@ -373,6 +454,7 @@ struct Shared<H> {
     grace_deadline: Mutex<Option<StdInstant>>,
     stats: StatsCounters,
     disconnect: async_std::sync::Mutex<bool>,
+    credentials: Credentials,
 }
 
 enum Run<T> {
@@ -419,6 +501,9 @@ impl<H: Http> Shared<H> {
             Wake::Nobody => {}
             Wake::Claim => {
                 let _ = self.wake_claim.try_send(());
+            }
+            Wake::Heartbeat => {
+                let _ = self.wake_hb.try_send(());
             }
             Wake::Everyone | Wake::Halt => {
                 if step.wake == Wake::Halt {
@@ -535,6 +620,27 @@ impl<H: Http> Shared<H> {
         }
     }
 
+    /// Renew the credentials: log in again, or read the token file again.
+    async fn renew_credentials(&self) -> Result<(), outage_core::Failure> {
+        match &self.credentials {
+            Credentials::Login { user, password } => {
+                self.api.login(user, password).await.map_err(|e| e.failure)
+            }
+            Credentials::TokenFile(path) => match read_token_file(path) {
+                Ok(token) => {
+                    self.api.set_token(&token);
+                    Ok(())
+                }
+                Err(why) => {
+                    emit(&Event::TokenFileUnusable { why: &why });
+                    Err(outage_core::Failure::status(401))
+                }
+            },
+            // The core asks only when the credentials can be renewed.
+            Credentials::Token(_) => Err(outage_core::Failure::status(401)),
+        }
+    }
+
     fn handler_for(&self, job_name: &str) -> Option<Arc<dyn Handler>> {
         self.jobs
             .iter()
@@ -567,6 +673,15 @@ async fn heartbeat_loop<H: Http>(sh: Arc<Shared<H>>) {
                 let step = sh
                     .machine()
                     .on_heartbeat(started, sh.now(), result.map_err(|e| e.failure));
+                sh.apply(&step);
+            }
+            HeartbeatAction::Login => {
+                let started = sh.now();
+                let Some(result) = sh.or_halt(sh.renew_credentials()).await else {
+                    break;
+                };
+                let rand = sh.rand();
+                let step = sh.machine().on_login(started, sh.now(), result, rand);
                 sh.apply(&step);
             }
             HeartbeatAction::Stop(_) => break,

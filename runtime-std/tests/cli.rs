@@ -10,7 +10,14 @@ use std::time::Duration;
 fn worker(args: &[&str], env: &[(&str, &str)]) -> Output {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_outage-worker"));
     cmd.args(args).stdin(Stdio::null());
-    for var in ["OUTAGE_SERVER", "OUTAGE_TOKEN", "ZNDRAW_URL", "ZNDRAW_TOKEN"] {
+    for var in [
+        "OUTAGE_SERVER",
+        "OUTAGE_TOKEN",
+        "ZNDRAW_URL",
+        "ZNDRAW_TOKEN",
+        "ZNDRAW_USER",
+        "ZNDRAW_PASSWORD",
+    ] {
         cmd.env_remove(var);
     }
     for (k, v) in env {
@@ -106,7 +113,7 @@ fn https_without_tls_says_how_to_get_it() {
 fn no_token_is_a_usage_error_and_zndraw_variables_are_read() {
     let out = worker(&["--server", NOWHERE, "--job", JOB], &[]);
     assert_eq!(out.status.code(), Some(2));
-    assert!(stderr(&out).contains("no token"), "{}", stderr(&out));
+    assert!(stderr(&out).contains("no credentials"), "{}", stderr(&out));
     // ZnDraw's own variables are taken: here the URL is refused for its
     // path, which proves ZNDRAW_URL was read.
     let out = worker(

@@ -146,9 +146,18 @@ impl RealServer {
         let stderr = File::create(self.workdir.join("server.err"))?;
         let mut cmd = Command::new(py);
         cmd.arg(jobserver_dir().join("serve.py"))
-            .args(["--port", &self.port.to_string(), "--token", &self.token, "--db"])
-            .arg(&self.db)
-            .args(&self.options.args)
+            .args(["--port", &self.port.to_string(), "--db"])
+            .arg(&self.db);
+        // `--auth jwt` logs users in; a static token is a usage error there.
+        if !self
+            .options
+            .args
+            .windows(2)
+            .any(|w| w[0] == "--auth" && w[1] == "jwt")
+        {
+            cmd.args(["--token", &self.token]);
+        }
+        cmd.args(&self.options.args)
             .envs(self.options.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(Stdio::piped())

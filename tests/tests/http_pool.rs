@@ -71,6 +71,7 @@ impl Fixture {
             method,
             url: &url,
             json: None,
+            form: false,
             timeout,
         };
         async_std::task::block_on(self.http.send(req, self.server.token()))
@@ -386,6 +387,7 @@ fn get(http: &SurfHttp, addr: SocketAddr, timeout: Duration) -> Result<Response,
         method: Method::Get,
         url: &url,
         json: None,
+        form: false,
         timeout,
     };
     async_std::task::block_on(http.send(req, "t"))
@@ -540,6 +542,7 @@ fn a_connection_closed_before_an_answer_empties_the_pool() {
                 method: Method::Patch,
                 url: &format!("{}/v1/joblib/workers/{}", f.server.url(), f.worker),
                 json: None,
+                form: false,
                 timeout: OK,
             },
             f.server.token(),
@@ -549,6 +552,7 @@ fn a_connection_closed_before_an_answer_empties_the_pool() {
                 method: Method::Get,
                 url: &format!("{}/v1/joblib/tasks/{}", f.server.url(), f.tasks[0]),
                 json: None,
+                form: false,
                 timeout: OK,
             },
             f.server.token(),

@@ -103,7 +103,7 @@ pub fn simulate(s: &Scenario) -> Report {
         let next = match l {
             Loop::Heartbeat => match m.heartbeat_poll(now) {
                 HeartbeatAction::Wait(d) => Some(d),
-                HeartbeatAction::Stop(_) => None,
+                HeartbeatAction::Stop(_) | HeartbeatAction::Login => None,
                 HeartbeatAction::Beat => {
                     requests.push(t);
                     let r = if server_up(t) { Ok(()) } else { Err(refused) };
@@ -111,7 +111,7 @@ pub fn simulate(s: &Scenario) -> Report {
                     wake = step.wake;
                     match step.action {
                         HeartbeatAction::Wait(d) => Some(d),
-                        HeartbeatAction::Beat => Some(now),
+                        HeartbeatAction::Beat | HeartbeatAction::Login => Some(now),
                         HeartbeatAction::Stop(_) => None,
                     }
                 }

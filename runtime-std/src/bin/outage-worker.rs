@@ -7,7 +7,7 @@ use clap::Parser;
 use outage_core::Fatal;
 use outage_runtime_std::command::Command;
 use outage_runtime_std::{
-    Config, Duration, Jitter, Job, OnRegistrationLost, StartError, StopReason, WorkerBuilder,
+    Config, Credentials, Duration, Jitter, Job, OnRegistrationLost, StartError, StopReason, WorkerBuilder,
 };
 
 const ABOUT: &str = "Serve ZnDraw jobs with external commands, riding out job-server outages.";
@@ -46,8 +46,14 @@ reported failed (\"worker shutting down\").
 
 Log level: RUST_LOG (default: info for the worker's own lines).
 
-Environment: OUTAGE_SERVER or ZNDRAW_URL for --server, OUTAGE_TOKEN or
-ZNDRAW_TOKEN for --token (ZnDraw's own client reads the ZNDRAW_ ones).
+Credentials: --token (a 401 stops the worker), --token-file (read again on
+401), or --user with --password-file or ZNDRAW_PASSWORD (ZnDraw's login; the
+worker logs in again when its token expires, once per 401, and stops if the
+new token is refused too). The token never appears in a log line.
+
+Environment: OUTAGE_SERVER or ZNDRAW_URL for --server; OUTAGE_TOKEN or
+ZNDRAW_TOKEN for --token; ZNDRAW_USER and ZNDRAW_PASSWORD for --user (ZnDraw's
+own client reads the ZNDRAW_ ones).
 
 Exit status: 0 stopped on request; 1 server unreachable for too long (or at
 startup); 2 usage or configuration error; 3 credentials refused; 4
@@ -69,9 +75,25 @@ struct Cli {
     server: Option<String>,
 
     /// Bearer token for the server. Also read from OUTAGE_TOKEN, then
-    /// ZNDRAW_TOKEN.
+    /// ZNDRAW_TOKEN. A 401 stops the worker: for tokens that expire use
+    /// --token-file or --user.
     #[arg(long, env = "OUTAGE_TOKEN", hide_env_values = true, value_name = "TOKEN")]
     token: Option<String>,
+
+    /// A file holding the token, read at start and again whenever the
+    /// server answers 401 (for a token something else renews).
+    #[arg(long, value_name = "FILE", conflicts_with = "token")]
+    token_file: Option<std::path::PathBuf>,
+
+    /// Log in as this user (ZnDraw's POST /v1/auth/jwt/login) at start and
+    /// again when the token expires (401). Also read from ZNDRAW_USER. The
+    /// password comes from --password-file or ZNDRAW_PASSWORD.
+    #[arg(long, value_name = "EMAIL", conflicts_with_all = ["token", "token_file"])]
+    user: Option<String>,
+
+    /// A file holding the password for --user (trailing newline ignored).
+    #[arg(long, value_name = "FILE", requires = "user")]
+    password_file: Option<std::path::PathBuf>,
 
     /// A job and the command that runs its tasks, as ROOM:CATEGORY:NAME=COMMAND
     /// (e.g. '@global:modifiers:Echo=cat'). Repeat for more jobs.
@@ -216,9 +238,45 @@ fn exit_code(reason: StopReason) -> ExitCode {
     ExitCode::from(match reason {
         StopReason::Requested => exit::STOPPED,
         StopReason::Unreachable { .. } => exit::UNREACHABLE,
-        StopReason::RegistrationLost(Fatal::AuthRefused { .. }) => exit::CREDENTIALS,
+        StopReason::RegistrationLost(Fatal::AuthRefused { .. } | Fatal::LoginRefused { .. }) => {
+            exit::CREDENTIALS
+        }
         StopReason::RegistrationLost(_) | StopReason::RegistrationRejected(_) => exit::REGISTRATION,
     })
+}
+
+/// Where the token comes from: --token-file, --user (with --password-file
+/// or ZNDRAW_PASSWORD), --token, or the environment, in that order.
+fn credentials(cli: &Cli) -> Result<Credentials, String> {
+    if let Some(path) = &cli.token_file {
+        return Ok(Credentials::TokenFile(path.clone()));
+    }
+    let user = cli.user.clone().or_else(|| {
+        if cli.token.is_none() && from_env(&["OUTAGE_TOKEN", "ZNDRAW_TOKEN"]).is_none() {
+            from_env(&["ZNDRAW_USER"])
+        } else {
+            None
+        }
+    });
+    if let Some(user) = user {
+        let password = match &cli.password_file {
+            Some(path) => std::fs::read_to_string(path)
+                .map_err(|e| format!("--password-file: cannot read {}: {e}", path.display()))?
+                .trim_end_matches(['\r', '\n'])
+                .to_owned(),
+            None => from_env(&["ZNDRAW_PASSWORD"])
+                .ok_or("--user needs a password: --password-file FILE or ZNDRAW_PASSWORD")?,
+        };
+        return Ok(Credentials::Login { user, password });
+    }
+    match cli.token.clone().or_else(|| from_env(&["ZNDRAW_TOKEN"])) {
+        Some(token) => Ok(Credentials::Token(token)),
+        None => Err(
+            "no credentials: give --token, --token-file or --user (or set OUTAGE_TOKEN, \
+             ZNDRAW_TOKEN, or ZNDRAW_USER and ZNDRAW_PASSWORD)"
+                .to_owned(),
+        ),
+    }
 }
 
 /// The first of the variables that is set and not empty.
@@ -248,8 +306,9 @@ async fn run(cli: Cli) -> ExitCode {
         .clone()
         .or_else(|| from_env(&["ZNDRAW_URL"]))
         .unwrap_or_else(|| "http://127.0.0.1:8765".to_owned());
-    let Some(token) = cli.token.clone().or_else(|| from_env(&["ZNDRAW_TOKEN"])) else {
-        return usage("no token: give --token, or set OUTAGE_TOKEN or ZNDRAW_TOKEN");
+    let credentials = match credentials(&cli) {
+        Ok(c) => c,
+        Err(e) => return usage(&e),
     };
     let config = Config {
         heartbeat_interval: cli.heartbeat,
@@ -269,7 +328,10 @@ async fn run(cli: Cli) -> ExitCode {
     if let Err(e) = config.validate() {
         return usage(&e.to_string());
     }
-    let mut builder = WorkerBuilder::new(server.clone(), token.clone()).config(config);
+    let mut builder = WorkerBuilder::new(server.clone(), "")
+        .credentials(credentials)
+        .config(config);
+    let token = builder.shared_token();
     let mut served: Vec<String> = Vec::new();
     for spec in &cli.jobs {
         let jc = match parse_job(spec) {
@@ -320,7 +382,9 @@ async fn run(cli: Cli) -> ExitCode {
         // The startup failure was logged as it happened.
         Err(StartError::Startup { error, .. }) => {
             return ExitCode::from(match error.error.classify(error.what) {
-                outage_core::Class::Fatal(Fatal::AuthRefused { .. }) => exit::CREDENTIALS,
+                outage_core::Class::Fatal(Fatal::AuthRefused { .. } | Fatal::LoginRefused { .. }) => {
+                    exit::CREDENTIALS
+                }
                 outage_core::Class::Transient | outage_core::Class::Congested { .. } => exit::UNREACHABLE,
                 _ => exit::REGISTRATION,
             });

@@ -1,0 +1,239 @@
+//! Credentials that last, against the real server's own login
+//! (`serve.py --auth jwt`: zndraw-auth's fastapi-users JWTs), with tokens
+//! that expire every 3 s: a worker that logs in keeps serving across ten
+//! token lifetimes without an outage warning; a token file renewed by
+//! someone else is read again on 401; a wrong password stops the worker
+//! with one clear line.
+
+use std::time::{Duration, Instant};
+
+use outage_core::{Config, Duration as CoreDuration, Fatal};
+use outage_runtime_std::{Credentials, Job, StartError, Task, WorkerBuilder};
+use outage_tests::capture;
+use outage_tests::http;
+use outage_tests::real::{Options, RealServer};
+
+const ADMIN: &str = "admin@example.com";
+const PASSWORD: &str = "jwt-test-pw";
+const JOB: &str = "@global:modifiers:Echo";
+const LIFETIME_S: u64 = 3;
+
+fn jwt_server() -> RealServer {
+    RealServer::start_with(Options {
+        args: [
+            "--auth",
+            "jwt",
+            "--admin-password",
+            PASSWORD,
+            "--token-lifetime",
+            &LIFETIME_S.to_string(),
+        ]
+        .map(str::to_owned)
+        .to_vec(),
+        ..Options::default()
+    })
+    .expect("real job server in jwt mode")
+}
+
+/// A token from the server's login, as a client would get one.
+fn login(server: &RealServer) -> String {
+    let addr = http::addr_of(server.url()).unwrap();
+    let body = format!("username={}&password={PASSWORD}", ADMIN.replace('@', "%40"));
+    let r = http::request(
+        addr,
+        "POST",
+        "/v1/auth/jwt/login",
+        &[("Content-Type", "application/x-www-form-urlencoded")],
+        Some(body.as_bytes()),
+    )
+    .expect("login");
+    assert_eq!(r.status, 200, "{}", r.text());
+    r.json()["access_token"].as_str().unwrap().to_owned()
+}
+
+fn submit(server: &RealServer, token: &str) -> String {
+    let addr = http::addr_of(server.url()).unwrap();
+    let r = http::api(
+        addr,
+        token,
+        "POST",
+        &format!("/rooms/room1/tasks/{JOB}"),
+        Some(br#"{"payload":{}}"#),
+    )
+    .expect("submit");
+    assert_eq!(r.status, 202, "{}", r.text());
+    r.json()["id"].as_str().unwrap().to_owned()
+}
+
+fn status(server: &RealServer, token: &str, id: &str) -> String {
+    let addr = http::addr_of(server.url()).unwrap();
+    let r = http::api(addr, token, "GET", &format!("/tasks/{id}"), None).expect("GET task");
+    r.json()["status"].as_str().unwrap_or_default().to_owned()
+}
+
+fn config() -> Config {
+    Config {
+        heartbeat_interval: CoreDuration::from_millis(700),
+        poll_interval: CoreDuration::from_millis(300),
+        request_timeout: CoreDuration::from_secs(10),
+        ..Config::DEFAULT
+    }
+}
+
+/// Submit a task every second for `lifetimes` token lifetimes; every one
+/// completes, with no outage warning.
+fn serve_across(lifetimes: u64, server: &RealServer, log: &capture::Session, what: &str) {
+    let mut ids = Vec::new();
+    let t0 = Instant::now();
+    while t0.elapsed() < Duration::from_secs(lifetimes * LIFETIME_S) {
+        ids.push(submit(server, &login(server)));
+        std::thread::sleep(Duration::from_secs(1));
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    for id in &ids {
+        loop {
+            let token = login(server);
+            match status(server, &token, id).as_str() {
+                "completed" => break,
+                s @ ("failed" | "cancelled") => panic!("{what}: task {id} ended {s}\n{}", log.dump()),
+                s => assert!(
+                    Instant::now() < deadline,
+                    "{what}: task {id} still {s}\n{}",
+                    log.dump()
+                ),
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+    assert!(
+        ids.len() as u64 >= lifetimes * LIFETIME_S * 2 / 3,
+        "{what}: {} tasks",
+        ids.len()
+    );
+    assert!(
+        log.matching("Server unreachable").is_empty(),
+        "{what}: no outage warning\n{}",
+        log.dump()
+    );
+    let renewals = log
+        .matching("Token refused (HTTP 401): renewing the credentials")
+        .len() as u64;
+    assert!(
+        renewals >= lifetimes / 2,
+        "{what}: only {renewals} renewals\n{}",
+        log.dump()
+    );
+}
+
+#[test]
+fn a_worker_that_logs_in_serves_across_ten_token_lifetimes() {
+    let log = capture::start();
+    // Every level, trace included: no token, no password.
+    log::set_max_level(log::LevelFilter::Trace);
+    let server = jwt_server();
+    let worker = async_std::task::block_on(
+        WorkerBuilder::new(server.url(), "")
+            .credentials(Credentials::Login {
+                user: ADMIN.into(),
+                password: PASSWORD.into(),
+            })
+            .config(config())
+            .job(Job::parse(JOB).unwrap(), |_t: Task| async { Ok(()) })
+            .start(),
+    )
+    .expect("start with a login");
+    serve_across(10, &server, &log, "login");
+    assert_eq!(worker.stop_reason(), None);
+    async_std::task::block_on(worker.disconnect());
+    // The password and tokens appear in no line.
+    for line in log.lines() {
+        assert!(!line.text.contains(PASSWORD), "{}", line.text);
+        assert!(!line.text.contains("eyJ"), "{}", line.text);
+        assert!(!line.text.contains("Bearer"), "{}", line.text);
+    }
+    log::set_max_level(log::LevelFilter::Debug);
+}
+
+#[test]
+fn a_token_file_renewed_by_someone_else_is_read_again_on_401() {
+    let log = capture::start();
+    let server = jwt_server();
+    let file = std::env::temp_dir().join(format!("outage-token-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::write(&file, login(&server) + "\n").unwrap();
+    // Another process keeps the file fresh, as a sidecar would.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let refresher = {
+        let (stop, file, url) = (stop.clone(), file.clone(), server.url().to_owned());
+        std::thread::spawn(move || {
+            let addr = http::addr_of(&url).unwrap();
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                let body = format!("username={}&password={PASSWORD}", ADMIN.replace('@', "%40"));
+                if let Ok(r) = http::request(
+                    addr,
+                    "POST",
+                    "/v1/auth/jwt/login",
+                    &[("Content-Type", "application/x-www-form-urlencoded")],
+                    Some(body.as_bytes()),
+                ) && r.status == 200
+                {
+                    let token = r.json()["access_token"].as_str().unwrap_or_default().to_owned();
+                    let tmp = file.with_extension("tmp");
+                    let _ = std::fs::write(&tmp, token).and_then(|()| std::fs::rename(&tmp, &file));
+                }
+                std::thread::sleep(Duration::from_millis(1_000));
+            }
+        })
+    };
+    let worker = async_std::task::block_on(
+        WorkerBuilder::new(server.url(), "")
+            .credentials(Credentials::TokenFile(file.clone()))
+            .config(config())
+            .job(Job::parse(JOB).unwrap(), |_t: Task| async { Ok(()) })
+            .start(),
+    )
+    .expect("start with a token file");
+    serve_across(5, &server, &log, "token file");
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let _ = refresher.join();
+    assert_eq!(worker.stop_reason(), None);
+    async_std::task::block_on(worker.disconnect());
+    let _ = std::fs::remove_file(file);
+}
+
+#[test]
+fn a_wrong_password_stops_with_one_clear_line() {
+    let log = capture::start();
+    let server = jwt_server();
+    let t0 = Instant::now();
+    let err = async_std::task::block_on(
+        WorkerBuilder::new(server.url(), "")
+            .credentials(Credentials::Login {
+                user: ADMIN.into(),
+                password: "not-the-password".into(),
+            })
+            .config(config())
+            .job(Job::parse(JOB).unwrap(), |_t: Task| async { Ok(()) })
+            .start(),
+    )
+    .expect_err("a wrong password");
+    assert!(t0.elapsed() < Duration::from_secs(10), "not retried");
+    let StartError::Startup { error, detail } = &err else {
+        panic!("{err}")
+    };
+    assert!(matches!(
+        error.error.classify(error.what),
+        outage_core::Class::Fatal(Fatal::LoginRefused { status: 400 })
+    ));
+    assert_eq!(detail.as_deref(), Some("LOGIN_BAD_CREDENTIALS"));
+    let errors: Vec<_> = log
+        .worker_lines()
+        .into_iter()
+        .filter(|l| l.level == log::Level::Error)
+        .collect();
+    assert_eq!(errors.len(), 1, "{}", log.dump());
+    assert_eq!(
+        errors[0].text,
+        "Startup: login failed, giving up: HTTP 400 Bad Request"
+    );
+    assert!(!log.dump().contains("not-the-password"));
+}
