@@ -310,7 +310,7 @@ impl WorkerBuilder {
         let machine = Machine::new(config, clock.now(), 0).map_err(StartError::Config)?;
         let shared = Arc::new(Shared {
             api: Api::new(http, &self.url, self.token.clone(), timeout),
-            config: config,
+            config,
             machine: Mutex::new(machine),
             clock,
             worker_id: Mutex::new(String::new()),
