@@ -140,10 +140,19 @@ pub enum Event<'a> {
         /// The refusal.
         error: Failure,
     },
-    /// A task's handler failed; the task is reported `failed`.
-    TaskFailed {
-        /// The handler's error text.
-        error: &'a str,
+    /// A task's handler finished (one line per task, for operators); its
+    /// outcome is delivered next.
+    TaskFinished {
+        /// Task id.
+        task_id: &'a str,
+        /// Full job name.
+        job: &'a str,
+        /// The task's room.
+        room: &'a str,
+        /// How long the handler ran.
+        took: Duration,
+        /// `None`: completed; the handler's error text: failed.
+        error: Option<&'a str>,
     },
     /// A task outcome could not be delivered during an outage; it is kept.
     OutcomeHeld,
@@ -218,6 +227,33 @@ pub enum Event<'a> {
         /// The status the server holds.
         status: crate::protocol::TaskStatus,
     },
+    /// The server explained a refusal (the `detail` of its problem+json).
+    ServerSaid {
+        /// Which request.
+        what: Endpoint,
+        /// The status it answered.
+        status: u16,
+        /// Its explanation, as sent.
+        detail: &'a str,
+    },
+    /// The words of a transport failure, below what the core classifies.
+    TransportDetail {
+        /// The error text (never holds the token).
+        error: &'a str,
+    },
+    /// What the worker did, when it stops.
+    Summary {
+        /// Tasks whose handler succeeded.
+        completed: u64,
+        /// Tasks whose handler failed.
+        failed: u64,
+        /// Requests sent.
+        requests: u64,
+        /// Requests that failed.
+        failed_requests: u64,
+        /// Outages survived.
+        outages: u64,
+    },
     /// The host could not listen for SIGINT/SIGTERM.
     SignalsUnavailable,
     /// What a task's program printed (hosts running external commands).
@@ -239,22 +275,28 @@ impl Event<'_> {
             | Event::Reregistering
             | Event::StartupRetry { .. }
             | Event::TaskSkipped { .. }
-            | Event::TaskFailed { .. }
+            | Event::TaskFinished { error: Some(_), .. }
             | Event::OutcomeRejected { .. } => Level::Warn,
             Event::Recovered { .. }
+            | Event::TaskFinished { error: None, .. }
             | Event::Reregistered
             | Event::OutcomeHeld
             | Event::OutcomeDelivered
             | Event::StopRequested
             | Event::Registered { .. }
-            | Event::Disconnected { .. } => Level::Info,
+            | Event::Disconnected { .. }
+            | Event::Summary { .. } => Level::Info,
             Event::SignalsUnavailable
             | Event::ClaimAnswerLost { .. }
             | Event::RetireFailed { .. }
             | Event::StopNow
             | Event::TokenFileUnusable { .. } => Level::Warn,
             Event::RegisteredAfresh | Event::RetiredOldWorker | Event::CredentialsExpired => Level::Info,
-            Event::CredentialsRenewed => Level::Debug,
+            Event::CredentialsRenewed | Event::TransportDetail { .. } => Level::Debug,
+            // A refusal of the request (4xx) is the operator's to read; a
+            // 5xx is part of an outage, which has its own lines.
+            Event::ServerSaid { status, .. } if *status < 500 => Level::Warn,
+            Event::ServerSaid { .. } => Level::Debug,
             Event::UpdateAlreadyApplied { .. } => Level::Debug,
             Event::DisconnectFailed { .. } | Event::StaleConnection { .. } | Event::TaskOutput { .. } => {
                 Level::Debug
@@ -326,9 +368,31 @@ impl Render for Event<'_> {
                 error.render(out);
                 out.text("); skipping it");
             }
-            Event::TaskFailed { error } => {
-                out.text("Task failed: ");
-                out.text(error);
+            Event::TaskFinished {
+                task_id,
+                job,
+                room,
+                took,
+                error,
+            } => {
+                out.text("Task ");
+                out.text(task_id);
+                out.text(" (");
+                out.text(job);
+                out.text(", room ");
+                out.text(room);
+                match error {
+                    None => {
+                        out.text(") completed in ");
+                        crate::render::Took(took).render(out);
+                    }
+                    Some(error) => {
+                        out.text(") failed after ");
+                        crate::render::Took(took).render(out);
+                        out.text(": ");
+                        out.text(error);
+                    }
+                }
             }
             Event::OutcomeHeld => out.text("Task outcome held until the server is reachable again"),
             Event::OutcomeDelivered => out.text("Delivered the task outcome held during the outage"),
@@ -340,6 +404,37 @@ impl Render for Event<'_> {
             Event::StopRequested => out.text("Stop requested, shutting down"),
             Event::CredentialsExpired => out.text("Token refused (HTTP 401): renewing the credentials"),
             Event::CredentialsRenewed => out.text("Credentials renewed; serving"),
+            Event::ServerSaid { what, status, detail } => {
+                out.text("The server refused the ");
+                what.render(out);
+                out.text(" (HTTP ");
+                out.num(u64::from(status));
+                out.text("): ");
+                out.text(detail);
+            }
+            Event::Summary {
+                completed,
+                failed,
+                requests,
+                failed_requests,
+                outages,
+            } => {
+                out.text("Summary: ");
+                out.num(completed);
+                out.text(" tasks completed, ");
+                out.num(failed);
+                out.text(" failed; ");
+                out.num(requests);
+                out.text(" requests, ");
+                out.num(failed_requests);
+                out.text(" failed; ");
+                out.num(outages);
+                out.text(" outages survived");
+            }
+            Event::TransportDetail { error } => {
+                out.text("Request failed: ");
+                out.text(error);
+            }
             Event::TokenFileUnusable { why } => {
                 out.text("Cannot renew the token: ");
                 out.text(why);
@@ -494,8 +589,49 @@ mod tests {
             Event::TaskSkipped {
                 error: Failure::status(409),
             },
-            Event::TaskFailed {
-                error: "exit status 2: boom",
+            Event::TaskFinished {
+                task_id: "t-1",
+                job: "@global:modifiers:Echo",
+                room: "room1",
+                took: Duration::from_millis(1_250),
+                error: Some("exit status 2: boom"),
+            },
+            Event::TaskFinished {
+                task_id: "t-1",
+                job: "@global:modifiers:Echo",
+                room: "room1",
+                took: Duration::from_millis(30),
+                error: None,
+            },
+            Event::ClaimAnswerLost {
+                error: Failure::Transport(Transport::Timeout),
+            },
+            Event::RegisteredAfresh,
+            Event::RetiredOldWorker,
+            Event::RetireFailed { error: refused },
+            Event::UpdateAlreadyApplied {
+                status: crate::protocol::TaskStatus::Running,
+            },
+            Event::CredentialsExpired,
+            Event::CredentialsRenewed,
+            Event::TokenFileUnusable {
+                why: "cannot read /run/token: No such file or directory",
+            },
+            Event::StopNow,
+            Event::ServerSaid {
+                what: Endpoint::RegisterJob,
+                status: 400,
+                detail: "Category 'compute' not in allowed list",
+            },
+            Event::TransportDetail {
+                error: "connection refused",
+            },
+            Event::Summary {
+                completed: 12,
+                failed: 1,
+                requests: 340,
+                failed_requests: 5,
+                outages: 2,
             },
             Event::OutcomeHeld,
             Event::OutcomeDelivered,
@@ -523,7 +659,7 @@ mod tests {
             e.render(&mut p);
             let shown = e.to_string();
             assert_eq!(p.0, shown);
-            let mut fixed: heapless::String<160> = heapless::String::new();
+            let mut fixed: heapless::String<200> = heapless::String::new();
             e.render(&mut fixed);
             assert_eq!(fixed.as_str(), shown);
             assert!(
@@ -534,6 +670,18 @@ mod tests {
         assert_eq!(
             events[7].to_string(),
             "Startup: create worker failed (Connection refused); retry 1/5 in 1.4s"
+        );
+        let finished: std::vec::Vec<String> = events
+            .iter()
+            .filter(|e| matches!(e, Event::TaskFinished { .. }))
+            .map(|e| e.to_string())
+            .collect();
+        assert_eq!(
+            finished,
+            [
+                "Task t-1 (@global:modifiers:Echo, room room1) failed after 1.25s: exit status 2: boom",
+                "Task t-1 (@global:modifiers:Echo, room room1) completed in 30ms",
+            ]
         );
     }
 }

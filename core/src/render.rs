@@ -110,7 +110,27 @@ impl Render for WholeSecs {
     }
 }
 
-impl_render_outputs!(Secs, WholeSecs);
+/// Renders a short duration exactly: `30ms` below a second, else
+/// seconds with hundredths (`1.25s`). For how long a task ran.
+pub struct Took(pub crate::Duration);
+
+impl Render for Took {
+    fn render<S: Sink + ?Sized>(&self, out: &mut S) {
+        let ms = self.0.as_millis();
+        if ms < 1000 {
+            out.num(ms);
+            out.text("ms");
+            return;
+        }
+        out.num(ms / 1000);
+        let hundredths = (ms % 1000) / 10;
+        out.text(if hundredths < 10 { ".0" } else { "." });
+        out.num(hundredths);
+        out.text("s");
+    }
+}
+
+impl_render_outputs!(Secs, WholeSecs, Took);
 
 /// A [`Sink`] that writes into a fixed buffer, truncating when it is full.
 /// Lets a no-heap caller render a line into a `heapless::String`.

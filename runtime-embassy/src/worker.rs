@@ -681,9 +681,13 @@ impl<'a, T: TcpConnect, D: Dns> Worker<'a, T, D> {
                             }
                         }
                     };
-                    if let Err(text) = &outcome {
-                        emit(&Event::TaskFailed { error: text });
-                    }
+                    emit(&Event::TaskFinished {
+                        task_id: &h.id,
+                        job: &h.job_name,
+                        room: &h.room_id,
+                        took: self.clock.now() - now,
+                        error: outcome.as_ref().err().map(|t| t.as_str()),
+                    });
                     let ok = outcome.is_ok();
                     h.outcome = Some(outcome);
                     self.with_machine(|m| m.on_executed(self.clock.now(), ok))

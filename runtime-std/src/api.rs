@@ -46,6 +46,17 @@ impl Task {
         })
     }
 
+    /// The task's id and names without its payload: what the worker keeps
+    /// while the handler owns the task (no copy of a large payload).
+    pub(crate) fn header(&self) -> Task {
+        Task {
+            id: self.id.clone(),
+            job_name: self.job_name.clone(),
+            room_id: self.room_id.clone(),
+            payload: RawValue::from_string("null".to_owned()).expect("null is JSON"),
+        }
+    }
+
     /// The payload as the exact JSON text the server sent.
     pub fn payload_json(&self) -> &str {
         self.payload.get()
@@ -214,6 +225,13 @@ impl<H: Http> Api<H> {
         }
         self.counters.failures.fetch_add(1, Ordering::Relaxed);
         let detail = problem_detail(&resp.body);
+        if let Some(d) = &detail {
+            crate::emit(&outage_core::Event::ServerSaid {
+                what: endpoint,
+                status: resp.status,
+                detail: d,
+            });
+        }
         Err(ApiError {
             endpoint,
             failure: Failure::Status {

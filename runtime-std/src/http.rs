@@ -110,15 +110,17 @@ impl SurfHttp {
                 .body(surf::Body::from_bytes(body.to_vec()))
                 .content_type(kind);
         }
-        let mut res = self
-            .client
-            .send(builder)
-            .await
-            .map_err(|e| match e.downcast_ref::<H1Error>() {
+        let mut res = self.client.send(builder).await.map_err(|e| {
+            // The underlying words, at debug level; the core gets the kind.
+            crate::emit(&outage_core::Event::TransportDetail {
+                error: &e.to_string(),
+            });
+            match e.downcast_ref::<H1Error>() {
                 Some(h1) => h1.failure(),
                 // Only https (the `tls` feature's async-h1 client) gets here.
                 None => Failure::Transport(transport_kind(&e)),
-            })?;
+            }
+        })?;
         let status = res.ext::<RawStatus>().map_or(res.status().into(), |s| s.0);
         let retry_after = res
             .header("Retry-After")

@@ -744,7 +744,11 @@ async fn claim_loop<H: Http>(sh: Arc<Shared<H>>) {
                     .on_started(now, sh.now(), result.map_err(|e| e.failure), rand)
             }
             ClaimAction::Execute => {
-                let Some(task) = current.clone() else { break };
+                // The handler owns the task (its payload moves, no copy);
+                // the loop keeps its id and names for the delivery.
+                let Some(task) = current.take() else { break };
+                current = Some(task.header());
+                let begun = StdInstant::now();
                 let result = match sh.handler_for(&task.job_name) {
                     None => Err(NO_HANDLER_ERROR.into()),
                     Some(handler) => match sh
@@ -757,13 +761,20 @@ async fn claim_loop<H: Http>(sh: Arc<Shared<H>>) {
                         Run::Halted => break,
                     },
                 };
-                match &result {
-                    Ok(()) => sh.stats.tasks_completed.fetch_add(1, Ordering::Relaxed),
-                    Err(text) => {
-                        emit(&Event::TaskFailed { error: text });
-                        sh.stats.tasks_failed.fetch_add(1, Ordering::Relaxed)
-                    }
+                let counter = match &result {
+                    Ok(()) => &sh.stats.tasks_completed,
+                    Err(_) => &sh.stats.tasks_failed,
                 };
+                counter.fetch_add(1, Ordering::Relaxed);
+                if let Some(t) = current.as_ref() {
+                    emit(&Event::TaskFinished {
+                        task_id: &t.id,
+                        job: &t.job_name,
+                        room: &t.room_id,
+                        took: Duration::from_millis(begun.elapsed().as_millis() as u64),
+                        error: result.as_ref().err().map(String::as_str),
+                    });
+                }
                 let ok = result.is_ok();
                 outcome = Some(result);
                 sh.machine().on_executed(sh.now(), ok)

@@ -127,9 +127,8 @@ fn no_token_is_a_usage_error_and_zndraw_variables_are_read() {
     assert!(stderr(&out).contains("without /v1/joblib"), "{}", stderr(&out));
 }
 
-#[test]
-fn a_refused_token_exits_3() {
-    // A server that refuses every request the way zndraw-joblib does.
+/// A server that refuses every request the way zndraw-joblib does (401).
+fn refusing_server() -> String {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     std::thread::spawn(move || {
@@ -146,6 +145,43 @@ fn a_refused_token_exits_3() {
             );
         }
     });
+    url
+}
+
+#[test]
+fn a_refused_token_exits_3() {
+    let url = refusing_server();
     let out = worker(&["--server", &url, "--token", "wrong", "--job", JOB], &[]);
     assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+}
+
+#[test]
+fn json_logs_are_one_object_per_line_with_stable_fields() {
+    let url = refusing_server();
+    let out = worker(
+        &[
+            "--server",
+            &url,
+            "--token",
+            "wrong",
+            "--job",
+            JOB,
+            "--log-format",
+            "json",
+        ],
+        &[],
+    );
+    let err = stderr(&out);
+    let lines: Vec<&str> = err.lines().collect();
+    assert!(!lines.is_empty());
+    let mut levels = Vec::new();
+    for line in &lines {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"));
+        for field in ["ts", "level", "target", "message"] {
+            assert!(v[field].is_string(), "{field} in {line}");
+        }
+        levels.push(v["level"].as_str().unwrap().to_owned());
+        assert!(!line.contains("wrong"), "no token in {line}");
+    }
+    assert!(levels.iter().any(|l| l == "ERROR"), "{err}");
 }

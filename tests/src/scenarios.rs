@@ -158,7 +158,14 @@ pub fn serves_tasks<R: Runtime>() {
             assert_eq!(t.status, TaskStatus::Completed, "task {i}");
         }
     }
-    assert_eq!(log.matching("Task failed: bad input").len(), 2, "{}", log.dump());
+    assert_eq!(log.matching(") failed after ").len(), 2, "{}", log.dump());
+    assert_eq!(log.matching("s: bad input").len(), 2, "{}", log.dump());
+    assert_eq!(
+        log.matching(") completed in ").len(),
+        4,
+        "one info line per task\n{}",
+        log.dump()
+    );
     w.disconnect();
     assert!(w.is_finished());
     assert!(server.state().workers.is_empty(), "disconnect deletes the worker");

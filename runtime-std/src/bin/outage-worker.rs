@@ -143,6 +143,11 @@ struct Cli {
     #[arg(long, value_parser = parse_duration, value_name = "TIME")]
     task_timeout: Option<Duration>,
 
+    /// Log lines as text, or as one JSON object per line with the fields
+    /// `ts` (RFC 3339, UTC), `level`, `target` and `message`.
+    #[arg(long, default_value = "text", value_parser = ["text", "json"], value_name = "FORMAT")]
+    log_format: String,
+
     /// Retry on the exact reference schedule (no jitter). Fleets should keep
     /// jitter on, so that they do not retry in lockstep.
     #[arg(long)]
@@ -203,19 +208,32 @@ fn parse_job(spec: &str) -> Result<JobCommand, String> {
     })
 }
 
-fn init_logging() {
+fn init_logging(json: bool) {
     use std::io::Write;
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn,outage=info"))
-        .format(|buf, record| {
+    let mut builder =
+        env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn,outage=info"));
+    if json {
+        builder.format(|buf, record| {
+            let line = serde_json::json!({
+                "ts": buf.timestamp_millis().to_string(),
+                "level": record.level().as_str(),
+                "target": record.target(),
+                "message": record.args().to_string(),
+            });
+            writeln!(buf, "{line}")
+        });
+    } else {
+        builder.format(|buf, record| {
             let ts = buf.timestamp_seconds();
             writeln!(buf, "{ts} {:<5} {}", record.level(), record.args())
-        })
-        .init();
+        });
+    }
+    builder.init();
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging();
+    init_logging(cli.log_format == "json");
     async_std::task::block_on(run(cli))
 }
 
@@ -393,6 +411,14 @@ async fn run(cli: Cli) -> ExitCode {
     };
     let grace = std::time::Duration::from_millis(cli.grace.as_millis());
     let reason = worker.run_until_signal(grace).await;
+    let stats = worker.stats();
+    outage_runtime_std::emit(&outage_core::Event::Summary {
+        completed: stats.tasks_completed,
+        failed: stats.tasks_failed,
+        requests: stats.requests,
+        failed_requests: stats.failed_requests,
+        outages: stats.recoveries,
+    });
     // Commands abandoned on the way out get SIGTERM, then SIGKILL: wait
     // for that before the process is gone.
     outage_runtime_std::command::wait_for_abandoned();
