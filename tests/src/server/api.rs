@@ -2,11 +2,19 @@
 //! request to a reply over in-memory state. Same paths, status codes,
 //! problem+json bodies and task transitions as the real server (the
 //! conformance suite in `tests/tests/conformance.rs` runs against both).
+//!
+//! One deliberate difference: payloads are stored as the JSON text the
+//! client sent and sent back verbatim (claims, task answers), where the real
+//! server re-serialises them through Python (`1e308` comes back `1e+308`,
+//! `"\u00e9"` as `"é"`, `1E2` as `100.0`). Payloads already in Python's
+//! form (compact, `json.dumps`) come back byte-identical from both.
 
 use std::collections::HashMap;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use outage_core::protocol::{API_PREFIX, CATEGORIES, TaskStatus, problem_type};
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 use serde_json::{Value, json};
 use uuid::Uuid;
 
@@ -41,7 +49,7 @@ pub struct Reply {
 }
 
 impl Reply {
-    fn json(status: u16, body: &Value) -> Reply {
+    fn json<T: Serialize + ?Sized>(status: u16, body: &T) -> Reply {
         Reply {
             status,
             content_type: Some("application/json"),
@@ -133,8 +141,8 @@ pub struct TaskRecord {
     pub worker_id: Option<Uuid>,
     /// Error text.
     pub error: Option<String>,
-    /// Payload.
-    pub payload: Value,
+    /// Payload: the JSON text as submitted, sent back verbatim.
+    pub payload: Box<RawValue>,
 }
 
 /// Everything the server knows. `Default` is an empty (freshly started) server.
@@ -187,28 +195,58 @@ pub fn timestamp() -> String {
     }
 }
 
+/// A task as the server sends it: the real server's field order, and the
+/// payload's text verbatim.
+#[derive(Debug, Serialize)]
+struct TaskJson<'a> {
+    id: String,
+    job_name: &'a str,
+    room_id: &'a str,
+    status: &'static str,
+    created_at: &'a str,
+    started_at: Option<&'a str>,
+    completed_at: Option<&'a str>,
+    worker_id: Option<String>,
+    error: Option<&'a str>,
+    payload: &'a RawValue,
+    queue_position: Option<usize>,
+}
+
 impl TaskRecord {
-    fn to_json(&self, queue_position: Option<usize>) -> Value {
-        json!({
-            "id": self.id.to_string(),
-            "job_name": self.job_name,
-            "room_id": self.room_id,
-            "status": self.status.as_str(),
-            "created_at": self.created_at,
-            "started_at": self.started_at,
-            "completed_at": self.completed_at,
-            "worker_id": self.worker_id.map(|w| w.to_string()),
-            "error": self.error,
-            "payload": self.payload,
-            "queue_position": queue_position,
-        })
+    fn to_json(&self, queue_position: Option<usize>) -> TaskJson<'_> {
+        TaskJson {
+            id: self.id.to_string(),
+            job_name: &self.job_name,
+            room_id: &self.room_id,
+            status: self.status.as_str(),
+            created_at: &self.created_at,
+            started_at: self.started_at.as_deref(),
+            completed_at: self.completed_at.as_deref(),
+            worker_id: self.worker_id.map(|w| w.to_string()),
+            error: self.error.as_deref(),
+            payload: &self.payload,
+            queue_position,
+        }
     }
+}
+
+/// `{"task": …}`, the claim answer.
+#[derive(Debug, Serialize)]
+struct ClaimJson<'a> {
+    task: Option<TaskJson<'a>>,
 }
 
 impl State {
     /// Submit a task directly (tests use this to feed workers without HTTP).
     /// Returns `None` if the job is unknown or deleted.
     pub fn submit(&mut self, room: &str, job_name: &str, payload: Value) -> Option<Uuid> {
+        let raw = serde_json::value::to_raw_value(&payload).expect("JSON values serialise");
+        self.submit_raw(room, job_name, raw)
+    }
+
+    /// Submit a task whose payload is this JSON text, kept byte for byte.
+    /// Returns `None` if the job is unknown or deleted.
+    pub fn submit_raw(&mut self, room: &str, job_name: &str, payload: Box<RawValue>) -> Option<Uuid> {
         let job = self.jobs.get(job_name)?;
         if job.deleted {
             return None;
@@ -247,7 +285,7 @@ impl State {
         Some(ahead + 1)
     }
 
-    fn task_json(&self, task: &TaskRecord) -> Value {
+    fn task_json<'a>(&self, task: &'a TaskRecord) -> TaskJson<'a> {
         task.to_json(self.queue_position(task))
     }
 
@@ -426,7 +464,10 @@ fn valid_room(room: &str) -> Result<(), Reply> {
 
 /// Answer one request. `state` is the server's memory, `settings` its auth.
 pub fn handle(state: &mut State, settings: &Settings, req: &Request<'_>) -> Reply {
-    let Some(rest) = req.path.strip_prefix(API_PREFIX) else {
+    // Starlette routes on the percent-decoded path: `r%5Cx` is the room
+    // `r\x`, and `r%2Fx` is two segments (so no route).
+    let decoded = percent_decode(req.path);
+    let Some(rest) = decoded.strip_prefix(API_PREFIX) else {
         return Reply::detail(404, "Not Found");
     };
     let route_match = match route(rest) {
@@ -461,8 +502,8 @@ pub fn handle(state: &mut State, settings: &Settings, req: &Request<'_>) -> Repl
         (Route::Workers, _) => Ok(list_workers(state)),
         (Route::Worker(id), "PATCH") => heartbeat(state, id),
         (Route::Worker(id), _) => delete_worker(state, id),
-        (Route::Jobs(room), _) => register_job(state, settings, &percent_decode(room), req),
-        (Route::Submit(room, job), _) => submit(state, &percent_decode(room), &percent_decode(job), req),
+        (Route::Jobs(room), _) => register_job(state, settings, room, req),
+        (Route::Submit(room, job), _) => submit(state, room, job, req),
         (Route::Claim, _) => claim(state, req),
         (Route::Task(id), "GET") => get_task(state, id),
         (Route::Task(id), _) => update_task(state, id, req),
@@ -628,12 +669,21 @@ fn register_job(
     ))
 }
 
+/// The submission body with the payload's text as sent.
+#[derive(Deserialize)]
+struct SubmitBody {
+    payload: Option<Box<RawValue>>,
+}
+
 fn submit(state: &mut State, room: &str, job: &str, req: &Request<'_>) -> Result<Reply, Reply> {
-    let body = json_body(req)?;
+    json_body(req)?;
     valid_room(room)?;
-    let payload = body.get("payload").cloned().unwrap_or_else(|| json!({}));
+    let payload = serde_json::from_slice::<SubmitBody>(req.body)
+        .ok()
+        .and_then(|b| b.payload)
+        .unwrap_or_else(|| RawValue::from_string("{}".into()).expect("valid JSON"));
     let id = state
-        .submit(room, job, payload)
+        .submit_raw(room, job, payload)
         .ok_or_else(|| Reply::problem(404, problem_type::JOB_NOT_FOUND, format!("Job '{job}' not found")))?;
     let task = &state.tasks[&id];
     let mut reply = Reply::json(202, &state.task_json(task));
@@ -664,13 +714,18 @@ fn claim(state: &mut State, req: &Request<'_>) -> Result<Reply, Reply> {
                 .is_some_and(|j| !j.deleted && j.workers.contains(&worker))
     });
     let Some(id) = next else {
-        return Ok(Reply::json(200, &json!({"task": null})));
+        return Ok(Reply::json(200, &ClaimJson { task: None }));
     };
     let task = state.tasks.get_mut(&id).expect("ids in order exist");
     task.status = TaskStatus::Claimed;
     task.worker_id = Some(worker);
     let task = &state.tasks[&id];
-    Ok(Reply::json(200, &json!({"task": state.task_json(task)})))
+    Ok(Reply::json(
+        200,
+        &ClaimJson {
+            task: Some(state.task_json(task)),
+        },
+    ))
 }
 
 fn task_not_found(id: Uuid) -> Reply {
