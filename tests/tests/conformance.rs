@@ -58,6 +58,12 @@ impl Target {
             .unwrap_or_else(|e| panic!("{}: {method} {path}: {e}", self.name))
     }
 
+    /// An API call whose JSON body is sent exactly as given.
+    fn call_text(&mut self, method: &str, path: &str, body: &str) -> Response {
+        http::api(self.addr, &self.token, method, path, Some(body.as_bytes()))
+            .unwrap_or_else(|e| panic!("{}: {method} {path}: {e}", self.name))
+    }
+
     fn raw(&mut self, method: &str, path: &str, headers: &[(&str, &str)], body: Option<&[u8]>) -> Response {
         http::request(self.addr, method, &format!("{API}{path}"), headers, body)
             .unwrap_or_else(|e| panic!("{}: {method} {path}: {e}", self.name))
@@ -106,6 +112,112 @@ fn is_uuid(v: &Value) -> bool {
 fn is_naive_timestamp(v: &Value) -> bool {
     v.as_str()
         .is_some_and(|s| (s.len() == 19 || s.len() == 26) && &s[10..11] == "T" && !s.ends_with('Z'))
+}
+
+/// A payload full of numbers and strings a `serde_json::Value` (or a float)
+/// round trip would change, written in the form the real server writes
+/// (it parses payloads and writes them again through pydantic: compact,
+/// `1e+308`, `1.5e-7`, `-0.0`, raw UTF-8), so that it comes back unchanged
+/// from both servers: a 17-digit float, an integer beyond 64 bits, negative
+/// zero, the smallest subnormal, a huge exponent (sent as `1e308` the real
+/// server answers `1e+308`), escapes and non-ASCII.
+const EXACT_PAYLOAD: &str = r#"{"x":0.9889559355234849,"big":123456789012345678901234567890,"neg":-0.0,"tiny":5e-324,"huge":1e+308,"s":"q\"b\\n\n\t\u0001é😀/","a":[1.5e-7,-2,true,null,{}]}"#;
+
+/// The payload's JSON text exactly as the server sent it: in a task
+/// answer (`{"payload": …}`) or a claim (`{"task": {"payload": …}}`).
+fn payload_text(body: &[u8]) -> Option<String> {
+    use serde_json::value::RawValue;
+    #[derive(serde::Deserialize)]
+    struct Task {
+        payload: Box<RawValue>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Claim {
+        task: Task,
+    }
+    serde_json::from_slice::<Claim>(body)
+        .map(|c| c.task.payload)
+        .or_else(|_| serde_json::from_slice::<Task>(body).map(|t| t.payload))
+        .ok()
+        .map(|p| p.get().to_owned())
+}
+
+/// Payload text byte for byte, and room ids that need JSON escapes.
+fn exact_payloads_and_escaped_rooms(t: &mut Target) {
+    let r = t.call("POST", "/workers", None);
+    let wx = r.json()["id"].as_str().unwrap_or_default().to_owned();
+    let reg = json!({"category": "modifiers", "name": "Exact", "schema": {}, "worker_id": wx});
+    let r = t.call("PUT", "/rooms/@global/jobs", Some(&reg));
+    t.expect("register @global:modifiers:Exact", 201, r);
+
+    let job = "@global:modifiers:Exact";
+    let body = format!(r#"{{"payload":{EXACT_PAYLOAD}}}"#);
+    let r = t.call_text("POST", &format!("/rooms/room1/tasks/{job}"), &body);
+    let r = t.expect("submit a payload of tricky numbers and strings", 202, r);
+    let id = r.json()["id"].as_str().unwrap_or_default().to_owned();
+    let text = payload_text(&r.body);
+    t.check(
+        "submit echoes the payload byte for byte",
+        text.as_deref() == Some(EXACT_PAYLOAD),
+        format_args!("{text:?}"),
+    );
+    let r = t.call("POST", "/tasks/claim", Some(&json!({"worker_id": wx})));
+    let r = t.expect("claim the tricky payload", 200, r);
+    t.check("it is the task", r.json()["task"]["id"] == id.as_str(), r.text());
+    let text = payload_text(&r.body);
+    t.check(
+        "a claim carries the payload byte for byte",
+        text.as_deref() == Some(EXACT_PAYLOAD),
+        format_args!("{text:?}"),
+    );
+    let r = t.call("GET", &format!("/tasks/{id}"), None);
+    let text = payload_text(&r.body);
+    t.check(
+        "a task answer carries the payload byte for byte",
+        text.as_deref() == Some(EXACT_PAYLOAD),
+        format_args!("{text:?}"),
+    );
+
+    // The room r\x: a backslash, escaped in every JSON answer.
+    let reg = json!({"category": "analysis", "name": "Esc", "schema": {}, "worker_id": wx});
+    let r = t.call("PUT", "/rooms/r%5Cx/jobs", Some(&reg));
+    let r = t.expect("register in the room r\\x", 201, r);
+    let j = r.json();
+    t.check("its room_id", j["room_id"] == "r\\x", &j);
+    t.check("its full_name", j["full_name"] == "r\\x:analysis:Esc", &j);
+    let r = t.call(
+        "POST",
+        "/rooms/r%5Cx/tasks/r%5Cx:analysis:Esc",
+        Some(&json!({"payload": {}})),
+    );
+    let r = t.expect("submit in the room r\\x", 202, r);
+    t.check(
+        "the room is escaped on the wire",
+        r.text().contains(r#""room_id":"r\\x""#),
+        r.text(),
+    );
+    let r = t.call(
+        "POST",
+        r#"/rooms/r"q/tasks/r%5Cx:analysis:Esc"#,
+        Some(&json!({"payload": {}})),
+    );
+    let r = t.expect("submit in the room r\"q", 202, r);
+    t.check("room r\"q", r.json()["room_id"] == "r\"q", r.text());
+    for (what, room_id) in [("first", "r\\x"), ("second", "r\"q")] {
+        let r = t.call("POST", "/tasks/claim", Some(&json!({"worker_id": wx})));
+        let r = t.expect(&format!("claim the {what} escaped-room task"), 200, r);
+        let task = r.json()["task"].clone();
+        t.check("claimed job_name", task["job_name"] == "r\\x:analysis:Esc", &task);
+        t.check("claimed room_id", task["room_id"] == room_id, &task);
+    }
+    let r = t.call(
+        "POST",
+        "/rooms/r%2Fx/tasks/r%5Cx:analysis:Esc",
+        Some(&json!({"payload": {}})),
+    );
+    t.expect("an encoded slash splits the path (no route)", 404, r);
+    let r = t.call("DELETE", &format!("/workers/{wx}"), None);
+    t.expect("delete the exact-payload worker", 204, r);
 }
 
 fn run_suite(t: &mut Target) {
@@ -521,6 +633,9 @@ fn run_suite(t: &mut Target) {
     let r = t.call("DELETE", &format!("/workers/{w2}"), None);
     t.expect("delete the second worker", 204, r);
 
+    // ---------------------------------------------------------------- payload text, escaped rooms
+    exact_payloads_and_escaped_rooms(t);
+
     // ---------------------------------------------------------------- keep-alive
     let auth = format!("Bearer {}", t.token);
     let mut conn = Connection::open(t.addr).expect("connect");
@@ -570,6 +685,38 @@ fn rust_test_server_conforms() {
     let mut t = Target::new("rust test server", &server.url(), server.token());
     run_suite(&mut t);
     t.finish();
+}
+
+/// The test server keeps any payload text, also forms the real server
+/// would rewrite (it sends `1e308` back as `1e+308`, `\u00e9` as `é`).
+#[test]
+fn rust_test_server_keeps_payload_text() {
+    let server = TestServer::start().expect("start the test server");
+    let mut t = Target::new("rust test server", &server.url(), server.token());
+    let w = t.call("POST", "/workers", None).json()["id"].clone();
+    let reg = json!({"category": "modifiers", "name": "Raw", "schema": {}, "worker_id": w});
+    t.call("PUT", "/rooms/@global/jobs", Some(&reg));
+    for payload in [
+        r#"{"x":0.9889559355234849,"big":123456789012345678901234567890,"neg":-0.0,"tiny":5e-324,"huge":1e308}"#,
+        r#"{ "spaced" : [ 1E2 , -0 , 1.0 ] , "esc" : "caf\u00e9 \/ \ud83d\ude00" }"#,
+        r#"{"dup":1,"dup":2}"#,
+    ] {
+        let r = t.call_text(
+            "POST",
+            "/rooms/room1/tasks/@global:modifiers:Raw",
+            &format!(r#"{{"payload":{payload}}}"#),
+        );
+        t.expect("submit", 202, r);
+        let r = t.call("POST", "/tasks/claim", Some(&json!({"worker_id": w})));
+        let text = payload_text(&r.body);
+        t.check(
+            "claimed byte for byte",
+            text.as_deref() == Some(payload),
+            format_args!("{text:?} for {payload}"),
+        );
+    }
+    assert_eq!(t.passed, 6, "{:?}", t.failed);
+    assert!(t.failed.is_empty(), "{}", t.failed.join("\n"));
 }
 
 #[test]
