@@ -417,6 +417,12 @@ fn late_commits_at_once_and_answers_after_the_delay() {
     let e = server.journal().last().unwrap().clone();
     assert_eq!((e.processed, e.reply, e.status), (true, Some(200), Some(200)));
     assert_ne!(e.connection, lost.connection);
+    let (processed, answered) = (e.processed_at.unwrap(), e.answered_at.unwrap());
+    assert!(processed - e.at < Duration::from_millis(100), "processed at once");
+    assert!(
+        answered - processed >= Duration::from_millis(800),
+        "answered late"
+    );
 }
 
 #[test]

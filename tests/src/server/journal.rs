@@ -34,6 +34,9 @@ pub struct Entry {
     pub processed: bool,
     /// When it was processed, since the server started.
     pub processed_at: Option<Duration>,
+    /// When its answer was handed to the connection (with `status`), since
+    /// the server started.
+    pub answered_at: Option<Duration>,
     /// The body the API answered with, when processed (for a claim: which
     /// task it handed out), whether or not it reached the client.
     pub reply_body: Option<String>,

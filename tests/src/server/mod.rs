@@ -511,6 +511,16 @@ impl Shared {
             .expect("valid response")
     }
 
+    /// Record the answer to request `seq` as sent (`Some(status)`) or not.
+    fn note_answer(&self, seq: u64, status: Option<u16>) {
+        let at = self.epoch.elapsed();
+        self.note(seq, |e| {
+            e.status = status;
+            e.reply = e.reply.or(status);
+            e.answered_at = status.map(|_| at);
+        });
+    }
+
     /// Is any pause plan active at `t`?
     fn paused(&self, t: Instant) -> bool {
         self.faults
@@ -533,18 +543,14 @@ impl Shared {
             // The service future is gone when the client went (hyper drops
             // it with the connection): nothing was sent.
             let sent = h.answer.send(response).is_ok();
-            self.note(h.seq, |e| e.status = sent.then_some(status));
+            self.note_answer(h.seq, sent.then_some(status));
         }
     }
 }
 
 /// Send `response` for request `seq` and record the status as sent.
 fn answered(shared: &Shared, seq: u64, response: Response) -> Result<Response, io::Error> {
-    let status = response.status().as_u16();
-    shared.note(seq, |e| {
-        e.status = Some(status);
-        e.reply = e.reply.or(Some(status));
-    });
+    shared.note_answer(seq, Some(response.status().as_u16()));
     Ok(response)
 }
 
@@ -602,6 +608,7 @@ async fn respond(
             reply: None,
             processed: false,
             processed_at: None,
+            answered_at: None,
             reply_body: None,
             body: String::from_utf8_lossy(&body).into_owned(),
             headers: headers.clone(),
@@ -650,7 +657,7 @@ async fn respond(
             tokio::spawn(async move {
                 tokio::time::sleep(delay).await;
                 let sent = tx.send(response).is_ok();
-                late.note(seq, |e| e.status = sent.then_some(status));
+                late.note_answer(seq, sent.then_some(status));
             });
             return rx.await.map_err(|_| io::Error::other("late answer abandoned"));
         }
