@@ -445,7 +445,8 @@ fn pause_holds_requests_then_processes_them_in_arrival_order() {
     let server = TestServer::start().unwrap();
     let c = Client::new(&server);
     let (w, ids) = worker_with_tasks(&server, &c, 2);
-    server.schedule(Fault::Pause, Duration::ZERO, Duration::from_millis(1_200));
+    let pause = Duration::from_secs(4);
+    server.schedule(Fault::Pause, Duration::ZERO, pause);
     let paused_at = Instant::now();
 
     // An impatient claim, then a patient one on another connection.
@@ -459,20 +460,27 @@ fn pause_holds_requests_then_processes_them_in_arrival_order() {
             (r, Instant::now())
         })
     };
-    std::thread::sleep(Duration::from_millis(300));
+    let claims_read = || {
+        server
+            .journal()
+            .into_iter()
+            .filter(|e| e.path.ends_with("/tasks/claim"))
+            .collect::<Vec<_>>()
+    };
+    eventually("both claims read", || claims_read().len() == 2);
     // Paused: connections are accepted, requests read, nothing processed.
     assert!(TcpStream::connect(server.addr()).is_ok(), "still accepting");
     assert_eq!(status_of(&server, &ids[0]), "pending");
     assert_eq!(status_of(&server, &ids[1]), "pending");
-    let held = server.journal();
-    let claims: Vec<_> = held.iter().filter(|e| e.path.ends_with("/tasks/claim")).collect();
-    assert_eq!(claims.len(), 2, "both claims were read: {held:?}");
+    let claims = claims_read();
+    assert!(paused_at.elapsed() < pause, "checked during the pause");
     assert!(claims.iter().all(|e| e.fault == Some("pause") && !e.processed));
 
     let (r, answered_at) = patient.join().unwrap();
     let r = r.unwrap();
+    // (The pause was scheduled a moment before `paused_at`.)
     assert!(
-        answered_at - paused_at >= Duration::from_millis(1_150),
+        answered_at - paused_at >= pause - Duration::from_millis(50),
         "answered only after the pause"
     );
     // The first claim (whose client had gone) took the first task.
@@ -496,9 +504,9 @@ fn pause_closes_no_idle_connection() {
         .start()
         .unwrap();
     let c = Client::new(&server);
+    server.set_fault(Fault::Pause);
     let mut conn = Connection::open(server.addr()).unwrap();
     let auth = [("Authorization", c.auth.as_str())];
-    server.set_fault(Fault::Pause);
     assert!(
         !conn.closed_by_peer_within(Duration::from_millis(700)).unwrap(),
         "a paused server closes nothing"
