@@ -142,7 +142,19 @@ fn payload_text(body: &[u8]) -> Option<String> {
         .map(|p| p.get().to_owned())
 }
 
-/// Payload text byte for byte, and room ids that need JSON escapes.
+/// A task listing with each payload's text as sent.
+#[derive(serde::Deserialize)]
+struct ListedPayloads {
+    items: Vec<Listed>,
+}
+
+#[derive(serde::Deserialize)]
+struct Listed {
+    payload: Box<serde_json::value::RawValue>,
+}
+
+/// Payload text byte for byte (submission, claim, task answer, listing),
+/// room ids that need JSON escapes, and a room's task listing.
 fn exact_payloads_and_escaped_rooms(t: &mut Target) {
     let r = t.call("POST", "/workers", None);
     let wx = r.json()["id"].as_str().unwrap_or_default().to_owned();
@@ -216,6 +228,57 @@ fn exact_payloads_and_escaped_rooms(t: &mut Target) {
         Some(&json!({"payload": {}})),
     );
     t.expect("an encoded slash splits the path (no route)", 404, r);
+
+    // A room's task listing: newest first, filtered, paged, payloads verbatim.
+    let body = format!(r#"{{"payload":{EXACT_PAYLOAD}}}"#);
+    let r = t.call_text("POST", &format!("/rooms/listing/tasks/{job}"), &body);
+    let older = r.json()["id"].as_str().unwrap_or_default().to_owned();
+    let r = t.call(
+        "POST",
+        &format!("/rooms/listing/tasks/{job}"),
+        Some(&json!({"payload": {"n": 2}})),
+    );
+    let newer = r.json()["id"].as_str().unwrap_or_default().to_owned();
+    let r = t.call("GET", "/rooms/listing/tasks", None);
+    let r = t.expect("list a room's tasks", 200, r);
+    let j = r.json();
+    t.check(
+        "the listing counts both",
+        j["total"] == 2 && j["limit"] == 50 && j["offset"] == 0,
+        &j,
+    );
+    t.check(
+        "newest first",
+        j["items"][0]["id"] == newer.as_str() && j["items"][1]["id"] == older.as_str(),
+        &j,
+    );
+    let listed = serde_json::from_slice::<ListedPayloads>(&r.body)
+        .ok()
+        .and_then(|l| l.items.get(1).map(|i| i.payload.get().to_owned()));
+    t.check(
+        "a listing carries the payload byte for byte",
+        listed.as_deref() == Some(EXACT_PAYLOAD),
+        format_args!("{listed:?}"),
+    );
+    let r = t.call("GET", "/rooms/listing/tasks?status=pending&limit=1", None);
+    let r = t.expect("list with a status filter and a limit", 200, r);
+    let j = r.json();
+    t.check(
+        "one item of two pending",
+        j["total"] == 2 && j["limit"] == 1 && j["items"].as_array().map(Vec::len) == Some(1),
+        &j,
+    );
+    let r = t.call("GET", "/rooms/listing/tasks?status=claimed", None);
+    t.check("no claimed task", r.json()["total"] == 0, r.text());
+    let r = t.call("GET", "/rooms/listing/tasks?status=bogus", None);
+    let r = t.expect("list with a bad status", 422, r);
+    t.check("422 detail list", r.json()["detail"].is_array(), r.text());
+    let r = t.call("GET", "/rooms/listing/tasks?limit=501", None);
+    t.expect("list with a limit over 500", 422, r);
+    let r = t.call("GET", "/rooms/a:b/tasks", None);
+    let r = t.expect("list an invalid room", 400, r);
+    t.problem("list invalid room", &r, 400, "/v1/problems/invalid-room-id");
+
     let r = t.call("DELETE", &format!("/workers/{wx}"), None);
     t.expect("delete the exact-payload worker", 204, r);
 }

@@ -25,6 +25,8 @@ pub struct Request<'a> {
     pub method: &'a str,
     /// Path without the query.
     pub path: &'a str,
+    /// The query (after `?`), if any.
+    pub query: Option<&'a str>,
     /// `Host` header, for redirects.
     pub host: Option<&'a str>,
     /// `Authorization` header.
@@ -338,6 +340,7 @@ enum Route<'a> {
     Worker(&'a str),
     Jobs(&'a str),
     Submit(&'a str, &'a str),
+    RoomTasks(&'a str),
     Claim,
     Task(&'a str),
 }
@@ -349,6 +352,7 @@ impl Route<'_> {
             Route::Worker(_) => &["PATCH", "DELETE"],
             Route::Jobs(_) => &["PUT"],
             Route::Submit(..) => &["POST"],
+            Route::RoomTasks(_) => &["GET"],
             Route::Claim => &["POST"],
             Route::Task(_) => &["GET", "PATCH"],
         }
@@ -361,6 +365,7 @@ fn route(rest: &str) -> Option<Route<'_>> {
         ["workers"] => Some(Route::Workers),
         ["workers", id] if !id.is_empty() => Some(Route::Worker(id)),
         ["rooms", room, "jobs"] if !room.is_empty() => Some(Route::Jobs(room)),
+        ["rooms", room, "tasks"] if !room.is_empty() => Some(Route::RoomTasks(room)),
         ["rooms", room, "tasks", job] if !room.is_empty() && !job.is_empty() => {
             Some(Route::Submit(room, job))
         }
@@ -504,6 +509,7 @@ pub fn handle(state: &mut State, settings: &Settings, req: &Request<'_>) -> Repl
         (Route::Worker(id), _) => delete_worker(state, id),
         (Route::Jobs(room), _) => register_job(state, settings, room, req),
         (Route::Submit(room, job), _) => submit(state, room, job, req),
+        (Route::RoomTasks(room), _) => list_tasks(state, room, req),
         (Route::Claim, _) => claim(state, req),
         (Route::Task(id), "GET") => get_task(state, id),
         (Route::Task(id), _) => update_task(state, id, req),
@@ -692,6 +698,100 @@ fn submit(state: &mut State, room: &str, job: &str, req: &Request<'_>) -> Result
         .push(("location", format!("{API_PREFIX}/tasks/{id}")));
     reply.headers.push(("retry-after", "1".into()));
     Ok(reply)
+}
+
+/// `{"items": […], "total", "limit", "offset"}`, as the real server pages.
+#[derive(Debug, Serialize)]
+struct Page<'a> {
+    items: Vec<TaskJson<'a>>,
+    total: usize,
+    limit: usize,
+    offset: usize,
+}
+
+/// A query parameter (percent-decoded; `+` is a space).
+fn query_param(req: &Request<'_>, name: &str) -> Option<String> {
+    req.query?.split('&').find_map(|pair| {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        (percent_decode(&k.replace('+', " ")) == name).then(|| percent_decode(&v.replace('+', " ")))
+    })
+}
+
+/// A bounded integer query parameter, validated as FastAPI does.
+fn int_param(req: &Request<'_>, name: &str, default: usize, max: Option<usize>) -> Result<usize, Reply> {
+    let Some(raw) = query_param(req, name) else {
+        return Ok(default);
+    };
+    let loc = json!(["query", name]);
+    let n: i64 = raw.trim().parse().map_err(|_| {
+        Reply::validation(
+            "int_parsing",
+            loc.clone(),
+            "Input should be a valid integer, unable to parse string as an integer",
+            json!(raw),
+        )
+    })?;
+    if n < 0 {
+        return Err(Reply::validation(
+            "greater_than_equal",
+            loc,
+            "Input should be greater than or equal to 0",
+            json!(raw),
+        ));
+    }
+    match max {
+        Some(m) if n as usize > m => Err(Reply::validation(
+            "less_than_equal",
+            loc,
+            &format!("Input should be less than or equal to {m}"),
+            json!(raw),
+        )),
+        _ => Ok(n as usize),
+    }
+}
+
+/// `GET /rooms/{room}/tasks[?status=…&limit=…&offset=…]`: the room's tasks,
+/// newest first.
+fn list_tasks(state: &State, room: &str, req: &Request<'_>) -> Result<Reply, Reply> {
+    let status = match query_param(req, "status") {
+        None => None,
+        Some(raw) => Some(
+            serde_json::from_value::<TaskStatus>(Value::String(raw.clone())).map_err(|_| {
+                Reply::validation(
+                    "enum",
+                    json!(["query", "status"]),
+                    "Input should be 'pending', 'claimed', 'running', 'completed', 'failed' or 'cancelled'",
+                    json!(raw),
+                )
+            })?,
+        ),
+    };
+    let limit = int_param(req, "limit", 50, Some(500))?;
+    let offset = int_param(req, "offset", 0, None)?;
+    valid_room(room)?;
+    // Newest first: submission order reversed (created_at, to the µs).
+    let matching: Vec<&TaskRecord> = state
+        .order
+        .iter()
+        .rev()
+        .filter_map(|id| state.tasks.get(id))
+        .filter(|t| t.room_id == room && status.is_none_or(|s| t.status == s))
+        .collect();
+    let items = matching
+        .iter()
+        .skip(offset)
+        .take(limit)
+        .map(|t| state.task_json(t))
+        .collect();
+    Ok(Reply::json(
+        200,
+        &Page {
+            items,
+            total: matching.len(),
+            limit,
+            offset,
+        },
+    ))
 }
 
 fn claim(state: &mut State, req: &Request<'_>) -> Result<Reply, Reply> {

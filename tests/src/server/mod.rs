@@ -457,6 +457,7 @@ fn text(status: u16, body: &str) -> Response {
 struct Call {
     method: String,
     path: String,
+    query: Option<String>,
     host: Option<String>,
     authorization: Option<String>,
     content_type: Option<String>,
@@ -486,6 +487,7 @@ impl Shared {
         let request = api::Request {
             method: &call.method,
             path: &call.path,
+            query: call.query.as_deref(),
             host: call.host.as_deref(),
             authorization: call.authorization.as_deref(),
             content_type: call.content_type.as_deref(),
@@ -564,6 +566,7 @@ async fn respond(
     let method = req.method().as_str().to_owned();
     let path_and_query = req.uri().path_and_query().map_or("/", |p| p.as_str()).to_owned();
     let path = req.uri().path().to_owned();
+    let query = req.uri().query().map(str::to_owned);
     let headers: Vec<(String, String)> = req
         .headers()
         .iter()
@@ -584,6 +587,7 @@ async fn respond(
     let call = Call {
         method: method.clone(),
         path: path.clone(),
+        query,
         host: header("host"),
         authorization: header("authorization"),
         content_type: header("content-type"),
