@@ -539,6 +539,9 @@ struct Report {
     runs: usize,
     /// Problem kind → task descriptions.
     problems: BTreeMap<&'static str, Vec<String>>,
+    /// The first task with a problem, and when the wire saw it (server
+    /// time: its first claim to its last status update).
+    first_bad: Option<(String, Duration, Duration)>,
 }
 
 impl Report {
@@ -559,6 +562,7 @@ fn account(tasks: &[Submitted], server: &TestServer, wire: &Wire<'_>) -> Report 
         let runs = record::runs(&s.id);
         r.runs += runs.len();
         let about = || describe_task(s, t, &runs, wire);
+        let problems_before = r.problem_count();
         let recovered = t.status == TaskStatus::Failed && t.error.as_deref() == Some(RECOVERY_ERROR);
         match t.status {
             TaskStatus::Pending | TaskStatus::Claimed | TaskStatus::Running => {
@@ -635,6 +639,15 @@ fn account(tasks: &[Submitted], server: &TestServer, wire: &Wire<'_>) -> Report 
                         s.id, s.n, s.planned.room, run.room_id
                     ),
                 );
+            }
+        }
+        if r.problem_count() > problems_before && r.first_bad.is_none() {
+            let touched = || {
+                let claims = wire.claims.get(&s.id).into_iter().flatten();
+                claims.chain(wire.patches.get(&s.id).into_iter().flatten())
+            };
+            if let (Some(from), Some(to)) = (touched().map(|e| e.at).min(), touched().map(|e| e.at).max()) {
+                r.first_bad = Some((s.id.clone(), from, to));
             }
         }
     }
@@ -847,11 +860,37 @@ fn soak<R: Runtime>() {
                 let _ = writeln!(summary, "      … and {} more", items.len() - EXAMPLES);
             }
         }
-        let _ = writeln!(summary, "  the worker's last log lines:");
-        for l in worker_lines.iter().rev().take(12).rev() {
-            let at = (base + l.at.saturating_duration_since(t0))
-                .saturating_sub(t0.saturating_duration_since(l.at));
-            let _ = writeln!(summary, "    +{} {:<5} {}", secs(at), l.level, l.text);
+        // Log times in server time; one line each.
+        let server_time = |at: Instant| {
+            (base + at.saturating_duration_since(t0)).saturating_sub(t0.saturating_duration_since(at))
+        };
+        let show = |summary: &mut String, l: &capture::Line| {
+            let text = l.text.replace('\n', "\\n").replace('\t', "\\t");
+            let _ = writeln!(summary, "    +{} {:<5} {text}", secs(server_time(l.at)), l.level);
+        };
+        if let Some((id, from, to)) = &report.first_bad {
+            let _ = writeln!(
+                summary,
+                "  the worker's log around task {id} (+{} to +{}):",
+                secs(*from),
+                secs(*to)
+            );
+            let window = from.saturating_sub(Duration::from_millis(300))..*to + Duration::from_secs(2);
+            for l in worker_lines
+                .iter()
+                .filter(|l| window.contains(&server_time(l.at)))
+                .take(30)
+            {
+                show(&mut summary, l);
+            }
+        }
+        let _ = writeln!(summary, "  the worker's last log lines (task failures left out):");
+        let tail: Vec<_> = worker_lines
+            .iter()
+            .filter(|l| !l.text.starts_with("Task failed: "))
+            .collect();
+        for l in tail.iter().rev().take(12).rev() {
+            show(&mut summary, l);
         }
     }
     if report.problems.is_empty() {
