@@ -456,7 +456,7 @@ fn describe_entry(e: &Entry) -> String {
     if let Some(f) = e.fault {
         let _ = write!(s, " fault {f}");
     }
-    if e.method == "PATCH" {
+    if e.method == "PATCH" && e.path.contains("/tasks/") {
         let asked = serde_json::from_str::<serde_json::Value>(&e.body)
             .ok()
             .and_then(|v| v["status"].as_str().map(str::to_owned))
@@ -539,9 +539,9 @@ struct Report {
     runs: usize,
     /// Problem kind → task descriptions.
     problems: BTreeMap<&'static str, Vec<String>>,
-    /// The first task with a problem, and when the wire saw it (server
-    /// time: its first claim to its last status update).
-    first_bad: Option<(String, Duration, Duration)>,
+    /// The first task with a problem, and the requests that touched it
+    /// (its first claim to its last status update).
+    first_bad: Option<(String, Vec<Entry>)>,
 }
 
 impl Report {
@@ -646,8 +646,10 @@ fn account(tasks: &[Submitted], server: &TestServer, wire: &Wire<'_>) -> Report 
                 let claims = wire.claims.get(&s.id).into_iter().flatten();
                 claims.chain(wire.patches.get(&s.id).into_iter().flatten())
             };
-            if let (Some(from), Some(to)) = (touched().map(|e| e.at).min(), touched().map(|e| e.at).max()) {
-                r.first_bad = Some((s.id.clone(), from, to));
+            let mut touched: Vec<Entry> = touched().map(|e| (*e).clone()).collect();
+            touched.sort_by_key(|e| e.seq);
+            if !touched.is_empty() {
+                r.first_bad = Some((s.id.clone(), touched));
             }
         }
     }
@@ -868,20 +870,28 @@ fn soak<R: Runtime>() {
             let text = l.text.replace('\n', "\\n").replace('\t', "\\t");
             let _ = writeln!(summary, "    +{} {:<5} {text}", secs(server_time(l.at)), l.level);
         };
-        if let Some((id, from, to)) = &report.first_bad {
+        if let Some((id, touched)) = &report.first_bad {
+            let (first, last) = (&touched[0], &touched[touched.len() - 1]);
+            let (from, to) = (first.at, last.at);
             let _ = writeln!(
                 summary,
                 "  the worker's log around task {id} (+{} to +{}):",
-                secs(*from),
-                secs(*to)
+                secs(from),
+                secs(to)
             );
-            let window = from.saturating_sub(Duration::from_millis(300))..*to + Duration::from_secs(2);
+            let window = from.saturating_sub(Duration::from_millis(300))..to + Duration::from_secs(2);
             for l in worker_lines
                 .iter()
                 .filter(|l| window.contains(&server_time(l.at)))
                 .take(30)
             {
                 show(&mut summary, l);
+            }
+            let _ = writeln!(summary, "  …and the requests the server read then:");
+            let seqs = first.seq.saturating_sub(2)..last.seq + 12;
+            for e in journal.iter().filter(|e| seqs.contains(&e.seq)) {
+                let path = e.path.strip_prefix("/v1/joblib").unwrap_or(&e.path);
+                let _ = writeln!(summary, "    {} {path} {}", e.method, describe_entry(e));
             }
         }
         let _ = writeln!(summary, "  the worker's last log lines (task failures left out):");
