@@ -894,11 +894,18 @@ fn soak<R: Runtime>() {
                 let _ = writeln!(summary, "    {} {path} {}", e.method, describe_entry(e));
             }
         }
-        let _ = writeln!(summary, "  the worker's last log lines (task failures left out):");
-        let tail: Vec<_> = worker_lines
-            .iter()
-            .filter(|l| !l.text.starts_with("Task failed: "))
-            .collect();
+        // One line per task run ("Task … completed in …" / "… failed
+        // after …"; older texts "Task failed: …") would fill the tail.
+        let per_task = |t: &str| {
+            t.starts_with("Task failed: ")
+                || (t.starts_with("Task ")
+                    && (t.contains(") completed in ") || t.contains(") failed after ")))
+        };
+        let _ = writeln!(
+            summary,
+            "  the worker's last log lines (one-per-task lines left out):"
+        );
+        let tail: Vec<_> = worker_lines.iter().filter(|l| !per_task(&l.text)).collect();
         for l in tail.iter().rev().take(12).rev() {
             show(&mut summary, l);
         }
