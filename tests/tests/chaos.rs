@@ -870,12 +870,19 @@ fn soak<R: Runtime>() {
             let text = l.text.replace('\n', "\\n").replace('\t', "\\t");
             let _ = writeln!(summary, "    +{} {:<5} {text}", secs(server_time(l.at)), l.level);
         };
+        // One line per task run ("Task … completed in …" / "… failed
+        // after …"; older texts "Task failed: …") would fill the tail.
+        let per_task = |t: &str| {
+            t.starts_with("Task failed: ")
+                || (t.starts_with("Task ")
+                    && (t.contains(") completed in ") || t.contains(") failed after ")))
+        };
         if let Some((id, touched)) = &report.first_bad {
             let (first, last) = (&touched[0], &touched[touched.len() - 1]);
             let (from, to) = (first.at, last.at);
             let _ = writeln!(
                 summary,
-                "  the worker's log around task {id} (+{} to +{}):",
+                "  the worker's log around task {id} (+{} to +{}; other tasks' lines left out):",
                 secs(from),
                 secs(to)
             );
@@ -883,6 +890,7 @@ fn soak<R: Runtime>() {
             for l in worker_lines
                 .iter()
                 .filter(|l| window.contains(&server_time(l.at)))
+                .filter(|l| !per_task(&l.text) || l.text.contains(id.as_str()))
                 .take(30)
             {
                 show(&mut summary, l);
@@ -894,13 +902,6 @@ fn soak<R: Runtime>() {
                 let _ = writeln!(summary, "    {} {path} {}", e.method, describe_entry(e));
             }
         }
-        // One line per task run ("Task … completed in …" / "… failed
-        // after …"; older texts "Task failed: …") would fill the tail.
-        let per_task = |t: &str| {
-            t.starts_with("Task failed: ")
-                || (t.starts_with("Task ")
-                    && (t.contains(") completed in ") || t.contains(") failed after ")))
-        };
         let _ = writeln!(
             summary,
             "  the worker's last log lines (one-per-task lines left out):"
