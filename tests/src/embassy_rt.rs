@@ -12,32 +12,40 @@ use outage_runtime_embassy::{ClaimBuffers, ErrorText, Handler, Job, Task, Worker
 use serde::Deserialize;
 use std_embedded_nal_async::Stack;
 
+use crate::record;
 use crate::scenarios::{JOBS, RunningWorker, Runtime, Setup};
 
 type W = Worker<'static, Stack, Stack>;
 
-/// What every scenario's handlers do, by payload (no heap: serde-json-core).
+/// What every scenario's handlers do, by payload; each run is recorded
+/// (with the payload bytes this handler got) in [`crate::record`].
+///
+/// The handler is host test code, so it reads the payload with serde_json:
+/// serde-json-core's borrowed `&str` would keep a failure text's escapes
+/// (`\"` stays backslash-quote), and the handler must fail with the text the
+/// payload means.
 pub struct Behave;
 
 #[derive(Deserialize, Default)]
-struct Payload<'a> {
+struct Payload {
     sleep_ms: Option<u64>,
-    #[serde(borrow)]
-    fail: Option<&'a str>,
+    fail: Option<String>,
 }
 
 impl Handler for Behave {
     async fn run(&mut self, task: Task<'_>) -> Result<(), ErrorText> {
-        let p: Payload<'_> = serde_json_core::from_slice(task.payload)
-            .map(|(p, _)| p)
-            .unwrap_or_default();
+        let run = record::started(task.id, task.room_id, task.payload);
+        let p: Payload = serde_json::from_slice(task.payload).unwrap_or_default();
         if let Some(ms) = p.sleep_ms {
             embassy_time::Timer::after_millis(ms).await;
         }
-        match p.fail {
-            Some(text) => Err(ErrorText::try_from(text).unwrap_or_default()),
+        let result = match p.fail {
+            Some(text) => Err(ErrorText::try_from(text.as_str()).unwrap_or_default()),
             None => Ok(()),
-        }
+        };
+        let returned = result.as_ref().map(|_| ()).map_err(|e| e.as_str().to_owned());
+        record::finished(task.id, run, &returned);
+        result
     }
 }
 
@@ -165,5 +173,9 @@ impl RunningWorker for EmbassyWorker {
 
     fn stale_connection_retries(&self) -> u64 {
         u64::from(self.worker.stats().stale_connection_retries)
+    }
+
+    fn requests(&self) -> Option<u64> {
+        Some(u64::from(self.worker.stats().requests))
     }
 }

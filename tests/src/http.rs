@@ -91,6 +91,11 @@ impl Connection {
         read_response(&mut self.stream, method == "HEAD")
     }
 
+    /// Give up reading a response after `wait` (default 10 s).
+    pub fn set_read_timeout(&mut self, wait: Duration) -> io::Result<()> {
+        self.stream.get_mut().set_read_timeout(Some(wait))
+    }
+
     /// True if the server closes the connection within `wait`.
     pub fn closed_by_peer_within(&mut self, wait: Duration) -> io::Result<bool> {
         self.stream.get_mut().set_read_timeout(Some(wait))?;

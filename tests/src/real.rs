@@ -238,6 +238,12 @@ impl RealServer {
         self.launch()
     }
 
+    /// The server process's id, while it runs (for signals: SIGSTOP and
+    /// SIGCONT imitate a server that hangs and comes back).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     /// True while the process runs.
     pub fn is_running(&mut self) -> bool {
         self.child

@@ -6,6 +6,8 @@
 //! Handlers in every scenario behave by their payload:
 //! `{"sleep_ms": N}` sleeps, `{"fail": "text"}` fails with that text,
 //! `{"panic": true}` panics (only where the runtime can catch panics).
+//! Every run is recorded in [`crate::record`] under its task id, with the
+//! payload the handler got and what it returned.
 
 use std::time::{Duration, Instant};
 
@@ -46,6 +48,10 @@ pub trait RunningWorker {
     fn id(&self) -> String;
     /// Requests retried once after meeting a closed keep-alive connection.
     fn stale_connection_retries(&self) -> u64;
+    /// Requests the worker sent so far, if the runtime counts them.
+    fn requests(&self) -> Option<u64> {
+        None
+    }
 }
 
 /// A worker runtime under test.

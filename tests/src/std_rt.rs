@@ -5,13 +5,23 @@ use std::time::Duration;
 use outage_core::StopReason;
 use outage_runtime_std::{Job, Task, Worker, WorkerBuilder};
 
+use crate::record;
 use crate::scenarios::{JOBS, RunningWorker, Runtime, Setup};
 
 /// The async-std + surf worker.
 pub struct StdRuntime;
 
-/// What every scenario's handlers do, by payload.
+/// What every scenario's handlers do, by payload; each run is recorded
+/// (with the payload as this handler got it) in [`crate::record`].
 async fn behave(task: Task) -> Result<(), String> {
+    let seen = task.payload_json().as_bytes().to_vec();
+    let run = record::started(&task.id, &task.room_id, &seen);
+    let result = by_payload(&task).await;
+    record::finished(&task.id, run, &result);
+    result
+}
+
+async fn by_payload(task: &Task) -> Result<(), String> {
     let payload: serde_json::Value = task.payload().map_err(|e| e.to_string())?;
     if payload["panic"] == true {
         panic!("boom");
@@ -80,5 +90,9 @@ impl RunningWorker for StdWorker {
 
     fn stale_connection_retries(&self) -> u64 {
         self.stats().stale_connection_retries
+    }
+
+    fn requests(&self) -> Option<u64> {
+        Some(self.stats().requests)
     }
 }

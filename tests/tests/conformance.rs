@@ -58,6 +58,12 @@ impl Target {
             .unwrap_or_else(|e| panic!("{}: {method} {path}: {e}", self.name))
     }
 
+    /// An API call whose JSON body is sent exactly as given.
+    fn call_text(&mut self, method: &str, path: &str, body: &str) -> Response {
+        http::api(self.addr, &self.token, method, path, Some(body.as_bytes()))
+            .unwrap_or_else(|e| panic!("{}: {method} {path}: {e}", self.name))
+    }
+
     fn raw(&mut self, method: &str, path: &str, headers: &[(&str, &str)], body: Option<&[u8]>) -> Response {
         http::request(self.addr, method, &format!("{API}{path}"), headers, body)
             .unwrap_or_else(|e| panic!("{}: {method} {path}: {e}", self.name))
@@ -106,6 +112,175 @@ fn is_uuid(v: &Value) -> bool {
 fn is_naive_timestamp(v: &Value) -> bool {
     v.as_str()
         .is_some_and(|s| (s.len() == 19 || s.len() == 26) && &s[10..11] == "T" && !s.ends_with('Z'))
+}
+
+/// A payload full of numbers and strings a `serde_json::Value` (or a float)
+/// round trip would change, written in the form the real server writes
+/// (it parses payloads and writes them again through pydantic: compact,
+/// `1e+308`, `1.5e-7`, `-0.0`, raw UTF-8), so that it comes back unchanged
+/// from both servers: a 17-digit float, an integer beyond 64 bits, negative
+/// zero, the smallest subnormal, a huge exponent (sent as `1e308` the real
+/// server answers `1e+308`), escapes and non-ASCII.
+const EXACT_PAYLOAD: &str = r#"{"x":0.9889559355234849,"big":123456789012345678901234567890,"neg":-0.0,"tiny":5e-324,"huge":1e+308,"s":"q\"b\\n\n\t\u0001é😀/","a":[1.5e-7,-2,true,null,{}]}"#;
+
+/// The payload's JSON text exactly as the server sent it: in a task
+/// answer (`{"payload": …}`) or a claim (`{"task": {"payload": …}}`).
+fn payload_text(body: &[u8]) -> Option<String> {
+    use serde_json::value::RawValue;
+    #[derive(serde::Deserialize)]
+    struct Task {
+        payload: Box<RawValue>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Claim {
+        task: Task,
+    }
+    serde_json::from_slice::<Claim>(body)
+        .map(|c| c.task.payload)
+        .or_else(|_| serde_json::from_slice::<Task>(body).map(|t| t.payload))
+        .ok()
+        .map(|p| p.get().to_owned())
+}
+
+/// A task listing with each payload's text as sent.
+#[derive(serde::Deserialize)]
+struct ListedPayloads {
+    items: Vec<Listed>,
+}
+
+#[derive(serde::Deserialize)]
+struct Listed {
+    payload: Box<serde_json::value::RawValue>,
+}
+
+/// Payload text byte for byte (submission, claim, task answer, listing),
+/// room ids that need JSON escapes, and a room's task listing.
+fn exact_payloads_and_escaped_rooms(t: &mut Target) {
+    let r = t.call("POST", "/workers", None);
+    let wx = r.json()["id"].as_str().unwrap_or_default().to_owned();
+    let reg = json!({"category": "modifiers", "name": "Exact", "schema": {}, "worker_id": wx});
+    let r = t.call("PUT", "/rooms/@global/jobs", Some(&reg));
+    t.expect("register @global:modifiers:Exact", 201, r);
+
+    let job = "@global:modifiers:Exact";
+    let body = format!(r#"{{"payload":{EXACT_PAYLOAD}}}"#);
+    let r = t.call_text("POST", &format!("/rooms/room1/tasks/{job}"), &body);
+    let r = t.expect("submit a payload of tricky numbers and strings", 202, r);
+    let id = r.json()["id"].as_str().unwrap_or_default().to_owned();
+    let text = payload_text(&r.body);
+    t.check(
+        "submit echoes the payload byte for byte",
+        text.as_deref() == Some(EXACT_PAYLOAD),
+        format_args!("{text:?}"),
+    );
+    let r = t.call("POST", "/tasks/claim", Some(&json!({"worker_id": wx})));
+    let r = t.expect("claim the tricky payload", 200, r);
+    t.check("it is the task", r.json()["task"]["id"] == id.as_str(), r.text());
+    let text = payload_text(&r.body);
+    t.check(
+        "a claim carries the payload byte for byte",
+        text.as_deref() == Some(EXACT_PAYLOAD),
+        format_args!("{text:?}"),
+    );
+    let r = t.call("GET", &format!("/tasks/{id}"), None);
+    let text = payload_text(&r.body);
+    t.check(
+        "a task answer carries the payload byte for byte",
+        text.as_deref() == Some(EXACT_PAYLOAD),
+        format_args!("{text:?}"),
+    );
+
+    // The room r\x: a backslash, escaped in every JSON answer.
+    let reg = json!({"category": "analysis", "name": "Esc", "schema": {}, "worker_id": wx});
+    let r = t.call("PUT", "/rooms/r%5Cx/jobs", Some(&reg));
+    let r = t.expect("register in the room r\\x", 201, r);
+    let j = r.json();
+    t.check("its room_id", j["room_id"] == "r\\x", &j);
+    t.check("its full_name", j["full_name"] == "r\\x:analysis:Esc", &j);
+    let r = t.call(
+        "POST",
+        "/rooms/r%5Cx/tasks/r%5Cx:analysis:Esc",
+        Some(&json!({"payload": {}})),
+    );
+    let r = t.expect("submit in the room r\\x", 202, r);
+    t.check(
+        "the room is escaped on the wire",
+        r.text().contains(r#""room_id":"r\\x""#),
+        r.text(),
+    );
+    let r = t.call(
+        "POST",
+        r#"/rooms/r"q/tasks/r%5Cx:analysis:Esc"#,
+        Some(&json!({"payload": {}})),
+    );
+    let r = t.expect("submit in the room r\"q", 202, r);
+    t.check("room r\"q", r.json()["room_id"] == "r\"q", r.text());
+    for (what, room_id) in [("first", "r\\x"), ("second", "r\"q")] {
+        let r = t.call("POST", "/tasks/claim", Some(&json!({"worker_id": wx})));
+        let r = t.expect(&format!("claim the {what} escaped-room task"), 200, r);
+        let task = r.json()["task"].clone();
+        t.check("claimed job_name", task["job_name"] == "r\\x:analysis:Esc", &task);
+        t.check("claimed room_id", task["room_id"] == room_id, &task);
+    }
+    let r = t.call(
+        "POST",
+        "/rooms/r%2Fx/tasks/r%5Cx:analysis:Esc",
+        Some(&json!({"payload": {}})),
+    );
+    t.expect("an encoded slash splits the path (no route)", 404, r);
+
+    // A room's task listing: newest first, filtered, paged, payloads verbatim.
+    let body = format!(r#"{{"payload":{EXACT_PAYLOAD}}}"#);
+    let r = t.call_text("POST", &format!("/rooms/listing/tasks/{job}"), &body);
+    let older = r.json()["id"].as_str().unwrap_or_default().to_owned();
+    let r = t.call(
+        "POST",
+        &format!("/rooms/listing/tasks/{job}"),
+        Some(&json!({"payload": {"n": 2}})),
+    );
+    let newer = r.json()["id"].as_str().unwrap_or_default().to_owned();
+    let r = t.call("GET", "/rooms/listing/tasks", None);
+    let r = t.expect("list a room's tasks", 200, r);
+    let j = r.json();
+    t.check(
+        "the listing counts both",
+        j["total"] == 2 && j["limit"] == 50 && j["offset"] == 0,
+        &j,
+    );
+    t.check(
+        "newest first",
+        j["items"][0]["id"] == newer.as_str() && j["items"][1]["id"] == older.as_str(),
+        &j,
+    );
+    let listed = serde_json::from_slice::<ListedPayloads>(&r.body)
+        .ok()
+        .and_then(|l| l.items.get(1).map(|i| i.payload.get().to_owned()));
+    t.check(
+        "a listing carries the payload byte for byte",
+        listed.as_deref() == Some(EXACT_PAYLOAD),
+        format_args!("{listed:?}"),
+    );
+    let r = t.call("GET", "/rooms/listing/tasks?status=pending&limit=1", None);
+    let r = t.expect("list with a status filter and a limit", 200, r);
+    let j = r.json();
+    t.check(
+        "one item of two pending",
+        j["total"] == 2 && j["limit"] == 1 && j["items"].as_array().map(Vec::len) == Some(1),
+        &j,
+    );
+    let r = t.call("GET", "/rooms/listing/tasks?status=claimed", None);
+    t.check("no claimed task", r.json()["total"] == 0, r.text());
+    let r = t.call("GET", "/rooms/listing/tasks?status=bogus", None);
+    let r = t.expect("list with a bad status", 422, r);
+    t.check("422 detail list", r.json()["detail"].is_array(), r.text());
+    let r = t.call("GET", "/rooms/listing/tasks?limit=501", None);
+    t.expect("list with a limit over 500", 422, r);
+    let r = t.call("GET", "/rooms/a:b/tasks", None);
+    let r = t.expect("list an invalid room", 400, r);
+    t.problem("list invalid room", &r, 400, "/v1/problems/invalid-room-id");
+
+    let r = t.call("DELETE", &format!("/workers/{wx}"), None);
+    t.expect("delete the exact-payload worker", 204, r);
 }
 
 fn run_suite(t: &mut Target) {
@@ -521,6 +696,9 @@ fn run_suite(t: &mut Target) {
     let r = t.call("DELETE", &format!("/workers/{w2}"), None);
     t.expect("delete the second worker", 204, r);
 
+    // ---------------------------------------------------------------- payload text, escaped rooms
+    exact_payloads_and_escaped_rooms(t);
+
     // ---------------------------------------------------------------- keep-alive
     let auth = format!("Bearer {}", t.token);
     let mut conn = Connection::open(t.addr).expect("connect");
@@ -570,6 +748,38 @@ fn rust_test_server_conforms() {
     let mut t = Target::new("rust test server", &server.url(), server.token());
     run_suite(&mut t);
     t.finish();
+}
+
+/// The test server keeps any payload text, also forms the real server
+/// would rewrite (it sends `1e308` back as `1e+308`, `\u00e9` as `é`).
+#[test]
+fn rust_test_server_keeps_payload_text() {
+    let server = TestServer::start().expect("start the test server");
+    let mut t = Target::new("rust test server", &server.url(), server.token());
+    let w = t.call("POST", "/workers", None).json()["id"].clone();
+    let reg = json!({"category": "modifiers", "name": "Raw", "schema": {}, "worker_id": w});
+    t.call("PUT", "/rooms/@global/jobs", Some(&reg));
+    for payload in [
+        r#"{"x":0.9889559355234849,"big":123456789012345678901234567890,"neg":-0.0,"tiny":5e-324,"huge":1e308}"#,
+        r#"{ "spaced" : [ 1E2 , -0 , 1.0 ] , "esc" : "caf\u00e9 \/ \ud83d\ude00" }"#,
+        r#"{"dup":1,"dup":2}"#,
+    ] {
+        let r = t.call_text(
+            "POST",
+            "/rooms/room1/tasks/@global:modifiers:Raw",
+            &format!(r#"{{"payload":{payload}}}"#),
+        );
+        t.expect("submit", 202, r);
+        let r = t.call("POST", "/tasks/claim", Some(&json!({"worker_id": w})));
+        let text = payload_text(&r.body);
+        t.check(
+            "claimed byte for byte",
+            text.as_deref() == Some(payload),
+            format_args!("{text:?} for {payload}"),
+        );
+    }
+    assert_eq!(t.passed, 6, "{:?}", t.failed);
+    assert!(t.failed.is_empty(), "{}", t.failed.join("\n"));
 }
 
 #[test]

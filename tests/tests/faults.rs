@@ -337,3 +337,190 @@ fn drop_closes_without_an_answer_for_the_next_requests_only() {
     );
     assert_eq!(server.journal()[0].fault, Some("drop"));
 }
+
+/// A worker linked to `@global:modifiers:F` with `n` tasks pending, whose
+/// ids are returned in submission order.
+fn worker_with_tasks(server: &TestServer, c: &Client, n: usize) -> (String, Vec<String>) {
+    let w = c.create_worker();
+    let reg = format!(r#"{{"category":"modifiers","name":"F","schema":{{}},"worker_id":"{w}"}}"#);
+    assert_eq!(
+        c.call("PUT", "/rooms/@global/jobs", Some(&reg)).unwrap().status,
+        201
+    );
+    let ids = (0..n)
+        .map(|i| {
+            server
+                .submit_raw("room1", "@global:modifiers:F", &format!(r#"{{"i":{i}}}"#))
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    (w, ids)
+}
+
+/// A claim on its own connection that gives up after `wait`; returns the
+/// error (the client's timeout) and drops the connection.
+fn claim_giving_up(c: &Client, w: &str, wait: Duration) -> std::io::Error {
+    let mut conn = Connection::open(c.addr).unwrap();
+    conn.set_read_timeout(wait).unwrap();
+    let body = format!(r#"{{"worker_id":"{w}"}}"#);
+    conn.send(
+        "POST",
+        &format!("{API}/tasks/claim"),
+        &[
+            ("Authorization", c.auth.as_str()),
+            ("Content-Type", "application/json"),
+        ],
+        Some(body.as_bytes()),
+    )
+    .expect_err("the client gives up first")
+}
+
+fn status_of(server: &TestServer, id: &str) -> &'static str {
+    server.state().tasks[&id.parse().unwrap()].status.as_str()
+}
+
+#[test]
+fn late_commits_at_once_and_answers_after_the_delay() {
+    let server = TestServer::start().unwrap();
+    let c = Client::new(&server);
+    let (w, ids) = worker_with_tasks(&server, &c, 2);
+    server.set_fault_on(Fault::Late(Duration::from_millis(800)), "/tasks/claim");
+
+    // A client that gives up after 200 ms: the claim is committed anyway.
+    let err = claim_giving_up(&c, &w, Duration::from_millis(200));
+    assert!(
+        matches!(err.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut),
+        "{err}"
+    );
+    assert_eq!(status_of(&server, &ids[0]), "claimed", "processed at once");
+    let j = server.journal();
+    let lost = j.last().unwrap();
+    assert_eq!(lost.fault, Some("late"));
+    assert!(lost.processed);
+    assert_eq!(lost.reply, Some(200));
+    assert_eq!(lost.claimed_task().as_deref(), Some(ids[0].as_str()));
+    // Once the delay is over, the journal knows the answer found nobody.
+    eventually("the late answer is given up", || {
+        server.journal()[lost.seq as usize].status.is_none()
+            && server.elapsed() > lost.at + Duration::from_millis(900)
+    });
+    assert!(server.journal()[lost.seq as usize].answer_lost());
+
+    // A patient client gets the real answer, late.
+    let started = Instant::now();
+    let body = format!(r#"{{"worker_id":"{w}"}}"#);
+    let r = c.call("POST", "/tasks/claim", Some(&body)).unwrap();
+    assert!(started.elapsed() >= Duration::from_millis(800));
+    assert_eq!(r.status, 200);
+    assert_eq!(r.json()["task"]["id"], ids[1].as_str());
+    let e = server.journal().last().unwrap().clone();
+    assert_eq!((e.processed, e.reply, e.status), (true, Some(200), Some(200)));
+    assert_ne!(e.connection, lost.connection);
+    let (processed, answered) = (e.processed_at.unwrap(), e.answered_at.unwrap());
+    assert!(processed - e.at < Duration::from_millis(100), "processed at once");
+    assert!(
+        answered - processed >= Duration::from_millis(800),
+        "answered late"
+    );
+}
+
+#[test]
+fn slow_is_cancelled_when_the_client_leaves() {
+    let server = TestServer::start().unwrap();
+    let c = Client::new(&server);
+    let (w, ids) = worker_with_tasks(&server, &c, 1);
+    server.set_fault_on(Fault::Slow(Duration::from_millis(600)), "/tasks/claim");
+    claim_giving_up(&c, &w, Duration::from_millis(150));
+    // Well past the delay: the request was never processed.
+    std::thread::sleep(Duration::from_millis(1_000));
+    assert_eq!(status_of(&server, &ids[0]), "pending");
+    let e = server.journal().last().unwrap().clone();
+    assert_eq!(e.fault, Some("slow"));
+    assert_eq!((e.processed, e.reply, e.status), (false, None, None));
+}
+
+#[test]
+fn pause_holds_requests_then_processes_them_in_arrival_order() {
+    let server = TestServer::start().unwrap();
+    let c = Client::new(&server);
+    let (w, ids) = worker_with_tasks(&server, &c, 2);
+    let pause = Duration::from_secs(4);
+    server.schedule(Fault::Pause, Duration::ZERO, pause);
+    let paused_at = Instant::now();
+
+    // An impatient claim, then a patient one on another connection.
+    claim_giving_up(&c, &w, Duration::from_millis(200));
+    let patient = {
+        let c = Client::new(&server);
+        let w = w.clone();
+        std::thread::spawn(move || {
+            let body = format!(r#"{{"worker_id":"{w}"}}"#);
+            let r = c.call("POST", "/tasks/claim", Some(&body));
+            (r, Instant::now())
+        })
+    };
+    let claims_read = || {
+        server
+            .journal()
+            .into_iter()
+            .filter(|e| e.path.ends_with("/tasks/claim"))
+            .collect::<Vec<_>>()
+    };
+    eventually("both claims read", || claims_read().len() == 2);
+    // Paused: connections are accepted, requests read, nothing processed.
+    assert!(TcpStream::connect(server.addr()).is_ok(), "still accepting");
+    assert_eq!(status_of(&server, &ids[0]), "pending");
+    assert_eq!(status_of(&server, &ids[1]), "pending");
+    let claims = claims_read();
+    assert!(paused_at.elapsed() < pause, "checked during the pause");
+    assert!(claims.iter().all(|e| e.fault == Some("pause") && !e.processed));
+
+    let (r, answered_at) = patient.join().unwrap();
+    let r = r.unwrap();
+    // (The pause was scheduled a moment before `paused_at`.)
+    assert!(
+        answered_at - paused_at >= pause - Duration::from_millis(50),
+        "answered only after the pause"
+    );
+    // The first claim (whose client had gone) took the first task.
+    assert_eq!(r.status, 200);
+    assert_eq!(r.json()["task"]["id"], ids[1].as_str(), "{}", r.text());
+    assert_eq!(status_of(&server, &ids[0]), "claimed");
+    let j = server.journal();
+    let (first, second) = (&j[claims[0].seq as usize], &j[claims[1].seq as usize]);
+    assert_eq!(first.claimed_task().as_deref(), Some(ids[0].as_str()));
+    assert!(first.answer_lost(), "its client had gone: {first:?}");
+    assert_eq!(second.claimed_task().as_deref(), Some(ids[1].as_str()));
+    assert_eq!(second.status, Some(200));
+    assert_ne!(first.connection, second.connection);
+    assert!(first.processed_at <= second.processed_at, "arrival order");
+}
+
+#[test]
+fn pause_closes_no_idle_connection() {
+    let server = TestServer::builder()
+        .idle_timeout(Duration::from_millis(200))
+        .start()
+        .unwrap();
+    let c = Client::new(&server);
+    server.set_fault(Fault::Pause);
+    let mut conn = Connection::open(server.addr()).unwrap();
+    let auth = [("Authorization", c.auth.as_str())];
+    assert!(
+        !conn.closed_by_peer_within(Duration::from_millis(700)).unwrap(),
+        "a paused server closes nothing"
+    );
+    server.clear_faults();
+    assert!(
+        conn.closed_by_peer_within(Duration::from_secs(2)).unwrap(),
+        "idle past the limit: closed once the pause ends"
+    );
+    let mut conn = Connection::open(server.addr()).unwrap();
+    assert_eq!(
+        conn.send("POST", &format!("{API}/workers"), &auth, None)
+            .unwrap()
+            .status,
+        201
+    );
+}

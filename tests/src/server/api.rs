@@ -2,11 +2,19 @@
 //! request to a reply over in-memory state. Same paths, status codes,
 //! problem+json bodies and task transitions as the real server (the
 //! conformance suite in `tests/tests/conformance.rs` runs against both).
+//!
+//! One deliberate difference: payloads are stored as the JSON text the
+//! client sent and sent back verbatim (claims, task answers), where the real
+//! server re-serialises them through Python (`1e308` comes back `1e+308`,
+//! `"\u00e9"` as `"é"`, `1E2` as `100.0`). Payloads already in Python's
+//! form (compact, `json.dumps`) come back byte-identical from both.
 
 use std::collections::HashMap;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use outage_core::protocol::{API_PREFIX, CATEGORIES, TaskStatus, problem_type};
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 use serde_json::{Value, json};
 use uuid::Uuid;
 
@@ -17,6 +25,8 @@ pub struct Request<'a> {
     pub method: &'a str,
     /// Path without the query.
     pub path: &'a str,
+    /// The query (after `?`), if any.
+    pub query: Option<&'a str>,
     /// `Host` header, for redirects.
     pub host: Option<&'a str>,
     /// `Authorization` header.
@@ -41,7 +51,7 @@ pub struct Reply {
 }
 
 impl Reply {
-    fn json(status: u16, body: &Value) -> Reply {
+    fn json<T: Serialize + ?Sized>(status: u16, body: &T) -> Reply {
         Reply {
             status,
             content_type: Some("application/json"),
@@ -133,8 +143,8 @@ pub struct TaskRecord {
     pub worker_id: Option<Uuid>,
     /// Error text.
     pub error: Option<String>,
-    /// Payload.
-    pub payload: Value,
+    /// Payload: the JSON text as submitted, sent back verbatim.
+    pub payload: Box<RawValue>,
 }
 
 /// Everything the server knows. `Default` is an empty (freshly started) server.
@@ -187,28 +197,58 @@ pub fn timestamp() -> String {
     }
 }
 
+/// A task as the server sends it: the real server's field order, and the
+/// payload's text verbatim.
+#[derive(Debug, Serialize)]
+struct TaskJson<'a> {
+    id: String,
+    job_name: &'a str,
+    room_id: &'a str,
+    status: &'static str,
+    created_at: &'a str,
+    started_at: Option<&'a str>,
+    completed_at: Option<&'a str>,
+    worker_id: Option<String>,
+    error: Option<&'a str>,
+    payload: &'a RawValue,
+    queue_position: Option<usize>,
+}
+
 impl TaskRecord {
-    fn to_json(&self, queue_position: Option<usize>) -> Value {
-        json!({
-            "id": self.id.to_string(),
-            "job_name": self.job_name,
-            "room_id": self.room_id,
-            "status": self.status.as_str(),
-            "created_at": self.created_at,
-            "started_at": self.started_at,
-            "completed_at": self.completed_at,
-            "worker_id": self.worker_id.map(|w| w.to_string()),
-            "error": self.error,
-            "payload": self.payload,
-            "queue_position": queue_position,
-        })
+    fn to_json(&self, queue_position: Option<usize>) -> TaskJson<'_> {
+        TaskJson {
+            id: self.id.to_string(),
+            job_name: &self.job_name,
+            room_id: &self.room_id,
+            status: self.status.as_str(),
+            created_at: &self.created_at,
+            started_at: self.started_at.as_deref(),
+            completed_at: self.completed_at.as_deref(),
+            worker_id: self.worker_id.map(|w| w.to_string()),
+            error: self.error.as_deref(),
+            payload: &self.payload,
+            queue_position,
+        }
     }
+}
+
+/// `{"task": …}`, the claim answer.
+#[derive(Debug, Serialize)]
+struct ClaimJson<'a> {
+    task: Option<TaskJson<'a>>,
 }
 
 impl State {
     /// Submit a task directly (tests use this to feed workers without HTTP).
     /// Returns `None` if the job is unknown or deleted.
     pub fn submit(&mut self, room: &str, job_name: &str, payload: Value) -> Option<Uuid> {
+        let raw = serde_json::value::to_raw_value(&payload).expect("JSON values serialise");
+        self.submit_raw(room, job_name, raw)
+    }
+
+    /// Submit a task whose payload is this JSON text, kept byte for byte.
+    /// Returns `None` if the job is unknown or deleted.
+    pub fn submit_raw(&mut self, room: &str, job_name: &str, payload: Box<RawValue>) -> Option<Uuid> {
         let job = self.jobs.get(job_name)?;
         if job.deleted {
             return None;
@@ -247,7 +287,7 @@ impl State {
         Some(ahead + 1)
     }
 
-    fn task_json(&self, task: &TaskRecord) -> Value {
+    fn task_json<'a>(&self, task: &'a TaskRecord) -> TaskJson<'a> {
         task.to_json(self.queue_position(task))
     }
 
@@ -300,6 +340,7 @@ enum Route<'a> {
     Worker(&'a str),
     Jobs(&'a str),
     Submit(&'a str, &'a str),
+    RoomTasks(&'a str),
     Claim,
     Task(&'a str),
 }
@@ -311,6 +352,7 @@ impl Route<'_> {
             Route::Worker(_) => &["PATCH", "DELETE"],
             Route::Jobs(_) => &["PUT"],
             Route::Submit(..) => &["POST"],
+            Route::RoomTasks(_) => &["GET"],
             Route::Claim => &["POST"],
             Route::Task(_) => &["GET", "PATCH"],
         }
@@ -323,6 +365,7 @@ fn route(rest: &str) -> Option<Route<'_>> {
         ["workers"] => Some(Route::Workers),
         ["workers", id] if !id.is_empty() => Some(Route::Worker(id)),
         ["rooms", room, "jobs"] if !room.is_empty() => Some(Route::Jobs(room)),
+        ["rooms", room, "tasks"] if !room.is_empty() => Some(Route::RoomTasks(room)),
         ["rooms", room, "tasks", job] if !room.is_empty() && !job.is_empty() => {
             Some(Route::Submit(room, job))
         }
@@ -426,7 +469,10 @@ fn valid_room(room: &str) -> Result<(), Reply> {
 
 /// Answer one request. `state` is the server's memory, `settings` its auth.
 pub fn handle(state: &mut State, settings: &Settings, req: &Request<'_>) -> Reply {
-    let Some(rest) = req.path.strip_prefix(API_PREFIX) else {
+    // Starlette routes on the percent-decoded path: `r%5Cx` is the room
+    // `r\x`, and `r%2Fx` is two segments (so no route).
+    let decoded = percent_decode(req.path);
+    let Some(rest) = decoded.strip_prefix(API_PREFIX) else {
         return Reply::detail(404, "Not Found");
     };
     let route_match = match route(rest) {
@@ -461,8 +507,9 @@ pub fn handle(state: &mut State, settings: &Settings, req: &Request<'_>) -> Repl
         (Route::Workers, _) => Ok(list_workers(state)),
         (Route::Worker(id), "PATCH") => heartbeat(state, id),
         (Route::Worker(id), _) => delete_worker(state, id),
-        (Route::Jobs(room), _) => register_job(state, settings, &percent_decode(room), req),
-        (Route::Submit(room, job), _) => submit(state, &percent_decode(room), &percent_decode(job), req),
+        (Route::Jobs(room), _) => register_job(state, settings, room, req),
+        (Route::Submit(room, job), _) => submit(state, room, job, req),
+        (Route::RoomTasks(room), _) => list_tasks(state, room, req),
         (Route::Claim, _) => claim(state, req),
         (Route::Task(id), "GET") => get_task(state, id),
         (Route::Task(id), _) => update_task(state, id, req),
@@ -628,12 +675,21 @@ fn register_job(
     ))
 }
 
+/// The submission body with the payload's text as sent.
+#[derive(Deserialize)]
+struct SubmitBody {
+    payload: Option<Box<RawValue>>,
+}
+
 fn submit(state: &mut State, room: &str, job: &str, req: &Request<'_>) -> Result<Reply, Reply> {
-    let body = json_body(req)?;
+    json_body(req)?;
     valid_room(room)?;
-    let payload = body.get("payload").cloned().unwrap_or_else(|| json!({}));
+    let payload = serde_json::from_slice::<SubmitBody>(req.body)
+        .ok()
+        .and_then(|b| b.payload)
+        .unwrap_or_else(|| RawValue::from_string("{}".into()).expect("valid JSON"));
     let id = state
-        .submit(room, job, payload)
+        .submit_raw(room, job, payload)
         .ok_or_else(|| Reply::problem(404, problem_type::JOB_NOT_FOUND, format!("Job '{job}' not found")))?;
     let task = &state.tasks[&id];
     let mut reply = Reply::json(202, &state.task_json(task));
@@ -642,6 +698,100 @@ fn submit(state: &mut State, room: &str, job: &str, req: &Request<'_>) -> Result
         .push(("location", format!("{API_PREFIX}/tasks/{id}")));
     reply.headers.push(("retry-after", "1".into()));
     Ok(reply)
+}
+
+/// `{"items": […], "total", "limit", "offset"}`, as the real server pages.
+#[derive(Debug, Serialize)]
+struct Page<'a> {
+    items: Vec<TaskJson<'a>>,
+    total: usize,
+    limit: usize,
+    offset: usize,
+}
+
+/// A query parameter (percent-decoded; `+` is a space).
+fn query_param(req: &Request<'_>, name: &str) -> Option<String> {
+    req.query?.split('&').find_map(|pair| {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        (percent_decode(&k.replace('+', " ")) == name).then(|| percent_decode(&v.replace('+', " ")))
+    })
+}
+
+/// A bounded integer query parameter, validated as FastAPI does.
+fn int_param(req: &Request<'_>, name: &str, default: usize, max: Option<usize>) -> Result<usize, Reply> {
+    let Some(raw) = query_param(req, name) else {
+        return Ok(default);
+    };
+    let loc = json!(["query", name]);
+    let n: i64 = raw.trim().parse().map_err(|_| {
+        Reply::validation(
+            "int_parsing",
+            loc.clone(),
+            "Input should be a valid integer, unable to parse string as an integer",
+            json!(raw),
+        )
+    })?;
+    if n < 0 {
+        return Err(Reply::validation(
+            "greater_than_equal",
+            loc,
+            "Input should be greater than or equal to 0",
+            json!(raw),
+        ));
+    }
+    match max {
+        Some(m) if n as usize > m => Err(Reply::validation(
+            "less_than_equal",
+            loc,
+            &format!("Input should be less than or equal to {m}"),
+            json!(raw),
+        )),
+        _ => Ok(n as usize),
+    }
+}
+
+/// `GET /rooms/{room}/tasks[?status=…&limit=…&offset=…]`: the room's tasks,
+/// newest first.
+fn list_tasks(state: &State, room: &str, req: &Request<'_>) -> Result<Reply, Reply> {
+    let status = match query_param(req, "status") {
+        None => None,
+        Some(raw) => Some(
+            serde_json::from_value::<TaskStatus>(Value::String(raw.clone())).map_err(|_| {
+                Reply::validation(
+                    "enum",
+                    json!(["query", "status"]),
+                    "Input should be 'pending', 'claimed', 'running', 'completed', 'failed' or 'cancelled'",
+                    json!(raw),
+                )
+            })?,
+        ),
+    };
+    let limit = int_param(req, "limit", 50, Some(500))?;
+    let offset = int_param(req, "offset", 0, None)?;
+    valid_room(room)?;
+    // Newest first: submission order reversed (created_at, to the µs).
+    let matching: Vec<&TaskRecord> = state
+        .order
+        .iter()
+        .rev()
+        .filter_map(|id| state.tasks.get(id))
+        .filter(|t| t.room_id == room && status.is_none_or(|s| t.status == s))
+        .collect();
+    let items = matching
+        .iter()
+        .skip(offset)
+        .take(limit)
+        .map(|t| state.task_json(t))
+        .collect();
+    Ok(Reply::json(
+        200,
+        &Page {
+            items,
+            total: matching.len(),
+            limit,
+            offset,
+        },
+    ))
 }
 
 fn claim(state: &mut State, req: &Request<'_>) -> Result<Reply, Reply> {
@@ -664,13 +814,18 @@ fn claim(state: &mut State, req: &Request<'_>) -> Result<Reply, Reply> {
                 .is_some_and(|j| !j.deleted && j.workers.contains(&worker))
     });
     let Some(id) = next else {
-        return Ok(Reply::json(200, &json!({"task": null})));
+        return Ok(Reply::json(200, &ClaimJson { task: None }));
     };
     let task = state.tasks.get_mut(&id).expect("ids in order exist");
     task.status = TaskStatus::Claimed;
     task.worker_id = Some(worker);
     let task = &state.tasks[&id];
-    Ok(Reply::json(200, &json!({"task": state.task_json(task)})))
+    Ok(Reply::json(
+        200,
+        &ClaimJson {
+            task: Some(state.task_json(task)),
+        },
+    ))
 }
 
 fn task_not_found(id: Uuid) -> Reply {

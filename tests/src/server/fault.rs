@@ -8,7 +8,9 @@ pub enum Fault {
     /// The listener is closed: connecting is refused (`ECONNREFUSED`), and
     /// open connections are closed.
     Refuse,
-    /// Connections are accepted and requests read, but never answered.
+    /// Connections are accepted and requests read, but never answered:
+    /// when the fault ends (or the client gives up) the connection is
+    /// closed without a word, and the request is never processed.
     Blackhole,
     /// The connection is reset (RST) in the middle of the response.
     Reset,
@@ -26,8 +28,31 @@ pub enum Fault {
     TruncatedBody,
     /// 200 with a valid JSON body of about this many bytes.
     OversizedBody(usize),
-    /// The real answer, after this delay.
+    /// The real answer, after this delay. The delay comes *before* the
+    /// request is processed, and it is part of the connection's service:
+    /// a client that gives up and closes the connection during the delay
+    /// cancels it, and the request is never processed (the journal shows
+    /// `processed: false`). A slow *network* in front of a server, not a
+    /// slow server. See [`Fault::Late`] for the other kind.
     Slow(Duration),
+    /// The request is processed at once (its state changes commit), and the
+    /// answer is sent after this delay. A client that gives up before then
+    /// never learns the result, but the change stays committed: a slow
+    /// server whose work is done, or an answer lost on the way back. The
+    /// journal shows `processed: true` and the status that was (or would
+    /// have been) sent. A `POST /tasks/claim` under `Late` longer than the
+    /// client's timeout is an ambiguous claim.
+    Late(Duration),
+    /// A stopped server (SIGSTOP): connections are still accepted and
+    /// requests read, but none is processed or answered while the pause
+    /// lasts. When no pause plan is active any more, every held request is
+    /// processed in arrival order and answered (late), also those whose
+    /// clients have gone — as uvicorn does after SIGCONT; no request that
+    /// arrives after the pause overtakes a held one. Idle keep-alive
+    /// connections are not closed during a pause (a stopped process closes
+    /// nothing). Unlike [`Fault::Blackhole`], which never processes what it
+    /// held.
+    Pause,
     /// The request is read, then the connection is closed without a byte
     /// of answer — what a client sees when it sends on a keep-alive
     /// connection the server has just closed.
@@ -46,6 +71,8 @@ impl Fault {
             Fault::TruncatedBody => "truncated-body",
             Fault::OversizedBody(_) => "oversized-body",
             Fault::Slow(_) => "slow",
+            Fault::Late(_) => "late",
+            Fault::Pause => "pause",
             Fault::Drop => "drop",
         }
     }

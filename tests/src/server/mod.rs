@@ -9,13 +9,21 @@
 //! println!("{} token {}", server.url(), server.token());
 //! // Down from 1 s to 3 s from now: connections refused.
 //! server.schedule(Fault::Refuse, Duration::from_secs(1), Duration::from_secs(3));
+//! // Stopped (SIGSTOP-like) from 4 s to 5 s: requests held, then processed
+//! // in arrival order and answered late.
+//! server.schedule(Fault::Pause, Duration::from_secs(4), Duration::from_secs(5));
 //! ```
+//!
+//! The [journal](TestServer::journal) records every request read: whether
+//! the API processed it, the status it produced and whether that answer was
+//! sent, on which connection.
 
 pub mod api;
 mod conn;
 pub mod fault;
 pub mod journal;
 
+use std::collections::VecDeque;
 use std::io;
 use std::net::{SocketAddr, TcpListener as StdListener};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -25,12 +33,12 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
-use hyper::body::Incoming;
+use hyper::body::{Body as _, Incoming};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::watch;
+use tokio::sync::{oneshot, watch};
 
 pub use fault::{Fault, FaultPlan};
 pub use journal::Entry;
@@ -96,6 +104,8 @@ impl Builder {
             }),
             faults: Mutex::new(Vec::new()),
             journal: Mutex::new(Vec::new()),
+            requests: AtomicU64::new(0),
+            held: Mutex::new(VecDeque::new()),
             idle_timeout: self.idle_timeout,
             kick: watch::channel(0).0,
             connections: AtomicU64::new(0),
@@ -140,6 +150,10 @@ struct Shared {
     settings: Mutex<api::Settings>,
     faults: Mutex<Vec<FaultPlan>>,
     journal: Mutex<Vec<Entry>>,
+    /// Requests read so far (the journal's sequence numbers).
+    requests: AtomicU64,
+    /// Requests held by a pause, in arrival order.
+    held: Mutex<VecDeque<Held>>,
     idle_timeout: Duration,
     /// Bumped to drop every open connection (restart, refuse).
     kick: watch::Sender<u64>,
@@ -331,6 +345,14 @@ impl TestServer {
         self.state().submit(room, job, payload)
     }
 
+    /// Submit a task whose payload is this JSON text; claims and task
+    /// answers carry it byte for byte. `None` if the job is unknown or the
+    /// text is not one JSON value.
+    pub fn submit_raw(&self, room: &str, job: &str, payload: &str) -> Option<uuid::Uuid> {
+        let raw = serde_json::value::RawValue::from_string(payload.to_owned()).ok()?;
+        self.state().submit_raw(room, job, raw)
+    }
+
     /// Stop the server and wait for its thread.
     pub fn stop(mut self) {
         self.shutdown();
@@ -371,7 +393,7 @@ async fn serve(
                     tokio::spawn(connection(shared.clone(), stream));
                 }
             }
-            _ = tokio::time::sleep(Duration::from_millis(5)) => {}
+            _ = tokio::time::sleep(Duration::from_millis(5)) => shared.release_held(),
             _ = stop.changed() => break,
         }
     }
@@ -409,7 +431,8 @@ async fn connection(shared: Arc<Shared>, stream: TcpStream) {
             _ = conn.as_mut() => break,
             _ = kick.changed() => break,
             _ = tokio::time::sleep(Duration::from_millis(100)), if !closing => {
-                if ctl.idle_for() >= shared.idle_timeout {
+                // A paused (stopped) server closes nothing.
+                if ctl.idle_for() >= shared.idle_timeout && !shared.paused(Instant::now()) {
                     closing = true;
                     conn.as_mut().graceful_shutdown();
                 }
@@ -428,6 +451,111 @@ fn text(status: u16, body: &str) -> Response {
         .expect("valid response")
 }
 
+/// One request as the API sees it, owned: it may be processed later (a
+/// pause) or away from its connection's service (a late answer).
+#[derive(Debug, Clone)]
+struct Call {
+    method: String,
+    path: String,
+    query: Option<String>,
+    host: Option<String>,
+    authorization: Option<String>,
+    content_type: Option<String>,
+    body: Bytes,
+}
+
+/// A request held by a pause, and the way back to its connection.
+struct Held {
+    seq: u64,
+    call: Call,
+    answer: oneshot::Sender<Response>,
+}
+
+impl Shared {
+    /// Change the journal entry of request `seq` (if the journal still has it).
+    fn note(&self, seq: u64, f: impl FnOnce(&mut Entry)) {
+        let mut journal = self.journal.lock().unwrap();
+        if let Ok(i) = journal.binary_search_by_key(&seq, |e| e.seq) {
+            f(&mut journal[i]);
+        }
+    }
+
+    /// Run `call` through the API: its state changes commit now. The
+    /// journal records it as processed, with the status and body produced.
+    fn process(&self, seq: u64, call: &Call) -> Response {
+        let settings = self.settings.lock().unwrap().clone();
+        let request = api::Request {
+            method: &call.method,
+            path: &call.path,
+            query: call.query.as_deref(),
+            host: call.host.as_deref(),
+            authorization: call.authorization.as_deref(),
+            content_type: call.content_type.as_deref(),
+            body: &call.body,
+        };
+        let reply = api::handle(&mut self.state.lock().unwrap(), &settings, &request);
+        let at = self.epoch.elapsed();
+        self.note(seq, |e| {
+            e.processed = true;
+            e.processed_at = Some(at);
+            e.reply = Some(reply.status);
+            e.reply_body = Some(String::from_utf8_lossy(&reply.body).into_owned());
+        });
+        let mut builder = hyper::Response::builder().status(reply.status);
+        if let Some(ct) = reply.content_type {
+            builder = builder.header("content-type", ct);
+        }
+        for (name, value) in &reply.headers {
+            builder = builder.header(*name, value.as_str());
+        }
+        builder
+            .body(Full::new(Bytes::from(reply.body)))
+            .expect("valid response")
+    }
+
+    /// Record the answer to request `seq` as sent (`Some(status)`) or not.
+    fn note_answer(&self, seq: u64, status: Option<u16>) {
+        let at = self.epoch.elapsed();
+        self.note(seq, |e| {
+            e.status = status;
+            e.reply = e.reply.or(status);
+            e.answered_at = status.map(|_| at);
+        });
+    }
+
+    /// Is any pause plan active at `t`?
+    fn paused(&self, t: Instant) -> bool {
+        self.faults
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|p| p.fault == Fault::Pause && p.active_at(t))
+    }
+
+    /// Once no pause is active: process every held request in arrival
+    /// order and send each its answer (late), also when its client has gone.
+    fn release_held(&self) {
+        if self.paused(Instant::now()) {
+            return;
+        }
+        let mut held = self.held.lock().unwrap();
+        while let Some(h) = held.pop_front() {
+            let response = self.process(h.seq, &h.call);
+            let status = response.status().as_u16();
+            // The service future is gone when the client went (hyper drops
+            // it with the connection): nothing was sent.
+            let sent = h.answer.send(response).is_ok();
+            self.note_answer(h.seq, sent.then_some(status));
+        }
+    }
+}
+
+/// Send `response` for request `seq` and record the status as sent.
+fn answered(shared: &Shared, seq: u64, response: Response) -> Result<Response, io::Error> {
+    shared.note_answer(seq, Some(response.status().as_u16()));
+    Ok(response)
+}
+
 async fn respond(
     shared: Arc<Shared>,
     ctl: Arc<ConnCtl>,
@@ -435,10 +563,10 @@ async fn respond(
     req: hyper::Request<Incoming>,
 ) -> Result<Response, io::Error> {
     let _in_flight = ctl.request();
-    let arrival = Instant::now();
     let method = req.method().as_str().to_owned();
     let path_and_query = req.uri().path_and_query().map_or("/", |p| p.as_str()).to_owned();
     let path = req.uri().path().to_owned();
+    let query = req.uri().query().map(str::to_owned);
     let headers: Vec<(String, String)> = req
         .headers()
         .iter()
@@ -450,65 +578,54 @@ async fn respond(
         })
         .collect();
     let header = |name: &str| headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.clone());
-    let (host, authorization, content_type) =
-        (header("host"), header("authorization"), header("content-type"));
     let body = req
         .into_body()
         .collect()
         .await
         .map_err(io::Error::other)?
         .to_bytes();
+    let call = Call {
+        method: method.clone(),
+        path: path.clone(),
+        query,
+        host: header("host"),
+        authorization: header("authorization"),
+        content_type: header("content-type"),
+        body: body.clone(),
+    };
 
+    // Held requests go first: a request never overtakes one held by a
+    // pause that has just ended.
+    shared.release_held();
+    // The request has arrived (its body is read).
+    let arrival = Instant::now();
     let fault = shared.fault_for(arrival, &method, &path);
-    let index = {
+    let seq = {
         let mut journal = shared.journal.lock().unwrap();
+        let seq = shared.requests.fetch_add(1, Ordering::SeqCst);
         journal.push(Entry {
+            seq,
             at: arrival - shared.epoch,
             method: method.clone(),
             path: path_and_query,
             status: None,
+            reply: None,
+            processed: false,
+            processed_at: None,
+            answered_at: None,
+            reply_body: None,
+            body: String::from_utf8_lossy(&body).into_owned(),
             headers: headers.clone(),
             fault: fault.as_ref().map(Fault::name),
             connection,
         });
-        journal.len() - 1
-    };
-    let record = |status: Option<u16>| {
-        if let Some(e) = shared.journal.lock().unwrap().get_mut(index) {
-            e.status = status;
-        }
-    };
-
-    let real = |shared: &Shared| {
-        let settings = shared.settings.lock().unwrap().clone();
-        let request = api::Request {
-            method: &method,
-            path: &path,
-            host: host.as_deref(),
-            authorization: authorization.as_deref(),
-            content_type: content_type.as_deref(),
-            body: &body,
-        };
-        let reply = api::handle(&mut shared.state.lock().unwrap(), &settings, &request);
-        let mut builder = hyper::Response::builder().status(reply.status);
-        if let Some(ct) = reply.content_type {
-            builder = builder.header("content-type", ct);
-        }
-        for (name, value) in &reply.headers {
-            builder = builder.header(*name, value.as_str());
-        }
-        let len = reply.body.len();
-        (
-            builder
-                .body(Full::new(Bytes::from(reply.body)))
-                .expect("valid response"),
-            len,
-        )
+        seq
     };
 
     let response = match fault {
         // Refuse is handled at the listener; fault_for never returns it.
-        None | Some(Fault::Refuse) => real(&shared).0,
+        None | Some(Fault::Refuse) => shared.process(seq, &call),
+        Some(Fault::Pause) => return hold(&shared, seq, call).await,
         Some(Fault::Blackhole) => {
             // Never answer: hold the request until the fault ends (or the
             // server drops the connection), then close without a word.
@@ -528,8 +645,25 @@ async fn respond(
             ));
         }
         Some(Fault::Slow(delay)) => {
+            // Cancelled with the service future if the client goes.
             tokio::time::sleep(delay).await;
-            real(&shared).0
+            shared.process(seq, &call)
+        }
+        Some(Fault::Late(delay)) => {
+            // Answered by a task of its own, so that the journal learns
+            // whether the answer found its client even when hyper drops
+            // this future because the client went.
+            // Processed here, before any await: nothing can cancel it.
+            let response = shared.process(seq, &call);
+            let status = response.status().as_u16();
+            let (tx, rx) = oneshot::channel();
+            let late = shared.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(delay).await;
+                let sent = tx.send(response).is_ok();
+                late.note_answer(seq, sent.then_some(status));
+            });
+            return rx.await.map_err(|_| io::Error::other("late answer abandoned"));
         }
         Some(Fault::Status { status, retry_after }) => {
             let reason = hyper::StatusCode::from_u16(status)
@@ -558,18 +692,32 @@ async fn respond(
             r
         }
         Some(Fault::TruncatedBody) => {
-            let (r, len) = real(&shared);
+            let r = shared.process(seq, &call);
+            let len = r.body().size_hint().exact().unwrap_or(0) as usize;
             ctl.cut_next(Cut::after_body_bytes(len / 2, false));
-            record(None);
             return Ok(r);
         }
         Some(Fault::Reset) => {
-            let (r, len) = real(&shared);
+            let r = shared.process(seq, &call);
+            let len = r.body().size_hint().exact().unwrap_or(0) as usize;
             ctl.cut_next(Cut::after_body_bytes(len / 2, true));
-            record(None);
             return Ok(r);
         }
     };
-    record(Some(response.status().as_u16()));
-    Ok(response)
+    answered(&shared, seq, response)
+}
+
+/// Hold a request until no pause is active; it is then processed in
+/// arrival order (by [`Shared::release_held`]) and answered.
+async fn hold(shared: &Arc<Shared>, seq: u64, call: Call) -> Result<Response, io::Error> {
+    let (tx, rx) = oneshot::channel();
+    shared.held.lock().unwrap().push_back(Held {
+        seq,
+        call,
+        answer: tx,
+    });
+    // The server's tick releases held requests within a few ms of the
+    // pause's end; release now if it has already ended.
+    shared.release_held();
+    rx.await.map_err(|_| io::Error::other("held request dropped"))
 }
