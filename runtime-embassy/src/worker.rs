@@ -606,9 +606,16 @@ impl<'a, T: TcpConnect, D: Dns> Worker<'a, T, D> {
         let n = serde_json_core::to_slice(update, tx).ok()?;
         let call = async {
             let x = self
-                .call(Route::TaskStatus { task_id }, Some(&tx[..n]), rx)
+                .call(Route::TaskStatus { task_id }, Some(&tx[..n]), &mut *rx)
                 .await?;
-            self.expect(x, &[200]).map(drop)
+            let x = self.expect(x, &[200])?;
+            // The server answers with the updated task; an answer that does
+            // not say so cannot prove the update applied (the core sends it
+            // again, and checks a 409 with a GET).
+            match serde_json_core::from_slice::<TaskInfo<Id>>(&rx[x.body]) {
+                Ok((task, _)) if task.status == update.status => Ok(()),
+                _ => Err(Failure::MalformedResponse),
+            }
         };
         self.or_halt(&self.halt_claim, call).await
     }

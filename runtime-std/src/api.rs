@@ -358,7 +358,14 @@ impl<H: Http> Api<H> {
         let route = Route::TaskStatus { task_id };
         let body = serde_json::to_vec(&StatusUpdate { status, error }).expect("status serialises");
         let resp = self.call(route, Some(&body), self.timeout).await?;
-        self.expect(route.endpoint(), resp, &[200]).map(drop)
+        let resp = self.expect(route.endpoint(), resp, &[200])?;
+        // The server answers with the updated task. An answer that does not
+        // say so cannot prove the update applied: report it unreadable, and
+        // the core sends it again (a 409 then is checked with a GET).
+        match serde_json::from_slice::<TaskInfo<String>>(&resp.body) {
+            Ok(task) if task.status == status => Ok(()),
+            _ => Err(self.malformed(route.endpoint())),
+        }
     }
 
     /// `PATCH /workers/{id}`.
