@@ -70,7 +70,7 @@ Examples:
 #[command(name = "outage-worker", version, about = ABOUT, long_about = LONG_ABOUT, after_long_help = EXAMPLES)]
 struct Cli {
     /// URL of the ZnDraw job server (without /v1/joblib). Also read from
-    /// OUTAGE_SERVER, then ZNDRAW_URL.
+    /// OUTAGE_SERVER, then ZNDRAW_URL; default http://127.0.0.1:8765.
     #[arg(long, env = "OUTAGE_SERVER", value_name = "URL")]
     server: Option<String>,
 
