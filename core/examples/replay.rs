@@ -75,6 +75,14 @@ fn main() {
                 HeartbeatAction::Wait(t) => hb_due = t,
                 // A fixed token: the core never asks to log in.
                 HeartbeatAction::Stop(_) | HeartbeatAction::Login => hb_due = Instant::from_millis(u64::MAX),
+                HeartbeatAction::Expire => {
+                    let step = m.on_expired(now);
+                    step.events.iter().for_each(|e| log(now, e));
+                    if step.wake == Wake::Halt {
+                        claim_due = now;
+                    }
+                    progressed = true;
+                }
                 HeartbeatAction::Beat => {
                     requests += 1;
                     let step = m.on_heartbeat(now, now, result(now, ()));
@@ -91,6 +99,12 @@ fn main() {
             let step = match m.claim_poll(now) {
                 ClaimAction::Wait(t) => {
                     claim_due = t;
+                    None
+                }
+                ClaimAction::Expire => {
+                    let step = m.on_expired(now);
+                    step.events.iter().for_each(|e| log(now, e));
+                    hb_due = now;
                     None
                 }
                 ClaimAction::Stop(reason) => {

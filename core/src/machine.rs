@@ -27,6 +27,10 @@ pub enum HeartbeatAction {
     /// again): the server refused the token with 401. Report with
     /// [`Machine::on_login`]. Only with [`Config::renew_credentials`].
     Login,
+    /// The outage has outlasted `max_unreachable` with no failing request
+    /// to say so (a long task running, heartbeats far apart): call
+    /// [`Machine::on_expired`], which stops the worker.
+    Expire,
     /// Exit the loop.
     Stop(StopReason),
 }
@@ -57,6 +61,9 @@ pub enum ClaimAction {
     /// (`DELETE /workers/{old id}`), so the server fails any task it holds
     /// under that id. Report with [`Machine::on_retired`].
     Retire,
+    /// The outage has outlasted `max_unreachable`: call
+    /// [`Machine::on_expired`] (apply its events and wake-ups), then poll.
+    Expire,
     /// Exit the loop.
     Stop(StopReason),
 }
@@ -305,12 +312,50 @@ impl Machine {
     }
 
     /// The next instant a loop wants to act, for a runtime that drives both
-    /// loops from one timer; `None` once stopped.
+    /// loops from one timer; `None` once stopped. Includes the outage
+    /// deadline.
     pub fn poll_at(&self) -> Option<Instant> {
         if self.stop.is_some() {
             None
         } else {
-            Some(self.heartbeat_next.min(self.claim_next))
+            // A running handler has no deadline of the core's.
+            let next = if self.phase == Phase::Executing {
+                self.heartbeat_next
+            } else {
+                self.heartbeat_next.min(self.claim_next)
+            };
+            Some(self.outage_deadline().map_or(next, |d| d.min(next)))
+        }
+    }
+
+    /// When the current outage outlasts `max_unreachable` (the first
+    /// instant `elapsed > max`); `None` while the server answers.
+    pub fn outage_deadline(&self) -> Option<Instant> {
+        self.outage
+            .started_at()
+            .map(|s| s + self.cfg.max_unreachable + Duration::from_millis(1))
+    }
+
+    /// The outage deadline has passed ([`HeartbeatAction::Expire`]): stop,
+    /// with the same line as any loop that finds the outage too long.
+    /// Spurious calls (no outage, deadline not reached) change nothing.
+    /// Either loop then polls again (and finds `Stop`).
+    pub fn on_expired(&mut self, now: Instant) -> Step<()> {
+        let mut events = Events::default();
+        let mut wake = Wake::Nobody;
+        let max = self.cfg.max_unreachable;
+        if self.stop.is_none()
+            && self.outage.should_stop(now, max)
+            && let Some(last_error) = self.outage.last_error()
+        {
+            self.stop = Some(StopReason::Unreachable { last_error });
+            events.push(Event::Unreachable { max, last_error });
+            wake = Wake::Halt;
+        }
+        Step {
+            action: (),
+            events,
+            wake,
         }
     }
 
@@ -337,22 +382,30 @@ impl Machine {
         if let Some(reason) = self.stop {
             return HeartbeatAction::Stop(reason);
         }
+        let deadline = self.outage_deadline();
+        if deadline.is_some_and(|d| now >= d) {
+            return HeartbeatAction::Expire;
+        }
+        let until = |t: Instant| match deadline {
+            Some(d) if d < t => d,
+            _ => t,
+        };
         if self.renew {
             return if now < self.login_next {
-                HeartbeatAction::Wait(self.login_next)
+                HeartbeatAction::Wait(until(self.login_next))
             } else {
                 HeartbeatAction::Login
             };
         }
         if now < self.heartbeat_next {
-            return HeartbeatAction::Wait(self.heartbeat_next);
+            return HeartbeatAction::Wait(until(self.heartbeat_next));
         }
         if self.reregister {
             // No worker id to beat for until the claim loop registers again.
             while self.heartbeat_next <= now {
                 self.heartbeat_next += self.cfg.heartbeat_interval;
             }
-            return HeartbeatAction::Wait(self.heartbeat_next);
+            return HeartbeatAction::Wait(until(self.heartbeat_next));
         }
         HeartbeatAction::Beat
     }
@@ -390,7 +443,17 @@ impl Machine {
                             self.heartbeat_next = now;
                             Wake::Nobody
                         }
-                        Verdict::Outage { .. } | Verdict::Rejected => Wake::Nobody,
+                        Verdict::Outage { .. } => {
+                            // While a task runs the claim loop cannot probe:
+                            // the heartbeat makes the last try before the
+                            // limit (otherwise the claim loop's do).
+                            if self.phase == Phase::Executing {
+                                let rand = (started.as_millis() as u32).rotate_left(13) ^ 0x9E37_79B9;
+                                self.heartbeat_next = self.within_limit(self.heartbeat_next, now, rand);
+                            }
+                            Wake::Nobody
+                        }
+                        Verdict::Rejected => Wake::Nobody,
                     };
                 }
             }
@@ -416,10 +479,14 @@ impl Machine {
             Some(reason) => ClaimAction::Stop(reason),
             None => match self.phase {
                 Phase::Executing => ClaimAction::Execute,
+                _ if self.outage_deadline().is_some_and(|d| now >= d) => ClaimAction::Expire,
                 // The token is being renewed: no request until then (woken
                 // when it is; re-polled after a heartbeat interval anyway).
                 _ if self.renew => ClaimAction::Wait(now + self.cfg.heartbeat_interval),
-                _ if !due => ClaimAction::Wait(self.claim_next),
+                _ if !due => ClaimAction::Wait(match self.outage_deadline() {
+                    Some(d) if d < self.claim_next => d,
+                    _ => self.claim_next,
+                }),
                 Phase::Starting => ClaimAction::Start,
                 Phase::Delivering => ClaimAction::Deliver,
                 Phase::Verifying => ClaimAction::Verify,
@@ -787,6 +854,28 @@ impl Machine {
 
     // -------------------------------------------------------------- private
 
+    /// A retry during an outage at `t`, or by the outage's limit if that
+    /// comes first (never before `now`): the last attempt happens before the
+    /// outage has lasted `max_unreachable`, and the deadline
+    /// ([`HeartbeatAction::Expire`]) only stops a worker whose requests
+    /// could no longer save it. With jitter, a capped retry lands anywhere
+    /// in the second half of the time left (`rand`), so that a fleet that
+    /// lost the server together does not retry together at its limit.
+    fn within_limit(&self, t: Instant, now: Instant, rand: u32) -> Instant {
+        let Some(start) = self.outage.started_at() else {
+            return t;
+        };
+        let limit = start + self.cfg.max_unreachable;
+        if limit <= now || t <= limit {
+            return t;
+        }
+        let spread = match self.cfg.jitter {
+            crate::Jitter::Off => 0,
+            _ => (limit - now).as_millis() / 2,
+        };
+        Instant::from_millis(limit.as_millis() - u64::from(rand) % (spread + 1))
+    }
+
     fn verify(&mut self, now: Instant, wanted: TaskStatus) {
         self.phase = Phase::Verifying;
         self.verify_wanted = wanted;
@@ -859,7 +948,7 @@ impl Machine {
                     .min(self.cfg.backoff_cap);
                     self.claim_not_before = started + wait;
                 }
-                self.claim_next = started + wait;
+                self.claim_next = self.within_limit(started + wait, now, rand);
                 Wake::Nobody
             }
         }

@@ -26,8 +26,8 @@ fn reference() -> Machine {
 }
 
 /// Drives the claim loop alone against a dead server; returns the instants
-/// of its claims and the final step.
-fn claims_until_stop(m: &mut Machine, clock: &ManualClock) -> (Vec<u64>, Step<ClaimAction>) {
+/// of its claims and the step that stopped it (a failure, or the expiry).
+fn claims_until_stop(m: &mut Machine, clock: &ManualClock) -> (Vec<u64>, Step<()>) {
     let mut at = Vec::new();
     for _ in 0..1000 {
         match m.claim_poll(clock.now()) {
@@ -36,9 +36,18 @@ fn claims_until_stop(m: &mut Machine, clock: &ManualClock) -> (Vec<u64>, Step<Cl
                 at.push(clock.now().as_millis());
                 let step = m.on_claim(clock.now(), clock.now(), Err(REFUSED), 0);
                 if let ClaimAction::Stop(_) = step.action {
-                    return (at, step);
+                    let Step { events, wake, .. } = step;
+                    return (
+                        at,
+                        Step {
+                            action: (),
+                            events,
+                            wake,
+                        },
+                    );
                 }
             }
+            ClaimAction::Expire => return (at, m.on_expired(clock.now())),
             other => panic!("unexpected {other:?}"),
         }
     }
@@ -51,7 +60,11 @@ fn jitter_off_reproduces_the_reference_schedule() {
     let mut m = reference();
     let (at, last) = claims_until_stop(&mut m, &clock);
     let secs: Vec<u64> = at.iter().map(|t| t / 1000).collect();
-    assert_eq!(secs, [0, 2, 6, 14, 24, 34, 44, 54, 64, 74, 84, 94, 104, 114, 124]);
+    // The reference's 2, 4, 8, 10, 10 … s, with the last try at the limit
+    // (120 s, where the reference would wait until 124 s) and the stop at
+    // 120 s + 1 ms: the outage deadline.
+    assert_eq!(secs, [0, 2, 6, 14, 24, 34, 44, 54, 64, 74, 84, 94, 104, 114, 120]);
+    assert_eq!(clock.now(), ms(120_001));
     assert_eq!(
         texts(&last),
         ["Server unreachable for >120s, shutting down. Last error: Connection refused"]
@@ -76,10 +89,13 @@ fn warnings_count_down_at_most_once_per_log_interval() {
                 for e in step.events.iter() {
                     lines.push(std::format!("{}: {e}", clock.now().as_millis() / 1000));
                 }
-                if matches!(step.action, ClaimAction::Stop(_)) {
-                    break;
+            }
+            ClaimAction::Expire => {
+                for e in m.on_expired(clock.now()).events.iter() {
+                    lines.push(std::format!("{}: {e}", clock.now().as_millis() / 1000));
                 }
             }
+            ClaimAction::Stop(_) => break,
             other => panic!("{other:?}"),
         }
     }
@@ -91,12 +107,12 @@ fn warnings_count_down_at_most_once_per_log_interval() {
         lines
             .last()
             .unwrap()
-            .starts_with("124: Server unreachable for >120s")
+            .starts_with("120: Server unreachable for >120s")
     );
 }
 
 #[test]
-fn heartbeat_alone_stops_after_max() {
+fn heartbeat_alone_stops_at_max_not_a_beat_later() {
     let clock = ManualClock::new(Instant::ZERO);
     let mut m = reference();
     let mut beats = Vec::new();
@@ -106,15 +122,71 @@ fn heartbeat_alone_stops_after_max() {
             HeartbeatAction::Beat => {
                 beats.push(clock.now().as_millis() / 1000);
                 let step = m.on_heartbeat(clock.now(), clock.now(), Err(REFUSED));
-                if matches!(step.action, HeartbeatAction::Stop(_)) {
-                    break step;
-                }
+                assert!(!matches!(step.action, HeartbeatAction::Stop(_)));
             }
+            HeartbeatAction::Expire => break m.on_expired(clock.now()),
             HeartbeatAction::Stop(_) | HeartbeatAction::Login => unreachable!(),
         }
     };
-    assert_eq!(beats, [30, 60, 90, 120, 150, 180]);
+    // The outage began at the first failed beat (30 s): the stop comes at
+    // 150 s + 1 ms, not at the beat of 180 s.
+    assert_eq!(beats, [30, 60, 90, 120, 150]);
+    assert_eq!(clock.now(), ms(150_001));
+    assert_eq!(
+        texts(&last),
+        ["Server unreachable for >120s, shutting down. Last error: Connection refused"]
+    );
     assert_eq!(last.wake, Wake::Halt);
+    assert!(matches!(m.heartbeat_poll(clock.now()), HeartbeatAction::Stop(_)));
+}
+
+#[test]
+fn a_long_task_does_not_hide_the_outage_limit() {
+    let mut m = reference();
+    // A task runs for ten minutes; the claim loop is busy in its handler.
+    m.on_claim(ms(0), ms(0), Ok(true), 0);
+    m.on_started(ms(0), ms(10), Ok(()), 0);
+    assert_eq!(m.claim_poll(ms(10)), ClaimAction::Execute);
+    // One heartbeat fails at 30 s; the next would be at 60, 90 … s.
+    let step = m.on_heartbeat(ms(30_000), ms(30_000), Err(REFUSED));
+    assert_eq!(step.action, HeartbeatAction::Wait(ms(60_000)));
+    // With a long heartbeat interval the deadline comes first.
+    let cfg = Config {
+        heartbeat_interval: secs(300),
+        ..Config::REFERENCE
+    };
+    let mut m = Machine::new(cfg, Instant::ZERO, 0).unwrap();
+    m.on_claim(ms(0), ms(0), Ok(true), 0);
+    m.on_started(ms(0), ms(10), Ok(()), 0);
+    m.on_heartbeat(ms(300_000), ms(300_000), Err(REFUSED));
+    // The next beat comes at the limit (300 s after the outage began it
+    // would be far later), then the deadline.
+    assert_eq!(m.heartbeat_poll(ms(300_001)), HeartbeatAction::Wait(ms(420_000)));
+    assert_eq!(m.poll_at(), Some(ms(420_000)));
+    assert_eq!(m.heartbeat_poll(ms(420_000)), HeartbeatAction::Beat);
+    let step = m.on_heartbeat(ms(420_000), ms(420_000), Err(REFUSED));
+    assert_eq!(step.action, HeartbeatAction::Wait(ms(420_001)));
+    assert_eq!(m.heartbeat_poll(ms(420_001)), HeartbeatAction::Expire);
+    let step = m.on_expired(ms(420_001));
+    assert_eq!(step.wake, Wake::Halt);
+    assert_eq!(
+        m.claim_poll(ms(420_001)),
+        ClaimAction::Stop(m.stop_reason().unwrap())
+    );
+}
+
+#[test]
+fn a_spurious_expiry_changes_nothing() {
+    let mut m = reference();
+    let step = m.on_expired(ms(1_000_000));
+    assert!(step.events.is_empty());
+    assert_eq!(m.stop_reason(), None);
+    // Recovered before the deadline: no deadline any more.
+    m.on_heartbeat(ms(0), ms(0), Err(REFUSED));
+    assert_eq!(m.outage_deadline(), Some(ms(120_001)));
+    m.on_heartbeat(ms(30_000), ms(30_000), Ok(()));
+    assert_eq!(m.outage_deadline(), None);
+    assert!(m.on_expired(ms(200_000)).events.is_empty());
 }
 
 /// Review finding 2: when the heartbeat loop decides to stop, the claim loop
@@ -227,16 +299,19 @@ fn retry_after_is_honoured_within_the_cap_and_the_budget() {
     assert_eq!(step.action, ClaimAction::Wait(ms(17_000)));
     // 429 counts as an outage too: it began at 0 s.
     assert_eq!(m.outage().elapsed(ms(17_000)), secs(17));
-    // Near the end of the budget: Retry-After is cut to what is left (+1 ms),
-    // so the stop decision is not delayed.
+    // Near the end of the budget: Retry-After is cut to what is left, so
+    // the last try is at the limit and the stop is not delayed.
     let mut m = reference();
     m.on_claim(ms(0), ms(0), Err(REFUSED), 0);
     let step = m.on_claim(ms(117_000), ms(117_000), Err(congested(10)), 0);
-    // backoff would be 4 s (second failure); the budget left is 3 s + 1 ms.
-    assert_eq!(step.action, ClaimAction::Wait(ms(121_000)));
-    let step = m.on_claim(ms(121_000), ms(121_000), Err(congested(10)), 0);
+    // backoff would be 4 s (second failure); the budget left is 3 s.
+    assert_eq!(step.action, ClaimAction::Wait(ms(120_000)));
+    let step = m.on_claim(ms(120_000), ms(120_000), Err(congested(10)), 0);
+    assert_eq!(step.action, ClaimAction::Wait(ms(120_001)), "then the deadline");
+    assert_eq!(m.claim_poll(ms(120_001)), ClaimAction::Expire);
+    let step = m.on_expired(ms(120_001));
     assert!(matches!(
-        step.action,
+        m.claim_poll(ms(120_001)),
         ClaimAction::Stop(StopReason::Unreachable { .. })
     ));
     assert_eq!(

@@ -110,7 +110,18 @@ fn run(cfg: Config, seed: u32, ops: &[Op]) -> Result<Trace, TestCaseError> {
                 if let HeartbeatAction::Wait(t) = m.heartbeat_poll(clock.now()) {
                     clock.set(t);
                 }
-                if m.heartbeat_poll(clock.now()) == HeartbeatAction::Login {
+                if m.heartbeat_poll(clock.now()) == HeartbeatAction::Expire {
+                    let step = m.on_expired(clock.now());
+                    events.extend(step.events.iter().copied());
+                    trace.push(format!("expired {:?} {:?}", step.action, step.wake));
+                    // The deadline stops the worker once the outage outlasts
+                    // its limit (exactly at it when the loops sleep until it,
+                    // as the unit tests pin; here time may jump past it).
+                    let unreachable = matches!(m.stop_reason(), Some(StopReason::Unreachable { .. }));
+                    prop_assert!(unreachable, "expired without stopping");
+                    prop_assert!(m.outage().elapsed(clock.now()) > cfg.max_unreachable);
+                    prop_assert_eq!(step.events.iter().count(), 1);
+                } else if m.heartbeat_poll(clock.now()) == HeartbeatAction::Login {
                     let started = clock.now();
                     clock.advance(Duration::from_millis(took));
                     let step = m.on_login(started, clock.now(), failure(reply).map_or(Ok(()), Err), seed);
@@ -163,6 +174,10 @@ fn run(cfg: Config, seed: u32, ops: &[Op]) -> Result<Trace, TestCaseError> {
                         rand,
                     )),
                     ClaimAction::Retire => Some(m.on_retired(started, now, result, rand)),
+                    ClaimAction::Expire => {
+                        events.extend(m.on_expired(now).events.iter().copied());
+                        None
+                    }
                     ClaimAction::Verify => Some(m.on_verified(
                         started,
                         now,

@@ -553,6 +553,11 @@ impl<'a, T: TcpConnect, D: Dns> Worker<'a, T, D> {
                     let step = self.with_machine(|m| m.on_login(now, now, refused, 0));
                     self.apply(&step);
                 }
+                HeartbeatAction::Expire => {
+                    let now = self.clock.now();
+                    let step = self.with_machine(|m| m.on_expired(now));
+                    self.apply(&step);
+                }
                 HeartbeatAction::Stop(_) => break,
             }
         }
@@ -637,6 +642,11 @@ impl<'a, T: TcpConnect, D: Dns> Worker<'a, T, D> {
                     continue;
                 }
                 ClaimAction::Stop(_) => break,
+                ClaimAction::Expire => {
+                    let step = self.with_machine(|m| m.on_expired(now));
+                    self.apply(&step);
+                    continue;
+                }
                 ClaimAction::Claim => {
                     let id = self.worker_id();
                     let Ok(n) = serde_json_core::to_slice(&ClaimRequest { worker_id: &id }, tx) else {

@@ -684,6 +684,10 @@ async fn heartbeat_loop<H: Http>(sh: Arc<Shared<H>>) {
                 let step = sh.machine().on_login(started, sh.now(), result, rand);
                 sh.apply(&step);
             }
+            HeartbeatAction::Expire => {
+                let step = sh.machine().on_expired(sh.now());
+                sh.apply(&step);
+            }
             HeartbeatAction::Stop(_) => break,
         }
     }
@@ -717,6 +721,11 @@ async fn claim_loop<H: Http>(sh: Arc<Shared<H>>) {
                 continue;
             }
             ClaimAction::Stop(_) => break,
+            ClaimAction::Expire => {
+                let step = sh.machine().on_expired(now);
+                sh.apply(&step);
+                continue;
+            }
             ClaimAction::Claim => {
                 let id = sh.worker_id();
                 let Some(result) = sh.or_halt(sh.api.claim(&id)).await else {

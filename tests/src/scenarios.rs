@@ -229,6 +229,47 @@ pub fn countdown_then_clean_stop<R: Runtime>() {
     assert!(w.is_finished());
 }
 
+/// While a long task runs only the heartbeat talks; an outage must still
+/// stop the worker at its limit, not at the first heartbeat after it
+/// (the outage deadline). Heartbeat 4 s, limit 5 s: without the deadline
+/// the stop would come 8 s after the first failure.
+pub fn an_outage_during_a_long_task_stops_at_the_limit<R: Runtime>() {
+    let log = capture::start();
+    let server = TestServer::start().unwrap();
+    let cfg = Config {
+        heartbeat_interval: CoreDuration::from_secs(4),
+        max_unreachable: CoreDuration::from_secs(5),
+        ..fast_config()
+    };
+    let w = start::<R>(&setup(&server, cfg), &log);
+    let id = server
+        .submit("room1", JOBS[0], json!({"sleep_ms": 60_000}))
+        .unwrap();
+    wait_until("task running", Duration::from_secs(10), || {
+        status_of(&server, id) == TaskStatus::Running
+    });
+    server.set_fault(Fault::Refuse);
+    let reason = w.wait_stopped(Duration::from_secs(20)).expect("stops by itself");
+    assert!(matches!(reason, StopReason::Unreachable { .. }), "{reason:?}");
+    let first = log
+        .matching("Server unreachable — retrying (0s/5s elapsed)")
+        .into_iter()
+        .next()
+        .expect("a first warning");
+    let stop = log
+        .matching("Server unreachable for >5s, shutting down")
+        .into_iter()
+        .next()
+        .expect("the stop line");
+    let took = stop.at - first.at;
+    assert!(
+        took >= Duration::from_millis(4_900) && took < Duration::from_millis(7_500),
+        "stopped {took:?} after the first failure (limit 5 s; the next beat was 8 s):\n{}",
+        log.dump()
+    );
+    assert!(noisy(&log.lines()).is_empty(), "{:?}", noisy(&log.lines()));
+}
+
 /// Review findings 2 and 3: a stop decided by one loop wakes the other out
 /// of its backoff sleep, and every loop has really exited within 100 ms.
 pub fn stop_reaches_every_loop_within_100ms<R: Runtime>() {
@@ -810,6 +851,7 @@ macro_rules! scenario_tests {
         $crate::scenario_tests!(@each $rt;
             serves_tasks,
             countdown_then_clean_stop,
+            an_outage_during_a_long_task_stops_at_the_limit,
             stop_reaches_every_loop_within_100ms,
             recovery_resets_the_outage,
             outcome_held_through_an_outage,

@@ -104,6 +104,10 @@ pub fn simulate(s: &Scenario) -> Report {
             Loop::Heartbeat => match m.heartbeat_poll(now) {
                 HeartbeatAction::Wait(d) => Some(d),
                 HeartbeatAction::Stop(_) | HeartbeatAction::Login => None,
+                HeartbeatAction::Expire => {
+                    wake = m.on_expired(now).wake;
+                    None
+                }
                 HeartbeatAction::Beat => {
                     requests.push(t);
                     let r = if server_up(t) { Ok(()) } else { Err(refused) };
@@ -111,7 +115,7 @@ pub fn simulate(s: &Scenario) -> Report {
                     wake = step.wake;
                     match step.action {
                         HeartbeatAction::Wait(d) => Some(d),
-                        HeartbeatAction::Beat | HeartbeatAction::Login => Some(now),
+                        HeartbeatAction::Beat | HeartbeatAction::Login | HeartbeatAction::Expire => Some(now),
                         HeartbeatAction::Stop(_) => None,
                     }
                 }
@@ -119,6 +123,10 @@ pub fn simulate(s: &Scenario) -> Report {
             Loop::Claim => match m.claim_poll(now) {
                 ClaimAction::Wait(d) => Some(d),
                 ClaimAction::Stop(_) => None,
+                ClaimAction::Expire => {
+                    wake = m.on_expired(now).wake;
+                    Some(now)
+                }
                 ClaimAction::Claim => {
                     requests.push(t);
                     let r = if server_up(t) { Ok(false) } else { Err(refused) };
