@@ -185,3 +185,97 @@ fn json_logs_are_one_object_per_line_with_stable_fields() {
     }
     assert!(levels.iter().any(|l| l == "ERROR"), "{err}");
 }
+
+/// A fake job server: answers startup like zndraw-joblib, then `later`
+/// for every heartbeat and claim (`None`: close the listener, as a server
+/// that went away).
+fn scripted_server(later: Option<&'static str>) -> (String, std::sync::Arc<std::sync::atomic::AtomicBool>) {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let gone = std::sync::Arc::new(AtomicBool::new(false));
+    let flag = gone.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().take(200) {
+            let Ok(mut s) = stream else { continue };
+            let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
+            let mut buf = [0u8; 8192];
+            let n = s.read(&mut buf).unwrap_or(0);
+            let head = String::from_utf8_lossy(&buf[..n]).into_owned();
+            let (status, body) = if head.starts_with("POST /v1/joblib/workers ") {
+                (
+                    "201 Created",
+                    r#"{"id":"11111111-2222-3333-4444-555555555555","last_heartbeat":null}"#.to_owned(),
+                )
+            } else if head.starts_with("PUT ") {
+                ("201 Created", r#"{"id":"j","full_name":"@global:modifiers:Echo","worker_id":"11111111-2222-3333-4444-555555555555"}"#.to_owned())
+            } else if head.starts_with("DELETE ") {
+                ("204 No Content", String::new())
+            } else {
+                match later {
+                    Some(answer) => ("404 Not Found", answer.to_owned()),
+                    None => {
+                        // Gone: stop listening; every later connect is refused.
+                        flag.store(true, Ordering::SeqCst);
+                        return;
+                    }
+                }
+            };
+            let _ = write!(
+                s,
+                "HTTP/1.1 {status}\r\ncontent-type: application/json\r\nconnection: close\r\ncontent-length: {}\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    });
+    (url, gone)
+}
+
+#[test]
+fn a_lost_registration_exits_4() {
+    let (url, _) = scripted_server(Some(
+        r#"{"type":"/v1/problems/worker-not-found","title":"Not Found","status":404,"detail":"Worker not found"}"#,
+    ));
+    let out = worker(
+        &["--server", &url, "--token", "t", "--job", JOB, "--poll", "100ms"],
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(4), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("Registration lost, shutting down"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn a_server_gone_too_long_exits_1() {
+    let (url, _) = scripted_server(None);
+    let t0 = std::time::Instant::now();
+    let out = worker(
+        &[
+            "--server",
+            &url,
+            "--token",
+            "t",
+            "--job",
+            JOB,
+            "--poll",
+            "100ms",
+            "--backoff-cap",
+            "200ms",
+            "--max-unreachable",
+            "1s",
+            "--request-timeout",
+            "1s",
+        ],
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("Server unreachable for >1s, shutting down"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(t0.elapsed() < Duration::from_secs(30));
+}
