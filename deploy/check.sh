@@ -6,7 +6,7 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 bin=${1:-target/debug/outage-worker}
-[ -x "$bin" ] || cargo build --quiet -p outage-runtime-std --bin outage-worker
+[ -x "$bin" ] || cargo build --quiet -p outage-runtime-std --features cli --bin outage-worker
 bin=$(realpath "$bin")
 
 # What the units promise, whatever the host has.
