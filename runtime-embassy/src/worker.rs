@@ -5,7 +5,7 @@ use core::cell::{Cell, RefCell};
 use core::fmt::Write as _;
 use core::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, Ordering};
 
-use embassy_futures::select::{Either, Either3, select, select3};
+use embassy_futures::select::{Either, Either3, Select, select, select3};
 use embassy_sync::blocking_mutex::Mutex;
 use embassy_sync::blocking_mutex::raw::CriticalSectionRawMutex;
 use embassy_sync::signal::Signal;
@@ -192,12 +192,6 @@ struct Held {
     outcome: Option<Result<(), ErrorText>>,
 }
 
-enum Run<T> {
-    Done(T),
-    Overrun,
-    Halted,
-}
-
 type Id = heapless::String<ID_CAP>;
 
 fn copy_str<const N: usize>(s: &str) -> Option<heapless::String<N>> {
@@ -337,18 +331,25 @@ impl<'a, T: TcpConnect, D: Dns> Worker<'a, T, D> {
         }
     }
 
-    /// `fut`, unless the worker halts first.
-    async fn or_halt<F: core::future::Future>(&self, halt: &Signal<CS, ()>, fut: F) -> Option<F::Output> {
-        if self.halted.load(Ordering::SeqCst) {
-            return None;
-        }
-        match select(fut, halt.wait()).await {
-            Either::First(v) => Some(v),
-            Either::Second(()) => {
+    /// `fut`, unless the worker halts first: `Either::Second(output)`, or
+    /// `Either::First(())` once halted (`fut` is then not polled at all).
+    ///
+    /// A plain function, not an `async fn`: an `async fn` would keep `fut`
+    /// as its argument and again inside the `select`, storing every
+    /// request's future twice in the loop's task.
+    fn or_halt<'s, F: core::future::Future>(
+        &self,
+        halt: &'s Signal<CS, ()>,
+        fut: F,
+    ) -> Select<impl core::future::Future<Output = ()> + 's, F> {
+        // A halt stays signalled for every later wait.
+        select(
+            async move {
+                halt.wait().await;
                 halt.signal(());
-                None
-            }
-        }
+            },
+            fut,
+        )
     }
 
     /// Sleep until `t` or until woken; false once halted.
@@ -538,7 +539,7 @@ impl<'a, T: TcpConnect, D: Dns> Worker<'a, T, D> {
                             .await?;
                         self.expect(x, &[200]).map(drop)
                     };
-                    let Some(result) = self.or_halt(&self.halt_hb, call).await else {
+                    let Either::Second(result) = self.or_halt(&self.halt_hb, call).await else {
                         break;
                     };
                     let step = self.with_machine(|m| m.on_heartbeat(started, self.clock.now(), result));
@@ -559,22 +560,16 @@ impl<'a, T: TcpConnect, D: Dns> Worker<'a, T, D> {
         self.loop_exited();
     }
 
-    async fn run_task<F: core::future::Future>(&self, fut: F) -> Run<F::Output> {
-        let overrun = async {
-            loop {
-                match self.grace_deadline.lock(|d| d.get()) {
-                    Some(d) if embassy_time::Instant::now() >= d => return,
-                    Some(d) => {
-                        let _ = select(embassy_time::Timer::at(d), self.wake_claim.wait()).await;
-                    }
-                    None => self.wake_claim.wait().await,
+    /// Ends when a graceful stop's grace period has run out.
+    async fn overrun(&self) {
+        loop {
+            match self.grace_deadline.lock(|d| d.get()) {
+                Some(d) if embassy_time::Instant::now() >= d => return,
+                Some(d) => {
+                    let _ = select(embassy_time::Timer::at(d), self.wake_claim.wait()).await;
                 }
+                None => self.wake_claim.wait().await,
             }
-        };
-        match self.or_halt(&self.halt_claim, select(fut, overrun)).await {
-            Some(Either::First(v)) => Run::Done(v),
-            Some(Either::Second(())) => Run::Overrun,
-            None => Run::Halted,
         }
     }
 
@@ -591,7 +586,10 @@ impl<'a, T: TcpConnect, D: Dns> Worker<'a, T, D> {
                 ours,
             })
         };
-        self.or_halt(&self.halt_claim, call).await
+        match self.or_halt(&self.halt_claim, call).await {
+            Either::Second(result) => Some(result),
+            Either::First(()) => None,
+        }
     }
 
     /// `PATCH /tasks/{id}` with `update`; `None` if the worker halted first
@@ -617,7 +615,10 @@ impl<'a, T: TcpConnect, D: Dns> Worker<'a, T, D> {
                 _ => Err(Failure::MalformedResponse),
             }
         };
-        self.or_halt(&self.halt_claim, call).await
+        match self.or_halt(&self.halt_claim, call).await {
+            Either::Second(result) => Some(result),
+            Either::First(()) => None,
+        }
     }
 
     /// The claim loop; run it in its own task.
@@ -647,7 +648,7 @@ impl<'a, T: TcpConnect, D: Dns> Worker<'a, T, D> {
                         let x = self.expect(x, &[200])?;
                         take_task(&rx[x.body], payload)
                     };
-                    let Some(result) = self.or_halt(&self.halt_claim, call).await else {
+                    let Either::Second(result) = self.or_halt(&self.halt_claim, call).await else {
                         break;
                     };
                     let result = result.map(|task| {
@@ -681,10 +682,11 @@ impl<'a, T: TcpConnect, D: Dns> Worker<'a, T, D> {
                                 room_id: &h.room_id,
                                 payload: &payload[..len],
                             };
-                            match self.run_task(handler.run(task)).await {
-                                Run::Done(r) => r,
-                                Run::Overrun => Err(error_text(SHUTDOWN_ERROR)),
-                                Run::Halted => break,
+                            let run = select(handler.run(task), self.overrun());
+                            match self.or_halt(&self.halt_claim, run).await {
+                                Either::Second(Either::First(r)) => r,
+                                Either::Second(Either::Second(())) => Err(error_text(SHUTDOWN_ERROR)),
+                                Either::First(()) => break,
                             }
                         }
                     };
@@ -727,7 +729,7 @@ impl<'a, T: TcpConnect, D: Dns> Worker<'a, T, D> {
                 ClaimAction::Register => {
                     let old = self.worker_id();
                     let call = self.register_all(&mut *rx, &mut *tx);
-                    let Some(result) = self.or_halt(&self.halt_claim, call).await else {
+                    let Either::Second(result) = self.or_halt(&self.halt_claim, call).await else {
                         break;
                     };
                     let rand = self.rand();
@@ -746,7 +748,7 @@ impl<'a, T: TcpConnect, D: Dns> Worker<'a, T, D> {
                                     .await?;
                                 self.expect(x, &[200, 204]).map(drop)
                             };
-                            let Some(result) = self.or_halt(&self.halt_claim, call).await else {
+                            let Either::Second(result) = self.or_halt(&self.halt_claim, call).await else {
                                 break;
                             };
                             result
