@@ -24,10 +24,12 @@
 mod fmt;
 mod json;
 mod net;
+mod restart;
 mod worker;
 
 pub use fmt::emit;
 pub use outage_core::{Config, Duration, Jitter, OnRegistrationLost, StartupError, StopReason};
+pub use restart::{Restart, Stopped};
 pub use worker::{
     ClaimBuffers, EmbassyClock, ErrorText, Handler, Job, MAX_NAME, MAX_SERVER_URL, MAX_TOKEN, SetupError,
     Stats, Task, Worker,

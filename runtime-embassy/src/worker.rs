@@ -18,9 +18,10 @@ use outage_core::{
     StopReason, TaskState, Wake,
 };
 
-use crate::fmt::emit;
+use crate::fmt::{emit, emit_restart};
 use crate::json::{field_span, task_span};
 use crate::net::{Exchange, exchange};
+use crate::restart::{Restart, Stopped};
 
 type CS = CriticalSectionRawMutex;
 
@@ -154,6 +155,8 @@ pub struct Stats {
     pub requests: u32,
     /// Requests retried once after meeting a closed connection.
     pub stale_connection_retries: u32,
+    /// Restarts by [`Worker::supervise`].
+    pub restarts: u32,
 }
 
 /// The worker: shared by its two loops (`&Worker` from `'static` storage,
@@ -179,7 +182,12 @@ pub struct Worker<'a, T: TcpConnect, D: Dns> {
     grace_deadline: Mutex<CS, Cell<Option<embassy_time::Instant>>>,
     requests: AtomicU32,
     stale_retries: AtomicU32,
+    restarts: AtomicU32,
     disconnected: AtomicBool,
+    /// The application asked the worker to stop: [`Worker::supervise`]
+    /// returns instead of restarting.
+    stop_requested: AtomicBool,
+    stop: Signal<CS, ()>,
 }
 
 /// A running claim: the task's identity and payload, kept (with its
@@ -266,7 +274,10 @@ impl<'a, T: TcpConnect, D: Dns> Worker<'a, T, D> {
             grace_deadline: Mutex::new(Cell::new(None)),
             requests: AtomicU32::new(0),
             stale_retries: AtomicU32::new(0),
+            restarts: AtomicU32::new(0),
             disconnected: AtomicBool::new(false),
+            stop_requested: AtomicBool::new(false),
+            stop: Signal::new(),
         })
     }
 
@@ -290,6 +301,7 @@ impl<'a, T: TcpConnect, D: Dns> Worker<'a, T, D> {
         Stats {
             requests: self.requests.load(Ordering::Relaxed),
             stale_connection_retries: self.stale_retries.load(Ordering::Relaxed),
+            restarts: self.restarts.load(Ordering::Relaxed),
         }
     }
 
@@ -785,6 +797,128 @@ impl<'a, T: TcpConnect, D: Dns> Worker<'a, T, D> {
         embassy_futures::join::join(self.heartbeat_loop(heartbeat_rx), self.claim_loop(bufs, handler)).await;
     }
 
+    /// Run the worker for as long as the device runs: start it (create and
+    /// register, on the startup schedule), run both loops in this task, and
+    /// whenever it stops by itself — an outage longer than
+    /// `max_unreachable`, a lost or refused registration, a startup that
+    /// gave up — log why, wait `policy`'s backoff, delete the old worker
+    /// from the server (best effort, as [`Worker::shutdown`] does) and start
+    /// a fresh one. Returns only once [`Worker::shutdown`] (or
+    /// [`Worker::disconnect`]) is called from another task.
+    ///
+    /// A task that was running when the worker stopped is not resumed: the
+    /// server fails it when it sweeps the old worker (or at once, when the
+    /// old worker is deleted).
+    pub async fn supervise<H: Handler>(
+        &self,
+        heartbeat_rx: &mut [u8],
+        bufs: ClaimBuffers<'_>,
+        handler: &mut H,
+        policy: Restart,
+    ) {
+        let ClaimBuffers { rx, tx, payload } = bufs;
+        let mut streak = 0u32;
+        loop {
+            let why = match self.unless_stopped(self.start(rx, tx)).await {
+                Either::First(()) => break,
+                Either::Second(Err(e)) => Stopped::Startup(e),
+                Either::Second(Ok(())) => {
+                    let registered = self.clock.now();
+                    let bufs = ClaimBuffers {
+                        rx: &mut *rx,
+                        tx: &mut *tx,
+                        payload: &mut *payload,
+                    };
+                    self.run(heartbeat_rx, bufs, handler).await;
+                    match self.stop_reason() {
+                        None | Some(StopReason::Requested) => break,
+                        Some(reason) => {
+                            streak = policy.streak_after(streak, self.clock.now() - registered);
+                            Stopped::Stop(reason)
+                        }
+                    }
+                }
+            };
+            let wait = policy.wait(streak, self.config.jitter, self.rand());
+            streak = streak.saturating_add(1);
+            let restart = self.restarts.fetch_add(1, Ordering::Relaxed).wrapping_add(1);
+            emit_restart(&why, wait, restart);
+            let wait = embassy_time::Duration::from_millis(wait.as_millis());
+            if let Either::First(()) = self.unless_stopped(embassy_time::Timer::after(wait)).await {
+                break;
+            }
+            self.delete_worker(rx).await;
+            if self.stop_requested.load(Ordering::SeqCst) {
+                break;
+            }
+            self.renew();
+        }
+        self.loops_gone();
+    }
+
+    /// `fut`, unless the application asks the worker to stop first
+    /// (`Either::First(())`, without polling `fut`).
+    fn unless_stopped<'s, F: core::future::Future>(
+        &'s self,
+        fut: F,
+    ) -> Select<impl core::future::Future<Output = ()> + 's, F> {
+        select(
+            async move {
+                if !self.stop_requested.load(Ordering::SeqCst) {
+                    self.stop.wait().await;
+                }
+            },
+            fut,
+        )
+    }
+
+    /// Make a stopped worker as new — fresh core state, no worker id, no
+    /// stop request — so that [`Worker::start`] and the loops can run again
+    /// (what [`Worker::supervise`] does between runs; for applications that
+    /// restart the worker themselves). [`Worker::stats`] are kept. Only once
+    /// both loops have exited: while one runs, this returns false and
+    /// changes nothing.
+    pub fn reset(&self) -> bool {
+        if !self.is_finished() {
+            return false;
+        }
+        self.renew();
+        true
+    }
+
+    fn renew(&self) {
+        let rand = self.rand();
+        let now = self.clock.now();
+        self.with_machine(|m| {
+            if let Ok(fresh) = Machine::new(self.config, now, rand) {
+                *m = fresh;
+            }
+        });
+        self.set_worker_id(Id::new());
+        for signal in [
+            &self.wake_hb,
+            &self.wake_claim,
+            &self.halt_hb,
+            &self.halt_claim,
+            &self.stop,
+        ] {
+            signal.reset();
+        }
+        self.halted.store(false, Ordering::SeqCst);
+        self.grace_deadline.lock(|d| d.set(None));
+        self.disconnected.store(false, Ordering::SeqCst);
+        self.stop_requested.store(false, Ordering::SeqCst);
+        self.live_loops.store(2, Ordering::SeqCst);
+        self.finished.sender().send(false);
+    }
+
+    /// The loops will not run (any more): whoever waits for them is done.
+    fn loops_gone(&self) {
+        if self.live_loops.swap(0, Ordering::SeqCst) != 0 {
+            self.finished.sender().send(true);
+        }
+    }
+
     /// Wait until both loops have exited; why the worker stopped.
     pub async fn wait(&self) -> StopReason {
         match self.finished.receiver() {
@@ -805,6 +939,8 @@ impl<'a, T: TcpConnect, D: Dns> Worker<'a, T, D> {
     /// the worker from the server (a failure there is only logged).
     /// Idempotent: a second call only waits for the loops.
     pub async fn shutdown(&self, grace: embassy_time::Duration, rx: &mut [u8]) {
+        self.stop_requested.store(true, Ordering::SeqCst);
+        self.stop.signal(());
         self.grace_deadline
             .lock(|d| d.set(Some(embassy_time::Instant::now() + grace)));
         let step = self.with_machine(|m| m.request_stop());
@@ -815,6 +951,12 @@ impl<'a, T: TcpConnect, D: Dns> Worker<'a, T, D> {
             self.halt();
             self.wait().await;
         }
+        self.delete_worker(rx).await;
+    }
+
+    /// `DELETE /workers/{id}` once, unless the server forgot the worker;
+    /// a failure is only logged (the server sweeps stale workers).
+    async fn delete_worker(&self, rx: &mut [u8]) {
         let id = self.worker_id();
         let forgotten = matches!(self.stop_reason(), Some(StopReason::RegistrationLost(_)));
         let first = !self.disconnected.swap(true, Ordering::SeqCst);

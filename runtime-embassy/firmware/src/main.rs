@@ -11,6 +11,11 @@
 //! The server URL and token come from the build environment:
 //! `OUTAGE_SERVER=http://192.168.1.10:8765 OUTAGE_TOKEN=… cargo build --release`.
 //! The job `@global:modifiers:Blink` blinks LED1 `{"times": n}` times.
+//!
+//! The gateway never stays dead: `Worker::supervise` starts the worker
+//! again whenever it stops by itself (an outage longer than
+//! `max_unreachable`, a lost registration, a startup that gave up), after a
+//! capped backoff (`Restart::DEFAULT`: 5 s doubling to 60 s), logging why.
 
 #![no_std]
 #![no_main]
@@ -27,7 +32,7 @@ use embassy_nrf::spim::{self, Spim};
 use embassy_nrf::{bind_interrupts, peripherals};
 use embassy_time::{Delay, Timer};
 use embedded_hal_bus::spi::ExclusiveDevice;
-use outage_runtime_embassy::{ClaimBuffers, Config, ErrorText, Handler, Job, Task, Worker};
+use outage_runtime_embassy::{ClaimBuffers, Config, ErrorText, Handler, Job, Restart, Task, Worker};
 use static_cell::StaticCell;
 use {defmt_rtt as _, panic_probe as _};
 
@@ -77,15 +82,19 @@ async fn net_task(mut runner: embassy_net::Runner<'static, Eth>) -> ! {
     runner.run().await
 }
 
+/// The worker, started and restarted for as long as the device runs; both
+/// loops run in this one task.
 #[embassy_executor::task]
-async fn heartbeat_task(worker: &'static OutageWorker, rx: &'static mut [u8; HEARTBEAT_RX]) {
-    worker.heartbeat_loop(rx).await;
-}
-
-#[embassy_executor::task]
-async fn claim_task(worker: &'static OutageWorker, bufs: ClaimBuffers<'static>, led: Output<'static>) {
+async fn worker_task(
+    worker: &'static OutageWorker,
+    heartbeat_rx: &'static mut [u8; HEARTBEAT_RX],
+    bufs: ClaimBuffers<'static>,
+    led: Output<'static>,
+) {
     let mut handler = Blink { led };
-    worker.claim_loop(bufs, &mut handler).await;
+    worker
+        .supervise(heartbeat_rx, bufs, &mut handler, Restart::DEFAULT)
+        .await;
 }
 
 /// Blinks LED1 `times` times.
@@ -174,20 +183,12 @@ async fn main(spawner: Spawner) {
     static CLAIM_TX_BUF: StaticCell<[u8; CLAIM_TX]> = StaticCell::new();
     static PAYLOAD_BUF: StaticCell<[u8; PAYLOAD]> = StaticCell::new();
     static HB_RX_BUF: StaticCell<[u8; HEARTBEAT_RX]> = StaticCell::new();
-    let rx = CLAIM_RX_BUF.init([0; CLAIM_RX]);
-    let tx = CLAIM_TX_BUF.init([0; CLAIM_TX]);
-    if let Err(e) = worker.start(rx, tx).await {
-        error!("could not start the worker: {}", e);
-        return;
-    }
     let bufs = ClaimBuffers {
-        rx,
-        tx,
+        rx: CLAIM_RX_BUF.init([0; CLAIM_RX]),
+        tx: CLAIM_TX_BUF.init([0; CLAIM_TX]),
         payload: PAYLOAD_BUF.init([0; PAYLOAD]),
     };
     let led = Output::new(p.P0_13, Level::High, OutputDrive::Standard);
-    spawner.spawn(unwrap!(heartbeat_task(worker, HB_RX_BUF.init([0; HEARTBEAT_RX]))));
-    spawner.spawn(unwrap!(claim_task(worker, bufs, led)));
-    let reason = worker.wait().await;
-    error!("worker stopped: {}", reason);
+    let heartbeat_rx = HB_RX_BUF.init([0; HEARTBEAT_RX]);
+    spawner.spawn(unwrap!(worker_task(worker, heartbeat_rx, bufs, led)));
 }
