@@ -1,12 +1,24 @@
-//! One HTTP/1.1 exchange over reqwless and embedded-nal-async, with every
-//! failure turned into the core's [`Failure`] here, once.
+//! One HTTP/1.1 exchange of our own over embedded-nal-async, with the
+//! response head parsed by `httparse` and every failure turned into the
+//! core's [`Failure`] here, once.
+//!
+//! Why not reqwless (used before): on the nRF52840 example it cost about
+//! 20 KB of flash and 2 KB of RAM more than this module (its URL parser,
+//! base64, `core::fmt` for the request line and headers, and larger
+//! futures), and it needs the bearer header as one string, a copy of the
+//! token in the worker. The worker needs little of HTTP: one request per
+//! connection, a fixed set of headers, `Content-Length`, chunked or
+//! close-delimited bodies read into the caller's buffer. Here the request is
+//! gathered by hand (no `core::fmt`) in the caller's receive buffer, which
+//! then receives the response.
 
-use embedded_nal_async::{Dns, TcpConnect};
-use outage_core::protocol::Method;
+use core::net::{IpAddr, Ipv4Addr, SocketAddr};
+use core::ops::Range;
+
+use embedded_io_async::{Read, Write};
+use embedded_nal_async::{AddrType, Dns, TcpConnect};
+use outage_core::protocol::{API_PREFIX, Method, Route};
 use outage_core::{Duration, Failure, Transport, parse_retry_after};
-use reqwless::client::{HttpClient, HttpRequestHandle};
-use reqwless::headers::ContentType;
-use reqwless::request::{RequestBody, RequestBuilder};
 
 /// A response: its status, `Retry-After`, and where its body lies in the
 /// caller's receive buffer.
@@ -17,7 +29,72 @@ pub struct Exchange {
     /// `Retry-After` in delta-seconds.
     pub retry_after: Option<Duration>,
     /// The body's bytes in the receive buffer.
-    pub body: core::ops::Range<usize>,
+    pub body: Range<usize>,
+}
+
+/// Where the server is: `http://host[:port][/base]`, taken apart once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Server<'a> {
+    /// `host[:port]`, for the `Host` header.
+    pub authority: &'a str,
+    /// The host name (or IPv4 literal).
+    pub host: &'a str,
+    /// The IPv4 literal, if the host is one (no name lookup then).
+    pub ip: Option<Ipv4Addr>,
+    /// TCP port (80 by default).
+    pub port: u16,
+    /// A path the API lies under, without a trailing slash (usually empty).
+    pub base: &'a str,
+}
+
+impl<'a> Server<'a> {
+    /// Parse `http://host[:port][/base]`; `None` if it is not one.
+    pub fn parse(url: &'a str) -> Option<Server<'a>> {
+        let rest = url.strip_prefix("http://")?.trim_end_matches('/');
+        let (authority, base) = match rest.find('/') {
+            Some(i) => rest.split_at(i),
+            None => (rest, ""),
+        };
+        let (host, port) = match authority.rsplit_once(':') {
+            Some((host, port)) => (host, number(port.as_bytes()).filter(|p| *p <= 0xFFFF)? as u16),
+            None => (authority, 80),
+        };
+        if host.is_empty()
+            || base
+                .bytes()
+                .any(|b| !b.is_ascii_graphic() || b == b'?' || b == b'#')
+        {
+            return None;
+        }
+        Some(Server {
+            authority,
+            host,
+            ip: ipv4(host),
+            port,
+            base,
+        })
+    }
+}
+
+/// A decimal number of at most 9 digits (no sign).
+fn number(digits: &[u8]) -> Option<u32> {
+    if digits.is_empty() || digits.len() > 9 {
+        return None;
+    }
+    digits.iter().try_fold(0u32, |n, &d| {
+        d.is_ascii_digit().then(|| n * 10 + u32::from(d - b'0'))
+    })
+}
+
+/// A dotted-quad IPv4 literal.
+fn ipv4(host: &str) -> Option<Ipv4Addr> {
+    let mut octets = [0u8; 4];
+    let mut parts = host.split('.');
+    for o in octets.iter_mut() {
+        let n = number(parts.next()?.as_bytes())?;
+        *o = u8::try_from(n).ok()?;
+    }
+    parts.next().is_none().then_some(Ipv4Addr::from(octets))
 }
 
 fn kind(k: embedded_io::ErrorKind) -> Transport {
@@ -31,85 +108,617 @@ fn kind(k: embedded_io::ErrorKind) -> Transport {
     }
 }
 
-/// Failures before the response head is complete.
-fn head_failure(e: reqwless::Error) -> Failure {
-    use reqwless::Error::*;
-    match e {
-        Dns => Failure::Transport(Transport::Dns),
-        Network(k) => Failure::Transport(kind(k)),
-        // The server closed the connection before a complete head: the
-        // reqwless read returned 0 bytes.
-        ConnectionAborted => Failure::Transport(Transport::ConnectionClosed),
-        BufferTooSmall => Failure::ResponseTooLarge,
-        Codec => Failure::MalformedResponse,
-        _ => Failure::Transport(Transport::Network),
+fn fail(t: Transport) -> Failure {
+    Failure::Transport(t)
+}
+
+/// Gathers the request into `buf`, writing it out whenever the next piece
+/// does not fit.
+struct Gather<'b, C> {
+    conn: C,
+    buf: &'b mut [u8],
+    len: usize,
+}
+
+impl<C: Write> Gather<'_, C> {
+    async fn put(&mut self, piece: &[u8]) -> Result<(), C::Error> {
+        if self.len + piece.len() > self.buf.len() {
+            self.conn.write_all(&self.buf[..self.len]).await?;
+            self.len = 0;
+            if piece.len() > self.buf.len() {
+                return self.conn.write_all(piece).await;
+            }
+        }
+        self.buf[self.len..self.len + piece.len()].copy_from_slice(piece);
+        self.len += piece.len();
+        Ok(())
     }
 }
 
-/// Failures while reading the body: the response was cut short.
-fn body_failure(e: reqwless::Error) -> Failure {
-    use reqwless::Error::*;
-    match e {
-        BufferTooSmall => Failure::ResponseTooLarge,
-        Codec => Failure::MalformedResponse,
-        Network(embedded_io::ErrorKind::TimedOut) => Failure::Transport(Transport::Timeout),
-        _ => Failure::Transport(Transport::Truncated),
+/// Writes `route`'s path (after `base` and the API prefix) into `out`,
+/// percent-encoding all but RFC 3986 `pchar`s, as `Route`'s `Display` does
+/// (a test holds the two together). `None` if it does not fit.
+pub fn write_path(out: &mut [u8], base: &str, route: &Route<'_>) -> Option<usize> {
+    let mut n = 0;
+    let mut raw = |out: &mut [u8], b: &[u8]| -> Option<()> {
+        out.get_mut(n..n + b.len())?.copy_from_slice(b);
+        n += b.len();
+        Some(())
+    };
+    raw(out, base.as_bytes())?;
+    raw(out, API_PREFIX.as_bytes())?;
+    let (first, a, second, b): (&str, &str, &str, &str) = match *route {
+        Route::CreateWorker => ("/workers", "", "", ""),
+        Route::RegisterJob { room } => ("/rooms/", room, "/jobs", ""),
+        Route::Claim => ("/tasks/claim", "", "", ""),
+        Route::TaskStatus { task_id } | Route::GetTask { task_id } => ("/tasks/", task_id, "", ""),
+        Route::Heartbeat { worker_id } | Route::Disconnect { worker_id } => ("/workers/", worker_id, "", ""),
+        Route::Submit { room, job } => ("/rooms/", room, "/tasks/", job),
+    };
+    for (fixed, segment) in [(first, a), (second, b)] {
+        raw(out, fixed.as_bytes())?;
+        for &c in segment.as_bytes() {
+            if c.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=:@".contains(&c) {
+                raw(out, &[c])?;
+            } else {
+                const HEX: &[u8; 16] = b"0123456789ABCDEF";
+                raw(out, &[b'%', HEX[usize::from(c >> 4)], HEX[usize::from(c & 15)]])?;
+            }
+        }
+    }
+    Some(n)
+}
+
+/// Decimal digits of `n`, in the tail of `buf`.
+fn decimal(mut n: usize, buf: &mut [u8; 20]) -> &[u8] {
+    let mut i = buf.len();
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            return &buf[i..];
+        }
     }
 }
 
-async fn finish<C, B>(mut handle: HttpRequestHandle<'_, C, B>, rx: &mut [u8]) -> Result<Exchange, Failure>
-where
-    C: embedded_io_async::Read + embedded_io_async::Write,
-    B: RequestBody,
-{
-    let base = rx.as_ptr() as usize;
-    let response = handle.send(rx).await.map_err(head_failure)?;
-    let status = response.status.0;
-    let retry_after = response
-        .headers()
-        .find(|(name, _)| name.eq_ignore_ascii_case("retry-after"))
-        .and_then(|(_, value)| parse_retry_after(value));
-    let body = response.body().read_to_end().await.map_err(body_failure)?;
-    let start = body.as_ptr() as usize - base;
+/// What a request is: the method, the server, the route, the token and the
+/// body.
+pub struct Request<'r> {
+    /// Where to.
+    pub server: &'r Server<'r>,
+    /// What.
+    pub route: Route<'r>,
+    /// Bearer token.
+    pub token: &'r str,
+    /// JSON body.
+    pub body: Option<&'r [u8]>,
+}
+
+/// Send one request to `ip` and read its response into `rx` (which also
+/// gathers the request on its way out), on a connection of its own.
+pub async fn exchange<T: TcpConnect>(
+    tcp: &T,
+    ip: IpAddr,
+    req: &Request<'_>,
+    rx: &mut [u8],
+) -> Result<Exchange, Failure> {
+    let mut conn = tcp
+        .connect(SocketAddr::new(ip, req.server.port))
+        .await
+        .map_err(|e| fail(kind(embedded_io::Error::kind(&e))))?;
+    on_connection(&mut conn, req, rx).await
+}
+
+/// The server's address: its IPv4 literal, or a name lookup.
+pub async fn resolve<D: Dns>(dns: &D, server: &Server<'_>) -> Result<IpAddr, Failure> {
+    match server.ip {
+        Some(ip) => Ok(IpAddr::V4(ip)),
+        None => dns
+            .get_host_by_name(server.host, AddrType::Either)
+            .await
+            .map_err(|_| fail(Transport::Dns)),
+    }
+}
+
+/// The exchange on an open connection (a test drives it with a fake one).
+pub async fn on_connection<C: Read + Write>(
+    conn: &mut C,
+    req: &Request<'_>,
+    rx: &mut [u8],
+) -> Result<Exchange, Failure> {
+    send(conn, req, rx).await?;
+    receive(conn, rx).await
+}
+
+async fn send<C: Write>(conn: &mut C, req: &Request<'_>, rx: &mut [u8]) -> Result<(), Failure> {
+    let method: &[u8] = match req.route.method() {
+        Method::Get => b"GET ",
+        Method::Post => b"POST ",
+        Method::Put => b"PUT ",
+        Method::Patch => b"PATCH ",
+        Method::Delete => b"DELETE ",
+    };
+    let start = method.len();
+    let path = rx
+        .get_mut(start..)
+        .and_then(|out| write_path(out, req.server.base, &req.route));
+    let Some(path) = path else {
+        // The path does not fit the receive buffer (which must hold more:
+        // the response): the request cannot be sent.
+        return Err(fail(Transport::SendFailed));
+    };
+    rx[..start].copy_from_slice(method);
+    let mut digits = [0u8; 20];
+    let body = req.body.unwrap_or_default();
+    // A method that carries content says how much, even none (RFC 9110 8.6).
+    let length: &[u8] = match (req.body, req.route.method()) {
+        (None, Method::Get | Method::Delete) => b"",
+        _ => decimal(body.len(), &mut digits),
+    };
+    let pieces: [&[u8]; 11] = [
+        b" HTTP/1.1\r\nHost: ",
+        req.server.authority.as_bytes(),
+        b"\r\nAuthorization: Bearer ",
+        req.token.as_bytes(),
+        b"\r\nAccept: application/json\r\n",
+        if req.body.is_some() {
+            b"Content-Type: application/json\r\n"
+        } else {
+            b""
+        },
+        if length.is_empty() {
+            b""
+        } else {
+            b"Content-Length: "
+        },
+        length,
+        if length.is_empty() { b"" } else { b"\r\n" },
+        b"\r\n",
+        body,
+    ];
+    let mut out = Gather {
+        conn: &mut *conn,
+        buf: rx,
+        len: start + path,
+    };
+    let mut written = async {
+        for piece in pieces {
+            out.put(piece).await?;
+        }
+        out.conn.write_all(&out.buf[..out.len]).await
+    }
+    .await;
+    // Written in full (into the stack's buffers) means the server may see
+    // it all; failing before that, it cannot act on it.
+    if written.is_ok() {
+        written = conn.flush().await;
+        if let Err(e) = written {
+            return Err(fail(kind(embedded_io::Error::kind(&e))));
+        }
+        return Ok(());
+    }
+    Err(fail(Transport::SendFailed))
+}
+
+/// What the head says about the body.
+enum Framing {
+    Length(usize),
+    Chunked,
+    UntilClose,
+}
+
+/// A complete response head.
+struct Head {
+    /// Its length: the body starts here.
+    len: usize,
+    status: u16,
+    retry_after: Option<Duration>,
+    framing: Framing,
+}
+
+/// Read more into `rx[*filled..]`; false at the end of the stream.
+async fn more<C: Read>(conn: &mut C, rx: &mut [u8], filled: &mut usize) -> Result<bool, Failure> {
+    if *filled == rx.len() {
+        return Err(Failure::ResponseTooLarge);
+    }
+    match conn.read(&mut rx[*filled..]).await {
+        Ok(0) => Ok(false),
+        Ok(n) => {
+            *filled += n;
+            Ok(true)
+        }
+        Err(e) => Err(fail(kind(embedded_io::Error::kind(&e)))),
+    }
+}
+
+async fn receive<C: Read>(conn: &mut C, rx: &mut [u8]) -> Result<Exchange, Failure> {
+    let mut filled = 0;
+    let Head {
+        len: head,
+        status,
+        retry_after,
+        framing,
+    } = loop {
+        match more(conn, rx, &mut filled).await {
+            Ok(true) => {}
+            Ok(false) if filled == 0 => return Err(fail(Transport::ConnectionClosed)),
+            Ok(false) => return Err(fail(Transport::Truncated)),
+            Err(Failure::Transport(Transport::ConnectionReset | Transport::ConnectionClosed))
+                if filled > 0 =>
+            {
+                return Err(fail(Transport::Truncated));
+            }
+            Err(f) => return Err(f),
+        }
+        if let Some(parsed) = parse_head(&rx[..filled])? {
+            break parsed;
+        }
+    };
+    let body = match framing {
+        _ if status == 204 || status == 304 || status < 200 => head..head,
+        Framing::Length(n) => {
+            let end = head.checked_add(n).filter(|end| *end <= rx.len());
+            let end = end.ok_or(Failure::ResponseTooLarge)?;
+            while filled < end {
+                if !more(conn, rx, &mut filled).await.map_err(in_body)? {
+                    return Err(fail(Transport::Truncated));
+                }
+            }
+            head..end
+        }
+        Framing::UntilClose => {
+            while more(conn, rx, &mut filled).await.map_err(in_body)? {}
+            head..filled
+        }
+        Framing::Chunked => head..dechunk(conn, rx, head, filled).await?,
+    };
     Ok(Exchange {
         status,
         retry_after,
-        body: start..start + body.len(),
+        body,
     })
 }
 
-/// Send one request to `url` and read its response into `rx`.
-#[allow(clippy::too_many_arguments)]
-pub async fn exchange<T: TcpConnect, D: Dns>(
-    tcp: &T,
-    dns: &D,
-    method: Method,
-    url: &str,
-    bearer: &str,
-    body: Option<&[u8]>,
-    rx: &mut [u8],
-    timeout: Duration,
-) -> Result<Exchange, Failure> {
-    let method = match method {
-        Method::Get => reqwless::request::Method::GET,
-        Method::Post => reqwless::request::Method::POST,
-        Method::Put => reqwless::request::Method::PUT,
-        Method::Patch => reqwless::request::Method::PATCH,
-        Method::Delete => reqwless::request::Method::DELETE,
+/// A failure while reading the body: the response was cut short.
+fn in_body(f: Failure) -> Failure {
+    match f {
+        Failure::Transport(Transport::Timeout) | Failure::ResponseTooLarge => f,
+        _ => fail(Transport::Truncated),
+    }
+}
+
+/// The head in `buf`, once complete: its length, the status, `Retry-After`
+/// and the body's framing.
+fn parse_head(buf: &[u8]) -> Result<Option<Head>, Failure> {
+    let mut headers = [httparse::EMPTY_HEADER; 24];
+    let mut response = httparse::Response::new(&mut headers);
+    let len = match response.parse(buf) {
+        Ok(httparse::Status::Complete(n)) => n,
+        Ok(httparse::Status::Partial) => return Ok(None),
+        Err(_) => return Err(Failure::MalformedResponse),
     };
-    let timeout = embassy_time::Duration::from_millis(timeout.as_millis());
-    let work = async {
-        let mut client = HttpClient::new(tcp, dns);
-        let handle = client.request(method, url).await.map_err(head_failure)?;
-        let headers = [("Authorization", bearer), ("Accept", "application/json")];
-        let handle = handle.headers(&headers);
-        match body {
-            Some(b) => finish(handle.body(b).content_type(ContentType::ApplicationJson), rx).await,
-            None => finish(handle, rx).await,
+    let status = response.code.ok_or(Failure::MalformedResponse)?;
+    let mut retry_after = None;
+    let mut framing = Framing::UntilClose;
+    for h in response.headers.iter() {
+        let value = h.value.trim_ascii();
+        if h.name.eq_ignore_ascii_case("retry-after") {
+            retry_after = parse_retry_after(value);
+        } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
+            if value.eq_ignore_ascii_case(b"chunked") {
+                framing = Framing::Chunked;
+            } else {
+                return Err(Failure::MalformedResponse);
+            }
+        } else if h.name.eq_ignore_ascii_case("content-length") && !matches!(framing, Framing::Chunked) {
+            let n = number(value).ok_or(Failure::MalformedResponse)?;
+            framing = Framing::Length(n as usize);
         }
-    };
-    match embassy_time::with_timeout(timeout, work).await {
-        Ok(r) => r,
-        Err(_) => Err(Failure::Transport(Transport::Timeout)),
+    }
+    Ok(Some(Head {
+        len,
+        status,
+        retry_after,
+        framing,
+    }))
+}
+
+/// Decodes the chunked body that starts at `rx[start]` in place (reading
+/// the rest of it); the end of the decoded body.
+async fn dechunk<C: Read>(
+    conn: &mut C,
+    rx: &mut [u8],
+    start: usize,
+    mut filled: usize,
+) -> Result<usize, Failure> {
+    let bad = Failure::MalformedResponse;
+    // Decoded bytes end at `out`; undecoded ones start at `at`.
+    let (mut out, mut at) = (start, start);
+    loop {
+        // The size line.
+        let line = loop {
+            if let Some(i) = rx[at..filled].windows(2).position(|w| w == b"\r\n") {
+                break at..at + i;
+            }
+            compact(rx, out, &mut at, &mut filled);
+            if !more(conn, rx, &mut filled).await.map_err(in_body)? {
+                return Err(fail(Transport::Truncated));
+            }
+        };
+        let digits = rx[line.clone()].split(|&b| b == b';').next().unwrap_or_default();
+        let digits = digits.trim_ascii();
+        if digits.is_empty() || digits.len() > 7 {
+            return Err(bad);
+        }
+        let size = digits.iter().try_fold(0usize, |n, &d| {
+            let v = (d as char).to_digit(16)?;
+            Some(n * 16 + v as usize)
+        });
+        let size = size.ok_or(bad)?;
+        at = line.end + 2;
+        if size == 0 {
+            // Trailers, if any, are not needed: the body is complete.
+            return Ok(out);
+        }
+        while filled < at + size + 2 {
+            compact(rx, out, &mut at, &mut filled);
+            if at + size + 2 > rx.len() {
+                return Err(Failure::ResponseTooLarge);
+            }
+            if !more(conn, rx, &mut filled).await.map_err(in_body)? {
+                return Err(fail(Transport::Truncated));
+            }
+        }
+        if &rx[at + size..at + size + 2] != b"\r\n" {
+            return Err(bad);
+        }
+        rx.copy_within(at..at + size, out);
+        out += size;
+        at += size + 2;
+    }
+}
+
+/// Moves the undecoded bytes down to the decoded ones, making room.
+fn compact(rx: &mut [u8], out: usize, at: &mut usize, filled: &mut usize) {
+    if *at > out {
+        rx.copy_within(*at..*filled, out);
+        *filled -= *at - out;
+        *at = out;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    extern crate std;
+
+    use super::*;
+    use std::string::ToString;
+    use std::vec::Vec;
+
+    #[test]
+    fn servers_parse() {
+        let s = Server::parse("http://192.168.1.10:8765/").unwrap();
+        assert_eq!(
+            s,
+            Server {
+                authority: "192.168.1.10:8765",
+                host: "192.168.1.10",
+                ip: Some(Ipv4Addr::new(192, 168, 1, 10)),
+                port: 8765,
+                base: "",
+            }
+        );
+        let s = Server::parse("http://jobs.example:80/zndraw").unwrap();
+        assert_eq!(
+            (s.host, s.ip, s.port, s.base),
+            ("jobs.example", None, 80, "/zndraw")
+        );
+        assert_eq!(Server::parse("http://jobs").unwrap().port, 80);
+        assert_eq!(Server::parse("http://1.2.3.400").unwrap().ip, None);
+        for bad in [
+            "https://x",
+            "http://",
+            "http://:80",
+            "http://x:99999",
+            "http://x:",
+            "ftp://x",
+            "http://x/a b",
+        ] {
+            assert_eq!(Server::parse(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn paths_match_the_cores_routes() {
+        let w = "20e2e4de-f22c-4885-8120-142dd3475d22";
+        let routes = [
+            Route::CreateWorker,
+            Route::RegisterJob { room: "@global" },
+            Route::RegisterJob { room: "r\\x y/z%" },
+            Route::Claim,
+            Route::TaskStatus { task_id: "a/b c" },
+            Route::GetTask { task_id: w },
+            Route::Heartbeat { worker_id: w },
+            Route::Disconnect { worker_id: w },
+            Route::Submit {
+                room: "room 1",
+                job: "@global:modifiers:Echo",
+            },
+        ];
+        for route in routes {
+            let mut out = [0u8; 256];
+            let n = write_path(&mut out, "/base", &route).unwrap();
+            assert_eq!(
+                core::str::from_utf8(&out[..n]).unwrap(),
+                std::format!("/base{route}")
+            );
+            let mut small = [0u8; 12];
+            assert_eq!(write_path(&mut small, "", &route), None);
+        }
+    }
+
+    /// A connection that answers with `reply`, `step` bytes per read, and
+    /// keeps what was written.
+    struct Fake {
+        reply: Vec<u8>,
+        at: usize,
+        step: usize,
+        written: Vec<u8>,
+        fail_write: bool,
+    }
+
+    impl Fake {
+        fn new(reply: &[u8], step: usize) -> Fake {
+            Fake {
+                reply: reply.to_vec(),
+                at: 0,
+                step,
+                written: Vec::new(),
+                fail_write: false,
+            }
+        }
+    }
+
+    impl embedded_io::ErrorType for Fake {
+        type Error = embedded_io::ErrorKind;
+    }
+
+    impl Read for Fake {
+        async fn read(&mut self, buf: &mut [u8]) -> Result<usize, Self::Error> {
+            let n = self.step.min(buf.len()).min(self.reply.len() - self.at);
+            buf[..n].copy_from_slice(&self.reply[self.at..self.at + n]);
+            self.at += n;
+            Ok(n)
+        }
+    }
+
+    impl Write for Fake {
+        async fn write(&mut self, buf: &[u8]) -> Result<usize, Self::Error> {
+            if self.fail_write {
+                return Err(embedded_io::ErrorKind::ConnectionReset);
+            }
+            self.written.extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        async fn flush(&mut self) -> Result<(), Self::Error> {
+            Ok(())
+        }
+    }
+
+    fn run(
+        reply: &[u8],
+        step: usize,
+        rx_len: usize,
+        body: Option<&[u8]>,
+    ) -> (Result<std::string::String, Failure>, Fake) {
+        let server = Server::parse("http://10.0.0.1:8765").unwrap();
+        let req = Request {
+            server: &server,
+            route: Route::Claim,
+            token: "tok",
+            body,
+        };
+        let mut conn = Fake::new(reply, step);
+        let mut rx = std::vec![0u8; rx_len];
+        let r = futures_lite_block_on(on_connection(&mut conn, &req, &mut rx));
+        let r = r.map(|x| {
+            std::format!(
+                "{} {:?} {}",
+                x.status,
+                x.retry_after.map(|d| d.as_secs()),
+                core::str::from_utf8(&rx[x.body]).unwrap()
+            )
+        });
+        (r, conn)
+    }
+
+    /// A minimal executor for futures that never wait (the fake never
+    /// blocks).
+    fn futures_lite_block_on<F: core::future::Future>(f: F) -> F::Output {
+        let mut f = core::pin::pin!(f);
+        let mut cx = core::task::Context::from_waker(core::task::Waker::noop());
+        loop {
+            if let core::task::Poll::Ready(v) = f.as_mut().poll(&mut cx) {
+                return v;
+            }
+        }
+    }
+
+    #[test]
+    fn requests_are_written_by_hand() {
+        let reply = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n{}";
+        for rx_len in [48, 512] {
+            let (r, conn) = run(reply, 100, rx_len, Some(b"{\"worker_id\":\"w\"}"));
+            assert_eq!(r.unwrap(), "200 None {}");
+            assert_eq!(
+                core::str::from_utf8(&conn.written).unwrap(),
+                "POST /v1/joblib/tasks/claim HTTP/1.1\r\nHost: 10.0.0.1:8765\r\nAuthorization: Bearer tok\r\n\
+                 Accept: application/json\r\nContent-Type: application/json\r\nContent-Length: 17\r\n\r\n\
+                 {\"worker_id\":\"w\"}"
+            );
+        }
+        let (_, conn) = run(reply, 100, 512, None);
+        assert!(
+            core::str::from_utf8(&conn.written)
+                .unwrap()
+                .ends_with("Content-Length: 0\r\n\r\n")
+        );
+    }
+
+    #[test]
+    fn responses_are_framed() {
+        let cases: [(&[u8], Result<&str, Failure>); 9] = [
+            (b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello", Ok("200 None hello")),
+            (b"HTTP/1.1 503 No\r\nRetry-After: 7\r\ncontent-length: 0\r\n\r\n", Ok("503 Some(7) ")),
+            (
+                b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5;x=y\r\nhello\r\n6\r\n world\r\n0\r\n\r\n",
+                Ok("200 None hello world"),
+            ),
+            (b"HTTP/1.1 200 OK\r\n\r\nuntil close", Ok("200 None until close")),
+            (b"HTTP/1.1 204 No Content\r\n\r\n", Ok("204 None ")),
+            (b"", Err(fail(Transport::ConnectionClosed))),
+            (b"HTTP/1.1 200 OK\r\nContent-Le", Err(fail(Transport::Truncated))),
+            (b"HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\nshort", Err(fail(Transport::Truncated))),
+            (b"HTTP/1.1 200 OK\r\nContent-Length: x\r\n\r\n", Err(Failure::MalformedResponse)),
+        ];
+        for (reply, want) in cases {
+            for step in [1, 3, 1000] {
+                let (r, _) = run(reply, step, 256, None);
+                assert_eq!(
+                    r.as_deref().map_err(|e| *e),
+                    want,
+                    "{:?} / {step}",
+                    core::str::from_utf8(reply)
+                );
+            }
+        }
+        let big = b"HTTP/1.1 200 OK\r\nContent-Length: 300\r\n\r\n";
+        assert_eq!(run(big, 100, 256, None).0, Err(Failure::ResponseTooLarge));
+        let mut chunked = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
+        for _ in 0..40 {
+            chunked.extend_from_slice(b"8\r\n01234567\r\n");
+        }
+        chunked.extend_from_slice(b"0\r\n\r\n");
+        assert_eq!(run(&chunked, 7, 256, None).0, Err(Failure::ResponseTooLarge));
+        let (r, _) = run(&chunked, 7, 512, None);
+        assert_eq!(r.unwrap().len(), "200 None ".len() + 320);
+    }
+
+    #[test]
+    fn a_request_not_written_in_full_was_never_sent() {
+        let server = Server::parse("http://10.0.0.1").unwrap();
+        let req = Request {
+            server: &server,
+            route: Route::Heartbeat { worker_id: "w" },
+            token: "tok",
+            body: None,
+        };
+        let mut conn = Fake::new(b"", 1);
+        conn.fail_write = true;
+        let mut rx = [0u8; 256];
+        let r = futures_lite_block_on(on_connection(&mut conn, &req, &mut rx));
+        assert_eq!(r, Err(fail(Transport::SendFailed)));
+        assert_eq!(req.server.authority.to_string(), "10.0.0.1");
     }
 }

@@ -2,7 +2,7 @@
 //! shared [`Machine`], and stopping. No heap: every buffer is the caller's.
 
 use core::cell::{Cell, RefCell};
-use core::fmt::Write as _;
+use core::net::IpAddr;
 use core::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, Ordering};
 
 use embassy_futures::select::{Either, Either3, Select, select, select3};
@@ -20,21 +20,22 @@ use outage_core::{
 
 use crate::fmt::{emit, emit_restart};
 use crate::json::{field_span, task_span};
-use crate::net::{Exchange, exchange};
+use crate::net::{Exchange, Request, Server, exchange, resolve};
 use crate::restart::{Restart, Stopped};
 
 type CS = CriticalSectionRawMutex;
 
 /// Longest server URL (`http://host:port`) accepted.
 pub const MAX_SERVER_URL: usize = 96;
-/// Longest bearer token accepted.
-pub const MAX_TOKEN: usize = 160;
+/// Longest bearer token accepted (a ZnDraw JWT is about 200 bytes). The
+/// worker keeps no copy of it: it is written into each request from the
+/// caller's string.
+pub const MAX_TOKEN: usize = 512;
 /// Longest job name part (room, category, name) accepted.
 pub const MAX_NAME: usize = 48;
 /// The text a handler may give when a task fails.
 pub type ErrorText = heapless::String<128>;
 
-const URL_CAP: usize = MAX_SERVER_URL + 160;
 const ID_CAP: usize = 40;
 const JOB_CAP: usize = 3 * MAX_NAME + 2;
 
@@ -164,8 +165,11 @@ pub struct Stats {
 pub struct Worker<'a, T: TcpConnect, D: Dns> {
     tcp: &'a T,
     dns: &'a D,
-    server: &'a str,
-    bearer: heapless::String<{ MAX_TOKEN + 7 }>,
+    server: Server<'a>,
+    token: &'a str,
+    /// The server's address from the last name lookup, until a request
+    /// fails below HTTP.
+    address: Mutex<CS, Cell<Option<IpAddr>>>,
     jobs: &'a [Job<'a>],
     config: Config,
     clock: EmbassyClock,
@@ -230,10 +234,10 @@ impl<'a, T: TcpConnect, D: Dns> Worker<'a, T, D> {
         if config.renew_credentials {
             return Err(SetupError::RenewUnsupported);
         }
-        let server = server.trim_end_matches('/');
-        if !server.starts_with("http://") || server.len() > MAX_SERVER_URL {
-            return Err(SetupError::ServerUrl);
-        }
+        let server = match Server::parse(server) {
+            Some(s) if server.len() <= MAX_SERVER_URL => s,
+            _ => return Err(SetupError::ServerUrl),
+        };
         if token.len() > MAX_TOKEN {
             return Err(SetupError::TokenTooLong);
         }
@@ -248,14 +252,13 @@ impl<'a, T: TcpConnect, D: Dns> Worker<'a, T, D> {
         if jobs.is_empty() || jobs.iter().any(too_long) {
             return Err(SetupError::Jobs);
         }
-        let mut bearer = heapless::String::new();
-        let _ = write!(bearer, "Bearer {token}");
         let clock = EmbassyClock;
         Ok(Worker {
             tcp,
             dns,
             server,
-            bearer,
+            token,
+            address: Mutex::new(Cell::new(None)),
             jobs,
             config,
             clock,
@@ -381,10 +384,12 @@ impl<'a, T: TcpConnect, D: Dns> Worker<'a, T, D> {
     /// One request; re-sent once on a fresh connection only where the
     /// core's [`Failure::resend_once`] says so.
     async fn call(&self, route: Route<'_>, body: Option<&[u8]>, rx: &mut [u8]) -> Result<Exchange, Failure> {
-        let mut url: heapless::String<URL_CAP> = heapless::String::new();
-        if write!(url, "{}{}", self.server, route).is_err() {
-            return Err(Failure::Transport(outage_core::Transport::Network));
-        }
+        let req = Request {
+            server: &self.server,
+            route,
+            token: self.token,
+            body,
+        };
         let timeout = if route.endpoint() == Endpoint::Disconnect {
             self.config.disconnect_timeout
         } else {
@@ -393,17 +398,23 @@ impl<'a, T: TcpConnect, D: Dns> Worker<'a, T, D> {
         let mut stale = false;
         loop {
             self.requests.fetch_add(1, Ordering::Relaxed);
-            let result = exchange(
-                self.tcp,
-                self.dns,
-                route.method(),
-                &url,
-                &self.bearer,
-                body,
-                rx,
-                timeout,
-            )
-            .await;
+            let work = async {
+                let ip = match self.address.lock(Cell::get) {
+                    Some(ip) => ip,
+                    None => resolve(self.dns, &self.server).await?,
+                };
+                let result = exchange(self.tcp, ip, &req, rx).await;
+                let keep = !matches!(result, Err(Failure::Transport(_)));
+                self.address.lock(|a| a.set(keep.then_some(ip)));
+                result
+            };
+            let limit = embassy_time::Duration::from_millis(timeout.as_millis());
+            let result = embassy_time::with_timeout(limit, work)
+                .await
+                .unwrap_or(Err(Failure::Transport(outage_core::Transport::Timeout)));
+            if matches!(result, Err(Failure::Transport(_))) {
+                self.address.lock(|a| a.set(None));
+            }
             match result {
                 Err(f) if f.resend_once(route.may_resend()) && !stale => {
                     emit(&Event::StaleConnection {
