@@ -75,6 +75,10 @@ async fn supervised_task(
     returned.store(true, Ordering::SeqCst);
 }
 
+/// The heartbeat's receive buffer, as in the firmware example: smaller than
+/// a heartbeat request with a long token, which is then written in pieces.
+const HEARTBEAT_RX: usize = 512;
+
 fn leak_buf(n: usize) -> &'static mut [u8] {
     Box::leak(vec![0u8; n].into_boxed_slice())
 }
@@ -95,7 +99,7 @@ impl Runtime for EmbassyRuntime {
         let (rx, tx) = (leak_buf(16 << 10), leak_buf(2 << 10));
         futures_lite::future::block_on(worker.start(rx, tx))
             .map_err(|e| format!("could not start the worker: {e}"))?;
-        let hb_rx = leak_buf(1 << 10);
+        let hb_rx = leak_buf(HEARTBEAT_RX);
         let bufs = ClaimBuffers {
             rx,
             tx,
@@ -173,7 +177,7 @@ impl SupervisedWorker {
     pub fn start(setup: &Setup, policy: Restart) -> Result<SupervisedWorker, String> {
         let worker = new_worker(setup)?;
         let returned: &'static AtomicBool = Box::leak(Box::new(AtomicBool::new(false)));
-        let hb_rx = leak_buf(1 << 10);
+        let hb_rx = leak_buf(HEARTBEAT_RX);
         let bufs = ClaimBuffers {
             rx: leak_buf(16 << 10),
             tx: leak_buf(2 << 10),
