@@ -9,8 +9,9 @@
 //! token in the worker. The worker needs little of HTTP: one request per
 //! connection, a fixed set of headers, `Content-Length`, chunked or
 //! close-delimited bodies read into the caller's buffer. Here the request is
-//! gathered by hand (no `core::fmt`) in the caller's receive buffer, which
-//! then receives the response.
+//! gathered by hand (no `core::fmt`) in the caller's receive buffer, written
+//! out whenever that is full, and the same buffer then receives the
+//! response.
 
 use core::net::{IpAddr, Ipv4Addr, SocketAddr};
 use core::ops::Range;
@@ -112,29 +113,6 @@ fn fail(t: Transport) -> Failure {
     Failure::Transport(t)
 }
 
-/// Gathers the request into `buf`, writing it out whenever the next piece
-/// does not fit.
-struct Gather<'b, C> {
-    conn: C,
-    buf: &'b mut [u8],
-    len: usize,
-}
-
-impl<C: Write> Gather<'_, C> {
-    async fn put(&mut self, piece: &[u8]) -> Result<(), C::Error> {
-        if self.len + piece.len() > self.buf.len() {
-            self.conn.write_all(&self.buf[..self.len]).await?;
-            self.len = 0;
-            if piece.len() > self.buf.len() {
-                return self.conn.write_all(piece).await;
-            }
-        }
-        self.buf[self.len..self.len + piece.len()].copy_from_slice(piece);
-        self.len += piece.len();
-        Ok(())
-    }
-}
-
 /// Writes `route`'s path (after `base` and the API prefix) into `out`,
 /// percent-encoding all but RFC 3986 `pchar`s, as `Route`'s `Display` does
 /// (a test holds the two together). `None` if it does not fit.
@@ -232,27 +210,59 @@ pub async fn on_connection<C: Read + Write>(
 }
 
 async fn send<C: Write>(conn: &mut C, req: &Request<'_>, rx: &mut [u8]) -> Result<(), Failure> {
-    let method: &[u8] = match req.route.method() {
-        Method::Get => b"GET ",
-        Method::Post => b"POST ",
-        Method::Put => b"PUT ",
-        Method::Patch => b"PATCH ",
-        Method::Delete => b"DELETE ",
+    // Where the next bytes come from: (piece, offset in it); `None` before
+    // the request line.
+    let mut next = None;
+    loop {
+        let (n, done) = gather(req, rx, &mut next)?;
+        // Failing before all of it is written, the server cannot act on it.
+        if conn.write_all(&rx[..n]).await.is_err() {
+            return Err(fail(Transport::SendFailed));
+        }
+        if done {
+            break;
+        }
+    }
+    // Written in full (into the stack's buffers): the server may see it all.
+    conn.flush()
+        .await
+        .map_err(|e| fail(kind(embedded_io::Error::kind(&e))))
+}
+
+/// Fills `rx` with the request from `next` on: how many bytes, and whether
+/// that is the end of it.
+fn gather(
+    req: &Request<'_>,
+    rx: &mut [u8],
+    next: &mut Option<(usize, usize)>,
+) -> Result<(usize, bool), Failure> {
+    let method = req.route.method();
+    let mut n = 0;
+    let (mut piece, mut offset) = match *next {
+        Some(at) => at,
+        None => {
+            let name: &[u8] = match method {
+                Method::Get => b"GET ",
+                Method::Post => b"POST ",
+                Method::Put => b"PUT ",
+                Method::Patch => b"PATCH ",
+                Method::Delete => b"DELETE ",
+            };
+            // The request line must fit the receive buffer (which must hold
+            // more: the response), else the request cannot be sent.
+            let path = rx
+                .get_mut(name.len()..)
+                .and_then(|out| write_path(out, req.server.base, &req.route));
+            let path = path.ok_or(fail(Transport::SendFailed))?;
+            rx[..name.len()].copy_from_slice(name);
+            n = name.len() + path;
+            (0, 0)
+        }
     };
-    let start = method.len();
-    let path = rx
-        .get_mut(start..)
-        .and_then(|out| write_path(out, req.server.base, &req.route));
-    let Some(path) = path else {
-        // The path does not fit the receive buffer (which must hold more:
-        // the response): the request cannot be sent.
-        return Err(fail(Transport::SendFailed));
-    };
-    rx[..start].copy_from_slice(method);
     let mut digits = [0u8; 20];
     let body = req.body.unwrap_or_default();
     // A method that carries content says how much, even none (RFC 9110 8.6).
-    let length: &[u8] = match (req.body, req.route.method()) {
+    let length: &[u8] = match (req.body, method) {
         (None, Method::Get | Method::Delete) => b"",
         _ => decimal(body.len(), &mut digits),
     };
@@ -277,28 +287,19 @@ async fn send<C: Write>(conn: &mut C, req: &Request<'_>, rx: &mut [u8]) -> Resul
         b"\r\n",
         body,
     ];
-    let mut out = Gather {
-        conn: &mut *conn,
-        buf: rx,
-        len: start + path,
-    };
-    let mut written = async {
-        for piece in pieces {
-            out.put(piece).await?;
+    while let Some(p) = pieces.get(piece) {
+        let p = &p[offset..];
+        let k = p.len().min(rx.len() - n);
+        rx[n..n + k].copy_from_slice(&p[..k]);
+        n += k;
+        if k < p.len() {
+            *next = Some((piece, offset + k));
+            return Ok((n, false));
         }
-        out.conn.write_all(&out.buf[..out.len]).await
+        piece += 1;
+        offset = 0;
     }
-    .await;
-    // Written in full (into the stack's buffers) means the server may see
-    // it all; failing before that, it cannot act on it.
-    if written.is_ok() {
-        written = conn.flush().await;
-        if let Err(e) = written {
-            return Err(fail(kind(embedded_io::Error::kind(&e))));
-        }
-        return Ok(());
-    }
-    Err(fail(Transport::SendFailed))
+    Ok((n, true))
 }
 
 /// What the head says about the body.
@@ -663,6 +664,29 @@ mod tests {
             core::str::from_utf8(&conn.written)
                 .unwrap()
                 .ends_with("Content-Length: 0\r\n\r\n")
+        );
+    }
+
+    #[test]
+    fn a_long_token_goes_out_whole_through_a_small_buffer() {
+        let token: std::string::String = (0..512).map(|i| (b'a' + (i % 26) as u8) as char).collect();
+        let server = Server::parse("http://jobs.example/zndraw").unwrap();
+        let req = Request {
+            server: &server,
+            route: Route::Heartbeat { worker_id: "w-1" },
+            token: &token,
+            body: None,
+        };
+        let mut conn = Fake::new(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}", 1000);
+        let mut rx = [0u8; 64];
+        let x = futures_lite_block_on(on_connection(&mut conn, &req, &mut rx)).unwrap();
+        assert_eq!(x.status, 200);
+        assert_eq!(
+            core::str::from_utf8(&conn.written).unwrap(),
+            std::format!(
+                "PATCH /zndraw/v1/joblib/workers/w-1 HTTP/1.1\r\nHost: jobs.example\r\n\
+                 Authorization: Bearer {token}\r\nAccept: application/json\r\nContent-Length: 0\r\n\r\n"
+            )
         );
     }
 
