@@ -64,7 +64,11 @@ const HEARTBEAT_RX: usize = 512;
 
 type Spi = ExclusiveDevice<Spim<'static>, Output<'static>, Delay>;
 type Eth = embassy_net_wiznet::Device<'static>;
-type Tcp = TcpClient<'static, 2, 1024, 1024>;
+// Two sockets, one per loop. 512 bytes each way: requests (up to ~1.2 KB
+// with a long token and a schema) and answers (up to CLAIM_RX) stream
+// through them; the window only paces a LAN exchange of a few KB.
+const SOCKET_BUF: usize = 512;
+type Tcp = TcpClient<'static, 2, SOCKET_BUF, SOCKET_BUF>;
 type OutageWorker = Worker<'static, Tcp, DnsSocket<'static>>;
 
 // The README promises the worker's own state stays under 1 KiB.
@@ -142,10 +146,12 @@ async fn main(spawner: Spawner) {
 
     // A locally administered MAC; derive it from FICR in a product.
     let mac = [0x02, 0x00, 0x00, 0x5e, 0x00, 0x01];
-    static ETH_STATE: StaticCell<embassy_net_wiznet::State<2, 2>> = StaticCell::new();
+    // One receive and one transmit frame (1.5 KB each) in the driver's
+    // queues: the stack serves two sockets that exchange small messages.
+    static ETH_STATE: StaticCell<embassy_net_wiznet::State<1, 1>> = StaticCell::new();
     let state = ETH_STATE.init(embassy_net_wiznet::State::new());
     let Ok((device, runner)) =
-        embassy_net_wiznet::new::<2, 2, W5500, _, _, _>(mac, state, spi, int, reset).await
+        embassy_net_wiznet::new::<1, 1, W5500, _, _, _>(mac, state, spi, int, reset).await
     else {
         error!("the W5500 does not answer on SPI; check the wiring");
         return;
@@ -163,7 +169,7 @@ async fn main(spawner: Spawner) {
     stack.wait_config_up().await;
     info!("network up");
 
-    static TCP_STATE: StaticCell<TcpClientState<2, 1024, 1024>> = StaticCell::new();
+    static TCP_STATE: StaticCell<TcpClientState<2, SOCKET_BUF, SOCKET_BUF>> = StaticCell::new();
     static TCP: StaticCell<Tcp> = StaticCell::new();
     static DNS: StaticCell<DnsSocket<'static>> = StaticCell::new();
     let tcp = TCP.init(TcpClient::new(stack, TCP_STATE.init(TcpClientState::new())));
