@@ -29,6 +29,7 @@ mod restart;
 mod worker;
 
 pub use fmt::emit;
+pub use net::NoDns;
 pub use outage_core::{Config, Duration, Jitter, OnRegistrationLost, StartupError, StopReason};
 pub use restart::{Restart, Stopped};
 pub use worker::{

@@ -188,6 +188,24 @@ pub async fn exchange<T: TcpConnect>(
     on_connection(&mut conn, req, rx).await
 }
 
+/// Name lookups for a device without them (embassy-net without `dns`):
+/// the server URL must then hold an IPv4 literal; a host name fails every
+/// request as a failed lookup.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct NoDns;
+
+impl Dns for NoDns {
+    type Error = NoDns;
+
+    async fn get_host_by_name(&self, _: &str, _: AddrType) -> Result<IpAddr, NoDns> {
+        Err(NoDns)
+    }
+
+    async fn get_host_by_address(&self, _: IpAddr, _: &mut [u8]) -> Result<usize, NoDns> {
+        Err(NoDns)
+    }
+}
+
 /// The server's address: its IPv4 literal, or a name lookup.
 pub async fn resolve<D: Dns>(dns: &D, server: &Server<'_>) -> Result<IpAddr, Failure> {
     match server.ip {
@@ -302,190 +320,180 @@ fn gather(
     Ok((n, true))
 }
 
-/// What the head says about the body.
-enum Framing {
-    Length(usize),
-    Chunked,
-    UntilClose,
+/// Reads the response into `rx`, one read at a time; everything between
+/// reads is [`Response::step`], synchronous.
+async fn receive<C: Read>(conn: &mut C, rx: &mut [u8]) -> Result<Exchange, Failure> {
+    let mut r = Response::default();
+    loop {
+        if let Some(x) = r.step(rx)? {
+            return Ok(x);
+        }
+        match conn.read(&mut rx[r.filled..]).await {
+            Ok(0) => r.ended = true,
+            Ok(n) => r.filled += n,
+            Err(e) => return Err(r.read_failed(kind(embedded_io::Error::kind(&e)))),
+        }
+    }
 }
 
-/// A complete response head.
-struct Head {
-    /// Its length: the body starts here.
-    len: usize,
+/// What the head says about the body.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+enum Framing {
+    /// The head is not complete yet.
+    #[default]
+    Head,
+    /// The body ends here (`Content-Length`).
+    Until(usize),
+    /// Chunked: decoded bytes end at `out`, undecoded ones start at `at`.
+    Chunked { out: usize, at: usize },
+    /// The body ends with the connection.
+    Close,
+}
+
+/// A response being read: what is in the buffer, and what it means so far.
+#[derive(Debug, Default)]
+struct Response {
+    /// Bytes in the buffer.
+    filled: usize,
+    /// The server closed the connection.
+    ended: bool,
+    framing: Framing,
+    /// Where the body starts.
+    body: usize,
     status: u16,
     retry_after: Option<Duration>,
-    framing: Framing,
 }
 
-/// Read more into `rx[*filled..]`; false at the end of the stream.
-async fn more<C: Read>(conn: &mut C, rx: &mut [u8], filled: &mut usize) -> Result<bool, Failure> {
-    if *filled == rx.len() {
-        return Err(Failure::ResponseTooLarge);
+impl Response {
+    /// A read failed: before the head is complete, a transport failure
+    /// (after some of it, the answer was cut short); in the body, cut short
+    /// unless it timed out.
+    fn read_failed(&self, t: Transport) -> Failure {
+        fail(match (self.framing, t) {
+            (Framing::Head, _) if self.filled == 0 => t,
+            (Framing::Head, Transport::ConnectionReset | Transport::ConnectionClosed) => Transport::Truncated,
+            (Framing::Head, t) | (_, t @ Transport::Timeout) => t,
+            _ => Transport::Truncated,
+        })
     }
-    match conn.read(&mut rx[*filled..]).await {
-        Ok(0) => Ok(false),
-        Ok(n) => {
-            *filled += n;
-            Ok(true)
-        }
-        Err(e) => Err(fail(kind(embedded_io::Error::kind(&e)))),
-    }
-}
 
-async fn receive<C: Read>(conn: &mut C, rx: &mut [u8]) -> Result<Exchange, Failure> {
-    let mut filled = 0;
-    let Head {
-        len: head,
-        status,
-        retry_after,
-        framing,
-    } = loop {
-        match more(conn, rx, &mut filled).await {
-            Ok(true) => {}
-            Ok(false) if filled == 0 => return Err(fail(Transport::ConnectionClosed)),
-            Ok(false) => return Err(fail(Transport::Truncated)),
-            Err(Failure::Transport(Transport::ConnectionReset | Transport::ConnectionClosed))
-                if filled > 0 =>
-            {
-                return Err(fail(Transport::Truncated));
-            }
-            Err(f) => return Err(f),
-        }
-        if let Some(parsed) = parse_head(&rx[..filled])? {
-            break parsed;
-        }
-    };
-    let body = match framing {
-        _ if status == 204 || status == 304 || status < 200 => head..head,
-        Framing::Length(n) => {
-            let end = head.checked_add(n).filter(|end| *end <= rx.len());
-            let end = end.ok_or(Failure::ResponseTooLarge)?;
-            while filled < end {
-                if !more(conn, rx, &mut filled).await.map_err(in_body)? {
-                    return Err(fail(Transport::Truncated));
+    /// Makes what is in `rx[..filled]` progress: the exchange once the
+    /// response is complete, `None` to read more (there is room), or why
+    /// not.
+    fn step(&mut self, rx: &mut [u8]) -> Result<Option<Exchange>, Failure> {
+        let bad = Failure::MalformedResponse;
+        let cut = fail(Transport::Truncated);
+        loop {
+            let done = match self.framing {
+                Framing::Head => {
+                    if !self.head(&rx[..self.filled])? {
+                        if self.ended {
+                            return Err(self.read_failed(Transport::ConnectionClosed));
+                        }
+                        break;
+                    }
+                    if self.status < 200 || self.status == 204 || self.status == 304 {
+                        Some(self.body)
+                    } else {
+                        continue;
+                    }
                 }
+                Framing::Until(end) if self.filled >= end => Some(end),
+                Framing::Until(end) if end > rx.len() => return Err(Failure::ResponseTooLarge),
+                Framing::Close if self.ended => Some(self.filled),
+                Framing::Until(_) | Framing::Close => None,
+                Framing::Chunked { ref mut out, ref mut at } => {
+                    // Room for more: move the undecoded bytes down.
+                    rx.copy_within(*at..self.filled, *out);
+                    self.filled -= *at - *out;
+                    *at = *out;
+                    let pending = &rx[*at..self.filled];
+                    let Some(eol) = pending.windows(2).position(|w| w == b"\r\n") else {
+                        break;
+                    };
+                    let digits = pending[..eol].split(|&b| b == b';').next().unwrap_or_default();
+                    let digits = digits.trim_ascii();
+                    if digits.is_empty() || digits.len() > 6 {
+                        return Err(bad);
+                    }
+                    let size = digits.iter().try_fold(0usize, |n, &d| {
+                        let v = (d as char).to_digit(16)?;
+                        Some(n * 16 + v as usize)
+                    });
+                    let size = size.ok_or(bad)?;
+                    if size == 0 {
+                        // Trailers, if any, are not needed.
+                        Some(*out)
+                    } else {
+                        let data = *at + eol + 2;
+                        if data + size + 2 > rx.len() {
+                            return Err(Failure::ResponseTooLarge);
+                        }
+                        if data + size + 2 > self.filled {
+                            break;
+                        }
+                        if rx[data + size..data + size + 2] != *b"\r\n" {
+                            return Err(bad);
+                        }
+                        rx.copy_within(data..data + size, *out);
+                        *out += size;
+                        *at = data + size + 2;
+                        continue;
+                    }
+                }
+            };
+            match done {
+                Some(end) => {
+                    return Ok(Some(Exchange {
+                        status: self.status,
+                        retry_after: self.retry_after,
+                        body: self.body..end,
+                    }));
+                }
+                None => break,
             }
-            head..end
         }
-        Framing::UntilClose => {
-            while more(conn, rx, &mut filled).await.map_err(in_body)? {}
-            head..filled
+        if self.ended {
+            return Err(cut);
         }
-        Framing::Chunked => head..dechunk(conn, rx, head, filled).await?,
-    };
-    Ok(Exchange {
-        status,
-        retry_after,
-        body,
-    })
-}
-
-/// A failure while reading the body: the response was cut short.
-fn in_body(f: Failure) -> Failure {
-    match f {
-        Failure::Transport(Transport::Timeout) | Failure::ResponseTooLarge => f,
-        _ => fail(Transport::Truncated),
+        if self.filled == rx.len() {
+            return Err(Failure::ResponseTooLarge);
+        }
+        Ok(None)
     }
-}
 
-/// The head in `buf`, once complete: its length, the status, `Retry-After`
-/// and the body's framing.
-fn parse_head(buf: &[u8]) -> Result<Option<Head>, Failure> {
-    let mut headers = [httparse::EMPTY_HEADER; 24];
-    let mut response = httparse::Response::new(&mut headers);
-    let len = match response.parse(buf) {
-        Ok(httparse::Status::Complete(n)) => n,
-        Ok(httparse::Status::Partial) => return Ok(None),
-        Err(_) => return Err(Failure::MalformedResponse),
-    };
-    let status = response.code.ok_or(Failure::MalformedResponse)?;
-    let mut retry_after = None;
-    let mut framing = Framing::UntilClose;
-    for h in response.headers.iter() {
-        let value = h.value.trim_ascii();
-        if h.name.eq_ignore_ascii_case("retry-after") {
-            retry_after = parse_retry_after(value);
-        } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
-            if value.eq_ignore_ascii_case(b"chunked") {
-                framing = Framing::Chunked;
-            } else {
-                return Err(Failure::MalformedResponse);
-            }
-        } else if h.name.eq_ignore_ascii_case("content-length") && !matches!(framing, Framing::Chunked) {
-            let n = number(value).ok_or(Failure::MalformedResponse)?;
-            framing = Framing::Length(n as usize);
-        }
-    }
-    Ok(Some(Head {
-        len,
-        status,
-        retry_after,
-        framing,
-    }))
-}
-
-/// Decodes the chunked body that starts at `rx[start]` in place (reading
-/// the rest of it); the end of the decoded body.
-async fn dechunk<C: Read>(
-    conn: &mut C,
-    rx: &mut [u8],
-    start: usize,
-    mut filled: usize,
-) -> Result<usize, Failure> {
-    let bad = Failure::MalformedResponse;
-    // Decoded bytes end at `out`; undecoded ones start at `at`.
-    let (mut out, mut at) = (start, start);
-    loop {
-        // The size line.
-        let line = loop {
-            if let Some(i) = rx[at..filled].windows(2).position(|w| w == b"\r\n") {
-                break at..at + i;
-            }
-            compact(rx, out, &mut at, &mut filled);
-            if !more(conn, rx, &mut filled).await.map_err(in_body)? {
-                return Err(fail(Transport::Truncated));
-            }
+    /// Parses the head in `buf` once it is complete (true), taking the
+    /// status, `Retry-After` and the body's framing from it.
+    fn head(&mut self, buf: &[u8]) -> Result<bool, Failure> {
+        let mut headers = [httparse::EMPTY_HEADER; 24];
+        let mut response = httparse::Response::new(&mut headers);
+        let len = match response.parse(buf) {
+            Ok(httparse::Status::Complete(n)) => n,
+            Ok(httparse::Status::Partial) => return Ok(false),
+            Err(_) => return Err(Failure::MalformedResponse),
         };
-        let digits = rx[line.clone()].split(|&b| b == b';').next().unwrap_or_default();
-        let digits = digits.trim_ascii();
-        if digits.is_empty() || digits.len() > 7 {
-            return Err(bad);
-        }
-        let size = digits.iter().try_fold(0usize, |n, &d| {
-            let v = (d as char).to_digit(16)?;
-            Some(n * 16 + v as usize)
-        });
-        let size = size.ok_or(bad)?;
-        at = line.end + 2;
-        if size == 0 {
-            // Trailers, if any, are not needed: the body is complete.
-            return Ok(out);
-        }
-        while filled < at + size + 2 {
-            compact(rx, out, &mut at, &mut filled);
-            if at + size + 2 > rx.len() {
-                return Err(Failure::ResponseTooLarge);
-            }
-            if !more(conn, rx, &mut filled).await.map_err(in_body)? {
-                return Err(fail(Transport::Truncated));
+        self.status = response.code.ok_or(Failure::MalformedResponse)?;
+        self.body = len;
+        self.framing = Framing::Close;
+        let mut chunked = false;
+        for h in response.headers.iter() {
+            let value = h.value.trim_ascii();
+            if h.name.eq_ignore_ascii_case("retry-after") {
+                self.retry_after = parse_retry_after(value);
+            } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
+                if !value.eq_ignore_ascii_case(b"chunked") {
+                    return Err(Failure::MalformedResponse);
+                }
+                chunked = true;
+            } else if h.name.eq_ignore_ascii_case("content-length") {
+                let n = number(value).ok_or(Failure::MalformedResponse)?;
+                self.framing = Framing::Until(len + n as usize);
             }
         }
-        if &rx[at + size..at + size + 2] != b"\r\n" {
-            return Err(bad);
+        if chunked {
+            self.framing = Framing::Chunked { out: len, at: len };
         }
-        rx.copy_within(at..at + size, out);
-        out += size;
-        at += size + 2;
-    }
-}
-
-/// Moves the undecoded bytes down to the decoded ones, making room.
-fn compact(rx: &mut [u8], out: usize, at: &mut usize, filled: &mut usize) {
-    if *at > out {
-        rx.copy_within(*at..*filled, out);
-        *filled -= *at - out;
-        *at = out;
+        Ok(true)
     }
 }
 
