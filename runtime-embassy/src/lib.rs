@@ -5,8 +5,8 @@
 //! heap. Time is embassy-time, shared state and signals are embassy-sync,
 //! HTTP/1.1 is a small exchange of its own (response heads parsed by
 //! `httparse`) over embedded-nal-async (embassy-net TCP on a device, a std
-//! adapter on a host), JSON is serde-json-core, and every buffer is the
-//! caller's.
+//! adapter on a host), JSON is a few functions of its own ([`json`]), and
+//! every buffer is the caller's.
 //!
 //! ```ignore
 //! static WORKER: StaticCell<Worker<'static, TcpClient<'static, 2>, DnsSocket<'static>>> = StaticCell::new();
@@ -23,7 +23,7 @@
 #![forbid(unsafe_code)]
 
 mod fmt;
-mod json;
+pub mod json;
 mod net;
 mod restart;
 mod worker;

@@ -402,7 +402,10 @@ impl Response {
                 Framing::Until(end) if end > rx.len() => return Err(Failure::ResponseTooLarge),
                 Framing::Close if self.ended => Some(self.filled),
                 Framing::Until(_) | Framing::Close => None,
-                Framing::Chunked { ref mut out, ref mut at } => {
+                Framing::Chunked {
+                    ref mut out,
+                    ref mut at,
+                } => {
                     // Room for more: move the undecoded bytes down.
                     rx.copy_within(*at..self.filled, *out);
                     self.filled -= *at - *out;

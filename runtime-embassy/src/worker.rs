@@ -11,7 +11,7 @@ use embassy_sync::blocking_mutex::raw::CriticalSectionRawMutex;
 use embassy_sync::signal::Signal;
 use embassy_sync::watch::Watch;
 use embedded_nal_async::{Dns, TcpConnect};
-use outage_core::protocol::{ClaimRequest, Route, StatusUpdate, TaskInfo, TaskStatus, WorkerResponse};
+use outage_core::protocol::{Route, StatusUpdate, TaskStatus};
 use outage_core::{
     ClaimAction, Clock, Config, ConfigError, Endpoint, Event, Failure, HeartbeatAction, Instant, Machine,
     NO_HANDLER_ERROR, Phase, SHUTDOWN_ERROR, SplitMix64, StartupError, StartupRetry, StartupStep, Step,
@@ -19,7 +19,7 @@ use outage_core::{
 };
 
 use crate::fmt::{emit, emit_restart};
-use crate::json::{field_span, task_span};
+use crate::json::{field_span, member, string, task_span, write_string};
 use crate::net::{Exchange, Request, Server, exchange, resolve};
 use crate::restart::{Restart, Stopped};
 
@@ -84,7 +84,7 @@ pub struct Task<'t> {
     pub job_name: &'t str,
     /// Room it was submitted in.
     pub room_id: &'t str,
-    /// The payload, raw JSON (parse it with serde-json-core).
+    /// The payload, raw JSON (read it with [`crate::json`], or serde-json-core).
     pub payload: &'t [u8],
 }
 
@@ -206,16 +206,30 @@ struct Held {
 
 type Id = heapless::String<ID_CAP>;
 
-fn copy_str<const N: usize>(s: &str) -> Option<heapless::String<N>> {
-    heapless::String::try_from(s).ok()
-}
-
 /// The JSON string at `span` of `body`, unescaped, if it fits `N` bytes.
 fn json_string<const N: usize>(body: &[u8], span: core::ops::Range<usize>) -> Option<heapless::String<N>> {
-    let mut scratch = [0u8; JOB_CAP];
-    let (s, _): (heapless::String<N>, _) =
-        serde_json_core::from_slice_escaped(body.get(span)?, &mut scratch).ok()?;
-    Some(s)
+    string(body.get(span)?)
+}
+
+/// A task status as JSON (`"claimed"`).
+fn json_status(value: &[u8]) -> Option<TaskStatus> {
+    use TaskStatus::*;
+    let name: heapless::String<12> = string(value)?;
+    [Pending, Claimed, Running, Completed, Failed, Cancelled]
+        .into_iter()
+        .find(|s| s.as_str() == name)
+}
+
+/// A task as `GET /tasks/{id}` and `PATCH /tasks/{id}` answer it: its
+/// status, and the worker holding it (`null`: none).
+fn task_info(body: &[u8]) -> Result<(TaskStatus, Option<Id>), Failure> {
+    let bad = Failure::MalformedResponse;
+    let status = member(body, "status").and_then(json_status).ok_or(bad)?;
+    let worker = match member(body, "worker_id") {
+        None | Some(b"null") => None,
+        Some(v) => Some(string(v).ok_or(bad)?),
+    };
+    Ok((status, worker))
 }
 
 impl<'a, T: TcpConnect, D: Dns> Worker<'a, T, D> {
@@ -445,9 +459,9 @@ impl<'a, T: TcpConnect, D: Dns> Worker<'a, T, D> {
         let fail = |f| (Endpoint::CreateWorker, f);
         let x = self.call(Route::CreateWorker, None, rx).await.map_err(fail)?;
         let x = self.expect(x, &[200, 201]).map_err(fail)?;
-        let (w, _): (WorkerResponse<'_>, _) =
-            serde_json_core::from_slice(&rx[x.body]).map_err(|_| fail(Failure::MalformedResponse))?;
-        copy_str::<ID_CAP>(w.id).ok_or(fail(Failure::MalformedResponse))
+        member(&rx[x.body], "id")
+            .and_then(string)
+            .ok_or(fail(Failure::MalformedResponse))
     }
 
     fn set_worker_id(&self, id: Id) {
@@ -601,13 +615,9 @@ impl<'a, T: TcpConnect, D: Dns> Worker<'a, T, D> {
         let call = async {
             let x = self.call(Route::GetTask { task_id }, None, &mut *rx).await?;
             let x = self.expect(x, &[200])?;
-            let (info, _): (TaskInfo<Id>, _) =
-                serde_json_core::from_slice(&rx[x.body]).map_err(|_| Failure::MalformedResponse)?;
-            let ours = info.worker_id.as_deref() == Some(self.worker_id().as_str());
-            Ok(TaskState {
-                status: info.status,
-                ours,
-            })
+            let (status, holder) = task_info(&rx[x.body])?;
+            let ours = holder.as_deref() == Some(self.worker_id().as_str());
+            Ok(TaskState { status, ours })
         };
         match self.or_halt(&self.halt_claim, call).await {
             Either::Second(result) => Some(result),
@@ -624,7 +634,7 @@ impl<'a, T: TcpConnect, D: Dns> Worker<'a, T, D> {
         rx: &mut [u8],
         tx: &mut [u8],
     ) -> Option<Result<(), Failure>> {
-        let n = serde_json_core::to_slice(update, tx).ok()?;
+        let n = status_body(tx, update)?;
         let call = async {
             let x = self
                 .call(Route::TaskStatus { task_id }, Some(&tx[..n]), &mut *rx)
@@ -633,8 +643,8 @@ impl<'a, T: TcpConnect, D: Dns> Worker<'a, T, D> {
             // The server answers with the updated task; an answer that does
             // not say so cannot prove the update applied (the core sends it
             // again, and checks a 409 with a GET).
-            match serde_json_core::from_slice::<TaskInfo<Id>>(&rx[x.body]) {
-                Ok((task, _)) if task.status == update.status => Ok(()),
+            match task_info(&rx[x.body]) {
+                Ok((status, _)) if status == update.status => Ok(()),
                 _ => Err(Failure::MalformedResponse),
             }
         };
@@ -663,7 +673,7 @@ impl<'a, T: TcpConnect, D: Dns> Worker<'a, T, D> {
                 ClaimAction::Stop(_) => break,
                 ClaimAction::Claim => {
                     let id = self.worker_id();
-                    let Ok(n) = serde_json_core::to_slice(&ClaimRequest { worker_id: &id }, tx) else {
+                    let Some(n) = claim_body(tx, &id) else {
                         break;
                     };
                     let call = async {
@@ -1004,8 +1014,7 @@ fn take_task(body: &[u8], payload_buf: &mut [u8]) -> Result<Option<Held>, Failur
         return Ok(None);
     }
     let field = |key: &[u8]| field_span(body, &task, key).ok_or(bad);
-    let (status, _): (TaskStatus, _) =
-        serde_json_core::from_slice(&body[field(b"status")?]).map_err(|_| bad)?;
+    let status = json_status(&body[field(b"status")?]).ok_or(bad)?;
     if status != TaskStatus::Claimed {
         return Err(bad);
     }
@@ -1033,26 +1042,50 @@ fn error_text(s: &str) -> ErrorText {
     t
 }
 
+/// A request body being written into a buffer.
+struct Body<'t> {
+    buf: &'t mut [u8],
+    len: usize,
+}
+
+impl Body<'_> {
+    fn raw(&mut self, b: &[u8]) -> Option<()> {
+        let dst = self.buf.get_mut(self.len..self.len + b.len())?;
+        dst.copy_from_slice(b);
+        self.len += b.len();
+        Some(())
+    }
+    fn string(&mut self, s: &str) -> Option<()> {
+        self.len += write_string(self.buf.get_mut(self.len..)?, s)?;
+        Some(())
+    }
+}
+
+/// `{"worker_id":…}` into `tx`.
+fn claim_body(tx: &mut [u8], worker_id: &str) -> Option<usize> {
+    let mut w = Body { buf: tx, len: 0 };
+    w.raw(b"{\"worker_id\":")?;
+    w.string(worker_id)?;
+    w.raw(b"}")?;
+    Some(w.len)
+}
+
+/// `{"status":…}` or `{"status":…,"error":…}` into `tx`.
+fn status_body(tx: &mut [u8], update: &StatusUpdate<'_>) -> Option<usize> {
+    let mut w = Body { buf: tx, len: 0 };
+    w.raw(b"{\"status\":")?;
+    w.string(update.status.as_str())?;
+    if let Some(error) = update.error {
+        w.raw(b",\"error\":")?;
+        w.string(error)?;
+    }
+    w.raw(b"}")?;
+    Some(w.len)
+}
+
 /// `{"category":…,"name":…,"schema":<raw>,"worker_id":…}` into `tx`.
 fn registration_body(tx: &mut [u8], job: &Job<'_>, worker_id: &str) -> Option<usize> {
-    struct W<'t> {
-        buf: &'t mut [u8],
-        len: usize,
-    }
-    impl W<'_> {
-        fn raw(&mut self, b: &[u8]) -> Option<()> {
-            let dst = self.buf.get_mut(self.len..self.len + b.len())?;
-            dst.copy_from_slice(b);
-            self.len += b.len();
-            Some(())
-        }
-        fn string(&mut self, s: &str) -> Option<()> {
-            let n = serde_json_core::to_slice(s, self.buf.get_mut(self.len..)?).ok()?;
-            self.len += n;
-            Some(())
-        }
-    }
-    let mut w = W { buf: tx, len: 0 };
+    let mut w = Body { buf: tx, len: 0 };
     w.raw(b"{\"category\":")?;
     w.string(job.category)?;
     w.raw(b",\"name\":")?;
@@ -1087,6 +1120,43 @@ mod tests {
         );
         let mut small = [0u8; 10];
         assert_eq!(registration_body(&mut small, &job, "w-1"), None);
+    }
+
+    #[test]
+    fn claim_and_status_bodies() {
+        let mut tx = [0u8; 80];
+        let n = claim_body(&mut tx, "w-1").unwrap();
+        assert_eq!(&tx[..n], br#"{"worker_id":"w-1"}"#);
+        let update = StatusUpdate {
+            status: TaskStatus::Failed,
+            error: Some("bad \"input\""),
+        };
+        let n = status_body(&mut tx, &update).unwrap();
+        assert_eq!(&tx[..n], br#"{"status":"failed","error":"bad \"input\""}"#);
+        let update = StatusUpdate {
+            status: TaskStatus::Running,
+            error: None,
+        };
+        let n = status_body(&mut tx, &update).unwrap();
+        assert_eq!(&tx[..n], br#"{"status":"running"}"#);
+        assert_eq!(status_body(&mut tx[..10], &update), None);
+    }
+
+    #[test]
+    fn task_answers() {
+        let body = br#"{"id":"t","status":"running","worker_id":"w\u002d1","error":null}"#;
+        let (status, worker) = task_info(body).unwrap();
+        assert_eq!((status, worker.as_deref()), (TaskStatus::Running, Some("w-1")));
+        let (_, worker) = task_info(br#"{"status":"failed","worker_id":null}"#).unwrap();
+        assert_eq!(worker, None);
+        assert_eq!(
+            task_info(br#"{"status":"done"}"#),
+            Err(Failure::MalformedResponse)
+        );
+        assert_eq!(
+            task_info(br#"{"status":"failed","worker_id":7}"#),
+            Err(Failure::MalformedResponse)
+        );
     }
 
     #[test]
