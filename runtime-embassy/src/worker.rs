@@ -204,6 +204,20 @@ struct Held {
     outcome: Option<Result<(), ErrorText>>,
 }
 
+impl Held {
+    /// The status update `action` sends: `running` to start, the outcome
+    /// to deliver.
+    fn update(&self, action: ClaimAction) -> Option<StatusUpdate<'_>> {
+        let (status, error) = match (action, &self.outcome) {
+            (ClaimAction::Start, _) => (TaskStatus::Running, None),
+            (ClaimAction::Deliver, Some(Ok(()))) => (TaskStatus::Completed, None),
+            (ClaimAction::Deliver, Some(Err(text))) => (TaskStatus::Failed, Some(text.as_str())),
+            _ => return None,
+        };
+        Some(StatusUpdate { status, error })
+    }
+}
+
 type Id = heapless::String<ID_CAP>;
 
 /// The JSON string at `span` of `body`, unescaped, if it fits `N` bytes.
@@ -610,198 +624,155 @@ impl<'a, T: TcpConnect, D: Dns> Worker<'a, T, D> {
         }
     }
 
-    /// `GET /tasks/{id}`: its state, and whether this worker holds it.
-    async fn get_task(&self, task_id: &str, rx: &mut [u8]) -> Option<Result<TaskState, Failure>> {
-        let call = async {
-            let x = self.call(Route::GetTask { task_id }, None, &mut *rx).await?;
-            let x = self.expect(x, &[200])?;
-            let (status, holder) = task_info(&rx[x.body])?;
-            let ours = holder.as_deref() == Some(self.worker_id().as_str());
-            Ok(TaskState { status, ours })
-        };
-        match self.or_halt(&self.halt_claim, call).await {
-            Either::Second(result) => Some(result),
-            Either::First(()) => None,
-        }
-    }
-
-    /// `PATCH /tasks/{id}` with `update`; `None` if the worker halted first
-    /// or the body does not fit `tx`.
-    async fn send_status(
-        &self,
-        task_id: &str,
-        update: &StatusUpdate<'_>,
-        rx: &mut [u8],
-        tx: &mut [u8],
-    ) -> Option<Result<(), Failure>> {
-        let n = status_body(tx, update)?;
-        let call = async {
-            let x = self
-                .call(Route::TaskStatus { task_id }, Some(&tx[..n]), &mut *rx)
-                .await?;
-            let x = self.expect(x, &[200])?;
-            // The server answers with the updated task; an answer that does
-            // not say so cannot prove the update applied (the core sends it
-            // again, and checks a 409 with a GET).
-            match task_info(&rx[x.body]) {
-                Ok((status, _)) if status == update.status => Ok(()),
-                _ => Err(Failure::MalformedResponse),
-            }
-        };
-        match self.or_halt(&self.halt_claim, call).await {
-            Either::Second(result) => Some(result),
-            Either::First(()) => None,
-        }
-    }
-
     /// The claim loop; run it in its own task.
+    ///
+    /// Every request but the registration goes through one `call` await
+    /// (its route and body chosen before it, its answer read after it):
+    /// each await of an async state machine costs flash.
     pub async fn claim_loop<H: Handler>(&self, bufs: ClaimBuffers<'_>, handler: &mut H) {
         let ClaimBuffers { rx, tx, payload } = bufs;
         let mut held: Option<Held> = None;
         // The id given up after an ambiguous claim, until it is deleted.
         let mut retired: Option<Id> = None;
-        loop {
+        'claim: loop {
             let now = self.clock.now();
             let action = self.with_machine(|m| m.claim_poll(now));
-            let step = match action {
-                ClaimAction::Wait(t) => {
-                    if !self.sleep_until(t, &self.wake_claim, &self.halt_claim).await {
-                        break;
+            let id = self.worker_id();
+            let task_id = held.as_ref().map_or("", |h| h.id.as_str());
+            // The request of this action: route, body (its length in `tx`;
+            // `None` if it does not fit), the statuses that are success.
+            let step = 'step: {
+                let (route, body, ok): (Route<'_>, Option<Option<usize>>, &[u16]) = match action {
+                    ClaimAction::Wait(t) => {
+                        if !self.sleep_until(t, &self.wake_claim, &self.halt_claim).await {
+                            break 'claim;
+                        }
+                        continue 'claim;
                     }
-                    continue;
-                }
-                ClaimAction::Stop(_) => break,
-                ClaimAction::Claim => {
-                    let id = self.worker_id();
-                    let Some(n) = claim_body(tx, &id) else {
-                        break;
-                    };
-                    let call = async {
-                        let x = self.call(Route::Claim, Some(&tx[..n]), &mut *rx).await?;
-                        let x = self.expect(x, &[200])?;
-                        take_task(&rx[x.body], payload)
-                    };
-                    let Either::Second(result) = self.or_halt(&self.halt_claim, call).await else {
-                        break;
-                    };
-                    let result = result.map(|task| {
-                        held = task;
-                        held.is_some()
-                    });
-                    let rand = self.rand();
-                    self.with_machine(|m| m.on_claim(now, self.clock.now(), result, rand))
-                }
-                ClaimAction::Start => {
-                    let Some(h) = held.as_ref() else { break };
-                    let update = StatusUpdate {
-                        status: TaskStatus::Running,
-                        error: None,
-                    };
-                    let Some(result) = self.send_status(&h.id, &update, rx, tx).await else {
-                        break;
-                    };
-                    let rand = self.rand();
-                    self.with_machine(|m| m.on_started(now, self.clock.now(), result, rand))
-                }
-                ClaimAction::Execute => {
-                    let Some(h) = held.as_mut() else { break };
-                    let outcome = match (self.jobs.iter().any(|j| j.matches(&h.job_name)), h.payload_len) {
-                        (false, _) => Err(error_text(NO_HANDLER_ERROR)),
-                        (true, None) => Err(error_text("payload larger than the worker's buffer")),
-                        (true, Some(len)) => {
-                            let task = Task {
-                                id: &h.id,
-                                job_name: &h.job_name,
-                                room_id: &h.room_id,
-                                payload: &payload[..len],
-                            };
-                            let run = select(handler.run(task), self.overrun());
-                            match self.or_halt(&self.halt_claim, run).await {
-                                Either::Second(Either::First(r)) => r,
-                                Either::Second(Either::Second(())) => Err(error_text(SHUTDOWN_ERROR)),
-                                Either::First(()) => break,
+                    ClaimAction::Stop(_) => break 'claim,
+                    ClaimAction::Claim => (Route::Claim, claim_body(tx, &id).map(Some), &[200]),
+                    ClaimAction::Start | ClaimAction::Deliver => {
+                        let Some(update) = held.as_ref().and_then(|h| h.update(action)) else {
+                            break 'claim;
+                        };
+                        (
+                            Route::TaskStatus { task_id },
+                            status_body(tx, &update).map(Some),
+                            &[200],
+                        )
+                    }
+                    ClaimAction::Verify => (Route::GetTask { task_id }, Some(None), &[200]),
+                    ClaimAction::Retire => match retired.as_deref() {
+                        Some(old) => (Route::Disconnect { worker_id: old }, Some(None), &[200, 204]),
+                        None => {
+                            let rand = self.rand();
+                            let step =
+                                self.with_machine(|m| m.on_retired(now, self.clock.now(), Ok(()), rand));
+                            if !self.with_machine(|m| m.is_retiring()) {
+                                retired = None;
                             }
+                            break 'step step;
                         }
-                    };
-                    emit(&Event::TaskFinished {
-                        task_id: &h.id,
-                        job: &h.job_name,
-                        room: &h.room_id,
-                        took: self.clock.now() - now,
-                        error: outcome.as_ref().err().map(|t| t.as_str()),
-                    });
-                    let ok = outcome.is_ok();
-                    h.outcome = Some(outcome);
-                    self.with_machine(|m| m.on_executed(self.clock.now(), ok))
-                }
-                ClaimAction::Deliver => {
-                    let Some(Held {
-                        id,
-                        outcome: Some(outcome),
-                        ..
-                    }) = held.as_ref()
-                    else {
-                        break;
-                    };
-                    let update = match outcome {
-                        Ok(()) => StatusUpdate {
-                            status: TaskStatus::Completed,
-                            error: None,
-                        },
-                        Err(text) => StatusUpdate {
-                            status: TaskStatus::Failed,
-                            error: Some(text),
-                        },
-                    };
-                    let Some(result) = self.send_status(id, &update, rx, tx).await else {
-                        break;
-                    };
-                    let rand = self.rand();
-                    self.with_machine(|m| m.on_delivered(now, self.clock.now(), result, rand))
-                }
-                ClaimAction::Register => {
-                    let old = self.worker_id();
-                    let call = self.register_all(&mut *rx, &mut *tx);
-                    let Either::Second(result) = self.or_halt(&self.halt_claim, call).await else {
-                        break;
-                    };
-                    let rand = self.rand();
-                    let step = self.with_machine(|m| m.on_registered(now, self.clock.now(), result, rand));
-                    if self.with_machine(|m| m.is_retiring()) {
-                        retired = Some(old);
-                    }
-                    step
-                }
-                ClaimAction::Retire => {
-                    let result = match retired.as_deref() {
-                        Some(old) => {
-                            let call = async {
-                                let x = self
-                                    .call(Route::Disconnect { worker_id: old }, None, &mut *rx)
-                                    .await?;
-                                self.expect(x, &[200, 204]).map(drop)
-                            };
-                            let Either::Second(result) = self.or_halt(&self.halt_claim, call).await else {
-                                break;
-                            };
-                            result
+                    },
+                    ClaimAction::Register => {
+                        let call = self.register_all(&mut *rx, &mut *tx);
+                        let Either::Second(result) = self.or_halt(&self.halt_claim, call).await else {
+                            break 'claim;
+                        };
+                        let rand = self.rand();
+                        let step =
+                            self.with_machine(|m| m.on_registered(now, self.clock.now(), result, rand));
+                        if self.with_machine(|m| m.is_retiring()) {
+                            retired = Some(id);
                         }
-                        None => Ok(()),
-                    };
-                    let rand = self.rand();
-                    let step = self.with_machine(|m| m.on_retired(now, self.clock.now(), result, rand));
-                    if !self.with_machine(|m| m.is_retiring()) {
-                        retired = None;
+                        break 'step step;
                     }
-                    step
-                }
-                ClaimAction::Verify => {
-                    let Some(h) = held.as_ref() else { break };
-                    let Some(result) = self.get_task(&h.id, rx).await else {
-                        break;
-                    };
-                    let rand = self.rand();
-                    self.with_machine(|m| m.on_verified(now, self.clock.now(), result, rand))
+                    ClaimAction::Execute => {
+                        let Some(h) = held.as_mut() else { break 'claim };
+                        let outcome = match (self.jobs.iter().any(|j| j.matches(&h.job_name)), h.payload_len)
+                        {
+                            (false, _) => Err(error_text(NO_HANDLER_ERROR)),
+                            (true, None) => Err(error_text("payload larger than the worker's buffer")),
+                            (true, Some(len)) => {
+                                let task = Task {
+                                    id: &h.id,
+                                    job_name: &h.job_name,
+                                    room_id: &h.room_id,
+                                    payload: &payload[..len],
+                                };
+                                let run = select(handler.run(task), self.overrun());
+                                match self.or_halt(&self.halt_claim, run).await {
+                                    Either::Second(Either::First(r)) => r,
+                                    Either::Second(Either::Second(())) => Err(error_text(SHUTDOWN_ERROR)),
+                                    Either::First(()) => break 'claim,
+                                }
+                            }
+                        };
+                        emit(&Event::TaskFinished {
+                            task_id: &h.id,
+                            job: &h.job_name,
+                            room: &h.room_id,
+                            took: self.clock.now() - now,
+                            error: outcome.as_ref().err().map(|t| t.as_str()),
+                        });
+                        let ok = outcome.is_ok();
+                        h.outcome = Some(outcome);
+                        break 'step self.with_machine(|m| m.on_executed(self.clock.now(), ok));
+                    }
+                };
+                // A body that does not fit `tx` stops the loop, as before.
+                let Some(body) = body else {
+                    break 'claim;
+                };
+                let call = async {
+                    let x = self.call(route, body.map(|n| &tx[..n]), &mut *rx).await?;
+                    self.expect(x, ok)
+                };
+                let Either::Second(result) = self.or_halt(&self.halt_claim, call).await else {
+                    break 'claim;
+                };
+                let answer = |x: Exchange| &rx[x.body];
+                let later = self.clock.now();
+                let rand = self.rand();
+                match action {
+                    ClaimAction::Claim => {
+                        let result = result.and_then(|x| take_task(answer(x), payload)).map(|task| {
+                            held = task;
+                            held.is_some()
+                        });
+                        self.with_machine(|m| m.on_claim(now, later, result, rand))
+                    }
+                    ClaimAction::Start | ClaimAction::Deliver => {
+                        // The server answers with the updated task; an answer
+                        // that does not say so cannot prove the update applied
+                        // (the core sends it again, and checks a 409 with a GET).
+                        let sent = held.as_ref().and_then(|h| h.update(action)).map(|u| u.status);
+                        let result = result.and_then(|x| match task_info(answer(x)) {
+                            Ok((status, _)) if Some(status) == sent => Ok(()),
+                            _ => Err(Failure::MalformedResponse),
+                        });
+                        match action {
+                            ClaimAction::Start => {
+                                self.with_machine(|m| m.on_started(now, later, result, rand))
+                            }
+                            _ => self.with_machine(|m| m.on_delivered(now, later, result, rand)),
+                        }
+                    }
+                    ClaimAction::Verify => {
+                        let result = result.and_then(|x| {
+                            let (status, holder) = task_info(answer(x))?;
+                            let ours = holder.as_deref() == Some(id.as_str());
+                            Ok(TaskState { status, ours })
+                        });
+                        self.with_machine(|m| m.on_verified(now, later, result, rand))
+                    }
+                    _ => {
+                        let step = self.with_machine(|m| m.on_retired(now, later, result.map(drop), rand));
+                        if !self.with_machine(|m| m.is_retiring()) {
+                            retired = None;
+                        }
+                        step
+                    }
                 }
             };
             if self.with_machine(|m| m.phase()) == Phase::Idle {
