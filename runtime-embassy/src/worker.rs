@@ -67,11 +67,18 @@ pub struct Job<'a> {
 }
 
 impl Job<'_> {
+    /// `room:category:name` is this job (room and category hold no colon;
+    /// the name is the rest).
     fn matches(&self, full_name: &str) -> bool {
-        let mut parts = full_name.splitn(3, ':');
-        parts.next() == Some(self.room)
-            && parts.next() == Some(self.category)
-            && parts.next() == Some(self.name)
+        let (room, category) = (self.room.as_bytes(), self.category.as_bytes());
+        let rest = full_name
+            .as_bytes()
+            .strip_prefix(room)
+            .and_then(|r| r.strip_prefix(b":"));
+        let rest = rest
+            .and_then(|r| r.strip_prefix(category))
+            .and_then(|r| r.strip_prefix(b":"));
+        rest == Some(self.name.as_bytes()) && !room.contains(&b':') && !category.contains(&b':')
     }
 }
 
@@ -171,7 +178,6 @@ pub struct Worker<'a, T: TcpConnect, D: Dns> {
     /// fails below HTTP.
     address: Mutex<CS, Cell<Option<IpAddr>>>,
     jobs: &'a [Job<'a>],
-    config: Config,
     clock: EmbassyClock,
     machine: Mutex<CS, RefCell<Machine>>,
     worker_id: Mutex<CS, RefCell<heapless::String<ID_CAP>>>,
@@ -288,7 +294,6 @@ impl<'a, T: TcpConnect, D: Dns> Worker<'a, T, D> {
             token,
             address: Mutex::new(Cell::new(None)),
             jobs,
-            config,
             clock,
             machine: Mutex::new(RefCell::new(
                 Machine::new(config, clock.now(), 0).map_err(SetupError::Config)?,
@@ -343,6 +348,12 @@ impl<'a, T: TcpConnect, D: Dns> Worker<'a, T, D> {
             cell.set(rng);
             r
         })
+    }
+
+    /// The configuration (kept once, in the core's machine). Not inside
+    /// `with_machine`: the machine is borrowed there.
+    fn config(&self) -> Config {
+        self.with_machine(|m| *m.config())
     }
 
     fn with_machine<R>(&self, f: impl FnOnce(&mut Machine) -> R) -> R {
@@ -419,9 +430,9 @@ impl<'a, T: TcpConnect, D: Dns> Worker<'a, T, D> {
             body,
         };
         let timeout = if route.endpoint() == Endpoint::Disconnect {
-            self.config.disconnect_timeout
+            self.config().disconnect_timeout
         } else {
-            self.config.request_timeout
+            self.config().request_timeout
         };
         let mut stale = false;
         loop {
@@ -468,50 +479,24 @@ impl<'a, T: TcpConnect, D: Dns> Worker<'a, T, D> {
         }
     }
 
-    /// `POST /workers`: a new worker id (not yet the current one).
-    async fn create_worker(&self, rx: &mut [u8]) -> Result<Id, (Endpoint, Failure)> {
-        let fail = |f| (Endpoint::CreateWorker, f);
-        let x = self.call(Route::CreateWorker, None, rx).await.map_err(fail)?;
-        let x = self.expect(x, &[200, 201]).map_err(fail)?;
-        member(&rx[x.body], "id")
-            .and_then(string)
-            .ok_or(fail(Failure::MalformedResponse))
-    }
-
     fn set_worker_id(&self, id: Id) {
         self.worker_id.lock(|cell| *cell.borrow_mut() = id);
-    }
-
-    async fn register_job(
-        &self,
-        job: &Job<'_>,
-        id: &str,
-        rx: &mut [u8],
-        tx: &mut [u8],
-    ) -> Result<(), (Endpoint, Failure)> {
-        let fail = |f| (Endpoint::RegisterJob, f);
-        let len = registration_body(tx, job, id)
-            .ok_or(fail(Failure::Transport(outage_core::Transport::Network)))?;
-        let x = self
-            .call(Route::RegisterJob { room: job.room }, Some(&tx[..len]), rx)
-            .await
-            .map_err(fail)?;
-        self.expect(x, &[200, 201]).map(drop).map_err(fail)
     }
 
     /// Create a worker and register every job for it; the new id becomes
     /// the current one only then (until then the loops keep the old one).
     async fn register_all(&self, rx: &mut [u8], tx: &mut [u8]) -> Result<(), (Endpoint, Failure)> {
-        let id = self.create_worker(rx).await?;
-        for job in self.jobs {
-            self.register_job(job, &id, rx, tx).await?;
+        let mut id = Id::new();
+        for step in 0..=self.jobs.len() {
+            self.startup_request(step, &mut id, rx, tx).await?;
         }
         self.set_worker_id(id);
         Ok(())
     }
 
-    /// Startup request `step`: 0 creates the worker (into `id`), `n`
-    /// registers job `n-1` for it.
+    /// Registration request `step`: 0 creates a worker (`POST /workers`,
+    /// its id into `id`), `n` registers job `n-1` for it (`PUT
+    /// /rooms/{room}/jobs`). One `call` await for both.
     async fn startup_request(
         &self,
         step: usize,
@@ -519,13 +504,26 @@ impl<'a, T: TcpConnect, D: Dns> Worker<'a, T, D> {
         rx: &mut [u8],
         tx: &mut [u8],
     ) -> Result<(), (Endpoint, Failure)> {
-        match step.checked_sub(1) {
-            None => {
-                *id = self.create_worker(rx).await?;
-                Ok(())
+        let (route, body) = match step.checked_sub(1) {
+            None => (Route::CreateWorker, None),
+            Some(n) => {
+                let job = &self.jobs[n];
+                let len = registration_body(tx, job, id).ok_or((
+                    Endpoint::RegisterJob,
+                    Failure::Transport(outage_core::Transport::Network),
+                ))?;
+                (Route::RegisterJob { room: job.room }, Some(len))
             }
-            Some(n) => self.register_job(&self.jobs[n], id, rx, tx).await,
+        };
+        let fail = |f| (route.endpoint(), f);
+        let x = self.call(route, body.map(|n| &tx[..n]), rx).await.map_err(fail)?;
+        let x = self.expect(x, &[200, 201]).map_err(fail)?;
+        if step == 0 {
+            *id = member(&rx[x.body], "id")
+                .and_then(string)
+                .ok_or(fail(Failure::MalformedResponse))?;
         }
+        Ok(())
     }
 
     /// Create the worker and register its jobs, retrying each request on the
@@ -540,7 +538,7 @@ impl<'a, T: TcpConnect, D: Dns> Worker<'a, T, D> {
                 let Err((what, failure)) = self.startup_request(step, &mut id, rx, tx).await else {
                     break;
                 };
-                let (next, event) = schedule.on_failure(&self.config, what, started, failure, self.rand());
+                let (next, event) = schedule.on_failure(&self.config(), what, started, failure, self.rand());
                 emit(&event);
                 match next {
                     StartupStep::RetryAt(t) => embassy_time::Timer::at(to_embassy(t)).await,
@@ -554,14 +552,20 @@ impl<'a, T: TcpConnect, D: Dns> Worker<'a, T, D> {
             jobs: self.jobs.len() as u32,
         });
         // The loops' clocks start now, after a possibly long startup.
+        self.fresh_machine();
+        Ok(())
+    }
+
+    /// A fresh core state with the same configuration, its clocks starting
+    /// now.
+    fn fresh_machine(&self) {
         let rand = self.rand();
         let now = self.clock.now();
         self.with_machine(|m| {
-            if let Ok(fresh) = Machine::new(self.config, now, rand) {
+            if let Ok(fresh) = Machine::new(*m.config(), now, rand) {
                 *m = fresh;
             }
         });
-        Ok(())
     }
 
     fn loop_exited(&self) {
@@ -831,7 +835,7 @@ impl<'a, T: TcpConnect, D: Dns> Worker<'a, T, D> {
                     }
                 }
             };
-            let wait = policy.wait(streak, self.config.jitter, self.rand());
+            let wait = policy.wait(streak, self.config().jitter, self.rand());
             streak = streak.saturating_add(1);
             let restart = self.restarts.fetch_add(1, Ordering::Relaxed).wrapping_add(1);
             emit_restart(&why, wait, restart);
@@ -879,13 +883,7 @@ impl<'a, T: TcpConnect, D: Dns> Worker<'a, T, D> {
     }
 
     fn renew(&self) {
-        let rand = self.rand();
-        let now = self.clock.now();
-        self.with_machine(|m| {
-            if let Ok(fresh) = Machine::new(self.config, now, rand) {
-                *m = fresh;
-            }
-        });
+        self.fresh_machine();
         self.set_worker_id(Id::new());
         for signal in [
             &self.wake_hb,
@@ -938,7 +936,7 @@ impl<'a, T: TcpConnect, D: Dns> Worker<'a, T, D> {
         let step = self.with_machine(|m| m.request_stop());
         self.apply(&step);
         let limit =
-            grace + embassy_time::Duration::from_millis(self.config.request_timeout.as_millis() + 1_000);
+            grace + embassy_time::Duration::from_millis(self.config().request_timeout.as_millis() + 1_000);
         if embassy_time::with_timeout(limit, self.wait()).await.is_err() {
             self.halt();
             self.wait().await;
@@ -1003,14 +1001,15 @@ fn take_task(body: &[u8], payload_buf: &mut [u8]) -> Result<Option<Held>, Failur
     }))
 }
 
+/// `s`, cut to [`ErrorText`]'s capacity at a character boundary.
 fn error_text(s: &str) -> ErrorText {
-    let mut t = ErrorText::new();
-    for c in s.chars() {
-        if t.push(c).is_err() {
-            break;
-        }
+    let mut end = s.len().min(128);
+    while !s.is_char_boundary(end) {
+        end -= 1;
     }
-    t
+    s.get(..end)
+        .and_then(|s| ErrorText::try_from(s).ok())
+        .unwrap_or_default()
 }
 
 /// A request body being written into a buffer.
@@ -1200,6 +1199,34 @@ mod tests {
             body.truncate(cut.max(body.len() / 2));
             let _ = take_task(&body, &mut payload);
         }
+    }
+
+    #[test]
+    fn jobs_match_only_their_own_full_name() {
+        let job = Job {
+            room: "room",
+            category: "analysis",
+            name: "a:b",
+            schema: "{}",
+        };
+        assert!(job.matches("room:analysis:a:b"));
+        assert!(!job.matches("room:analysis:a"));
+        assert!(!job.matches("room:analysisa:b"));
+        assert!(!job.matches("roo:analysis:a:b"));
+        let colon = Job { room: "r:x", ..job };
+        assert!(
+            !colon.matches("r:x:analysis:a:b"),
+            "a room with a colon never matches, as the server splits"
+        );
+    }
+
+    #[test]
+    fn error_texts_cut_at_a_character() {
+        let long: std::string::String = "é".repeat(100);
+        let t = error_text(&long);
+        assert_eq!(t.len(), 128);
+        let odd = std::format!("x{long}");
+        assert_eq!(error_text(&odd).len(), 127);
     }
 
     #[test]
