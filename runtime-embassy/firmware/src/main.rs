@@ -58,7 +58,6 @@ const SERVER: &str = match option_env!("OUTAGE_SERVER") {
 #[cfg(not(feature = "dhcp"))]
 const STATIC_IP: ([u8; 4], u8, [u8; 4]) = ([192, 168, 1, 50], 24, [192, 168, 1, 1]);
 
-type Spi = ExclusiveDevice<Spim<'static>, Output<'static>, Delay>;
 type Eth = embassy_net_wiznet::Device<'static>;
 
 // Two sockets, one per loop. 512 bytes each way: requests (up to ~1.2 KB
@@ -86,22 +85,12 @@ async fn main(spawner: Spawner) {
     let int = Input::new(p.P1_11, Pull::Up);
     let reset = Output::new(p.P1_10, Level::High, OutputDrive::Standard);
     let led = Output::new(p.P0_13, Level::High, OutputDrive::Standard);
-    spawner.spawn(unwrap!(network_task(spawner, spi, int, reset, seed, led)));
-}
 
-/// Brings the W5500 and the IP stack up, starts the application, then
-/// drives the W5500 for good. The bring-up runs here rather than in `main`
-/// so that this task's storage holds both the bring-up's future and the
-/// driver's (they never run together): about 1 KB less RAM.
-#[embassy_executor::task]
-async fn network_task(
-    spawner: Spawner,
-    spi: Spi,
-    int: Input<'static>,
-    reset: Output<'static>,
-    seed: u64,
-    led: Output<'static>,
-) {
+    // `main` then brings the W5500 and the IP stack up, starts the
+    // application and drives the W5500 for good: its task storage holds the
+    // bring-up's future and the driver's, which never run together (in a
+    // task of their own each would cost 1 KB more RAM).
+
     // A locally administered MAC; derive it from FICR in a product.
     let mac = [0x02, 0x00, 0x00, 0x5e, 0x00, 0x01];
     // One receive and one transmit frame (1.5 KB each) in the driver's
@@ -126,7 +115,7 @@ async fn network_task(
     let (stack, net_runner) = embassy_net::new(device, config, RESOURCES.init(StackResources::new()), seed);
     spawner.spawn(unwrap!(net_task(net_runner)));
     spawner.spawn(unwrap!(app_task(stack, seed, led)));
-    runner.run().await
+    runner.run().await;
 }
 
 #[embassy_executor::task]
