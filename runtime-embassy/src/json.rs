@@ -148,7 +148,7 @@ pub fn string<const N: usize>(value: &[u8]) -> Option<heapless::String<N>> {
 /// Unescapes the JSON string `value` (with its quotes) into `out`; the
 /// length, or `None` if it is not a string or does not fit. (Not generic:
 /// one copy of the code for every buffer size.)
-fn unescape(value: &[u8], out: &mut [u8]) -> Option<usize> {
+pub(crate) fn unescape(value: &[u8], out: &mut [u8]) -> Option<usize> {
     let inner = value.strip_prefix(b"\"")?.strip_suffix(b"\"")?;
     let mut n = 0;
     let mut i = 0;

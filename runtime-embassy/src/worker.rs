@@ -19,7 +19,7 @@ use outage_core::{
 };
 
 use crate::fmt::{emit, emit_restart};
-use crate::json::{field_span, member, string, task_span, write_string};
+use crate::json::{self, field_span, member, string, task_span, write_string};
 use crate::net::{Exchange, Request, Server, exchange, resolve};
 use crate::restart::{Restart, Stopped};
 
@@ -234,10 +234,12 @@ fn json_string<const N: usize>(body: &[u8], span: core::ops::Range<usize>) -> Op
 /// A task status as JSON (`"claimed"`).
 fn json_status(value: &[u8]) -> Option<TaskStatus> {
     use TaskStatus::*;
-    let name: heapless::String<12> = string(value)?;
+    let mut buf = [0u8; 12];
+    let n = json::unescape(value, &mut buf)?;
+    let name = buf.get(..n)?;
     [Pending, Claimed, Running, Completed, Failed, Cancelled]
         .into_iter()
-        .find(|s| s.as_str() == name)
+        .find(|s| s.as_str().as_bytes() == name)
 }
 
 /// A task as `GET /tasks/{id}` and `PATCH /tasks/{id}` answer it: its
@@ -429,23 +431,24 @@ impl<'a, T: TcpConnect, D: Dns> Worker<'a, T, D> {
             token: self.token,
             body,
         };
-        let timeout = if route.endpoint() == Endpoint::Disconnect {
-            self.config().disconnect_timeout
-        } else {
-            self.config().request_timeout
-        };
+        let disconnect = route.endpoint() == Endpoint::Disconnect;
+        let timeout = self.with_machine(|m| match disconnect {
+            true => m.config().disconnect_timeout,
+            false => m.config().request_timeout,
+        });
         let mut stale = false;
         loop {
             self.requests.fetch_add(1, Ordering::Relaxed);
             let work = async {
                 let ip = match self.address.lock(Cell::get) {
                     Some(ip) => ip,
-                    None => resolve(self.dns, &self.server).await?,
+                    None => {
+                        let ip = resolve(self.dns, &self.server).await?;
+                        self.address.lock(|a| a.set(Some(ip)));
+                        ip
+                    }
                 };
-                let result = exchange(self.tcp, ip, &req, rx).await;
-                let keep = !matches!(result, Err(Failure::Transport(_)));
-                self.address.lock(|a| a.set(keep.then_some(ip)));
-                result
+                exchange(self.tcp, ip, &req, rx).await
             };
             let limit = embassy_time::Duration::from_millis(timeout.as_millis());
             let result = embassy_time::with_timeout(limit, work)
