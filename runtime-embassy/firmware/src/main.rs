@@ -149,7 +149,7 @@ mod worker {
     use embassy_nrf::gpio::Output;
     use embassy_time::Timer;
     use outage_runtime_embassy::{
-        ClaimBuffers, Config, ErrorText, Handler, Job, Restart, Task, Worker, json,
+        ClaimBuffers, Config, ErrorText, Handler, Job, Restart, SetupError, Task, Worker, json,
     };
     use static_cell::StaticCell;
 
@@ -160,6 +160,9 @@ mod worker {
     #[cfg(not(feature = "dns"))]
     type Dns = outage_runtime_embassy::NoDns;
     type OutageWorker = Worker<'static, Tcp, Dns>;
+
+    const CONFIG: Config = Config::DEFAULT;
+    const _: () = assert!(CONFIG.validate().is_ok(), "CONFIG is invalid");
 
     // The README promises the worker's own state stays under 1 KiB.
     const _: () = assert!(core::mem::size_of::<OutageWorker>() < 1024);
@@ -189,14 +192,39 @@ mod worker {
         static DNS: StaticCell<Dns> = StaticCell::new();
         static WORKER: StaticCell<OutageWorker> = StaticCell::new();
         let dns: &'static Dns = DNS.init(dns);
-        let worker: &'static OutageWorker =
-            match Worker::new(tcp, dns, super::SERVER, TOKEN, &JOBS, Config::DEFAULT, seed) {
-                Ok(w) => WORKER.init(w),
-                Err(e) => {
-                    error!("cannot set up the worker: {}", e);
-                    return;
+        // (Matched at once: a `let` of the result would keep a second
+        // Worker in this task's storage.)
+        let worker: &'static OutageWorker = match Worker::new(
+            tcp,
+            dns,
+            super::SERVER,
+            TOKEN,
+            &JOBS,
+            CONFIG,
+            seed,
+        ) {
+            Ok(w) => WORKER.init(w),
+            Err(e) => {
+                // Only the build's settings can be wrong here. One line
+                // each: defmt keeps format strings out of flash, where the
+                // error's own rendering would take 300 bytes.
+                match e {
+                    SetupError::ServerUrl => {
+                        error!(
+                            "cannot set up the worker: OUTAGE_SERVER must be http://host[:port], at most 96 bytes"
+                        )
+                    }
+                    SetupError::TokenTooLong => {
+                        error!("cannot set up the worker: OUTAGE_TOKEN is longer than 512 bytes")
+                    }
+                    SetupError::Token => error!(
+                        "cannot set up the worker: OUTAGE_TOKEN holds characters a bearer token cannot (letters, digits, -._~+/ then =)"
+                    ),
+                    _ => error!("cannot set up the worker: check JOBS and CONFIG"),
                 }
-            };
+                return;
+            }
+        };
         static CLAIM_RX_BUF: StaticCell<[u8; CLAIM_RX]> = StaticCell::new();
         static CLAIM_TX_BUF: StaticCell<[u8; CLAIM_TX]> = StaticCell::new();
         static PAYLOAD_BUF: StaticCell<[u8; PAYLOAD]> = StaticCell::new();
