@@ -3,9 +3,9 @@
 //! The microcontroller worker for ZnDraw job servers: the same behaviour as
 //! the host worker — every rule is `outage-core`'s — on embassy, with no
 //! heap. Time is embassy-time, shared state and signals are embassy-sync,
-//! HTTP/1.1 is reqwless over embedded-nal-async (embassy-net TCP on a device,
-//! a std adapter on a host), JSON is serde-json-core, and every buffer is
-//! the caller's.
+//! HTTP/1.1 is a small exchange of its own over embedded-nal-async
+//! (embassy-net TCP on a device, a std adapter on a host), JSON is a few
+//! functions of its own ([`json`]), and every buffer is the caller's.
 //!
 //! ```ignore
 //! static WORKER: StaticCell<Worker<'static, TcpClient<'static, 2>, DnsSocket<'static>>> = StaticCell::new();
@@ -22,12 +22,15 @@
 #![forbid(unsafe_code)]
 
 mod fmt;
-mod json;
+pub mod json;
 mod net;
+mod restart;
 mod worker;
 
 pub use fmt::emit;
+pub use net::NoDns;
 pub use outage_core::{Config, Duration, Jitter, OnRegistrationLost, StartupError, StopReason};
+pub use restart::{Restart, Stopped};
 pub use worker::{
     ClaimBuffers, EmbassyClock, ErrorText, Handler, Job, MAX_NAME, MAX_SERVER_URL, MAX_TOKEN, SetupError,
     Stats, Task, Worker,

@@ -2,38 +2,40 @@
 //! shared [`Machine`], and stopping. No heap: every buffer is the caller's.
 
 use core::cell::{Cell, RefCell};
-use core::fmt::Write as _;
+use core::net::IpAddr;
 use core::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, Ordering};
 
-use embassy_futures::select::{Either, Either3, select, select3};
+use embassy_futures::select::{Either, Either3, Select, select, select3};
 use embassy_sync::blocking_mutex::Mutex;
 use embassy_sync::blocking_mutex::raw::CriticalSectionRawMutex;
 use embassy_sync::signal::Signal;
 use embassy_sync::watch::Watch;
 use embedded_nal_async::{Dns, TcpConnect};
-use outage_core::protocol::{ClaimRequest, Route, StatusUpdate, TaskInfo, TaskStatus, WorkerResponse};
+use outage_core::protocol::{Route, StatusUpdate, TaskStatus};
 use outage_core::{
     ClaimAction, Clock, Config, ConfigError, Endpoint, Event, Failure, HeartbeatAction, Instant, Machine,
     NO_HANDLER_ERROR, Phase, SHUTDOWN_ERROR, SplitMix64, StartupError, StartupRetry, StartupStep, Step,
     StopReason, TaskState, Wake,
 };
 
-use crate::fmt::emit;
-use crate::json::{field_span, task_span};
-use crate::net::{Exchange, exchange};
+use crate::fmt::{emit, emit_restart};
+use crate::json::{self, field_span, member, string, task_span, write_string};
+use crate::net::{Exchange, Request, Server, exchange, resolve};
+use crate::restart::{Restart, Stopped};
 
 type CS = CriticalSectionRawMutex;
 
 /// Longest server URL (`http://host:port`) accepted.
 pub const MAX_SERVER_URL: usize = 96;
-/// Longest bearer token accepted.
-pub const MAX_TOKEN: usize = 160;
+/// Longest bearer token accepted (a ZnDraw JWT is about 200 bytes). The
+/// worker keeps no copy of it: it is written into each request from the
+/// caller's string.
+pub const MAX_TOKEN: usize = 512;
 /// Longest job name part (room, category, name) accepted.
 pub const MAX_NAME: usize = 48;
 /// The text a handler may give when a task fails.
 pub type ErrorText = heapless::String<128>;
 
-const URL_CAP: usize = MAX_SERVER_URL + 160;
 const ID_CAP: usize = 40;
 const JOB_CAP: usize = 3 * MAX_NAME + 2;
 
@@ -65,11 +67,18 @@ pub struct Job<'a> {
 }
 
 impl Job<'_> {
+    /// `room:category:name` is this job (room and category hold no colon;
+    /// the name is the rest).
     fn matches(&self, full_name: &str) -> bool {
-        let mut parts = full_name.splitn(3, ':');
-        parts.next() == Some(self.room)
-            && parts.next() == Some(self.category)
-            && parts.next() == Some(self.name)
+        let (room, category) = (self.room.as_bytes(), self.category.as_bytes());
+        let rest = full_name
+            .as_bytes()
+            .strip_prefix(room)
+            .and_then(|r| r.strip_prefix(b":"));
+        let rest = rest
+            .and_then(|r| r.strip_prefix(category))
+            .and_then(|r| r.strip_prefix(b":"));
+        rest == Some(self.name.as_bytes()) && !room.contains(&b':') && !category.contains(&b':')
     }
 }
 
@@ -82,7 +91,7 @@ pub struct Task<'t> {
     pub job_name: &'t str,
     /// Room it was submitted in.
     pub room_id: &'t str,
-    /// The payload, raw JSON (parse it with serde-json-core).
+    /// The payload, raw JSON (read it with [`crate::json`], or serde-json-core).
     pub payload: &'t [u8],
 }
 
@@ -154,6 +163,8 @@ pub struct Stats {
     pub requests: u32,
     /// Requests retried once after meeting a closed connection.
     pub stale_connection_retries: u32,
+    /// Restarts by [`Worker::supervise`].
+    pub restarts: u32,
 }
 
 /// The worker: shared by its two loops (`&Worker` from `'static` storage,
@@ -161,10 +172,12 @@ pub struct Stats {
 pub struct Worker<'a, T: TcpConnect, D: Dns> {
     tcp: &'a T,
     dns: &'a D,
-    server: &'a str,
-    bearer: heapless::String<{ MAX_TOKEN + 7 }>,
+    server: Server<'a>,
+    token: &'a str,
+    /// The server's address from the last name lookup, until a request
+    /// fails below HTTP.
+    address: Mutex<CS, Cell<Option<IpAddr>>>,
     jobs: &'a [Job<'a>],
-    config: Config,
     clock: EmbassyClock,
     machine: Mutex<CS, RefCell<Machine>>,
     worker_id: Mutex<CS, RefCell<heapless::String<ID_CAP>>>,
@@ -179,7 +192,12 @@ pub struct Worker<'a, T: TcpConnect, D: Dns> {
     grace_deadline: Mutex<CS, Cell<Option<embassy_time::Instant>>>,
     requests: AtomicU32,
     stale_retries: AtomicU32,
+    restarts: AtomicU32,
     disconnected: AtomicBool,
+    /// The application asked the worker to stop: [`Worker::supervise`]
+    /// returns instead of restarting.
+    stop_requested: AtomicBool,
+    stop: Signal<CS, ()>,
 }
 
 /// A running claim: the task's identity and payload, kept (with its
@@ -192,24 +210,48 @@ struct Held {
     outcome: Option<Result<(), ErrorText>>,
 }
 
-enum Run<T> {
-    Done(T),
-    Overrun,
-    Halted,
+impl Held {
+    /// The status update `action` sends: `running` to start, the outcome
+    /// to deliver.
+    fn update(&self, action: ClaimAction) -> Option<StatusUpdate<'_>> {
+        let (status, error) = match (action, &self.outcome) {
+            (ClaimAction::Start, _) => (TaskStatus::Running, None),
+            (ClaimAction::Deliver, Some(Ok(()))) => (TaskStatus::Completed, None),
+            (ClaimAction::Deliver, Some(Err(text))) => (TaskStatus::Failed, Some(text.as_str())),
+            _ => return None,
+        };
+        Some(StatusUpdate { status, error })
+    }
 }
 
 type Id = heapless::String<ID_CAP>;
 
-fn copy_str<const N: usize>(s: &str) -> Option<heapless::String<N>> {
-    heapless::String::try_from(s).ok()
-}
-
 /// The JSON string at `span` of `body`, unescaped, if it fits `N` bytes.
 fn json_string<const N: usize>(body: &[u8], span: core::ops::Range<usize>) -> Option<heapless::String<N>> {
-    let mut scratch = [0u8; JOB_CAP];
-    let (s, _): (heapless::String<N>, _) =
-        serde_json_core::from_slice_escaped(body.get(span)?, &mut scratch).ok()?;
-    Some(s)
+    string(body.get(span)?)
+}
+
+/// A task status as JSON (`"claimed"`).
+fn json_status(value: &[u8]) -> Option<TaskStatus> {
+    use TaskStatus::*;
+    let mut buf = [0u8; 12];
+    let n = json::unescape(value, &mut buf)?;
+    let name = buf.get(..n)?;
+    [Pending, Claimed, Running, Completed, Failed, Cancelled]
+        .into_iter()
+        .find(|s| s.as_str().as_bytes() == name)
+}
+
+/// A task as `GET /tasks/{id}` and `PATCH /tasks/{id}` answer it: its
+/// status, and the worker holding it (`null`: none).
+fn task_info(body: &[u8]) -> Result<(TaskStatus, Option<Id>), Failure> {
+    let bad = Failure::MalformedResponse;
+    let status = member(body, "status").and_then(json_status).ok_or(bad)?;
+    let worker = match member(body, "worker_id") {
+        None | Some(b"null") => None,
+        Some(v) => Some(string(v).ok_or(bad)?),
+    };
+    Ok((status, worker))
 }
 
 impl<'a, T: TcpConnect, D: Dns> Worker<'a, T, D> {
@@ -228,10 +270,10 @@ impl<'a, T: TcpConnect, D: Dns> Worker<'a, T, D> {
         if config.renew_credentials {
             return Err(SetupError::RenewUnsupported);
         }
-        let server = server.trim_end_matches('/');
-        if !server.starts_with("http://") || server.len() > MAX_SERVER_URL {
-            return Err(SetupError::ServerUrl);
-        }
+        let server = match Server::parse(server) {
+            Some(s) if server.len() <= MAX_SERVER_URL => s,
+            _ => return Err(SetupError::ServerUrl),
+        };
         if token.len() > MAX_TOKEN {
             return Err(SetupError::TokenTooLong);
         }
@@ -246,16 +288,14 @@ impl<'a, T: TcpConnect, D: Dns> Worker<'a, T, D> {
         if jobs.is_empty() || jobs.iter().any(too_long) {
             return Err(SetupError::Jobs);
         }
-        let mut bearer = heapless::String::new();
-        let _ = write!(bearer, "Bearer {token}");
         let clock = EmbassyClock;
         Ok(Worker {
             tcp,
             dns,
             server,
-            bearer,
+            token,
+            address: Mutex::new(Cell::new(None)),
             jobs,
-            config,
             clock,
             machine: Mutex::new(RefCell::new(
                 Machine::new(config, clock.now(), 0).map_err(SetupError::Config)?,
@@ -272,7 +312,10 @@ impl<'a, T: TcpConnect, D: Dns> Worker<'a, T, D> {
             grace_deadline: Mutex::new(Cell::new(None)),
             requests: AtomicU32::new(0),
             stale_retries: AtomicU32::new(0),
+            restarts: AtomicU32::new(0),
             disconnected: AtomicBool::new(false),
+            stop_requested: AtomicBool::new(false),
+            stop: Signal::new(),
         })
     }
 
@@ -296,6 +339,7 @@ impl<'a, T: TcpConnect, D: Dns> Worker<'a, T, D> {
         Stats {
             requests: self.requests.load(Ordering::Relaxed),
             stale_connection_retries: self.stale_retries.load(Ordering::Relaxed),
+            restarts: self.restarts.load(Ordering::Relaxed),
         }
     }
 
@@ -306,6 +350,12 @@ impl<'a, T: TcpConnect, D: Dns> Worker<'a, T, D> {
             cell.set(rng);
             r
         })
+    }
+
+    /// The configuration (kept once, in the core's machine). Not inside
+    /// `with_machine`: the machine is borrowed there.
+    fn config(&self) -> Config {
+        self.with_machine(|m| *m.config())
     }
 
     fn with_machine<R>(&self, f: impl FnOnce(&mut Machine) -> R) -> R {
@@ -337,18 +387,25 @@ impl<'a, T: TcpConnect, D: Dns> Worker<'a, T, D> {
         }
     }
 
-    /// `fut`, unless the worker halts first.
-    async fn or_halt<F: core::future::Future>(&self, halt: &Signal<CS, ()>, fut: F) -> Option<F::Output> {
-        if self.halted.load(Ordering::SeqCst) {
-            return None;
-        }
-        match select(fut, halt.wait()).await {
-            Either::First(v) => Some(v),
-            Either::Second(()) => {
+    /// `fut`, unless the worker halts first: `Either::Second(output)`, or
+    /// `Either::First(())` once halted (`fut` is then not polled at all).
+    ///
+    /// A plain function, not an `async fn`: an `async fn` would keep `fut`
+    /// as its argument and again inside the `select`, storing every
+    /// request's future twice in the loop's task.
+    fn or_halt<'s, F: core::future::Future>(
+        &self,
+        halt: &'s Signal<CS, ()>,
+        fut: F,
+    ) -> Select<impl core::future::Future<Output = ()> + 's, F> {
+        // A halt stays signalled for every later wait.
+        select(
+            async move {
+                halt.wait().await;
                 halt.signal(());
-                None
-            }
-        }
+            },
+            fut,
+        )
     }
 
     /// Sleep until `t` or until woken; false once halted.
@@ -368,29 +425,38 @@ impl<'a, T: TcpConnect, D: Dns> Worker<'a, T, D> {
     /// One request; re-sent once on a fresh connection only where the
     /// core's [`Failure::resend_once`] says so.
     async fn call(&self, route: Route<'_>, body: Option<&[u8]>, rx: &mut [u8]) -> Result<Exchange, Failure> {
-        let mut url: heapless::String<URL_CAP> = heapless::String::new();
-        if write!(url, "{}{}", self.server, route).is_err() {
-            return Err(Failure::Transport(outage_core::Transport::Network));
-        }
-        let timeout = if route.endpoint() == Endpoint::Disconnect {
-            self.config.disconnect_timeout
-        } else {
-            self.config.request_timeout
+        let req = Request {
+            server: &self.server,
+            route,
+            token: self.token,
+            body,
         };
+        let disconnect = route.endpoint() == Endpoint::Disconnect;
+        let timeout = self.with_machine(|m| match disconnect {
+            true => m.config().disconnect_timeout,
+            false => m.config().request_timeout,
+        });
         let mut stale = false;
         loop {
             self.requests.fetch_add(1, Ordering::Relaxed);
-            let result = exchange(
-                self.tcp,
-                self.dns,
-                route.method(),
-                &url,
-                &self.bearer,
-                body,
-                rx,
-                timeout,
-            )
-            .await;
+            let work = async {
+                let ip = match self.address.lock(Cell::get) {
+                    Some(ip) => ip,
+                    None => {
+                        let ip = resolve(self.dns, &self.server).await?;
+                        self.address.lock(|a| a.set(Some(ip)));
+                        ip
+                    }
+                };
+                exchange(self.tcp, ip, &req, rx).await
+            };
+            let limit = embassy_time::Duration::from_millis(timeout.as_millis());
+            let result = embassy_time::with_timeout(limit, work)
+                .await
+                .unwrap_or(Err(Failure::Transport(outage_core::Transport::Timeout)));
+            if matches!(result, Err(Failure::Transport(_))) {
+                self.address.lock(|a| a.set(None));
+            }
             match result {
                 Err(f) if f.resend_once(route.may_resend()) && !stale => {
                     emit(&Event::StaleConnection {
@@ -416,50 +482,24 @@ impl<'a, T: TcpConnect, D: Dns> Worker<'a, T, D> {
         }
     }
 
-    /// `POST /workers`: a new worker id (not yet the current one).
-    async fn create_worker(&self, rx: &mut [u8]) -> Result<Id, (Endpoint, Failure)> {
-        let fail = |f| (Endpoint::CreateWorker, f);
-        let x = self.call(Route::CreateWorker, None, rx).await.map_err(fail)?;
-        let x = self.expect(x, &[200, 201]).map_err(fail)?;
-        let (w, _): (WorkerResponse<'_>, _) =
-            serde_json_core::from_slice(&rx[x.body]).map_err(|_| fail(Failure::MalformedResponse))?;
-        copy_str::<ID_CAP>(w.id).ok_or(fail(Failure::MalformedResponse))
-    }
-
     fn set_worker_id(&self, id: Id) {
         self.worker_id.lock(|cell| *cell.borrow_mut() = id);
-    }
-
-    async fn register_job(
-        &self,
-        job: &Job<'_>,
-        id: &str,
-        rx: &mut [u8],
-        tx: &mut [u8],
-    ) -> Result<(), (Endpoint, Failure)> {
-        let fail = |f| (Endpoint::RegisterJob, f);
-        let len = registration_body(tx, job, id)
-            .ok_or(fail(Failure::Transport(outage_core::Transport::Network)))?;
-        let x = self
-            .call(Route::RegisterJob { room: job.room }, Some(&tx[..len]), rx)
-            .await
-            .map_err(fail)?;
-        self.expect(x, &[200, 201]).map(drop).map_err(fail)
     }
 
     /// Create a worker and register every job for it; the new id becomes
     /// the current one only then (until then the loops keep the old one).
     async fn register_all(&self, rx: &mut [u8], tx: &mut [u8]) -> Result<(), (Endpoint, Failure)> {
-        let id = self.create_worker(rx).await?;
-        for job in self.jobs {
-            self.register_job(job, &id, rx, tx).await?;
+        let mut id = Id::new();
+        for step in 0..=self.jobs.len() {
+            self.startup_request(step, &mut id, rx, tx).await?;
         }
         self.set_worker_id(id);
         Ok(())
     }
 
-    /// Startup request `step`: 0 creates the worker (into `id`), `n`
-    /// registers job `n-1` for it.
+    /// Registration request `step`: 0 creates a worker (`POST /workers`,
+    /// its id into `id`), `n` registers job `n-1` for it (`PUT
+    /// /rooms/{room}/jobs`). One `call` await for both.
     async fn startup_request(
         &self,
         step: usize,
@@ -467,13 +507,26 @@ impl<'a, T: TcpConnect, D: Dns> Worker<'a, T, D> {
         rx: &mut [u8],
         tx: &mut [u8],
     ) -> Result<(), (Endpoint, Failure)> {
-        match step.checked_sub(1) {
-            None => {
-                *id = self.create_worker(rx).await?;
-                Ok(())
+        let (route, body) = match step.checked_sub(1) {
+            None => (Route::CreateWorker, None),
+            Some(n) => {
+                let job = &self.jobs[n];
+                let len = registration_body(tx, job, id).ok_or((
+                    Endpoint::RegisterJob,
+                    Failure::Transport(outage_core::Transport::Network),
+                ))?;
+                (Route::RegisterJob { room: job.room }, Some(len))
             }
-            Some(n) => self.register_job(&self.jobs[n], id, rx, tx).await,
+        };
+        let fail = |f| (route.endpoint(), f);
+        let x = self.call(route, body.map(|n| &tx[..n]), rx).await.map_err(fail)?;
+        let x = self.expect(x, &[200, 201]).map_err(fail)?;
+        if step == 0 {
+            *id = member(&rx[x.body], "id")
+                .and_then(string)
+                .ok_or(fail(Failure::MalformedResponse))?;
         }
+        Ok(())
     }
 
     /// Create the worker and register its jobs, retrying each request on the
@@ -488,7 +541,7 @@ impl<'a, T: TcpConnect, D: Dns> Worker<'a, T, D> {
                 let Err((what, failure)) = self.startup_request(step, &mut id, rx, tx).await else {
                     break;
                 };
-                let (next, event) = schedule.on_failure(&self.config, what, started, failure, self.rand());
+                let (next, event) = schedule.on_failure(&self.config(), what, started, failure, self.rand());
                 emit(&event);
                 match next {
                     StartupStep::RetryAt(t) => embassy_time::Timer::at(to_embassy(t)).await,
@@ -502,14 +555,20 @@ impl<'a, T: TcpConnect, D: Dns> Worker<'a, T, D> {
             jobs: self.jobs.len() as u32,
         });
         // The loops' clocks start now, after a possibly long startup.
+        self.fresh_machine();
+        Ok(())
+    }
+
+    /// A fresh core state with the same configuration, its clocks starting
+    /// now.
+    fn fresh_machine(&self) {
         let rand = self.rand();
         let now = self.clock.now();
         self.with_machine(|m| {
-            if let Ok(fresh) = Machine::new(self.config, now, rand) {
+            if let Ok(fresh) = Machine::new(*m.config(), now, rand) {
                 *m = fresh;
             }
         });
-        Ok(())
     }
 
     fn loop_exited(&self) {
@@ -538,7 +597,7 @@ impl<'a, T: TcpConnect, D: Dns> Worker<'a, T, D> {
                             .await?;
                         self.expect(x, &[200]).map(drop)
                     };
-                    let Some(result) = self.or_halt(&self.halt_hb, call).await else {
+                    let Either::Second(result) = self.or_halt(&self.halt_hb, call).await else {
                         break;
                     };
                     let step = self.with_machine(|m| m.on_heartbeat(started, self.clock.now(), result));
@@ -564,219 +623,173 @@ impl<'a, T: TcpConnect, D: Dns> Worker<'a, T, D> {
         self.loop_exited();
     }
 
-    async fn run_task<F: core::future::Future>(&self, fut: F) -> Run<F::Output> {
-        let overrun = async {
-            loop {
-                match self.grace_deadline.lock(|d| d.get()) {
-                    Some(d) if embassy_time::Instant::now() >= d => return,
-                    Some(d) => {
-                        let _ = select(embassy_time::Timer::at(d), self.wake_claim.wait()).await;
-                    }
-                    None => self.wake_claim.wait().await,
+    /// Ends when a graceful stop's grace period has run out.
+    async fn overrun(&self) {
+        loop {
+            match self.grace_deadline.lock(|d| d.get()) {
+                Some(d) if embassy_time::Instant::now() >= d => return,
+                Some(d) => {
+                    let _ = select(embassy_time::Timer::at(d), self.wake_claim.wait()).await;
                 }
+                None => self.wake_claim.wait().await,
             }
-        };
-        match self.or_halt(&self.halt_claim, select(fut, overrun)).await {
-            Some(Either::First(v)) => Run::Done(v),
-            Some(Either::Second(())) => Run::Overrun,
-            None => Run::Halted,
         }
     }
 
-    /// `GET /tasks/{id}`: its state, and whether this worker holds it.
-    async fn get_task(&self, task_id: &str, rx: &mut [u8]) -> Option<Result<TaskState, Failure>> {
-        let call = async {
-            let x = self.call(Route::GetTask { task_id }, None, &mut *rx).await?;
-            let x = self.expect(x, &[200])?;
-            let (info, _): (TaskInfo<Id>, _) =
-                serde_json_core::from_slice(&rx[x.body]).map_err(|_| Failure::MalformedResponse)?;
-            let ours = info.worker_id.as_deref() == Some(self.worker_id().as_str());
-            Ok(TaskState {
-                status: info.status,
-                ours,
-            })
-        };
-        self.or_halt(&self.halt_claim, call).await
-    }
-
-    /// `PATCH /tasks/{id}` with `update`; `None` if the worker halted first
-    /// or the body does not fit `tx`.
-    async fn send_status(
-        &self,
-        task_id: &str,
-        update: &StatusUpdate<'_>,
-        rx: &mut [u8],
-        tx: &mut [u8],
-    ) -> Option<Result<(), Failure>> {
-        let n = serde_json_core::to_slice(update, tx).ok()?;
-        let call = async {
-            let x = self
-                .call(Route::TaskStatus { task_id }, Some(&tx[..n]), &mut *rx)
-                .await?;
-            let x = self.expect(x, &[200])?;
-            // The server answers with the updated task; an answer that does
-            // not say so cannot prove the update applied (the core sends it
-            // again, and checks a 409 with a GET).
-            match serde_json_core::from_slice::<TaskInfo<Id>>(&rx[x.body]) {
-                Ok((task, _)) if task.status == update.status => Ok(()),
-                _ => Err(Failure::MalformedResponse),
-            }
-        };
-        self.or_halt(&self.halt_claim, call).await
-    }
-
     /// The claim loop; run it in its own task.
+    ///
+    /// Every request but the registration goes through one `call` await
+    /// (its route and body chosen before it, its answer read after it):
+    /// each await of an async state machine costs flash.
     pub async fn claim_loop<H: Handler>(&self, bufs: ClaimBuffers<'_>, handler: &mut H) {
         let ClaimBuffers { rx, tx, payload } = bufs;
         let mut held: Option<Held> = None;
         // The id given up after an ambiguous claim, until it is deleted.
         let mut retired: Option<Id> = None;
-        loop {
+        'claim: loop {
             let now = self.clock.now();
             let action = self.with_machine(|m| m.claim_poll(now));
-            let step = match action {
-                ClaimAction::Wait(t) => {
-                    if !self.sleep_until(t, &self.wake_claim, &self.halt_claim).await {
-                        break;
+            let id = self.worker_id();
+            let task_id = held.as_ref().map_or("", |h| h.id.as_str());
+            // The request of this action: route, body (its length in `tx`;
+            // `None` if it does not fit), the statuses that are success.
+            let step = 'step: {
+                let (route, body, ok): (Route<'_>, Option<Option<usize>>, &[u16]) = match action {
+                    ClaimAction::Wait(t) => {
+                        if !self.sleep_until(t, &self.wake_claim, &self.halt_claim).await {
+                            break 'claim;
+                        }
+                        continue 'claim;
                     }
-                    continue;
-                }
-                ClaimAction::Stop(_) => break,
-                ClaimAction::Expire => {
-                    let step = self.with_machine(|m| m.on_expired(now));
-                    self.apply(&step);
-                    continue;
-                }
-                ClaimAction::Claim => {
-                    let id = self.worker_id();
-                    let Ok(n) = serde_json_core::to_slice(&ClaimRequest { worker_id: &id }, tx) else {
-                        break;
-                    };
-                    let call = async {
-                        let x = self.call(Route::Claim, Some(&tx[..n]), &mut *rx).await?;
-                        let x = self.expect(x, &[200])?;
-                        take_task(&rx[x.body], payload)
-                    };
-                    let Some(result) = self.or_halt(&self.halt_claim, call).await else {
-                        break;
-                    };
-                    let result = result.map(|task| {
-                        held = task;
-                        held.is_some()
-                    });
-                    let rand = self.rand();
-                    self.with_machine(|m| m.on_claim(now, self.clock.now(), result, rand))
-                }
-                ClaimAction::Start => {
-                    let Some(h) = held.as_ref() else { break };
-                    let update = StatusUpdate {
-                        status: TaskStatus::Running,
-                        error: None,
-                    };
-                    let Some(result) = self.send_status(&h.id, &update, rx, tx).await else {
-                        break;
-                    };
-                    let rand = self.rand();
-                    self.with_machine(|m| m.on_started(now, self.clock.now(), result, rand))
-                }
-                ClaimAction::Execute => {
-                    let Some(h) = held.as_mut() else { break };
-                    let outcome = match (self.jobs.iter().any(|j| j.matches(&h.job_name)), h.payload_len) {
-                        (false, _) => Err(error_text(NO_HANDLER_ERROR)),
-                        (true, None) => Err(error_text("payload larger than the worker's buffer")),
-                        (true, Some(len)) => {
-                            let task = Task {
-                                id: &h.id,
-                                job_name: &h.job_name,
-                                room_id: &h.room_id,
-                                payload: &payload[..len],
-                            };
-                            match self.run_task(handler.run(task)).await {
-                                Run::Done(r) => r,
-                                Run::Overrun => Err(error_text(SHUTDOWN_ERROR)),
-                                Run::Halted => break,
+                    ClaimAction::Stop(_) => break 'claim,
+                    ClaimAction::Expire => {
+                        let step = self.with_machine(|m| m.on_expired(now));
+                        self.apply(&step);
+                        continue 'claim;
+                    }
+                    ClaimAction::Claim => (Route::Claim, claim_body(tx, &id).map(Some), &[200]),
+                    ClaimAction::Start | ClaimAction::Deliver => {
+                        let Some(update) = held.as_ref().and_then(|h| h.update(action)) else {
+                            break 'claim;
+                        };
+                        (
+                            Route::TaskStatus { task_id },
+                            status_body(tx, &update).map(Some),
+                            &[200],
+                        )
+                    }
+                    ClaimAction::Verify => (Route::GetTask { task_id }, Some(None), &[200]),
+                    ClaimAction::Retire => match retired.as_deref() {
+                        Some(old) => (Route::Disconnect { worker_id: old }, Some(None), &[200, 204]),
+                        None => {
+                            let rand = self.rand();
+                            let step =
+                                self.with_machine(|m| m.on_retired(now, self.clock.now(), Ok(()), rand));
+                            if !self.with_machine(|m| m.is_retiring()) {
+                                retired = None;
                             }
+                            break 'step step;
                         }
-                    };
-                    emit(&Event::TaskFinished {
-                        task_id: &h.id,
-                        job: &h.job_name,
-                        room: &h.room_id,
-                        took: self.clock.now() - now,
-                        error: outcome.as_ref().err().map(|t| t.as_str()),
-                    });
-                    let ok = outcome.is_ok();
-                    h.outcome = Some(outcome);
-                    self.with_machine(|m| m.on_executed(self.clock.now(), ok))
-                }
-                ClaimAction::Deliver => {
-                    let Some(Held {
-                        id,
-                        outcome: Some(outcome),
-                        ..
-                    }) = held.as_ref()
-                    else {
-                        break;
-                    };
-                    let update = match outcome {
-                        Ok(()) => StatusUpdate {
-                            status: TaskStatus::Completed,
-                            error: None,
-                        },
-                        Err(text) => StatusUpdate {
-                            status: TaskStatus::Failed,
-                            error: Some(text),
-                        },
-                    };
-                    let Some(result) = self.send_status(id, &update, rx, tx).await else {
-                        break;
-                    };
-                    let rand = self.rand();
-                    self.with_machine(|m| m.on_delivered(now, self.clock.now(), result, rand))
-                }
-                ClaimAction::Register => {
-                    let old = self.worker_id();
-                    let call = self.register_all(&mut *rx, &mut *tx);
-                    let Some(result) = self.or_halt(&self.halt_claim, call).await else {
-                        break;
-                    };
-                    let rand = self.rand();
-                    let step = self.with_machine(|m| m.on_registered(now, self.clock.now(), result, rand));
-                    if self.with_machine(|m| m.is_retiring()) {
-                        retired = Some(old);
-                    }
-                    step
-                }
-                ClaimAction::Retire => {
-                    let result = match retired.as_deref() {
-                        Some(old) => {
-                            let call = async {
-                                let x = self
-                                    .call(Route::Disconnect { worker_id: old }, None, &mut *rx)
-                                    .await?;
-                                self.expect(x, &[200, 204]).map(drop)
-                            };
-                            let Some(result) = self.or_halt(&self.halt_claim, call).await else {
-                                break;
-                            };
-                            result
+                    },
+                    ClaimAction::Register => {
+                        let call = self.register_all(&mut *rx, &mut *tx);
+                        let Either::Second(result) = self.or_halt(&self.halt_claim, call).await else {
+                            break 'claim;
+                        };
+                        let rand = self.rand();
+                        let step =
+                            self.with_machine(|m| m.on_registered(now, self.clock.now(), result, rand));
+                        if self.with_machine(|m| m.is_retiring()) {
+                            retired = Some(id);
                         }
-                        None => Ok(()),
-                    };
-                    let rand = self.rand();
-                    let step = self.with_machine(|m| m.on_retired(now, self.clock.now(), result, rand));
-                    if !self.with_machine(|m| m.is_retiring()) {
-                        retired = None;
+                        break 'step step;
                     }
-                    step
-                }
-                ClaimAction::Verify => {
-                    let Some(h) = held.as_ref() else { break };
-                    let Some(result) = self.get_task(&h.id, rx).await else {
-                        break;
-                    };
-                    let rand = self.rand();
-                    self.with_machine(|m| m.on_verified(now, self.clock.now(), result, rand))
+                    ClaimAction::Execute => {
+                        let Some(h) = held.as_mut() else { break 'claim };
+                        let outcome = match (self.jobs.iter().any(|j| j.matches(&h.job_name)), h.payload_len)
+                        {
+                            (false, _) => Err(error_text(NO_HANDLER_ERROR)),
+                            (true, None) => Err(error_text("payload larger than the worker's buffer")),
+                            (true, Some(len)) => {
+                                let task = Task {
+                                    id: &h.id,
+                                    job_name: &h.job_name,
+                                    room_id: &h.room_id,
+                                    payload: &payload[..len],
+                                };
+                                let run = select(handler.run(task), self.overrun());
+                                match self.or_halt(&self.halt_claim, run).await {
+                                    Either::Second(Either::First(r)) => r,
+                                    Either::Second(Either::Second(())) => Err(error_text(SHUTDOWN_ERROR)),
+                                    Either::First(()) => break 'claim,
+                                }
+                            }
+                        };
+                        emit(&Event::TaskFinished {
+                            task_id: &h.id,
+                            job: &h.job_name,
+                            room: &h.room_id,
+                            took: self.clock.now() - now,
+                            error: outcome.as_ref().err().map(|t| t.as_str()),
+                        });
+                        let ok = outcome.is_ok();
+                        h.outcome = Some(outcome);
+                        break 'step self.with_machine(|m| m.on_executed(self.clock.now(), ok));
+                    }
+                };
+                // A body that does not fit `tx` stops the loop, as before.
+                let Some(body) = body else {
+                    break 'claim;
+                };
+                let call = async {
+                    let x = self.call(route, body.map(|n| &tx[..n]), &mut *rx).await?;
+                    self.expect(x, ok)
+                };
+                let Either::Second(result) = self.or_halt(&self.halt_claim, call).await else {
+                    break 'claim;
+                };
+                let answer = |x: Exchange| &rx[x.body];
+                let later = self.clock.now();
+                let rand = self.rand();
+                match action {
+                    ClaimAction::Claim => {
+                        let result = result.and_then(|x| take_task(answer(x), payload)).map(|task| {
+                            held = task;
+                            held.is_some()
+                        });
+                        self.with_machine(|m| m.on_claim(now, later, result, rand))
+                    }
+                    ClaimAction::Start | ClaimAction::Deliver => {
+                        // The server answers with the updated task; an answer
+                        // that does not say so cannot prove the update applied
+                        // (the core sends it again, and checks a 409 with a GET).
+                        let sent = held.as_ref().and_then(|h| h.update(action)).map(|u| u.status);
+                        let result = result.and_then(|x| match task_info(answer(x)) {
+                            Ok((status, _)) if Some(status) == sent => Ok(()),
+                            _ => Err(Failure::MalformedResponse),
+                        });
+                        match action {
+                            ClaimAction::Start => {
+                                self.with_machine(|m| m.on_started(now, later, result, rand))
+                            }
+                            _ => self.with_machine(|m| m.on_delivered(now, later, result, rand)),
+                        }
+                    }
+                    ClaimAction::Verify => {
+                        let result = result.and_then(|x| {
+                            let (status, holder) = task_info(answer(x))?;
+                            let ours = holder.as_deref() == Some(id.as_str());
+                            Ok(TaskState { status, ours })
+                        });
+                        self.with_machine(|m| m.on_verified(now, later, result, rand))
+                    }
+                    _ => {
+                        let step = self.with_machine(|m| m.on_retired(now, later, result.map(drop), rand));
+                        if !self.with_machine(|m| m.is_retiring()) {
+                            retired = None;
+                        }
+                        step
+                    }
                 }
             };
             if self.with_machine(|m| m.phase()) == Phase::Idle {
@@ -791,6 +804,122 @@ impl<'a, T: TcpConnect, D: Dns> Worker<'a, T, D> {
     /// second task).
     pub async fn run<H: Handler>(&self, heartbeat_rx: &mut [u8], bufs: ClaimBuffers<'_>, handler: &mut H) {
         embassy_futures::join::join(self.heartbeat_loop(heartbeat_rx), self.claim_loop(bufs, handler)).await;
+    }
+
+    /// Run the worker for as long as the device runs: start it (create and
+    /// register, on the startup schedule), run both loops in this task, and
+    /// whenever it stops by itself — an outage longer than
+    /// `max_unreachable`, a lost or refused registration, a startup that
+    /// gave up — log why, wait `policy`'s backoff, delete the old worker
+    /// from the server (best effort, as [`Worker::shutdown`] does) and start
+    /// a fresh one. Returns only once [`Worker::shutdown`] (or
+    /// [`Worker::disconnect`]) is called from another task.
+    ///
+    /// A task that was running when the worker stopped is not resumed: the
+    /// server fails it when it sweeps the old worker (or at once, when the
+    /// old worker is deleted).
+    pub async fn supervise<H: Handler>(
+        &self,
+        heartbeat_rx: &mut [u8],
+        bufs: ClaimBuffers<'_>,
+        handler: &mut H,
+        policy: Restart,
+    ) {
+        let ClaimBuffers { rx, tx, payload } = bufs;
+        let mut streak = 0u32;
+        loop {
+            let why = match self.unless_stopped(self.start(rx, tx)).await {
+                Either::First(()) => break,
+                Either::Second(Err(e)) => Stopped::Startup(e),
+                Either::Second(Ok(())) => {
+                    let registered = self.clock.now();
+                    let bufs = ClaimBuffers {
+                        rx: &mut *rx,
+                        tx: &mut *tx,
+                        payload: &mut *payload,
+                    };
+                    self.run(heartbeat_rx, bufs, handler).await;
+                    match self.stop_reason() {
+                        None | Some(StopReason::Requested) => break,
+                        Some(reason) => {
+                            streak = policy.streak_after(streak, self.clock.now() - registered);
+                            Stopped::Stop(reason)
+                        }
+                    }
+                }
+            };
+            let wait = policy.wait(streak, self.config().jitter, self.rand());
+            streak = streak.saturating_add(1);
+            let restart = self.restarts.fetch_add(1, Ordering::Relaxed).wrapping_add(1);
+            emit_restart(&why, wait, restart);
+            let wait = embassy_time::Duration::from_millis(wait.as_millis());
+            if let Either::First(()) = self.unless_stopped(embassy_time::Timer::after(wait)).await {
+                break;
+            }
+            self.delete_worker(rx).await;
+            if self.stop_requested.load(Ordering::SeqCst) {
+                break;
+            }
+            self.renew();
+        }
+        self.loops_gone();
+    }
+
+    /// `fut`, unless the application asks the worker to stop first
+    /// (`Either::First(())`, without polling `fut`).
+    fn unless_stopped<'s, F: core::future::Future>(
+        &'s self,
+        fut: F,
+    ) -> Select<impl core::future::Future<Output = ()> + 's, F> {
+        select(
+            async move {
+                if !self.stop_requested.load(Ordering::SeqCst) {
+                    self.stop.wait().await;
+                }
+            },
+            fut,
+        )
+    }
+
+    /// Make a stopped worker as new — fresh core state, no worker id, no
+    /// stop request — so that [`Worker::start`] and the loops can run again
+    /// (what [`Worker::supervise`] does between runs; for applications that
+    /// restart the worker themselves). [`Worker::stats`] are kept. Only once
+    /// both loops have exited: while one runs, this returns false and
+    /// changes nothing.
+    pub fn reset(&self) -> bool {
+        if !self.is_finished() {
+            return false;
+        }
+        self.renew();
+        true
+    }
+
+    fn renew(&self) {
+        self.fresh_machine();
+        self.set_worker_id(Id::new());
+        for signal in [
+            &self.wake_hb,
+            &self.wake_claim,
+            &self.halt_hb,
+            &self.halt_claim,
+            &self.stop,
+        ] {
+            signal.reset();
+        }
+        self.halted.store(false, Ordering::SeqCst);
+        self.grace_deadline.lock(|d| d.set(None));
+        self.disconnected.store(false, Ordering::SeqCst);
+        self.stop_requested.store(false, Ordering::SeqCst);
+        self.live_loops.store(2, Ordering::SeqCst);
+        self.finished.sender().send(false);
+    }
+
+    /// The loops will not run (any more): whoever waits for them is done.
+    fn loops_gone(&self) {
+        if self.live_loops.swap(0, Ordering::SeqCst) != 0 {
+            self.finished.sender().send(true);
+        }
     }
 
     /// Wait until both loops have exited; why the worker stopped.
@@ -813,16 +942,24 @@ impl<'a, T: TcpConnect, D: Dns> Worker<'a, T, D> {
     /// the worker from the server (a failure there is only logged).
     /// Idempotent: a second call only waits for the loops.
     pub async fn shutdown(&self, grace: embassy_time::Duration, rx: &mut [u8]) {
+        self.stop_requested.store(true, Ordering::SeqCst);
+        self.stop.signal(());
         self.grace_deadline
             .lock(|d| d.set(Some(embassy_time::Instant::now() + grace)));
         let step = self.with_machine(|m| m.request_stop());
         self.apply(&step);
         let limit =
-            grace + embassy_time::Duration::from_millis(self.config.request_timeout.as_millis() + 1_000);
+            grace + embassy_time::Duration::from_millis(self.config().request_timeout.as_millis() + 1_000);
         if embassy_time::with_timeout(limit, self.wait()).await.is_err() {
             self.halt();
             self.wait().await;
         }
+        self.delete_worker(rx).await;
+    }
+
+    /// `DELETE /workers/{id}` once, unless the server forgot the worker;
+    /// a failure is only logged (the server sweeps stale workers).
+    async fn delete_worker(&self, rx: &mut [u8]) {
         let id = self.worker_id();
         let forgotten = matches!(self.stop_reason(), Some(StopReason::RegistrationLost(_)));
         let first = !self.disconnected.swap(true, Ordering::SeqCst);
@@ -859,8 +996,7 @@ fn take_task(body: &[u8], payload_buf: &mut [u8]) -> Result<Option<Held>, Failur
         return Ok(None);
     }
     let field = |key: &[u8]| field_span(body, &task, key).ok_or(bad);
-    let (status, _): (TaskStatus, _) =
-        serde_json_core::from_slice(&body[field(b"status")?]).map_err(|_| bad)?;
+    let status = json_status(&body[field(b"status")?]).ok_or(bad)?;
     if status != TaskStatus::Claimed {
         return Err(bad);
     }
@@ -878,36 +1014,61 @@ fn take_task(body: &[u8], payload_buf: &mut [u8]) -> Result<Option<Held>, Failur
     }))
 }
 
+/// `s`, cut to [`ErrorText`]'s capacity at a character boundary.
 fn error_text(s: &str) -> ErrorText {
-    let mut t = ErrorText::new();
-    for c in s.chars() {
-        if t.push(c).is_err() {
-            break;
-        }
+    let mut end = s.len().min(128);
+    while !s.is_char_boundary(end) {
+        end -= 1;
     }
-    t
+    s.get(..end)
+        .and_then(|s| ErrorText::try_from(s).ok())
+        .unwrap_or_default()
+}
+
+/// A request body being written into a buffer.
+struct Body<'t> {
+    buf: &'t mut [u8],
+    len: usize,
+}
+
+impl Body<'_> {
+    fn raw(&mut self, b: &[u8]) -> Option<()> {
+        let dst = self.buf.get_mut(self.len..self.len + b.len())?;
+        dst.copy_from_slice(b);
+        self.len += b.len();
+        Some(())
+    }
+    fn string(&mut self, s: &str) -> Option<()> {
+        self.len += write_string(self.buf.get_mut(self.len..)?, s)?;
+        Some(())
+    }
+}
+
+/// `{"worker_id":…}` into `tx`.
+fn claim_body(tx: &mut [u8], worker_id: &str) -> Option<usize> {
+    let mut w = Body { buf: tx, len: 0 };
+    w.raw(b"{\"worker_id\":")?;
+    w.string(worker_id)?;
+    w.raw(b"}")?;
+    Some(w.len)
+}
+
+/// `{"status":…}` or `{"status":…,"error":…}` into `tx`.
+fn status_body(tx: &mut [u8], update: &StatusUpdate<'_>) -> Option<usize> {
+    let mut w = Body { buf: tx, len: 0 };
+    w.raw(b"{\"status\":")?;
+    w.string(update.status.as_str())?;
+    if let Some(error) = update.error {
+        w.raw(b",\"error\":")?;
+        w.string(error)?;
+    }
+    w.raw(b"}")?;
+    Some(w.len)
 }
 
 /// `{"category":…,"name":…,"schema":<raw>,"worker_id":…}` into `tx`.
 fn registration_body(tx: &mut [u8], job: &Job<'_>, worker_id: &str) -> Option<usize> {
-    struct W<'t> {
-        buf: &'t mut [u8],
-        len: usize,
-    }
-    impl W<'_> {
-        fn raw(&mut self, b: &[u8]) -> Option<()> {
-            let dst = self.buf.get_mut(self.len..self.len + b.len())?;
-            dst.copy_from_slice(b);
-            self.len += b.len();
-            Some(())
-        }
-        fn string(&mut self, s: &str) -> Option<()> {
-            let n = serde_json_core::to_slice(s, self.buf.get_mut(self.len..)?).ok()?;
-            self.len += n;
-            Some(())
-        }
-    }
-    let mut w = W { buf: tx, len: 0 };
+    let mut w = Body { buf: tx, len: 0 };
     w.raw(b"{\"category\":")?;
     w.string(job.category)?;
     w.raw(b",\"name\":")?;
@@ -942,6 +1103,43 @@ mod tests {
         );
         let mut small = [0u8; 10];
         assert_eq!(registration_body(&mut small, &job, "w-1"), None);
+    }
+
+    #[test]
+    fn claim_and_status_bodies() {
+        let mut tx = [0u8; 80];
+        let n = claim_body(&mut tx, "w-1").unwrap();
+        assert_eq!(&tx[..n], br#"{"worker_id":"w-1"}"#);
+        let update = StatusUpdate {
+            status: TaskStatus::Failed,
+            error: Some("bad \"input\""),
+        };
+        let n = status_body(&mut tx, &update).unwrap();
+        assert_eq!(&tx[..n], br#"{"status":"failed","error":"bad \"input\""}"#);
+        let update = StatusUpdate {
+            status: TaskStatus::Running,
+            error: None,
+        };
+        let n = status_body(&mut tx, &update).unwrap();
+        assert_eq!(&tx[..n], br#"{"status":"running"}"#);
+        assert_eq!(status_body(&mut tx[..10], &update), None);
+    }
+
+    #[test]
+    fn task_answers() {
+        let body = br#"{"id":"t","status":"running","worker_id":"w\u002d1","error":null}"#;
+        let (status, worker) = task_info(body).unwrap();
+        assert_eq!((status, worker.as_deref()), (TaskStatus::Running, Some("w-1")));
+        let (_, worker) = task_info(br#"{"status":"failed","worker_id":null}"#).unwrap();
+        assert_eq!(worker, None);
+        assert_eq!(
+            task_info(br#"{"status":"done"}"#),
+            Err(Failure::MalformedResponse)
+        );
+        assert_eq!(
+            task_info(br#"{"status":"failed","worker_id":7}"#),
+            Err(Failure::MalformedResponse)
+        );
     }
 
     #[test]
@@ -1014,6 +1212,34 @@ mod tests {
             body.truncate(cut.max(body.len() / 2));
             let _ = take_task(&body, &mut payload);
         }
+    }
+
+    #[test]
+    fn jobs_match_only_their_own_full_name() {
+        let job = Job {
+            room: "room",
+            category: "analysis",
+            name: "a:b",
+            schema: "{}",
+        };
+        assert!(job.matches("room:analysis:a:b"));
+        assert!(!job.matches("room:analysis:a"));
+        assert!(!job.matches("room:analysisa:b"));
+        assert!(!job.matches("roo:analysis:a:b"));
+        let colon = Job { room: "r:x", ..job };
+        assert!(
+            !colon.matches("r:x:analysis:a:b"),
+            "a room with a colon never matches, as the server splits"
+        );
+    }
+
+    #[test]
+    fn error_texts_cut_at_a_character() {
+        let long: std::string::String = "é".repeat(100);
+        let t = error_text(&long);
+        assert_eq!(t.len(), 128);
+        let odd = std::format!("x{long}");
+        assert_eq!(error_text(&odd).len(), 127);
     }
 
     #[test]

@@ -4,11 +4,12 @@
 //! executor thread; its two loops run as two embassy tasks.
 
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use embassy_executor::Executor;
 use outage_core::StopReason;
-use outage_runtime_embassy::{ClaimBuffers, ErrorText, Handler, Job, Task, Worker};
+use outage_runtime_embassy::{ClaimBuffers, ErrorText, Handler, Job, Restart, Task, Worker};
 use serde::Deserialize;
 use std_embedded_nal_async::Stack;
 
@@ -59,6 +60,25 @@ async fn claim_task(worker: &'static W, bufs: ClaimBuffers<'static>, handler: &'
     worker.claim_loop(bufs, handler).await;
 }
 
+/// Runs [`Worker::supervise`] (what the firmware example runs), then marks
+/// `returned`.
+#[embassy_executor::task(pool_size = 8)]
+async fn supervised_task(
+    worker: &'static W,
+    hb_rx: &'static mut [u8],
+    bufs: ClaimBuffers<'static>,
+    handler: &'static mut Behave,
+    policy: Restart,
+    returned: &'static AtomicBool,
+) {
+    worker.supervise(hb_rx, bufs, handler, policy).await;
+    returned.store(true, Ordering::SeqCst);
+}
+
+/// The heartbeat's receive buffer, as in the firmware example: smaller than
+/// a heartbeat request with a long token, which is then written in pieces.
+const HEARTBEAT_RX: usize = 512;
+
 fn leak_buf(n: usize) -> &'static mut [u8] {
     Box::leak(vec![0u8; n].into_boxed_slice())
 }
@@ -75,58 +95,137 @@ impl Runtime for EmbassyRuntime {
     type Worker = EmbassyWorker;
 
     fn start(setup: &Setup) -> Result<EmbassyWorker, String> {
-        let stack: &'static Stack = Box::leak(Box::default());
-        let jobs: Vec<Job<'static>> = JOBS
-            .iter()
-            .map(|name| {
-                let mut parts = name.splitn(3, ':');
-                Job {
-                    room: parts.next().unwrap_or_default(),
-                    category: parts.next().unwrap_or_default(),
-                    name: parts.next().unwrap_or_default(),
-                    schema: "{}",
-                }
-            })
-            .collect();
-        let jobs: &'static [Job<'static>] = Box::leak(jobs.into_boxed_slice());
-        let seed = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(7, |d| d.as_nanos() as u64);
-        let worker = W::new(
-            stack,
-            stack,
-            leak_str(&setup.url),
-            leak_str(&setup.token),
-            jobs,
-            setup.config,
-            seed,
-        )
-        .map_err(|e| e.to_string())?;
-        let worker: &'static W = Box::leak(Box::new(worker));
+        let worker = new_worker(setup)?;
         let (rx, tx) = (leak_buf(16 << 10), leak_buf(2 << 10));
         futures_lite::future::block_on(worker.start(rx, tx))
             .map_err(|e| format!("could not start the worker: {e}"))?;
-        let hb_rx = leak_buf(1 << 10);
+        let hb_rx = leak_buf(HEARTBEAT_RX);
         let bufs = ClaimBuffers {
             rx,
             tx,
             payload: leak_buf(4 << 10),
         };
         let handler: &'static mut Behave = Box::leak(Box::new(Behave));
-        std::thread::Builder::new()
-            .name("embassy-executor".into())
-            .spawn(move || {
-                let executor: &'static mut Executor = Box::leak(Box::new(Executor::new()));
-                executor.run(move |spawner| {
-                    spawner.spawn(heartbeat_task(worker, hb_rx).expect("a free heartbeat task slot"));
-                    spawner.spawn(claim_task(worker, bufs, handler).expect("a free claim task slot"));
-                })
-            })
-            .map_err(|e| e.to_string())?;
+        run_executor(move |spawner| {
+            spawner.spawn(heartbeat_task(worker, hb_rx).expect("a free heartbeat task slot"));
+            spawner.spawn(claim_task(worker, bufs, handler).expect("a free claim task slot"));
+        })?;
         Ok(EmbassyWorker {
             worker,
             rx: Mutex::new(vec![0; 1 << 10]),
         })
+    }
+}
+
+/// An executor of its own, on a thread of its own, running what `init`
+/// spawns.
+fn run_executor(init: impl FnOnce(embassy_executor::Spawner) + Send + 'static) -> Result<(), String> {
+    std::thread::Builder::new()
+        .name("embassy-executor".into())
+        .spawn(move || {
+            let executor: &'static mut Executor = Box::leak(Box::new(Executor::new()));
+            executor.run(init)
+        })
+        .map(drop)
+        .map_err(|e| e.to_string())
+}
+
+/// A worker for `setup`, in leaked (`'static`) storage.
+fn new_worker(setup: &Setup) -> Result<&'static W, String> {
+    let stack: &'static Stack = Box::leak(Box::default());
+    let jobs: Vec<Job<'static>> = JOBS
+        .iter()
+        .map(|name| {
+            let mut parts = name.splitn(3, ':');
+            Job {
+                room: parts.next().unwrap_or_default(),
+                category: parts.next().unwrap_or_default(),
+                name: parts.next().unwrap_or_default(),
+                schema: "{}",
+            }
+        })
+        .collect();
+    let jobs: &'static [Job<'static>] = Box::leak(jobs.into_boxed_slice());
+    let seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(7, |d| d.as_nanos() as u64);
+    let worker = W::new(
+        stack,
+        stack,
+        leak_str(&setup.url),
+        leak_str(&setup.token),
+        jobs,
+        setup.config,
+        seed,
+    )
+    .map_err(|e| e.to_string())?;
+    Ok(Box::leak(Box::new(worker)))
+}
+
+/// The embassy worker run by [`Worker::supervise`], as the firmware example
+/// runs it: started (and restarted after it stops by itself) in one embassy
+/// task. Shut down when dropped.
+pub struct SupervisedWorker {
+    worker: &'static W,
+    returned: &'static AtomicBool,
+    rx: Mutex<Vec<u8>>,
+}
+
+impl SupervisedWorker {
+    /// Start supervising a worker for `setup` (returns at once: startup
+    /// happens in the task).
+    pub fn start(setup: &Setup, policy: Restart) -> Result<SupervisedWorker, String> {
+        let worker = new_worker(setup)?;
+        let returned: &'static AtomicBool = Box::leak(Box::new(AtomicBool::new(false)));
+        let hb_rx = leak_buf(HEARTBEAT_RX);
+        let bufs = ClaimBuffers {
+            rx: leak_buf(16 << 10),
+            tx: leak_buf(2 << 10),
+            payload: leak_buf(4 << 10),
+        };
+        let handler: &'static mut Behave = Box::leak(Box::new(Behave));
+        run_executor(move |spawner| {
+            let task = supervised_task(worker, hb_rx, bufs, handler, policy, returned);
+            spawner.spawn(task.expect("a free supervised task slot"));
+        })?;
+        Ok(SupervisedWorker {
+            worker,
+            returned,
+            rx: Mutex::new(vec![0; 1 << 10]),
+        })
+    }
+
+    /// The worker (its id, stop reason, counters).
+    pub fn worker(&self) -> &W {
+        self.worker
+    }
+
+    /// True once `supervise` has returned.
+    pub fn returned(&self) -> bool {
+        self.returned.load(Ordering::SeqCst)
+    }
+
+    /// Stop the worker (`Worker::disconnect`) and wait, at most `limit`,
+    /// until `supervise` has returned; whether it did.
+    pub fn shutdown(&self, limit: Duration) -> bool {
+        {
+            let mut rx = self.rx.lock().unwrap_or_else(|e| e.into_inner());
+            futures_lite::future::block_on(self.worker.disconnect(&mut rx));
+        }
+        let deadline = Instant::now() + limit;
+        while !self.returned() {
+            if Instant::now() > deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        true
+    }
+}
+
+impl Drop for SupervisedWorker {
+    fn drop(&mut self) {
+        self.shutdown(Duration::from_secs(10));
     }
 }
 

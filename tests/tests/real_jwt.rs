@@ -3,15 +3,18 @@
 //! that expire every 3 s: a worker that logs in keeps serving across ten
 //! token lifetimes without an outage warning; a token file renewed by
 //! someone else is read again on 401; a wrong password stops the worker
-//! with one clear line.
+//! with one clear line. The embassy worker (a device keeps a fixed token)
+//! serves with a real JWT, longer than the 160 bytes it once accepted.
 
 use std::time::{Duration, Instant};
 
 use outage_core::{Config, Duration as CoreDuration, Fatal};
 use outage_runtime_std::{Credentials, Job, StartError, Task, WorkerBuilder};
 use outage_tests::capture;
+use outage_tests::embassy_rt::EmbassyRuntime;
 use outage_tests::http;
 use outage_tests::real::{Options, RealServer};
+use outage_tests::scenarios::{RunningWorker, Runtime, Setup};
 
 const ADMIN: &str = "admin@example.com";
 const PASSWORD: &str = "jwt-test-pw";
@@ -236,4 +239,48 @@ fn a_wrong_password_stops_with_one_clear_line() {
         "Startup: login failed, giving up: HTTP 400 Bad Request"
     );
     assert!(!log.dump().contains("not-the-password"));
+}
+
+/// A device keeps a fixed token: the embassy worker with a real JWT from
+/// the server's login (about 200 bytes; `MAX_TOKEN` was 160 and is 512)
+/// registers, serves a task and deletes itself; the token is in no line.
+#[test]
+fn the_embassy_worker_serves_with_a_real_jwt() {
+    let log = capture::start();
+    let server = RealServer::start_with(Options {
+        args: [
+            "--auth",
+            "jwt",
+            "--admin-password",
+            PASSWORD,
+            "--token-lifetime",
+            "600",
+        ]
+        .map(str::to_owned)
+        .to_vec(),
+        ..Options::default()
+    })
+    .expect("real job server in jwt mode");
+    let token = login(&server);
+    assert!(token.len() > 160, "a real JWT: {} bytes", token.len());
+    let setup = Setup {
+        url: server.url().to_owned(),
+        token: token.clone(),
+        config: config(),
+    };
+    let worker = EmbassyRuntime::start(&setup).unwrap_or_else(|e| panic!("{e}\n{}", log.dump()));
+    let id = submit(&server, &token);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while status(&server, &token, &id) != "completed" {
+        assert!(
+            Instant::now() < deadline,
+            "task {id} not completed\n{}",
+            log.dump()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(worker.stop_reason(), None);
+    worker.disconnect();
+    assert!(!log.dump().contains(&token[..40]));
+    assert_eq!(log.matching("deleted from the server").len(), 1, "{}", log.dump());
 }
