@@ -78,6 +78,14 @@ impl Session {
             .collect()
     }
 
+    /// The worker's lines at error level.
+    pub fn error_lines(&self) -> Vec<Line> {
+        self.worker_lines()
+            .into_iter()
+            .filter(|l| l.level == log::Level::Error)
+            .collect()
+    }
+
     /// Worker lines containing `needle`.
     pub fn matching(&self, needle: &str) -> Vec<Line> {
         self.worker_lines()

@@ -215,11 +215,7 @@ pub fn countdown_then_clean_stop<R: Runtime>() {
             log.dump()
         );
     }
-    let errors: Vec<_> = log
-        .worker_lines()
-        .into_iter()
-        .filter(|l| l.level == log::Level::Error)
-        .collect();
+    let errors = log.error_lines();
     assert_eq!(errors.len(), 1, "{}", log.dump());
     assert_eq!(
         errors[0].text,
