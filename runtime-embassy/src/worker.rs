@@ -912,7 +912,8 @@ impl<'a, T: TcpConnect, D: Dns> Worker<'a, T, D> {
         }
     }
 
-    /// Wait until both loops have exited; why the worker stopped.
+    /// Wait until both loops have exited; why the worker stopped. (Under
+    /// [`Worker::supervise`], the first stop: the worker then starts again.)
     pub async fn wait(&self) -> StopReason {
         match self.finished.receiver() {
             Some(mut r) => {
