@@ -875,8 +875,9 @@ impl<'a, T: TcpConnect, D: Dns> Worker<'a, T, D> {
     /// stop request — so that [`Worker::start`] and the loops can run again
     /// (what [`Worker::supervise`] does between runs; for applications that
     /// restart the worker themselves). [`Worker::stats`] are kept. Only once
-    /// both loops have exited: while one runs, this returns false and
-    /// changes nothing.
+    /// both loops have exited ([`Worker::is_finished`]): otherwise this
+    /// returns false and changes nothing (a worker whose loops never ran
+    /// needs no reset).
     pub fn reset(&self) -> bool {
         if !self.is_finished() {
             return false;
