@@ -15,6 +15,14 @@
 //! spawner.spawn(claim(worker, handler).unwrap());     // … w.claim_loop(ClaimBuffers { rx, tx, payload }, &mut handler).await
 //! ```
 //!
+//! Or, on a device that should never stay down, one task that starts the
+//! worker and starts it again whenever it stops by itself, after a capped
+//! backoff ([`Restart`]), until [`Worker::shutdown`]:
+//!
+//! ```ignore
+//! worker.supervise(&mut hb_rx, ClaimBuffers { rx, tx, payload }, &mut handler, Restart::DEFAULT).await;
+//! ```
+//!
 //! Logs: feature `defmt` on a device, `log` on a host (never both): the
 //! core's events with the same words either way.
 

@@ -885,8 +885,9 @@ impl<'a, T: TcpConnect, D: Dns> Worker<'a, T, D> {
     /// stop request — so that [`Worker::start`] and the loops can run again
     /// (what [`Worker::supervise`] does between runs; for applications that
     /// restart the worker themselves). [`Worker::stats`] are kept. Only once
-    /// both loops have exited: while one runs, this returns false and
-    /// changes nothing.
+    /// both loops have exited ([`Worker::is_finished`]): otherwise this
+    /// returns false and changes nothing (a worker whose loops never ran
+    /// needs no reset).
     pub fn reset(&self) -> bool {
         if !self.is_finished() {
             return false;
@@ -922,7 +923,8 @@ impl<'a, T: TcpConnect, D: Dns> Worker<'a, T, D> {
         }
     }
 
-    /// Wait until both loops have exited; why the worker stopped.
+    /// Wait until both loops have exited; why the worker stopped. (Under
+    /// [`Worker::supervise`], the first stop: the worker then starts again.)
     pub async fn wait(&self) -> StopReason {
         match self.finished.receiver() {
             Some(mut r) => {
