@@ -68,6 +68,25 @@ pub enum Failure {
     ResponseTooLarge,
     /// The response body could not be parsed.
     MalformedResponse,
+    /// The worker could not even write the request: a problem of this
+    /// worker (its buffers, its configuration), not of the server. Never
+    /// sent, never an outage.
+    Local(Local),
+}
+
+/// A request the worker could not write. Its own class
+/// ([`Class::Local`]): retrying cannot help, so the worker stops with
+/// [`crate::StopReason::Local`] and says which request and why.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum Local {
+    /// The request body does not fit the buffer set aside for it.
+    BodyTooLarge,
+    /// The request's URL (server URL and path) does not fit its buffer.
+    UrlTooLong,
+    /// The request could not be encoded (for example, a name the server
+    /// sent that this worker cannot hold).
+    Encoding,
 }
 
 impl Failure {
@@ -91,6 +110,7 @@ impl Failure {
         matches!(
             self,
             Failure::Transport(Transport::ConnectionRefused | Transport::Dns | Transport::SendFailed)
+                | Failure::Local(_)
         )
     }
 
@@ -127,6 +147,7 @@ impl Failure {
             Failure::Transport(_) => !self.never_sent(),
             Failure::Status { status, .. } => status >= 500 && status != 503,
             Failure::ResponseTooLarge | Failure::MalformedResponse => true,
+            Failure::Local(_) => false,
         }
     }
 }
@@ -170,11 +191,15 @@ pub enum Class {
     /// The request itself was refused (400, 409, 422, 404 task, ...): the
     /// request's problem, not an outage. The server is reachable.
     Rejected,
+    /// The worker could not write the request ([`Failure::Local`]): its
+    /// own problem; the server was not asked, so this says nothing about it.
+    Local(Local),
 }
 
 /// Classify a failure of a request to `endpoint`.
 pub const fn classify(endpoint: Endpoint, failure: Failure) -> Class {
     match failure {
+        Failure::Local(local) => Class::Local(local),
         Failure::Transport(_) | Failure::ResponseTooLarge | Failure::MalformedResponse => Class::Transient,
         Failure::Status { status, retry_after } if matches!(endpoint, Endpoint::Login) => match status {
             408 | 500..=502 | 504..=599 => Class::Transient,
@@ -269,7 +294,18 @@ impl Render for Failure {
             }
             Failure::ResponseTooLarge => out.text("Response too large for its buffer"),
             Failure::MalformedResponse => out.text("Malformed response"),
+            Failure::Local(local) => local.render(out),
         }
+    }
+}
+
+impl Render for Local {
+    fn render<S: Sink + ?Sized>(&self, out: &mut S) {
+        out.text(match self {
+            Local::BodyTooLarge => "the request body does not fit the worker's buffer",
+            Local::UrlTooLong => "the request URL does not fit the worker's buffer",
+            Local::Encoding => "the request could not be encoded",
+        });
     }
 }
 

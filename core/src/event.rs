@@ -39,6 +39,14 @@ pub enum StopReason {
     RegistrationRejected(Failure),
     /// The application asked the worker to stop (disconnect, signal).
     Requested,
+    /// The worker could not write a request (its buffers or configuration
+    /// are too small for it): retrying cannot help.
+    Local {
+        /// Which request.
+        what: Endpoint,
+        /// Why.
+        error: crate::Local,
+    },
 }
 
 impl Render for StopReason {
@@ -58,6 +66,12 @@ impl Render for StopReason {
                 error.render(out);
             }
             StopReason::Requested => out.text("stop requested"),
+            StopReason::Local { what, error } => {
+                out.text("cannot write the ");
+                what.render(out);
+                out.text(" request: ");
+                error.render(out);
+            }
         }
     }
 }
@@ -256,6 +270,14 @@ pub enum Event<'a> {
     },
     /// The host could not listen for SIGINT/SIGTERM.
     SignalsUnavailable,
+    /// The worker could not write a request; it stops
+    /// ([`StopReason::Local`]).
+    LocalError {
+        /// Which request.
+        what: Endpoint,
+        /// Why.
+        error: crate::Local,
+    },
     /// What a task's program printed (hosts running external commands).
     TaskOutput {
         /// The output, trimmed.
@@ -270,7 +292,8 @@ impl Event<'_> {
             Event::Unreachable { .. }
             | Event::RegistrationLost { .. }
             | Event::RegistrationRejected { .. }
-            | Event::StartupFailed { .. } => Level::Error,
+            | Event::StartupFailed { .. }
+            | Event::LocalError { .. } => Level::Error,
             Event::OutageWarning { .. }
             | Event::Reregistering
             | Event::StartupRetry { .. }
@@ -462,6 +485,13 @@ impl Render for Event<'_> {
                 what.render(out);
                 out.text(": connection closed before an answer; sending again on a fresh one");
             }
+            Event::LocalError { what, error } => {
+                out.text("Cannot write the ");
+                what.render(out);
+                out.text(" request (");
+                error.render(out);
+                out.text("), shutting down: a worker setting is too small for it");
+            }
             Event::SignalsUnavailable => {
                 out.text("Cannot listen for SIGINT/SIGTERM; running until the worker stops by itself")
             }
@@ -652,6 +682,10 @@ mod tests {
                 what: Endpoint::Heartbeat,
             },
             Event::SignalsUnavailable,
+            Event::LocalError {
+                what: Endpoint::Claim,
+                error: crate::Local::BodyTooLarge,
+            },
             Event::TaskOutput { output: "42" },
         ];
         for e in events {

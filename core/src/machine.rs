@@ -822,6 +822,10 @@ impl Machine {
                         events.push(Event::RegistrationLost { cause });
                         wake = Wake::Halt;
                     }
+                    Class::Local(error) => {
+                        self.local_failure(Endpoint::Login, error, &mut events);
+                        wake = Wake::Halt;
+                    }
                     class => {
                         let retry_after = match class {
                             Class::Congested { retry_after } => retry_after,
@@ -1036,7 +1040,16 @@ impl Machine {
             }
             Class::Transient => self.outage_failure(now, failure, None, events),
             Class::Congested { retry_after } => self.outage_failure(now, failure, retry_after, events),
+            Class::Local(error) => self.local_failure(endpoint, error, events),
         }
+    }
+
+    /// The worker could not write a request: say which and why, and stop
+    /// (no retry can help; the server was not asked, so no outage).
+    fn local_failure(&mut self, what: Endpoint, error: crate::Local, events: &mut Events) -> Verdict {
+        self.stop = Some(StopReason::Local { what, error });
+        events.push(Event::LocalError { what, error });
+        Verdict::Stopped
     }
 
     fn outage_failure(

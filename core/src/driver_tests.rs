@@ -1,0 +1,566 @@
+//! The whole lifecycle through the one driver, on virtual time: a tiny
+//! executor polls [`drive`] and, whenever nothing can progress, moves the
+//! manual clock to the earliest sleeper. No real sleeping; every instant in
+//! these tests is exact.
+
+extern crate std;
+
+use core::cell::{Cell, RefCell};
+use core::future::Future;
+use core::pin::pin;
+use core::task::{Context, Poll, Waker};
+use std::boxed::Box;
+use std::string::{String, ToString};
+use std::vec::Vec;
+
+use super::*;
+use crate::protocol::TaskStatus;
+use crate::{Config, Duration, Fatal, Jitter, Lifecycle, Local, OnRegistrationLost, Stage, StopReason, TaskState, Transport};
+
+const REFUSED: Failure = Failure::Transport(Transport::ConnectionRefused);
+const CLOSED: Failure = Failure::Transport(Transport::ConnectionClosed);
+
+/// How the scripted server answers one request: after `delay` ms, this.
+type Answer = (u64, Result<Reply, Failure>);
+
+struct Sim {
+    now: Cell<u64>,
+    /// Deadlines of the futures sleeping in this poll round.
+    sleepers: RefCell<Vec<u64>>,
+    /// (ms, request) of every request sent.
+    sent: RefCell<Vec<(u64, Request)>>,
+    /// (ms, line) of every event.
+    lines: RefCell<Vec<(u64, String)>>,
+    server: RefCell<Box<dyn FnMut(u64, Request) -> Answer>>,
+    /// How long each task runs and whether it succeeds.
+    task: Cell<(u64, bool)>,
+    /// (from ms, control).
+    controls: RefCell<Vec<(u64, Control)>>,
+    adopted: Cell<u32>,
+    abandoned: Cell<u32>,
+}
+
+/// The claim lane's resources in the simulation: the held task's outcome.
+#[derive(Default)]
+struct SimLane {
+    error: Option<&'static str>,
+}
+
+impl Sim {
+    fn new(server: impl FnMut(u64, Request) -> Answer + 'static) -> Sim {
+        Sim {
+            now: Cell::new(0),
+            sleepers: RefCell::new(Vec::new()),
+            sent: RefCell::new(Vec::new()),
+            lines: RefCell::new(Vec::new()),
+            server: RefCell::new(Box::new(server)),
+            task: Cell::new((10, true)),
+            controls: RefCell::new(Vec::new()),
+            adopted: Cell::new(0),
+            abandoned: Cell::new(0),
+        }
+    }
+
+    fn at(&self, ms: u64, control: Control) {
+        self.controls.borrow_mut().push((ms, control));
+    }
+
+    async fn sleep_ms(&self, until: u64) {
+        core::future::poll_fn(|_| {
+            if self.now.get() >= until {
+                Poll::Ready(())
+            } else {
+                self.sleepers.borrow_mut().push(until);
+                Poll::Pending
+            }
+        })
+        .await
+    }
+
+    fn requests(&self) -> Vec<Request> {
+        self.sent.borrow().iter().map(|(_, r)| *r).collect()
+    }
+
+    fn lines(&self) -> Vec<String> {
+        self.lines.borrow().iter().map(|(_, l)| l.clone()).collect()
+    }
+
+    fn line_at(&self, prefix: &str) -> Option<u64> {
+        self.lines
+            .borrow()
+            .iter()
+            .find(|(_, l)| l.starts_with(prefix))
+            .map(|(t, _)| *t)
+    }
+}
+
+impl Io for Sim {
+    type Lane = SimLane;
+
+    fn now(&self) -> Instant {
+        Instant::from_millis(self.now.get())
+    }
+
+    fn emit(&self, event: &Event<'_>) {
+        self.lines.borrow_mut().push((self.now.get(), event.to_string()));
+    }
+
+    async fn sleep_until(&self, t: Instant) {
+        self.sleep_ms(t.as_millis()).await
+    }
+
+    async fn send(&self, _lane: &mut SimLane, req: Request) -> Result<Reply, Failure> {
+        let now = self.now.get();
+        self.sent.borrow_mut().push((now, req));
+        let (delay, answer) = (self.server.borrow_mut())(now, req);
+        self.sleep_ms(now + delay).await;
+        answer
+    }
+
+    async fn run(&self, lane: &mut SimLane) -> bool {
+        let (took, ok) = self.task.get();
+        self.sleep_ms(self.now.get() + took).await;
+        lane.error = if ok { None } else { Some("boom") };
+        ok
+    }
+
+    fn abandon(&self, lane: &mut SimLane) {
+        self.abandoned.set(self.abandoned.get() + 1);
+        lane.error = Some(crate::SHUTDOWN_ERROR);
+    }
+
+    fn adopt(&self, _lane: &mut SimLane) {
+        self.adopted.set(self.adopted.get() + 1);
+    }
+
+    fn names<'l>(&self, lane: &'l SimLane) -> Names<'l> {
+        Names {
+            worker_id: "w",
+            task_id: "t",
+            job: "r:modifiers:J",
+            room: "r",
+            error: lane.error,
+        }
+    }
+
+    fn control(&self) -> Control {
+        let now = self.now.get();
+        self.controls
+            .borrow()
+            .iter()
+            .rev()
+            .find(|(from, _)| *from <= now)
+            .map_or(Control::Run, |(_, c)| *c)
+    }
+
+    async fn control_changed(&self) {
+        let now = self.now.get();
+        let next = self.controls.borrow().iter().map(|(t, _)| *t).filter(|t| *t > now).min();
+        match next {
+            Some(t) => self.sleep_ms(t).await,
+            None => core::future::pending().await,
+        }
+    }
+}
+
+/// Run the driver to its end on virtual time; at most `limit_ms`.
+fn run(sim: &Sim, lc: &mut Lifecycle, limit_ms: u64) {
+    let mut fut = pin!(drive(sim, lc, SimLane::default(), SimLane::default()));
+    let mut cx = Context::from_waker(Waker::noop());
+    loop {
+        sim.sleepers.borrow_mut().clear();
+        if fut.as_mut().poll(&mut cx).is_ready() {
+            return;
+        }
+        let next = sim.sleepers.borrow().iter().copied().min();
+        let next = next.unwrap_or_else(|| panic!("the driver waits on nothing at {} ms", sim.now.get()));
+        assert!(next <= limit_ms, "still running at {limit_ms} ms: {:#?}", sim.lines());
+        sim.now.set(next.max(sim.now.get()));
+    }
+}
+
+fn cfg() -> Config {
+    Config {
+        jitter: Jitter::Off,
+        ..Config::REFERENCE
+    }
+}
+
+fn lifecycle(cfg: Config) -> Lifecycle {
+    Lifecycle::new(cfg, 2, false, 7, Instant::ZERO).unwrap()
+}
+
+/// A healthy server with one task waiting: it is claimed once.
+fn healthy() -> impl FnMut(u64, Request) -> Answer {
+    let mut tasks = 1;
+    move |_, req| match req {
+        Request::Claim if tasks > 0 => {
+            tasks -= 1;
+            (5, Ok(Reply::Claimed(true)))
+        }
+        Request::Claim => (5, Ok(Reply::Claimed(false))),
+        _ => (5, Ok(Reply::Done)),
+    }
+}
+
+#[test]
+fn a_whole_life_startup_task_stop_delete() {
+    let sim = Sim::new(healthy());
+    sim.at(10_000, Control::Stop {
+        grace: Duration::from_secs(5),
+    });
+    let mut lc = lifecycle(cfg());
+    run(&sim, &mut lc, 60_000);
+    let reqs = sim.requests();
+    assert_eq!(
+        reqs[..7],
+        [
+            Request::CreateWorker,
+            Request::RegisterJob(0),
+            Request::RegisterJob(1),
+            Request::Claim,
+            Request::Update(TaskStatus::Running),
+            Request::Update(TaskStatus::Completed),
+            Request::Claim,
+        ]
+    );
+    assert_eq!(reqs.last(), Some(&Request::Disconnect));
+    assert_eq!(sim.adopted.get(), 1);
+    let lines = sim.lines();
+    assert_eq!(lines[0], "Registered as worker w (2 jobs)");
+    assert!(lines.contains(&"Task t (r:modifiers:J, room r) completed in 10ms".to_string()));
+    assert_eq!(lines.last().unwrap(), "Worker w deleted from the server");
+    assert_eq!(lc.stage(), Stage::Done);
+    assert_eq!(lc.stop_reason(), Some(StopReason::Requested));
+    let stats = lc.stats();
+    assert_eq!(stats.tasks_completed, 1);
+    assert_eq!(stats.requests, reqs.len() as u64);
+    assert_eq!(lc.lost_events(), 0);
+    // Nothing after the delete; the stop came at 10 s, the delete at once.
+    let (t, r) = *sim.sent.borrow().last().unwrap();
+    assert_eq!((t, r), (10_000, Request::Disconnect));
+}
+
+#[test]
+fn startup_retries_on_its_schedule_then_gives_up_without_a_delete() {
+    let sim = Sim::new(|_, _| (0, Err(REFUSED)));
+    let mut lc = lifecycle(cfg());
+    run(&sim, &mut lc, 600_000);
+    let sent = sim.sent.borrow().clone();
+    assert!(sent.iter().all(|(_, r)| *r == Request::CreateWorker));
+    assert_eq!(sent.len() as u32, cfg().startup_retries + 1);
+    let e = lc.startup_error().expect("startup gave up");
+    assert_eq!(e.retries, cfg().startup_retries);
+    assert_eq!(lc.stop_reason(), None);
+    assert!(sim.lines().last().unwrap().starts_with("Startup: create worker failed, giving up"));
+}
+
+#[test]
+fn a_login_comes_first_when_asked() {
+    let sim = Sim::new(healthy());
+    sim.at(1_000, Control::Halt);
+    let mut lc = Lifecycle::new(cfg(), 1, true, 7, Instant::ZERO).unwrap();
+    run(&sim, &mut lc, 10_000);
+    assert_eq!(sim.requests()[..3], [Request::Login, Request::CreateWorker, Request::RegisterJob(0)]);
+}
+
+#[test]
+fn an_outage_during_a_long_task_stops_at_the_limit() {
+    // The task runs 10 min; the server goes away at 31 s. Only the
+    // heartbeat talks (every 30 s); the stop comes at the limit, not at
+    // the next heartbeat after it.
+    let sim = Sim::new(|now, req| match req {
+        _ if now >= 31_000 && req != Request::Disconnect => (0, Err(REFUSED)),
+        Request::Disconnect => (0, Err(REFUSED)),
+        Request::Claim => (0, Ok(Reply::Claimed(true))),
+        _ => (0, Ok(Reply::Done)),
+    });
+    sim.task.set((600_000, true));
+    let mut lc = lifecycle(cfg());
+    run(&sim, &mut lc, 700_000);
+    let first = sim.line_at("Server unreachable — retrying (0s/120s elapsed)").unwrap();
+    let stop = sim.line_at("Server unreachable for >120s, shutting down").unwrap();
+    assert_eq!(first, 60_000, "the first heartbeat after the server went");
+    assert_eq!(stop, first + 120_001, "at the limit, to the millisecond");
+    assert!(matches!(lc.stop_reason(), Some(StopReason::Unreachable { .. })));
+    // The running task was abandoned (halt), not reported; the delete was
+    // tried once, and failed.
+    assert_eq!(sim.requests().last(), Some(&Request::Disconnect));
+    assert!(sim.lines().last().unwrap().starts_with("Could not delete worker w"));
+}
+
+#[test]
+fn a_stop_gives_the_task_its_grace_then_reports_it_failed() {
+    let sim = Sim::new(healthy());
+    sim.task.set((60_000, true));
+    sim.at(1_000, Control::Stop {
+        grace: Duration::from_secs(3),
+    });
+    let mut lc = lifecycle(cfg());
+    run(&sim, &mut lc, 100_000);
+    assert_eq!(sim.abandoned.get(), 1);
+    let sent = sim.sent.borrow().clone();
+    let delivered = sent
+        .iter()
+        .find(|(_, r)| *r == Request::Update(TaskStatus::Failed))
+        .expect("the abandoned task is reported failed");
+    assert_eq!(delivered.0, 4_000, "at the end of the grace");
+    assert_eq!(sent.last().unwrap().1, Request::Disconnect);
+    assert!(
+        sim.lines()
+            .iter()
+            .any(|l| l.ends_with("failed after 2.99s: worker shutting down") || l.contains("worker shutting down")),
+        "{:#?}",
+        sim.lines()
+    );
+    assert_eq!(lc.stats().tasks_failed, 1);
+}
+
+#[test]
+fn a_second_ask_stops_at_once() {
+    let sim = Sim::new(healthy());
+    sim.task.set((60_000, true));
+    sim.at(1_000, Control::Stop {
+        grace: Duration::from_secs(30),
+    });
+    sim.at(2_000, Control::StopNow);
+    let mut lc = lifecycle(cfg());
+    run(&sim, &mut lc, 100_000);
+    let sent = sim.sent.borrow().clone();
+    let failed = sent
+        .iter()
+        .find(|(_, r)| *r == Request::Update(TaskStatus::Failed))
+        .unwrap();
+    assert_eq!(failed.0, 2_000);
+    assert!(sim.lines().iter().any(|l| l.starts_with("Asked again: stopping now")));
+}
+
+#[test]
+fn a_stop_is_bounded_even_when_a_request_hangs() {
+    // Every answer after 1 s takes an hour (the runtime's timeout would
+    // end it; here nothing does): the stop's hard limit cancels it.
+    let sim = Sim::new(|now, req| match req {
+        _ if now >= 1_000 => (3_600_000, Ok(Reply::Done)),
+        Request::Claim => (0, Ok(Reply::Claimed(false))),
+        _ => (0, Ok(Reply::Done)),
+    });
+    // At 2.5 s a claim (sent at 2 s) hangs.
+    sim.at(2_500, Control::Stop {
+        grace: Duration::from_secs(2),
+    });
+    let mut lc = lifecycle(Config {
+        request_timeout: Duration::from_secs(10),
+        ..cfg()
+    });
+    run(&sim, &mut lc, 3_600_000 * 2);
+    // grace 2 s + request timeout 10 s + 1 s after the stop, then the
+    // delete (which hangs too; its own timeout is the runtime's).
+    let disconnect = sim
+        .sent
+        .borrow()
+        .iter()
+        .find(|(_, r)| *r == Request::Disconnect)
+        .map(|(t, _)| *t);
+    assert_eq!(disconnect, Some(2_500 + 13_000));
+}
+
+#[test]
+fn a_stale_connection_is_resent_once_only_where_the_core_allows() {
+    let mut beats = 0;
+    let sim = Sim::new(move |_, req| match req {
+        Request::Heartbeat => {
+            beats += 1;
+            if beats == 1 { (0, Err(CLOSED)) } else { (0, Ok(Reply::Done)) }
+        }
+        Request::Claim => (0, Err(CLOSED)),
+        _ => (0, Ok(Reply::Done)),
+    });
+    sim.at(61_000, Control::Halt);
+    let mut lc = lifecycle(cfg());
+    run(&sim, &mut lc, 100_000);
+    let sent = sim.sent.borrow().clone();
+    let beats: Vec<u64> = sent.iter().filter(|(_, r)| *r == Request::Heartbeat).map(|(t, _)| *t).collect();
+    assert_eq!(beats, [30_000, 30_000, 60_000], "sent again at once, once");
+    // A claim is a POST: never re-sent blindly; the answer is lost and the
+    // worker registers afresh instead.
+    assert_eq!(sent[3], (0, Request::Claim));
+    assert_ne!(sent[4], (0, Request::Claim));
+    assert_eq!(lc.stats().stale_connection_retries, 1);
+    assert!(sim.lines().iter().any(|l| l.starts_with("Claim answer lost")));
+}
+
+#[test]
+fn a_request_the_worker_cannot_write_stops_it_clearly() {
+    let sim = Sim::new(|_, req| match req {
+        Request::Claim => (0, Err(Failure::Local(Local::BodyTooLarge))),
+        _ => (0, Ok(Reply::Done)),
+    });
+    let mut lc = lifecycle(cfg());
+    run(&sim, &mut lc, 10_000);
+    assert_eq!(
+        lc.stop_reason(),
+        Some(StopReason::Local {
+            what: crate::Endpoint::Claim,
+            error: Local::BodyTooLarge
+        })
+    );
+    let lines = sim.lines();
+    assert!(lines.contains(
+        &"Cannot write the claim request (the request body does not fit the worker's buffer), shutting down: a worker setting is too small for it".to_string()
+    ), "{lines:#?}");
+    assert!(!lines.iter().any(|l| l.contains("unreachable")), "no outage: {lines:#?}");
+    assert_eq!(sim.requests().last(), Some(&Request::Disconnect));
+}
+
+#[test]
+fn a_forgotten_worker_stops_without_a_delete_or_registers_again() {
+    let sim = Sim::new(|_, req| match req {
+        Request::Heartbeat => (0, Err(Failure::status(404))),
+        Request::Claim => (0, Ok(Reply::Claimed(false))),
+        _ => (0, Ok(Reply::Done)),
+    });
+    let mut lc = lifecycle(cfg());
+    run(&sim, &mut lc, 100_000);
+    assert_eq!(lc.stop_reason(), Some(StopReason::RegistrationLost(Fatal::WorkerUnknown)));
+    assert!(!sim.requests().contains(&Request::Disconnect));
+
+    let mut lost = true;
+    let sim = Sim::new(move |_, req| match req {
+        Request::Heartbeat if lost => {
+            lost = false;
+            (0, Err(Failure::status(404)))
+        }
+        Request::Claim => (0, Ok(Reply::Claimed(false))),
+        _ => (0, Ok(Reply::Done)),
+    });
+    sim.at(70_000, Control::Stop { grace: Duration::ZERO });
+    let mut lc = lifecycle(Config {
+        on_registration_lost: OnRegistrationLost::Register,
+        ..cfg()
+    });
+    run(&sim, &mut lc, 100_000);
+    let reqs = sim.requests();
+    let again = reqs.iter().rposition(|r| *r == Request::CreateWorker).unwrap();
+    assert!(again > 0);
+    assert_eq!(reqs[again + 1..again + 3], [Request::RegisterJob(0), Request::RegisterJob(1)]);
+    assert_eq!(sim.adopted.get(), 2);
+    assert!(sim.lines().contains(&"Registered again; serving".to_string()));
+}
+
+#[test]
+fn a_dropped_worker_halts_without_a_last_request() {
+    let sim = Sim::new(healthy());
+    sim.task.set((60_000, true));
+    sim.at(1_000, Control::Halt);
+    let mut lc = lifecycle(cfg());
+    run(&sim, &mut lc, 10_000);
+    let sent = sim.sent.borrow().clone();
+    assert!(sent.iter().all(|(t, _)| *t < 1_000), "{sent:?}");
+    assert_eq!(lc.stage(), Stage::Done);
+}
+
+#[test]
+fn a_verified_conflict_counts_as_applied() {
+    let mut updates = 0;
+    let sim = Sim::new(move |_, req| match req {
+        Request::Claim => (0, Ok(Reply::Claimed(updates == 0))),
+        Request::Update(TaskStatus::Running) => {
+            updates += 1;
+            (0, Err(Failure::status(409)))
+        }
+        Request::GetTask => (
+            0,
+            Ok(Reply::Task(TaskState {
+                status: TaskStatus::Running,
+                ours: true,
+            })),
+        ),
+        _ => (0, Ok(Reply::Done)),
+    });
+    sim.at(5_000, Control::Stop { grace: Duration::ZERO });
+    let mut lc = lifecycle(cfg());
+    run(&sim, &mut lc, 100_000);
+    let reqs = sim.requests();
+    assert_eq!(
+        reqs[3..7],
+        [
+            Request::Claim,
+            Request::Update(TaskStatus::Running),
+            Request::GetTask,
+            Request::Update(TaskStatus::Completed)
+        ]
+    );
+}
+
+/// No event is ever dropped: random servers (every failure class, random
+/// delays, stops at random times) never overflow the queue. With
+/// `debug_assert` on, an overflow panics; the counter is checked too.
+#[test]
+fn no_event_is_ever_dropped() {
+    let failures = [
+        REFUSED,
+        CLOSED,
+        Failure::Transport(Transport::Timeout),
+        Failure::status(500),
+        Failure::status(503),
+        Failure::status(409),
+        Failure::status(404),
+        Failure::status(401),
+        Failure::status(422),
+        Failure::MalformedResponse,
+    ];
+    let (mut served, mut requests) = (0, 0);
+    for seed in 0..300u64 {
+        let mut rng = crate::SplitMix64::new(seed);
+        let script: Vec<u32> = (0..4096).map(|_| rng.next_u32()).collect();
+        let mut i = 0usize;
+        let sim = Sim::new(move |_, req| {
+            i = (i + 1) % script.len();
+            let r = script[i];
+            let delay = u64::from(r % 3_000);
+            let answer = if r % 6 == 0 {
+                Err(failures[(r as usize / 6) % failures.len()])
+            } else {
+                Ok(match req {
+                    Request::Claim => Reply::Claimed(r % 2 == 0),
+                    Request::GetTask => Reply::Task(TaskState {
+                        status: TaskStatus::Completed,
+                        ours: r % 5 == 0,
+                    }),
+                    _ => Reply::Done,
+                })
+            };
+            (delay, answer)
+        });
+        sim.task.set((u64::from(seed % 7) * 1_000, seed % 2 == 0));
+        sim.at(200_000 + seed * 1_000, Control::Stop {
+            grace: Duration::from_secs(seed % 4),
+        });
+        let mut lc = Lifecycle::new(
+            Config {
+                jitter: Jitter::Equal,
+                renew_credentials: seed % 3 == 0,
+                on_registration_lost: if seed % 2 == 0 {
+                    OnRegistrationLost::Register
+                } else {
+                    OnRegistrationLost::Stop
+                },
+                ..Config::REFERENCE
+            },
+            2,
+            seed % 3 == 0,
+            seed,
+            Instant::ZERO,
+        )
+        .unwrap();
+        run(&sim, &mut lc, 10_000_000);
+        if lc.startup_error().is_none() {
+            served += 1;
+            requests += lc.stats().requests;
+        }
+        assert_eq!(lc.lost_events(), 0, "seed {seed}");
+        assert_eq!(lc.stage(), Stage::Done, "seed {seed}");
+    }
+    // The random servers did exercise the running worker.
+    assert!(served > 200 && requests > 300 * 40, "{served} served, {requests} requests");
+}
