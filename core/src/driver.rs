@@ -100,7 +100,12 @@ pub trait Io {
 
 /// Run a worker's whole life — startup, both lanes, the stop, the final
 /// delete — until the [`Lifecycle`] is done. Returns the lanes' resources.
-pub async fn drive<I: Io>(io: &I, lc: &mut Lifecycle, heartbeat: I::Lane, claim: I::Lane) -> (I::Lane, I::Lane) {
+pub async fn drive<I: Io>(
+    io: &I,
+    lc: &mut Lifecycle,
+    heartbeat: I::Lane,
+    claim: I::Lane,
+) -> (I::Lane, I::Lane) {
     let cancel = [AtomicBool::new(false), AtomicBool::new(false)];
     let mut res = [Some(heartbeat), Some(claim)];
     let mut ops: [Option<Op>; 2] = [None, None];

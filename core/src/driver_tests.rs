@@ -15,7 +15,10 @@ use std::vec::Vec;
 
 use super::*;
 use crate::protocol::TaskStatus;
-use crate::{Config, Duration, Fatal, Jitter, Lifecycle, Local, OnRegistrationLost, Stage, StopReason, TaskState, Transport};
+use crate::{
+    Config, Duration, Fatal, Jitter, Lifecycle, Local, OnRegistrationLost, Stage, StopReason, TaskState,
+    Transport,
+};
 
 const REFUSED: Failure = Failure::Transport(Transport::ConnectionRefused);
 const CLOSED: Failure = Failure::Transport(Transport::ConnectionClosed);
@@ -155,7 +158,13 @@ impl Io for Sim {
 
     async fn control_changed(&self) {
         let now = self.now.get();
-        let next = self.controls.borrow().iter().map(|(t, _)| *t).filter(|t| *t > now).min();
+        let next = self
+            .controls
+            .borrow()
+            .iter()
+            .map(|(t, _)| *t)
+            .filter(|t| *t > now)
+            .min();
         match next {
             Some(t) => self.sleep_ms(t).await,
             None => core::future::pending().await,
@@ -174,7 +183,11 @@ fn run(sim: &Sim, lc: &mut Lifecycle, limit_ms: u64) {
         }
         let next = sim.sleepers.borrow().iter().copied().min();
         let next = next.unwrap_or_else(|| panic!("the driver waits on nothing at {} ms", sim.now.get()));
-        assert!(next <= limit_ms, "still running at {limit_ms} ms: {:#?}", sim.lines());
+        assert!(
+            next <= limit_ms,
+            "still running at {limit_ms} ms: {:#?}",
+            sim.lines()
+        );
         sim.now.set(next.max(sim.now.get()));
     }
 }
@@ -206,9 +219,12 @@ fn healthy() -> impl FnMut(u64, Request) -> Answer {
 #[test]
 fn a_whole_life_startup_task_stop_delete() {
     let sim = Sim::new(healthy());
-    sim.at(10_000, Control::Stop {
-        grace: Duration::from_secs(5),
-    });
+    sim.at(
+        10_000,
+        Control::Stop {
+            grace: Duration::from_secs(5),
+        },
+    );
     let mut lc = lifecycle(cfg());
     run(&sim, &mut lc, 60_000);
     let reqs = sim.requests();
@@ -252,7 +268,12 @@ fn startup_retries_on_its_schedule_then_gives_up_without_a_delete() {
     let e = lc.startup_error().expect("startup gave up");
     assert_eq!(e.retries, cfg().startup_retries);
     assert_eq!(lc.stop_reason(), None);
-    assert!(sim.lines().last().unwrap().starts_with("Startup: create worker failed, giving up"));
+    assert!(
+        sim.lines()
+            .last()
+            .unwrap()
+            .starts_with("Startup: create worker failed, giving up")
+    );
 }
 
 #[test]
@@ -261,7 +282,10 @@ fn a_login_comes_first_when_asked() {
     sim.at(1_000, Control::Halt);
     let mut lc = Lifecycle::new(cfg(), 1, true, 7, Instant::ZERO).unwrap();
     run(&sim, &mut lc, 10_000);
-    assert_eq!(sim.requests()[..3], [Request::Login, Request::CreateWorker, Request::RegisterJob(0)]);
+    assert_eq!(
+        sim.requests()[..3],
+        [Request::Login, Request::CreateWorker, Request::RegisterJob(0)]
+    );
 }
 
 #[test]
@@ -278,24 +302,36 @@ fn an_outage_during_a_long_task_stops_at_the_limit() {
     sim.task.set((600_000, true));
     let mut lc = lifecycle(cfg());
     run(&sim, &mut lc, 700_000);
-    let first = sim.line_at("Server unreachable — retrying (0s/120s elapsed)").unwrap();
-    let stop = sim.line_at("Server unreachable for >120s, shutting down").unwrap();
+    let first = sim
+        .line_at("Server unreachable — retrying (0s/120s elapsed)")
+        .unwrap();
+    let stop = sim
+        .line_at("Server unreachable for >120s, shutting down")
+        .unwrap();
     assert_eq!(first, 60_000, "the first heartbeat after the server went");
     assert_eq!(stop, first + 120_001, "at the limit, to the millisecond");
     assert!(matches!(lc.stop_reason(), Some(StopReason::Unreachable { .. })));
     // The running task was abandoned (halt), not reported; the delete was
     // tried once, and failed.
     assert_eq!(sim.requests().last(), Some(&Request::Disconnect));
-    assert!(sim.lines().last().unwrap().starts_with("Could not delete worker w"));
+    assert!(
+        sim.lines()
+            .last()
+            .unwrap()
+            .starts_with("Could not delete worker w")
+    );
 }
 
 #[test]
 fn a_stop_gives_the_task_its_grace_then_reports_it_failed() {
     let sim = Sim::new(healthy());
     sim.task.set((60_000, true));
-    sim.at(1_000, Control::Stop {
-        grace: Duration::from_secs(3),
-    });
+    sim.at(
+        1_000,
+        Control::Stop {
+            grace: Duration::from_secs(3),
+        },
+    );
     let mut lc = lifecycle(cfg());
     run(&sim, &mut lc, 100_000);
     assert_eq!(sim.abandoned.get(), 1);
@@ -309,7 +345,8 @@ fn a_stop_gives_the_task_its_grace_then_reports_it_failed() {
     assert!(
         sim.lines()
             .iter()
-            .any(|l| l.ends_with("failed after 2.99s: worker shutting down") || l.contains("worker shutting down")),
+            .any(|l| l.ends_with("failed after 2.99s: worker shutting down")
+                || l.contains("worker shutting down")),
         "{:#?}",
         sim.lines()
     );
@@ -320,9 +357,12 @@ fn a_stop_gives_the_task_its_grace_then_reports_it_failed() {
 fn a_second_ask_stops_at_once() {
     let sim = Sim::new(healthy());
     sim.task.set((60_000, true));
-    sim.at(1_000, Control::Stop {
-        grace: Duration::from_secs(30),
-    });
+    sim.at(
+        1_000,
+        Control::Stop {
+            grace: Duration::from_secs(30),
+        },
+    );
     sim.at(2_000, Control::StopNow);
     let mut lc = lifecycle(cfg());
     run(&sim, &mut lc, 100_000);
@@ -332,7 +372,11 @@ fn a_second_ask_stops_at_once() {
         .find(|(_, r)| *r == Request::Update(TaskStatus::Failed))
         .unwrap();
     assert_eq!(failed.0, 2_000);
-    assert!(sim.lines().iter().any(|l| l.starts_with("Asked again: stopping now")));
+    assert!(
+        sim.lines()
+            .iter()
+            .any(|l| l.starts_with("Asked again: stopping now"))
+    );
 }
 
 #[test]
@@ -345,9 +389,12 @@ fn a_stop_is_bounded_even_when_a_request_hangs() {
         _ => (0, Ok(Reply::Done)),
     });
     // At 2.5 s a claim (sent at 2 s) hangs.
-    sim.at(2_500, Control::Stop {
-        grace: Duration::from_secs(2),
-    });
+    sim.at(
+        2_500,
+        Control::Stop {
+            grace: Duration::from_secs(2),
+        },
+    );
     let mut lc = lifecycle(Config {
         request_timeout: Duration::from_secs(10),
         ..cfg()
@@ -370,7 +417,11 @@ fn a_stale_connection_is_resent_once_only_where_the_core_allows() {
     let sim = Sim::new(move |_, req| match req {
         Request::Heartbeat => {
             beats += 1;
-            if beats == 1 { (0, Err(CLOSED)) } else { (0, Ok(Reply::Done)) }
+            if beats == 1 {
+                (0, Err(CLOSED))
+            } else {
+                (0, Ok(Reply::Done))
+            }
         }
         Request::Claim => (0, Err(CLOSED)),
         _ => (0, Ok(Reply::Done)),
@@ -379,7 +430,11 @@ fn a_stale_connection_is_resent_once_only_where_the_core_allows() {
     let mut lc = lifecycle(cfg());
     run(&sim, &mut lc, 100_000);
     let sent = sim.sent.borrow().clone();
-    let beats: Vec<u64> = sent.iter().filter(|(_, r)| *r == Request::Heartbeat).map(|(t, _)| *t).collect();
+    let beats: Vec<u64> = sent
+        .iter()
+        .filter(|(_, r)| *r == Request::Heartbeat)
+        .map(|(t, _)| *t)
+        .collect();
     assert_eq!(beats, [30_000, 30_000, 60_000], "sent again at once, once");
     // A claim is a POST: never re-sent blindly; the answer is lost and the
     // worker registers afresh instead.
@@ -408,7 +463,10 @@ fn a_request_the_worker_cannot_write_stops_it_clearly() {
     assert!(lines.contains(
         &"Cannot write the claim request (the request body does not fit the worker's buffer), shutting down: a worker setting is too small for it".to_string()
     ), "{lines:#?}");
-    assert!(!lines.iter().any(|l| l.contains("unreachable")), "no outage: {lines:#?}");
+    assert!(
+        !lines.iter().any(|l| l.contains("unreachable")),
+        "no outage: {lines:#?}"
+    );
     assert_eq!(sim.requests().last(), Some(&Request::Disconnect));
 }
 
@@ -421,7 +479,10 @@ fn a_forgotten_worker_stops_without_a_delete_or_registers_again() {
     });
     let mut lc = lifecycle(cfg());
     run(&sim, &mut lc, 100_000);
-    assert_eq!(lc.stop_reason(), Some(StopReason::RegistrationLost(Fatal::WorkerUnknown)));
+    assert_eq!(
+        lc.stop_reason(),
+        Some(StopReason::RegistrationLost(Fatal::WorkerUnknown))
+    );
     assert!(!sim.requests().contains(&Request::Disconnect));
 
     let mut lost = true;
@@ -433,7 +494,12 @@ fn a_forgotten_worker_stops_without_a_delete_or_registers_again() {
         Request::Claim => (0, Ok(Reply::Claimed(false))),
         _ => (0, Ok(Reply::Done)),
     });
-    sim.at(70_000, Control::Stop { grace: Duration::ZERO });
+    sim.at(
+        70_000,
+        Control::Stop {
+            grace: Duration::ZERO,
+        },
+    );
     let mut lc = lifecycle(Config {
         on_registration_lost: OnRegistrationLost::Register,
         ..cfg()
@@ -442,7 +508,10 @@ fn a_forgotten_worker_stops_without_a_delete_or_registers_again() {
     let reqs = sim.requests();
     let again = reqs.iter().rposition(|r| *r == Request::CreateWorker).unwrap();
     assert!(again > 0);
-    assert_eq!(reqs[again + 1..again + 3], [Request::RegisterJob(0), Request::RegisterJob(1)]);
+    assert_eq!(
+        reqs[again + 1..again + 3],
+        [Request::RegisterJob(0), Request::RegisterJob(1)]
+    );
     assert_eq!(sim.adopted.get(), 2);
     assert!(sim.lines().contains(&"Registered again; serving".to_string()));
 }
@@ -477,7 +546,12 @@ fn a_verified_conflict_counts_as_applied() {
         ),
         _ => (0, Ok(Reply::Done)),
     });
-    sim.at(5_000, Control::Stop { grace: Duration::ZERO });
+    sim.at(
+        5_000,
+        Control::Stop {
+            grace: Duration::ZERO,
+        },
+    );
     let mut lc = lifecycle(cfg());
     run(&sim, &mut lc, 100_000);
     let reqs = sim.requests();
@@ -533,9 +607,12 @@ fn no_event_is_ever_dropped() {
             (delay, answer)
         });
         sim.task.set((u64::from(seed % 7) * 1_000, seed % 2 == 0));
-        sim.at(200_000 + seed * 1_000, Control::Stop {
-            grace: Duration::from_secs(seed % 4),
-        });
+        sim.at(
+            200_000 + seed * 1_000,
+            Control::Stop {
+                grace: Duration::from_secs(seed % 4),
+            },
+        );
         let mut lc = Lifecycle::new(
             Config {
                 jitter: Jitter::Equal,
@@ -562,5 +639,8 @@ fn no_event_is_ever_dropped() {
         assert_eq!(lc.stage(), Stage::Done, "seed {seed}");
     }
     // The random servers did exercise the running worker.
-    assert!(served > 200 && requests > 300 * 40, "{served} served, {requests} requests");
+    assert!(
+        served > 200 && requests > 300 * 40,
+        "{served} served, {requests} requests"
+    );
 }

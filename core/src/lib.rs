@@ -34,11 +34,11 @@
 
 mod backoff;
 mod config;
+pub mod driver;
 mod error;
 mod event;
 mod lifecycle;
 mod machine;
-pub mod driver;
 mod outage;
 pub mod protocol;
 pub mod render;

@@ -339,7 +339,13 @@ impl Lifecycle {
     /// A worker about to start at `now`: it logs in first if `login_first`
     /// (credentials that must be exchanged for a token), then creates the
     /// worker and registers `jobs` jobs. `seed` feeds the jitter.
-    pub fn new(cfg: Config, jobs: u16, login_first: bool, seed: u64, now: Instant) -> Result<Self, ConfigError> {
+    pub fn new(
+        cfg: Config,
+        jobs: u16,
+        login_first: bool,
+        seed: u64,
+        now: Instant,
+    ) -> Result<Self, ConfigError> {
         let machine = Machine::new(cfg, now, 0)?;
         Ok(Lifecycle {
             cfg,
@@ -451,7 +457,11 @@ impl Lifecycle {
     pub fn poll_timeout(&self) -> Option<Instant> {
         match (self.grace_at, self.halt_at) {
             _ if self.halted => None,
-            (Some(g), Some(h)) if self.lanes[Lane::Claim as usize].busy.is_some_and(|b| b.op == Op::Run) => {
+            (Some(g), Some(h))
+                if self.lanes[Lane::Claim as usize]
+                    .busy
+                    .is_some_and(|b| b.op == Op::Run) =>
+            {
                 Some(g.min(h))
             }
             (_, h) => h,
@@ -767,7 +777,14 @@ impl Lifecycle {
         self.apply(step);
     }
 
-    fn replied(&mut self, lane: Lane, req: Request, started: Instant, now: Instant, result: Result<Reply, Failure>) {
+    fn replied(
+        &mut self,
+        lane: Lane,
+        req: Request,
+        started: Instant,
+        now: Instant,
+        result: Result<Reply, Failure>,
+    ) {
         match self.stage {
             Stage::Starting => self.startup_replied(req, started, now, result),
             Stage::Running => self.running_replied(lane, req, started, now, result),
@@ -783,7 +800,13 @@ impl Lifecycle {
         }
     }
 
-    fn startup_replied(&mut self, req: Request, started: Instant, now: Instant, result: Result<Reply, Failure>) {
+    fn startup_replied(
+        &mut self,
+        req: Request,
+        started: Instant,
+        now: Instant,
+        result: Result<Reply, Failure>,
+    ) {
         match result {
             Ok(_) => {
                 self.retry = StartupRetry::new();
@@ -855,7 +878,9 @@ impl Lifecycle {
                     }
                     Err(f) => {
                         self.reregister = None;
-                        let step = self.machine.on_registered(began, now, Err((req.endpoint(), f)), rand);
+                        let step = self
+                            .machine
+                            .on_registered(began, now, Err((req.endpoint(), f)), rand);
                         self.apply(step);
                     }
                 }

@@ -1,13 +1,12 @@
 //! Typed calls of the zndraw-joblib worker API over the [`Http`] seam.
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration as StdDuration;
 
 use outage_core::protocol::{
     ClaimRequest, ClaimResponse, JobRegistration, Route, StatusUpdate, Task as WireTask, TaskInfo,
     TaskStatus, WorkerResponse,
 };
-use outage_core::{Endpoint, Failure};
+use outage_core::{Config, Endpoint, Failure, Request as CoreRequest};
 use serde_json::value::RawValue;
 
 use crate::Job;
@@ -102,17 +101,6 @@ impl std::fmt::Display for ApiError {
 
 impl std::error::Error for ApiError {}
 
-/// Request counters, for summaries and benchmarks.
-#[derive(Debug, Default)]
-pub struct Counters {
-    /// Requests sent (including retries on stale connections).
-    pub requests: AtomicU64,
-    /// Requests that failed in transport or with an unexpected status.
-    pub failures: AtomicU64,
-    /// Stale keep-alive connections retried on a fresh one.
-    pub stale_retries: AtomicU64,
-}
-
 /// The bearer token in use, shared by the worker's requests and whoever
 /// needs the current one (a command's `ZNDRAW_TOKEN`). Renewing the
 /// credentials replaces it.
@@ -155,75 +143,61 @@ impl std::fmt::Debug for SharedToken {
     }
 }
 
-/// The worker API of one server.
+/// The worker API of one server: each call is one exchange (the core
+/// decides about re-sending, and which statuses are a success).
 pub struct Api<H> {
     http: H,
     base: String,
     token: SharedToken,
-    timeout: StdDuration,
-    /// Request counters.
-    pub counters: Counters,
+    config: Config,
 }
 
 impl<H: Http> Api<H> {
-    /// `base` is the server URL (`http://host:port`, without `/v1/joblib`).
-    pub fn new(http: H, base: &str, token: SharedToken, timeout: StdDuration) -> Self {
+    /// `base` is the server URL (`http://host:port`, without `/v1/joblib`);
+    /// timeouts come from `config` ([`CoreRequest::timeout`]).
+    pub fn new(http: H, base: &str, token: SharedToken, config: Config) -> Self {
         Api {
             http,
             base: base.trim_end_matches('/').to_owned(),
             token,
-            timeout,
-            counters: Counters::default(),
+            config,
         }
     }
 
+    /// One exchange of `req` on `route`; an answer `req` does not accept is
+    /// an [`ApiError`] with the server's `detail`.
     async fn call(
         &self,
+        req: CoreRequest,
         route: Route<'_>,
         body: Option<&[u8]>,
-        timeout: StdDuration,
     ) -> Result<Response, ApiError> {
         let url = format!("{}{route}", self.base);
-        let req = Request {
+        let http_req = Request {
             method: route.method(),
             url: &url,
             json: body,
             form: false,
-            timeout,
+            timeout: StdDuration::from_millis(req.timeout(&self.config).as_millis()),
         };
-        self.counters.requests.fetch_add(1, Ordering::Relaxed);
         let token = self.token.get();
-        let mut result = self.http.send(req, &token).await;
-        if let Err(e) = result
-            && e.resend_once(route.may_resend())
-        {
-            // The core's rule: a request that could not be written, or an
-            // idempotent one that met a connection closed before any answer
-            // (uvicorn closes idle keep-alive connections after 5 s), goes
-            // once more on a fresh connection; this is no outage. A POST
-            // that may have reached the server is never re-sent here.
-            crate::emit(&outage_core::Event::StaleConnection {
-                what: route.endpoint(),
-            });
-            self.counters.stale_retries.fetch_add(1, Ordering::Relaxed);
-            self.counters.requests.fetch_add(1, Ordering::Relaxed);
-            result = self.http.send(req, &token).await;
-        }
-        result.map_err(|failure: HttpError| {
-            self.counters.failures.fetch_add(1, Ordering::Relaxed);
-            ApiError {
-                endpoint: route.endpoint(),
+        let resp = self
+            .http
+            .send(http_req, &token)
+            .await
+            .map_err(|failure: HttpError| ApiError {
+                endpoint: req.endpoint(),
                 failure,
                 detail: None,
-            }
-        })
+            })?;
+        self.expect(req, resp)
     }
 
-    fn expect(&self, endpoint: Endpoint, resp: Response, ok: &[u16]) -> Result<Response, ApiError> {
-        if ok.contains(&resp.status) {
+    fn expect(&self, req: CoreRequest, resp: Response) -> Result<Response, ApiError> {
+        if req.accepts(resp.status) {
             return Ok(resp);
         }
-        self.counters.failures.fetch_add(1, Ordering::Relaxed);
+        let endpoint = req.endpoint();
         let detail = problem_detail(&resp.body);
         if let Some(d) = &detail {
             crate::emit(&outage_core::Event::ServerSaid {
@@ -243,7 +217,6 @@ impl<H: Http> Api<H> {
     }
 
     fn malformed(&self, endpoint: Endpoint) -> ApiError {
-        self.counters.failures.fetch_add(1, Ordering::Relaxed);
         ApiError {
             endpoint,
             failure: Failure::MalformedResponse,
@@ -254,8 +227,7 @@ impl<H: Http> Api<H> {
     /// `POST /workers`: a new worker's id.
     pub async fn create_worker(&self) -> Result<String, ApiError> {
         let route = Route::CreateWorker;
-        let resp = self.call(route, None, self.timeout).await?;
-        let resp = self.expect(route.endpoint(), resp, &[201, 200])?;
+        let resp = self.call(CoreRequest::CreateWorker, route, None).await?;
         let w: WorkerResponse<'_> =
             serde_json::from_slice(&resp.body).map_err(|_| self.malformed(route.endpoint()))?;
         Ok(w.id.to_owned())
@@ -271,16 +243,16 @@ impl<H: Http> Api<H> {
             worker_id: Some(worker_id),
         })
         .expect("registration serialises");
-        let resp = self.call(route, Some(&body), self.timeout).await?;
-        self.expect(route.endpoint(), resp, &[200, 201]).map(drop)
+        self.call(CoreRequest::RegisterJob(0), route, Some(&body))
+            .await
+            .map(drop)
     }
 
     /// `POST /tasks/claim`.
     pub async fn claim(&self, worker_id: &str) -> Result<Option<Task>, ApiError> {
         let route = Route::Claim;
         let body = serde_json::to_vec(&ClaimRequest { worker_id }).expect("claim serialises");
-        let resp = self.call(route, Some(&body), self.timeout).await?;
-        let resp = self.expect(route.endpoint(), resp, &[200])?;
+        let resp = self.call(CoreRequest::Claim, route, Some(&body)).await?;
         Ok(parse_claim(&resp.body)
             .map_err(|_| self.malformed(route.endpoint()))?
             .map(|t| Task {
@@ -306,18 +278,14 @@ impl<H: Http> Api<H> {
             url: &url,
             json: Some(body.as_bytes()),
             form: true,
-            timeout: self.timeout,
+            timeout: StdDuration::from_millis(CoreRequest::Login.timeout(&self.config).as_millis()),
         };
-        self.counters.requests.fetch_add(1, Ordering::Relaxed);
-        let resp = self.http.send(req, "").await.map_err(|failure| {
-            self.counters.failures.fetch_add(1, Ordering::Relaxed);
-            ApiError {
-                endpoint,
-                failure,
-                detail: None,
-            }
+        let resp = self.http.send(req, "").await.map_err(|failure| ApiError {
+            endpoint,
+            failure,
+            detail: None,
         })?;
-        let resp = self.expect(endpoint, resp, &[200])?;
+        let resp = self.expect(CoreRequest::Login, resp)?;
         #[derive(serde::Deserialize)]
         struct Login {
             access_token: String,
@@ -338,8 +306,7 @@ impl<H: Http> Api<H> {
     /// `GET /tasks/{id}`: the task's state, and whether `worker_id` holds it.
     pub async fn get_task(&self, task_id: &str, worker_id: &str) -> Result<outage_core::TaskState, ApiError> {
         let route = Route::GetTask { task_id };
-        let resp = self.call(route, None, self.timeout).await?;
-        let resp = self.expect(route.endpoint(), resp, &[200])?;
+        let resp = self.call(CoreRequest::GetTask, route, None).await?;
         let info: TaskInfo<String> =
             serde_json::from_slice(&resp.body).map_err(|_| self.malformed(route.endpoint()))?;
         Ok(outage_core::TaskState {
@@ -357,8 +324,7 @@ impl<H: Http> Api<H> {
     ) -> Result<(), ApiError> {
         let route = Route::TaskStatus { task_id };
         let body = serde_json::to_vec(&StatusUpdate { status, error }).expect("status serialises");
-        let resp = self.call(route, Some(&body), self.timeout).await?;
-        let resp = self.expect(route.endpoint(), resp, &[200])?;
+        let resp = self.call(CoreRequest::Update(status), route, Some(&body)).await?;
         // The server answers with the updated task. An answer that does not
         // say so cannot prove the update applied: report it unreadable, and
         // the core sends it again (a 409 then is checked with a GET).
@@ -371,15 +337,14 @@ impl<H: Http> Api<H> {
     /// `PATCH /workers/{id}`.
     pub async fn heartbeat(&self, worker_id: &str) -> Result<(), ApiError> {
         let route = Route::Heartbeat { worker_id };
-        let resp = self.call(route, None, self.timeout).await?;
-        self.expect(route.endpoint(), resp, &[200]).map(drop)
+        self.call(CoreRequest::Heartbeat, route, None).await.map(drop)
     }
 
-    /// `DELETE /workers/{id}`.
-    pub async fn disconnect(&self, worker_id: &str, timeout: StdDuration) -> Result<(), ApiError> {
+    /// `DELETE /workers/{id}` (`req`: the current id's disconnect, or an
+    /// old id's retirement).
+    pub async fn disconnect(&self, req: CoreRequest, worker_id: &str) -> Result<(), ApiError> {
         let route = Route::Disconnect { worker_id };
-        let resp = self.call(route, None, timeout).await?;
-        self.expect(route.endpoint(), resp, &[204, 200]).map(drop)
+        self.call(req, route, None).await.map(drop)
     }
 }
 

@@ -243,7 +243,8 @@ mod exit {
     pub const STOPPED: u8 = 0;
     /// The server was unreachable for longer than --max-unreachable.
     pub const UNREACHABLE: u8 = 1;
-    /// Usage or configuration error.
+    /// Usage or configuration error (also: a request the worker could not
+    /// write, which no retry can fix).
     pub const USAGE: u8 = 2;
     /// The server refused the credentials.
     pub const CREDENTIALS: u8 = 3;
@@ -255,6 +256,7 @@ mod exit {
 fn exit_code(reason: StopReason) -> ExitCode {
     ExitCode::from(match reason {
         StopReason::Requested => exit::STOPPED,
+        StopReason::Local { .. } => exit::USAGE,
         StopReason::Unreachable { .. } => exit::UNREACHABLE,
         StopReason::RegistrationLost(Fatal::AuthRefused { .. } | Fatal::LoginRefused { .. }) => {
             exit::CREDENTIALS

@@ -1,0 +1,344 @@
+//! Building a host worker: where the server is, the credentials, the jobs,
+//! and the checks made before any request.
+
+use std::fmt;
+use std::sync::Arc;
+
+use outage_core::{Config, ConfigError, StartupError};
+
+use crate::api::SharedToken;
+use crate::http::{Http, SurfHttp};
+use crate::job::{Handler, Job};
+use crate::worker::Worker;
+
+/// Why a worker could not start.
+#[derive(Debug)]
+pub enum StartError {
+    /// The configuration is inconsistent.
+    Config(ConfigError),
+    /// The server URL cannot be used; the text says why.
+    Url(String),
+    /// The token has characters a bearer token cannot hold (RFC 6750:
+    /// letters, digits, `-._~+/`, then `=` padding).
+    Token,
+    /// No job was given.
+    NoJobs,
+    /// The token file cannot be read or holds no valid token.
+    TokenFile(String),
+    /// The HTTP client could not be built.
+    Client(std::io::Error),
+    /// Creating the worker or registering a job failed for good.
+    Startup {
+        /// Which request, how, after how many retries.
+        error: StartupError,
+        /// The server's explanation, if it sent one.
+        detail: Option<String>,
+    },
+}
+
+impl fmt::Display for StartError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StartError::Config(e) => write!(f, "{e}"),
+            StartError::Url(why) => write!(f, "invalid server URL: {why}"),
+            StartError::Token => f.write_str(
+                "invalid token: a bearer token holds only letters, digits and -._~+/ (then = padding); \
+                 check for spaces, line breaks or quotes",
+            ),
+            StartError::NoJobs => f.write_str("no job to serve: add at least one"),
+            StartError::TokenFile(why) => write!(f, "invalid token file: {why}"),
+            StartError::Client(e) => write!(f, "cannot set up the HTTP client: {e}"),
+            StartError::Startup { error, detail } => {
+                write!(f, "could not start the worker: {error}")?;
+                if let Some(d) = detail {
+                    write!(f, " ({d})")?;
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+impl std::error::Error for StartError {}
+
+/// Where the worker's bearer token comes from.
+#[derive(Clone)]
+pub enum Credentials {
+    /// A fixed token: a 401 stops the worker.
+    Token(String),
+    /// A file holding the token (trimmed), read at start and again when the
+    /// server answers 401, for tokens renewed by something else.
+    TokenFile(std::path::PathBuf),
+    /// ZnDraw's login (`POST /v1/auth/jwt/login`): log in at start, and
+    /// again when the server answers 401 (ZnDraw's tokens expire after an
+    /// hour). A login refused stops the worker.
+    Login {
+        /// The user's email.
+        user: String,
+        /// The password.
+        password: String,
+    },
+}
+
+impl fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Credentials::Token(_) => f.write_str("Token(<redacted>)"),
+            Credentials::TokenFile(p) => f.debug_tuple("TokenFile").field(p).finish(),
+            Credentials::Login { user, .. } => f
+                .debug_struct("Login")
+                .field("user", user)
+                .field("password", &"<redacted>")
+                .finish(),
+        }
+    }
+}
+
+/// The token in `path`, trimmed, if it is one.
+pub(crate) fn read_token_file(path: &std::path::Path) -> Result<String, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let token = text.trim();
+    if !outage_core::protocol::is_valid_token(token) {
+        return Err(format!("{} does not hold a valid token", path.display()));
+    }
+    Ok(token.to_owned())
+}
+
+/// Builds a [`Worker`].
+pub struct WorkerBuilder {
+    url: String,
+    credentials: Credentials,
+    token: SharedToken,
+    jobs: Vec<(Job, Arc<dyn Handler>)>,
+    config: Config,
+    max_response_bytes: usize,
+    seed: Option<u64>,
+    observer: Option<crate::worker::Observer>,
+}
+
+impl fmt::Debug for WorkerBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("WorkerBuilder")
+            .field("url", &self.url)
+            .field("credentials", &self.credentials)
+            .field(
+                "jobs",
+                &self.jobs.iter().map(|(j, _)| j.full_name()).collect::<Vec<_>>(),
+            )
+            .field("config", &self.config)
+            .finish()
+    }
+}
+
+impl WorkerBuilder {
+    /// A worker for the server at `url` (`http://host:port`) using `token`.
+    pub fn new(url: impl Into<String>, token: impl Into<String>) -> Self {
+        let token = token.into();
+        WorkerBuilder {
+            url: url.into(),
+            token: SharedToken::new(&token),
+            credentials: Credentials::Token(token),
+            jobs: Vec::new(),
+            config: Config::DEFAULT,
+            max_response_bytes: 16 << 20,
+            seed: None,
+            observer: None,
+        }
+    }
+
+    /// Serve `job` with `handler`.
+    pub fn job(mut self, job: Job, handler: impl Handler) -> Self {
+        self.jobs.push((job, Arc::new(handler)));
+        self
+    }
+
+    /// Where the token comes from (default: the fixed token given to
+    /// [`WorkerBuilder::new`]). A token file or a login makes the worker
+    /// renew its credentials on a 401 instead of stopping.
+    pub fn credentials(mut self, credentials: Credentials) -> Self {
+        if let Credentials::Token(t) = &credentials {
+            self.token = SharedToken::new(t);
+        }
+        self.credentials = credentials;
+        self
+    }
+
+    /// The token the worker uses, as it is renewed: give it to whatever
+    /// needs the current one (for example [`crate::command::Command::server`]).
+    pub fn shared_token(&self) -> SharedToken {
+        self.token.clone()
+    }
+
+    /// The core's configuration (intervals, limits, jitter, policies).
+    pub fn config(mut self, config: Config) -> Self {
+        self.config = config;
+        self
+    }
+
+    /// The largest response body accepted (default 16 MiB); a larger one is
+    /// a failure (`Response too large for its buffer`), never a crash.
+    pub fn max_response_bytes(mut self, n: usize) -> Self {
+        self.max_response_bytes = n;
+        self
+    }
+
+    /// Also hand every event to `observer` (after it is logged): the
+    /// application's own view of what the worker does — counters,
+    /// dashboards, alerts. Called on the worker's task: keep it quick.
+    pub fn on_event(mut self, observer: impl Fn(&outage_core::Event<'_>) + Send + Sync + 'static) -> Self {
+        self.observer = Some(Arc::new(observer));
+        self
+    }
+
+    /// Seed the jitter (default: from the time and process id).
+    pub fn seed(mut self, seed: u64) -> Self {
+        self.seed = Some(seed);
+        self
+    }
+
+    /// Create the worker, register its jobs (retrying on the core's startup
+    /// schedule) and start the heartbeat and claim loops.
+    pub async fn start(self) -> Result<Worker, StartError> {
+        let http = SurfHttp::new(self.max_response_bytes).map_err(StartError::Client)?;
+        self.start_with(http).await
+    }
+
+    /// [`WorkerBuilder::start`] with another HTTP client.
+    pub async fn start_with<H: Http>(self, http: H) -> Result<Worker<H>, StartError> {
+        let mut config = self.config;
+        config.renew_credentials = !matches!(self.credentials, Credentials::Token(_));
+        config.validate().map_err(StartError::Config)?;
+        check_url(&self.url).map_err(StartError::Url)?;
+        match &self.credentials {
+            Credentials::Token(t) if !outage_core::protocol::is_valid_token(t) => {
+                return Err(StartError::Token);
+            }
+            Credentials::TokenFile(path) => {
+                let token = read_token_file(path).map_err(StartError::TokenFile)?;
+                self.token.set(&token);
+            }
+            _ => {}
+        }
+        if self.jobs.is_empty() {
+            return Err(StartError::NoJobs);
+        }
+        let seed = self.seed.unwrap_or_else(default_seed);
+        Worker::launch(crate::worker::Launch {
+            http,
+            url: self.url,
+            token: self.token,
+            credentials: self.credentials,
+            jobs: self.jobs,
+            config,
+            seed,
+            observer: self.observer,
+        })
+        .await
+    }
+}
+
+/// A server URL the worker can use: `http://host[:port]` (or `https://`
+/// with the `tls` feature), the server's root without `/v1/joblib`.
+fn check_url(url: &str) -> Result<(), String> {
+    let parsed = surf::Url::parse(url).map_err(|e| format!("{url:?}: {e} (expected http://host:port)"))?;
+    match parsed.scheme() {
+        "http" => {}
+        "https" if cfg!(feature = "tls") => {}
+        "https" => {
+            return Err(format!(
+                "{url:?}: https needs the `tls` feature (build with `--features tls`)"
+            ));
+        }
+        other => return Err(format!("{url:?}: scheme {other:?} (expected http://host:port)")),
+    }
+    if parsed.host_str().is_none_or(str::is_empty) {
+        return Err(format!("{url:?}: no host (expected http://host:port)"));
+    }
+    let path = parsed.path().trim_end_matches('/');
+    if path.ends_with(outage_core::protocol::API_PREFIX) {
+        return Err(format!(
+            "{url:?}: give the server's root URL, without {}",
+            outage_core::protocol::API_PREFIX
+        ));
+    }
+    if parsed.query().is_some() || parsed.fragment().is_some() {
+        return Err(format!(
+            "{url:?}: no query or fragment (expected http://host:port)"
+        ));
+    }
+    Ok(())
+}
+
+fn default_seed() -> u64 {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64);
+    nanos ^ (u64::from(std::process::id()) << 32)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Task;
+
+    #[test]
+    fn job_names() {
+        let j = Job::parse("@global:modifiers:Echo").unwrap();
+        assert_eq!(
+            (j.room.as_str(), j.category.as_str(), j.name.as_str()),
+            ("@global", "modifiers", "Echo")
+        );
+        assert_eq!(j.full_name(), "@global:modifiers:Echo");
+        assert!(Job::parse("nope").is_err());
+        assert!(Job::parse("a::b").is_err());
+    }
+
+    #[test]
+    fn urls_are_checked_at_startup() {
+        for ok in [
+            "http://127.0.0.1:8765",
+            "http://localhost",
+            "http://[::1]:80/",
+            "http://h:1/prefix",
+        ] {
+            assert_eq!(check_url(ok), Ok(()), "{ok}");
+        }
+        for (bad, why) in [
+            ("http://[::1", "invalid IPv6"),
+            ("http://127.0.0.1:99999", "invalid port"),
+            ("http://", "empty host"),
+            ("ftp://h", "scheme"),
+            ("http://h:1/v1/joblib", "without /v1/joblib"),
+            ("http://h:1/v1/joblib/", "without /v1/joblib"),
+            ("127.0.0.1:8765", "expected http://host:port"),
+        ] {
+            let e = check_url(bad).unwrap_err();
+            assert!(e.contains(why), "{bad}: {e}");
+        }
+        if !cfg!(feature = "tls") {
+            assert!(check_url("https://h").unwrap_err().contains("--features tls"));
+        }
+    }
+
+    #[test]
+    fn bad_tokens_are_refused_before_any_request() {
+        for token in ["sekr1t x", "sekr1t\u{e9}", "sekr1t\r\nInjected: 1", ""] {
+            let b = WorkerBuilder::new("http://127.0.0.1:1", token)
+                .job(Job::new("r", "modifiers", "J"), |_t: Task| async { Ok(()) });
+            let err = async_std::task::block_on(b.start()).unwrap_err();
+            assert!(matches!(err, StartError::Token), "{token:?}: {err}");
+            assert!(
+                !err.to_string().contains("sekr1t"),
+                "the message never shows the token"
+            );
+        }
+    }
+
+    #[test]
+    fn builder_debug_redacts_the_token() {
+        let b = WorkerBuilder::new("http://127.0.0.1:1", "s3cret-token");
+        let shown = format!("{b:?}");
+        assert!(!shown.contains("s3cret"), "{shown}");
+        assert!(shown.contains("<redacted>"));
+    }
+}
