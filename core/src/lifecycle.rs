@@ -389,6 +389,12 @@ impl Lifecycle {
         fresh
     }
 
+    /// The same lifecycle, counting on from `stats` (a worker run again).
+    pub const fn with_stats(mut self, stats: Stats) -> Self {
+        self.stats = stats;
+        self
+    }
+
     /// The configuration.
     pub const fn config(&self) -> &Config {
         &self.cfg

@@ -10,10 +10,12 @@
 //! ```ignore
 //! static WORKER: StaticCell<Worker<'static, TcpClient<'static, 2>, DnsSocket<'static>>> = StaticCell::new();
 //! let worker = WORKER.init(Worker::new(&tcp, &dns, "http://192.168.1.10:8765", TOKEN, &JOBS, Config::DEFAULT, seed)?);
-//! worker.start(&mut rx, &mut tx).await?;            // create + register, with retries
-//! spawner.spawn(heartbeat(worker).unwrap());          // #[embassy_executor::task] fn heartbeat(w) { w.heartbeat_loop(&mut buf).await }
-//! spawner.spawn(claim(worker, handler).unwrap());     // … w.claim_loop(ClaimBuffers { rx, tx, payload }, &mut handler).await
+//! // In one task: create + register (with retries), serve, stop, delete.
+//! let why = worker.run(&mut hb_rx, ClaimBuffers { rx, tx, payload }, &mut handler).await;
 //! ```
+//!
+//! The whole life is the core's ([`outage_core::Lifecycle`], driven by
+//! [`outage_core::driver::drive`]); this crate only performs its I/O.
 //!
 //! Or, on a device that should never stay down, one task that starts the
 //! worker and starts it again whenever it stops by itself, after a capped
@@ -29,17 +31,19 @@
 #![no_std]
 #![forbid(unsafe_code)]
 
+mod adapter;
 mod fmt;
 pub mod json;
 mod net;
 mod restart;
+mod wire;
 mod worker;
 
 pub use fmt::emit;
 pub use net::NoDns;
-pub use outage_core::{Config, Duration, Jitter, OnRegistrationLost, StartupError, StopReason};
+pub use outage_core::{Config, Duration, Jitter, OnRegistrationLost, StartupError, Stats, StopReason};
 pub use restart::{Restart, Stopped};
 pub use worker::{
     ClaimBuffers, EmbassyClock, ErrorText, Handler, Job, MAX_NAME, MAX_SERVER_URL, MAX_TOKEN, SetupError,
-    Stats, Task, Worker,
+    Task, Worker,
 };

@@ -3,7 +3,6 @@
 //! driver, and std-embedded-nal-async for TCP. Each worker gets its own
 //! executor thread; its two loops run as two embassy tasks.
 
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
@@ -50,14 +49,15 @@ impl Handler for Behave {
     }
 }
 
+/// Runs [`Worker::run`]: one life of the worker, startup to delete.
 #[embassy_executor::task(pool_size = 32)]
-async fn heartbeat_task(worker: &'static W, rx: &'static mut [u8]) {
-    worker.heartbeat_loop(rx).await;
-}
-
-#[embassy_executor::task(pool_size = 32)]
-async fn claim_task(worker: &'static W, bufs: ClaimBuffers<'static>, handler: &'static mut Behave) {
-    worker.claim_loop(bufs, handler).await;
+async fn run_task(
+    worker: &'static W,
+    hb_rx: &'static mut [u8],
+    bufs: ClaimBuffers<'static>,
+    handler: &'static mut Behave,
+) {
+    let _ = worker.run(hb_rx, bufs, handler).await;
 }
 
 /// Runs [`Worker::supervise`] (what the firmware example runs), then marks
@@ -96,24 +96,19 @@ impl Runtime for EmbassyRuntime {
 
     fn start(setup: &Setup) -> Result<EmbassyWorker, String> {
         let worker = new_worker(setup)?;
-        let (rx, tx) = (leak_buf(16 << 10), leak_buf(2 << 10));
-        futures_lite::future::block_on(worker.start(rx, tx))
-            .map_err(|e| format!("could not start the worker: {e}"))?;
         let hb_rx = leak_buf(HEARTBEAT_RX);
         let bufs = ClaimBuffers {
-            rx,
-            tx,
+            rx: leak_buf(16 << 10),
+            tx: leak_buf(2 << 10),
             payload: leak_buf(4 << 10),
         };
         let handler: &'static mut Behave = Box::leak(Box::new(Behave));
         run_executor(move |spawner| {
-            spawner.spawn(heartbeat_task(worker, hb_rx).expect("a free heartbeat task slot"));
-            spawner.spawn(claim_task(worker, bufs, handler).expect("a free claim task slot"));
+            spawner.spawn(run_task(worker, hb_rx, bufs, handler).expect("a free run task slot"));
         })?;
-        Ok(EmbassyWorker {
-            worker,
-            rx: Mutex::new(vec![0; 1 << 10]),
-        })
+        futures_lite::future::block_on(worker.started())
+            .map_err(|e| format!("could not start the worker: {e}"))?;
+        Ok(EmbassyWorker { worker })
     }
 }
 
@@ -168,7 +163,6 @@ fn new_worker(setup: &Setup) -> Result<&'static W, String> {
 pub struct SupervisedWorker {
     worker: &'static W,
     returned: &'static AtomicBool,
-    rx: Mutex<Vec<u8>>,
 }
 
 impl SupervisedWorker {
@@ -188,11 +182,7 @@ impl SupervisedWorker {
             let task = supervised_task(worker, hb_rx, bufs, handler, policy, returned);
             spawner.spawn(task.expect("a free supervised task slot"));
         })?;
-        Ok(SupervisedWorker {
-            worker,
-            returned,
-            rx: Mutex::new(vec![0; 1 << 10]),
-        })
+        Ok(SupervisedWorker { worker, returned })
     }
 
     /// The worker (its id, stop reason, counters).
@@ -208,10 +198,7 @@ impl SupervisedWorker {
     /// Stop the worker (`Worker::disconnect`) and wait, at most `limit`,
     /// until `supervise` has returned; whether it did.
     pub fn shutdown(&self, limit: Duration) -> bool {
-        {
-            let mut rx = self.rx.lock().unwrap_or_else(|e| e.into_inner());
-            futures_lite::future::block_on(self.worker.disconnect(&mut rx));
-        }
+        futures_lite::future::block_on(self.worker.disconnect());
         let deadline = Instant::now() + limit;
         while !self.returned() {
             if Instant::now() > deadline {
@@ -232,7 +219,6 @@ impl Drop for SupervisedWorker {
 /// A running embassy worker; disconnected when dropped.
 pub struct EmbassyWorker {
     worker: &'static W,
-    rx: Mutex<Vec<u8>>,
 }
 
 impl Drop for EmbassyWorker {
@@ -262,8 +248,7 @@ impl RunningWorker for EmbassyWorker {
     }
 
     fn disconnect(&self) {
-        let mut rx = self.rx.lock().unwrap_or_else(|e| e.into_inner());
-        futures_lite::future::block_on(self.worker.disconnect(&mut rx));
+        futures_lite::future::block_on(self.worker.disconnect());
     }
 
     fn id(&self) -> String {
@@ -271,10 +256,10 @@ impl RunningWorker for EmbassyWorker {
     }
 
     fn stale_connection_retries(&self) -> u64 {
-        u64::from(self.worker.stats().stale_connection_retries)
+        self.worker.stats().stale_connection_retries
     }
 
     fn requests(&self) -> Option<u64> {
-        Some(u64::from(self.worker.stats().requests))
+        Some(self.worker.stats().requests)
     }
 }

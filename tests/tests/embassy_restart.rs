@@ -124,7 +124,7 @@ fn restarts_after_an_outage_longer_than_the_limit_then_serves() {
     // one more restart, each saying why.
     let restarts = log.matching("; starting again in ");
     assert!(restarts.len() >= 2, "{}", log.dump());
-    assert_eq!(restarts.len() as u32, w.worker().stats().restarts);
+    assert_eq!(restarts.len() as u64, w.worker().stats().restarts);
     assert!(
         restarts[1..].iter().all(|l| l
             .text

@@ -198,13 +198,13 @@ impl Handler for Recorder {
 type W = Worker<'static, Stack, Stack>;
 
 #[embassy_executor::task]
-async fn heartbeat_task(worker: &'static W, rx: &'static mut [u8]) {
-    worker.heartbeat_loop(rx).await;
-}
-
-#[embassy_executor::task]
-async fn claim_task(worker: &'static W, bufs: ClaimBuffers<'static>, handler: &'static mut Recorder) {
-    worker.claim_loop(bufs, handler).await;
+async fn run_task(
+    worker: &'static W,
+    hb_rx: &'static mut [u8],
+    bufs: ClaimBuffers<'static>,
+    handler: &'static mut Recorder,
+) {
+    let _ = worker.run(hb_rx, bufs, handler).await;
 }
 
 fn leak_buf(n: usize) -> &'static mut [u8] {
@@ -228,11 +228,9 @@ fn embassy_worker_gets_payloads_byte_exact() {
         W::new(stack, stack, url, token, jobs, config(), 42).expect("worker"),
     ));
     // Buffers large enough for the 1 MB payload and its claim answer.
-    let (rx, tx) = (leak_buf(3 << 20), leak_buf(2 << 10));
-    futures_lite::future::block_on(worker.start(rx, tx)).expect("start");
     let bufs = ClaimBuffers {
-        rx,
-        tx,
+        rx: leak_buf(3 << 20),
+        tx: leak_buf(2 << 10),
         payload: leak_buf(2 << 20),
     };
     let handler: &'static mut Recorder = Box::leak(Box::new(Recorder));
@@ -240,11 +238,10 @@ fn embassy_worker_gets_payloads_byte_exact() {
     std::thread::spawn(move || {
         let executor: &'static mut Executor = Box::leak(Box::new(Executor::new()));
         executor.run(move |spawner| {
-            spawner.spawn(heartbeat_task(worker, hb_rx).expect("heartbeat task"));
-            spawner.spawn(claim_task(worker, bufs, handler).expect("claim task"));
+            spawner.spawn(run_task(worker, hb_rx, bufs, handler).expect("run task"));
         })
     });
+    futures_lite::future::block_on(worker.started()).expect("start");
     check_all(&server, "runtime-embassy");
-    let mut rx = vec![0u8; 1 << 10];
-    futures_lite::future::block_on(worker.disconnect(&mut rx));
+    futures_lite::future::block_on(worker.disconnect());
 }

@@ -1,0 +1,281 @@
+//! The embassy worker's I/O for the core's driver: one HTTP/1.1 exchange
+//! per request over embedded-nal-async (its route and body written by hand
+//! into the lane's buffers), embassy-time for sleeping, and the caller's
+//! handler. No decision is made here: which request, when, which statuses
+//! are a success and what to do next are the core's
+//! ([`outage_core::Lifecycle`]).
+
+use core::marker::PhantomData;
+
+use embedded_nal_async::{Dns, TcpConnect};
+use outage_core::driver::{Io, Names};
+use outage_core::protocol::{Route, StatusUpdate};
+use outage_core::{
+    Clock, Control, Event, Failure, Instant, Lifecycle, Local, NO_HANDLER_ERROR, Reply, Request,
+    SHUTDOWN_ERROR, Stage, TaskState,
+};
+
+use crate::fmt::emit;
+use crate::json::{member, string};
+use crate::net::{Request as HttpRequest, exchange, resolve};
+use crate::wire::{Held, Id, claim_body, error_text, registration_body, status_body, take_task, task_info};
+use crate::worker::{EmbassyClock, Handler, Task, Worker, to_embassy};
+
+/// A lane's storage: its buffers, and on the claim lane the handler, the
+/// held task and the worker ids.
+pub(crate) struct Lane<'b, H> {
+    rx: &'b mut [u8],
+    tx: &'b mut [u8],
+    payload: &'b mut [u8],
+    handler: Option<&'b mut H>,
+    held: Option<Held>,
+    current: Id,
+    pending: Id,
+    old: Id,
+}
+
+impl<'b, H> Lane<'b, H> {
+    pub(crate) fn new(
+        rx: &'b mut [u8],
+        tx: &'b mut [u8],
+        payload: &'b mut [u8],
+        handler: Option<&'b mut H>,
+    ) -> Self {
+        Lane {
+            rx,
+            tx,
+            payload,
+            handler,
+            held: None,
+            current: Id::new(),
+            pending: Id::new(),
+            old: Id::new(),
+        }
+    }
+}
+
+/// One run of a [`Worker`] with handler type `H`.
+pub(crate) struct Driver<'w, 'a, 'b, T: TcpConnect, D: Dns, H> {
+    w: &'w Worker<'a, T, D>,
+    _lanes: PhantomData<fn(&'b mut H)>,
+}
+
+impl<'w, 'a, T: TcpConnect, D: Dns, H> Driver<'w, 'a, '_, T, D, H> {
+    pub(crate) fn new(w: &'w Worker<'a, T, D>) -> Self {
+        Driver {
+            w,
+            _lanes: PhantomData,
+        }
+    }
+
+    /// One exchange of `route` (with `body` from the lane's `tx`), its
+    /// answer in `rx`, within `req`'s timeout; an answer `req` does not
+    /// accept is a [`Failure::Status`]. Returns the answer's body range.
+    async fn call(
+        &self,
+        req: Request,
+        route: Route<'_>,
+        body: Option<&[u8]>,
+        rx: &mut [u8],
+    ) -> Result<core::ops::Range<usize>, Failure> {
+        let w = self.w;
+        let http = HttpRequest {
+            server: &w.server,
+            route,
+            token: w.token,
+            body,
+        };
+        let work = async {
+            let ip = match w.address.lock(core::cell::Cell::get) {
+                Some(ip) => ip,
+                None => {
+                    let ip = resolve(w.dns, &w.server).await?;
+                    w.address.lock(|a| a.set(Some(ip)));
+                    ip
+                }
+            };
+            exchange(w.tcp, ip, &http, rx).await
+        };
+        let limit = embassy_time::Duration::from_millis(req.timeout(&w.config).as_millis());
+        let result = embassy_time::with_timeout(limit, work)
+            .await
+            .unwrap_or(Err(Failure::Transport(outage_core::Transport::Timeout)));
+        if matches!(result, Err(Failure::Transport(_))) {
+            w.address.lock(|a| a.set(None));
+        }
+        let x = result?;
+        if req.accepts(x.status) {
+            Ok(x.body)
+        } else {
+            Err(Failure::Status {
+                status: x.status,
+                retry_after: x.retry_after,
+            })
+        }
+    }
+}
+
+const TOO_LARGE: Failure = Failure::Local(Local::BodyTooLarge);
+
+impl<'b, T: TcpConnect, D: Dns, H: Handler> Io for Driver<'_, '_, 'b, T, D, H> {
+    type Lane = Lane<'b, H>;
+
+    fn now(&self) -> Instant {
+        EmbassyClock.now()
+    }
+
+    fn emit(&self, event: &Event<'_>) {
+        emit(event);
+    }
+
+    async fn sleep_until(&self, t: Instant) {
+        embassy_time::Timer::at(to_embassy(t)).await;
+    }
+
+    async fn send(&self, lane: &mut Lane<'b, H>, req: Request) -> Result<Reply, Failure> {
+        let heartbeat_id = self.w.worker_id();
+        let task_id = lane.held.as_ref().map_or("", |h| h.id.as_str());
+        let (route, body) = match req {
+            // A device keeps a fixed token (`Worker::new` refuses
+            // `renew_credentials`): the core never asks.
+            Request::Login => return Err(Failure::status(401)),
+            Request::CreateWorker => (Route::CreateWorker, None),
+            Request::RegisterJob(n) => {
+                let job = self
+                    .w
+                    .jobs
+                    .get(usize::from(n))
+                    .ok_or(Failure::Local(Local::Encoding))?;
+                let len = registration_body(lane.tx, job, &lane.pending).ok_or(TOO_LARGE)?;
+                (Route::RegisterJob { room: job.room }, Some(len))
+            }
+            Request::Heartbeat => (
+                Route::Heartbeat {
+                    worker_id: &heartbeat_id,
+                },
+                None,
+            ),
+            Request::Claim => (
+                Route::Claim,
+                Some(claim_body(lane.tx, &lane.current).ok_or(TOO_LARGE)?),
+            ),
+            Request::Update(status) => {
+                let error = lane
+                    .held
+                    .as_ref()
+                    .and_then(|h| h.outcome.as_ref()?.as_ref().err());
+                let update = StatusUpdate {
+                    status,
+                    error: error.map(|e| e.as_str()),
+                };
+                let len = status_body(lane.tx, &update).ok_or(TOO_LARGE)?;
+                (Route::TaskStatus { task_id }, Some(len))
+            }
+            Request::GetTask => (Route::GetTask { task_id }, None),
+            Request::Retire => (Route::Disconnect { worker_id: &lane.old }, None),
+            Request::Disconnect => (
+                Route::Disconnect {
+                    worker_id: &lane.current,
+                },
+                None,
+            ),
+        };
+        let body = body.map(|n| &lane.tx[..n]);
+        let span = self.call(req, route, body, lane.rx).await?;
+        let answer = &lane.rx[span];
+        match req {
+            Request::CreateWorker => {
+                lane.pending = member(answer, "id")
+                    .and_then(string)
+                    .ok_or(Failure::MalformedResponse)?;
+            }
+            Request::Claim => {
+                lane.held = take_task(answer, lane.payload)?;
+                return Ok(Reply::Claimed(lane.held.is_some()));
+            }
+            // The server answers with the updated task; an answer that
+            // does not say so cannot prove the update applied.
+            Request::Update(status) => match task_info(answer) {
+                Ok((s, _)) if s == status => {}
+                _ => return Err(Failure::MalformedResponse),
+            },
+            Request::GetTask => {
+                let (status, holder) = task_info(answer)?;
+                let ours = holder.as_deref() == Some(lane.current.as_str());
+                return Ok(Reply::Task(TaskState { status, ours }));
+            }
+            _ => {}
+        }
+        Ok(Reply::Done)
+    }
+
+    async fn run(&self, lane: &mut Lane<'b, H>) -> bool {
+        let Some(h) = lane.held.as_ref() else { return false };
+        let known = self.w.jobs.iter().any(|j| j.matches(&h.job_name));
+        let outcome = match (known, h.payload_len, lane.handler.as_deref_mut()) {
+            (true, Some(len), Some(handler)) => {
+                let task = Task {
+                    id: &h.id,
+                    job_name: &h.job_name,
+                    room_id: &h.room_id,
+                    payload: &lane.payload[..len],
+                };
+                handler.run(task).await
+            }
+            (true, None, _) => Err(error_text("payload larger than the worker's buffer")),
+            _ => Err(error_text(NO_HANDLER_ERROR)),
+        };
+        let ok = outcome.is_ok();
+        if let Some(h) = lane.held.as_mut() {
+            h.outcome = Some(outcome);
+        }
+        ok
+    }
+
+    fn abandon(&self, lane: &mut Lane<'b, H>) {
+        if let Some(h) = lane.held.as_mut() {
+            h.outcome = Some(Err(error_text(SHUTDOWN_ERROR)));
+        }
+    }
+
+    fn adopt(&self, lane: &mut Lane<'b, H>) {
+        lane.old = core::mem::replace(&mut lane.current, core::mem::take(&mut lane.pending));
+        self.w.with_view(|v| v.worker_id.clone_from(&lane.current));
+    }
+
+    fn names<'l>(&self, lane: &'l Lane<'b, H>) -> Names<'l> {
+        let held = lane.held.as_ref();
+        Names {
+            worker_id: &lane.current,
+            task_id: held.map_or("", |h| &h.id),
+            job: held.map_or("", |h| &h.job_name),
+            room: held.map_or("", |h| &h.room_id),
+            error: held
+                .and_then(|h| h.outcome.as_ref()?.as_ref().err())
+                .map(|e| e.as_str()),
+        }
+    }
+
+    fn control(&self) -> Control {
+        self.w.with_view(|v| v.control)
+    }
+
+    async fn control_changed(&self) {
+        self.w.control_changed.wait().await;
+    }
+
+    fn publish(&self, lc: &Lifecycle) {
+        let now = self.now();
+        let registered = self.w.with_view(|v| {
+            let registered = v.registered_at.is_none() && lc.stage() == Stage::Running;
+            if registered {
+                v.registered_at = Some(now);
+            }
+            (v.stage, v.stop, v.stats) = (lc.stage(), lc.stop_reason(), lc.stats());
+            registered
+        });
+        if registered {
+            self.w.progress.sender().send(2);
+        }
+    }
+}
