@@ -269,11 +269,12 @@ fn gather(
                 Method::Delete => b"DELETE ",
             };
             // The request line must fit the receive buffer (which must hold
-            // more: the response), else the request cannot be sent.
+            // more: the response), else the request cannot be written: the
+            // worker's own problem, never sent, no outage.
             let path = rx
                 .get_mut(name.len()..)
                 .and_then(|out| write_path(out, req.server.base, &req.route));
-            let path = path.ok_or(fail(Transport::SendFailed))?;
+            let path = path.ok_or(Failure::Local(outage_core::Local::UrlTooLong))?;
             rx[..name.len()].copy_from_slice(name);
             n = name.len() + path;
             (0, 0)
@@ -837,5 +838,27 @@ mod tests {
         let r = futures_lite_block_on(on_connection(&mut conn, &req, &mut rx));
         assert_eq!(r, Err(fail(Transport::SendFailed)));
         assert_eq!(req.server.authority.to_string(), "10.0.0.1");
+    }
+
+    #[test]
+    fn a_url_longer_than_the_buffer_is_a_local_error_not_an_outage() {
+        let server = Server::parse("http://10.0.0.1").unwrap();
+        let long_id = "w".repeat(100);
+        let req = Request {
+            server: &server,
+            route: Route::Heartbeat { worker_id: &long_id },
+            token: "tok",
+            body: None,
+        };
+        let mut conn = Fake::new(b"", 1);
+        let mut rx = [0u8; 64];
+        let r = futures_lite_block_on(on_connection(&mut conn, &req, &mut rx));
+        let local = Failure::Local(outage_core::Local::UrlTooLong);
+        assert_eq!(r, Err(local));
+        assert_eq!(
+            local.classify(outage_core::Endpoint::Heartbeat),
+            outage_core::Class::Local(outage_core::Local::UrlTooLong)
+        );
+        assert!(local.never_sent() && !local.resend_once(true));
     }
 }

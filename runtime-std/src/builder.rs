@@ -7,9 +7,9 @@ use std::sync::Arc;
 use outage_core::{Config, ConfigError, StartupError};
 
 use crate::api::SharedToken;
+use crate::handle::Worker;
 use crate::http::{Http, SurfHttp};
 use crate::job::{Handler, Job};
-use crate::worker::Worker;
 
 /// Why a worker could not start.
 #[derive(Debug)]

@@ -32,16 +32,17 @@ mod api;
 mod builder;
 pub mod command;
 pub mod h1;
+mod handle;
 pub mod http;
 mod job;
 mod worker;
 
 pub use api::{ApiError, SharedToken, Task};
 pub use builder::{Credentials, StartError, WorkerBuilder};
+pub use handle::Worker;
 pub use job::{Handler, Job, TaskResult};
 pub use outage_core::Stats;
 pub use outage_core::{Config, Duration, Jitter, OnRegistrationLost, StopReason};
-pub use worker::Worker;
 
 use outage_core::{Clock, Event, Instant, Level};
 

@@ -5,22 +5,21 @@
 //! what an answer means, the grace of a stop, whether to delete the worker)
 //! is the core's [`Lifecycle`].
 
-use std::fmt;
 use std::panic::AssertUnwindSafe;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration as StdDuration, Instant as StdInstant};
 
-use async_std::channel::{Receiver, Sender, bounded};
+use async_std::channel::{Receiver, Sender};
 use futures_lite::FutureExt;
-use outage_core::driver::{Io, Names, drive};
+use outage_core::driver::{Io, Names};
 use outage_core::{
     Clock, Config, Control, Event, Failure, Instant, Lifecycle, NO_HANDLER_ERROR, Reply, Request,
     SHUTDOWN_ERROR, Stage, Stats, StopReason,
 };
 
 use crate::api::{Api, ApiError, SharedToken, Task};
-use crate::builder::{Credentials, StartError, read_token_file};
-use crate::http::{Http, SurfHttp};
+use crate::builder::{Credentials, read_token_file};
+use crate::http::Http;
 use crate::job::{Handler, Job, TaskResult};
 use crate::{StdClock, emit};
 
@@ -40,31 +39,31 @@ pub(crate) struct Launch<H> {
 }
 
 /// What the worker's task shares with its handle.
-struct Shared<H> {
-    api: Api<H>,
-    clock: StdClock,
-    jobs: Vec<(Job, Arc<dyn Handler>)>,
-    credentials: Credentials,
-    observer: Option<Observer>,
+pub(crate) struct Shared<H> {
+    pub(crate) api: Api<H>,
+    pub(crate) clock: StdClock,
+    pub(crate) jobs: Vec<(Job, Arc<dyn Handler>)>,
+    pub(crate) credentials: Credentials,
+    pub(crate) observer: Option<Observer>,
     /// The current worker id, for the heartbeat lane and the handle.
-    worker_id: Mutex<String>,
-    control: Mutex<Control>,
-    control_changed: (Sender<()>, Receiver<()>),
-    view: Mutex<View>,
+    pub(crate) worker_id: Mutex<String>,
+    pub(crate) control: Mutex<Control>,
+    pub(crate) control_changed: (Sender<()>, Receiver<()>),
+    pub(crate) view: Mutex<View>,
     /// Published once startup is over, and again once the driver returns.
-    progress: (Sender<()>, Receiver<()>),
+    pub(crate) progress: (Sender<()>, Receiver<()>),
     /// The server's words on the last refused request (for startup errors).
-    last_detail: Mutex<Option<String>>,
+    pub(crate) last_detail: Mutex<Option<String>>,
 }
 
 #[derive(Clone, Copy)]
-struct View {
-    stage: Stage,
-    stop: Option<StopReason>,
-    stats: Stats,
-    last_recovery: Option<StdInstant>,
-    finished: bool,
-    startup_error: Option<outage_core::StartupError>,
+pub(crate) struct View {
+    pub(crate) stage: Stage,
+    pub(crate) stop: Option<StopReason>,
+    pub(crate) stats: Stats,
+    pub(crate) last_recovery: Option<StdInstant>,
+    pub(crate) finished: bool,
+    pub(crate) startup_error: Option<outage_core::StartupError>,
 }
 
 /// A lane's own storage: ids and, on the claim lane, the held task.
@@ -77,7 +76,7 @@ pub(crate) struct Lane {
     outcome: Option<TaskResult>,
 }
 
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
@@ -248,176 +247,6 @@ fn panic_text(panic: &(dyn std::any::Any + Send)) -> String {
         .or_else(|| panic.downcast_ref::<String>().cloned())
         .unwrap_or_else(|| "no message".into());
     format!("handler panicked: {msg}")
-}
-
-/// A running worker, on its own async-std task until it stops; call
-/// [`Worker::disconnect`] (or [`Worker::run_until_signal`]) to stop it and
-/// delete it from the server. Dropping it halts it at once (without the
-/// delete).
-pub struct Worker<H: Http = SurfHttp> {
-    shared: Arc<Shared<H>>,
-}
-
-impl<H: Http> Worker<H> {
-    /// Start the driver; return once registered (or why not).
-    pub(crate) async fn launch(l: Launch<H>) -> Result<Worker<H>, StartError> {
-        let login_first = matches!(l.credentials, Credentials::Login { .. });
-        let clock = StdClock::new();
-        let jobs = u16::try_from(l.jobs.len()).map_err(|_| StartError::NoJobs)?;
-        let mut lc =
-            Lifecycle::new(l.config, jobs, login_first, l.seed, clock.now()).map_err(StartError::Config)?;
-        let shared = Arc::new(Shared {
-            api: Api::new(l.http, &l.url, l.token, l.config),
-            clock,
-            jobs: l.jobs,
-            credentials: l.credentials,
-            observer: l.observer,
-            worker_id: Mutex::new(String::new()),
-            control: Mutex::new(Control::Run),
-            control_changed: bounded(1),
-            view: Mutex::new(View {
-                stage: Stage::Starting,
-                stop: None,
-                stats: Stats::default(),
-                last_recovery: None,
-                finished: false,
-                startup_error: None,
-            }),
-            progress: bounded(1),
-            last_detail: Mutex::new(None),
-        });
-        let io = shared.clone();
-        async_std::task::spawn(async move {
-            drive(&*io, &mut lc, Lane::default(), Lane::default()).await;
-            let mut view = lock(&io.view);
-            (view.finished, view.startup_error) = (true, lc.startup_error());
-            drop(view);
-            io.progress.0.close();
-        });
-        let _ = shared.progress.1.recv().await;
-        let failed = lock(&shared.view).startup_error;
-        if let Some(error) = failed {
-            let detail = lock(&shared.last_detail).take();
-            return Err(StartError::Startup { error, detail });
-        }
-        Ok(Worker { shared })
-    }
-
-    fn view(&self) -> View {
-        *lock(&self.shared.view)
-    }
-
-    fn ask(&self, control: Control) {
-        *lock(&self.shared.control) = control;
-        let _ = self.shared.control_changed.0.try_send(());
-    }
-
-    /// The worker's id on the server (it changes if it registers again).
-    pub fn id(&self) -> String {
-        lock(&self.shared.worker_id).clone()
-    }
-
-    /// Why it stopped (or is stopping), once it does.
-    pub fn stop_reason(&self) -> Option<StopReason> {
-        self.view().stop
-    }
-
-    /// True once the worker has finished: stopped, and deleted from the
-    /// server where the core decided to.
-    pub fn is_finished(&self) -> bool {
-        self.view().finished
-    }
-
-    /// The counters so far (the same on every runtime).
-    pub fn stats(&self) -> Stats {
-        self.view().stats
-    }
-
-    /// When the last outage ended.
-    pub fn last_recovery(&self) -> Option<StdInstant> {
-        self.view().last_recovery
-    }
-
-    /// Wait until the worker has finished — stopped by itself (outage too
-    /// long, registration lost, a request it cannot write) or on request —
-    /// and why. Always returns once the worker stops.
-    pub async fn wait(&self) -> StopReason {
-        while !self.is_finished() {
-            let _ = self.shared.progress.1.recv().await;
-        }
-        self.stop_reason().unwrap_or(StopReason::Requested)
-    }
-
-    /// Stop claiming; give a running task up to `grace` to finish (else it
-    /// is reported `failed`, "worker shutting down"); deliver what is held;
-    /// delete the worker from the server (a failure there is only logged).
-    /// Bounded by `grace + request_timeout + 1 s` plus the delete's own
-    /// timeout. Idempotent: later calls wait for the first.
-    pub async fn shutdown(&self, grace: StdDuration) {
-        if *lock(&self.shared.control) == Control::Run {
-            let grace = outage_core::Duration::from_millis(grace.as_millis() as u64);
-            self.ask(Control::Stop { grace });
-        }
-        self.wait().await;
-    }
-
-    /// [`Worker::shutdown`] without grace.
-    pub async fn disconnect(&self) {
-        self.shutdown(StdDuration::ZERO).await;
-    }
-
-    /// Give up the grace period of a stop under way: a running task is
-    /// abandoned at once and reported failed ("worker shutting down"). What
-    /// a second Ctrl-C does.
-    pub fn stop_now(&self) {
-        self.ask(Control::StopNow);
-    }
-
-    /// Serve until SIGINT or SIGTERM (or until the worker stops by itself),
-    /// then [`Worker::shutdown`] with `grace`; a second signal during the
-    /// shutdown stops at once ([`Worker::stop_now`]). Returns why it
-    /// stopped.
-    pub async fn run_until_signal(&self, grace: StdDuration) -> StopReason {
-        use futures_lite::StreamExt;
-        let signals =
-            signal_hook_async_std::Signals::new([signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM]);
-        let Ok(mut signals) = signals else {
-            emit(&Event::SignalsUnavailable);
-            return self.wait().await;
-        };
-        let handle = signals.handle();
-        // The stop itself is logged by the core ("Stop requested").
-        let got_signal = async { signals.next().await.is_some() }.or(async {
-            self.wait().await;
-            false
-        });
-        if got_signal.await {
-            let again = async {
-                while signals.next().await.is_some() {
-                    self.stop_now();
-                }
-                futures_lite::future::pending::<()>().await
-            };
-            self.shutdown(grace).or(again).await;
-        }
-        handle.close();
-        self.wait().await
-    }
-}
-
-impl<H: Http> Drop for Worker<H> {
-    fn drop(&mut self) {
-        self.ask(Control::Halt);
-    }
-}
-
-impl<H: Http> fmt::Debug for Worker<H> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Worker")
-            .field("id", &self.id())
-            .field("stop_reason", &self.stop_reason())
-            .finish_non_exhaustive()
-    }
 }
 
 #[cfg(test)]
