@@ -32,6 +32,7 @@ mod api;
 pub mod command;
 pub mod h1;
 pub mod http;
+pub mod push;
 mod worker;
 
 pub use api::{ApiError, SharedToken, Task};
