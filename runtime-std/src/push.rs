@@ -129,8 +129,11 @@ pub enum PushError {
     InvalidUrl(&'static str),
     /// The TCP connection could not be made.
     Connect(io::Error),
-    /// The WebSocket upgrade of `/socket.io/` was answered 404: the server
-    /// serves no Socket.IO (the loopback server without `--socketio`).
+    /// The server serves no Socket.IO (the loopback server without
+    /// `--socketio`): the WebSocket upgrade of `/socket.io/` was refused
+    /// and `/socket.io/` answers 404 (a WebSocket upgrade to a path without
+    /// a WebSocket route gets 403 from Starlette, so a refused upgrade is
+    /// followed by one plain polling `GET` to tell).
     NoSocketIo,
     /// The WebSocket upgrade was answered with another HTTP status.
     Http {
@@ -169,7 +172,7 @@ impl fmt::Display for PushError {
             PushError::InvalidUrl(why) => write!(f, "invalid push URL: {why}"),
             PushError::Connect(e) => write!(f, "cannot connect for push: {e}"),
             PushError::NoSocketIo => f.write_str(
-                "the server offers no Socket.IO (HTTP 404 for /socket.io/): push needs a server with Socket.IO enabled",
+                "the server offers no Socket.IO (/socket.io/ answers 404): push needs a server with Socket.IO enabled",
             ),
             PushError::Http { status } => write!(f, "the Socket.IO WebSocket upgrade was answered with HTTP {status}"),
             PushError::Refused { message } => write!(f, "the server refused the Socket.IO connection (token?): {message}"),
@@ -381,9 +384,20 @@ fn encode_room_event(event: &str, ack: u64, job_name: &str, worker_id: &str) -> 
     format!("42{ack}{payload}")
 }
 
-/// `ws://host:port/path/socket.io/?EIO=4&transport=websocket` and the
-/// `host:port` to connect to, from `http://host[:port][/path]`.
-fn websocket_url(base_url: &str) -> Result<(String, String), PushError> {
+/// Where to connect, from `http://host[:port][/path]`.
+#[derive(Debug, PartialEq)]
+struct Target {
+    /// `ws://host:port/path/socket.io/?EIO=4&transport=websocket`
+    ws_url: String,
+    /// `host:port` for the TCP connection.
+    addr: String,
+    /// `host[:port]` as given, for a `Host` header.
+    authority: String,
+    /// `/path/socket.io/?EIO=4&transport=polling`
+    polling_path: String,
+}
+
+fn websocket_url(base_url: &str) -> Result<Target, PushError> {
     if base_url.starts_with("https://") {
         return Err(PushError::InvalidUrl("https (wss://) is not supported"));
     }
@@ -410,10 +424,40 @@ fn websocket_url(base_url: &str) -> Result<(String, String), PushError> {
         format!("{authority}:80")
     };
     let path = path.trim_end_matches('/');
-    Ok((
-        format!("ws://{authority}{path}/socket.io/?EIO=4&transport=websocket"),
+    Ok(Target {
+        ws_url: format!("ws://{authority}{path}/socket.io/?EIO=4&transport=websocket"),
         addr,
-    ))
+        authority: authority.to_owned(),
+        polling_path: format!("{path}/socket.io/?EIO=4&transport=polling"),
+    })
+}
+
+/// The status of `GET <polling path>` on a fresh connection: does the
+/// server serve Engine.IO at all? (A WebSocket upgrade to a path without a
+/// WebSocket route gets 403 from Starlette and others, not 404.)
+async fn polling_status(target: &Target) -> io::Result<u16> {
+    use async_std::io::{ReadExt, WriteExt};
+    let mut tcp = TcpStream::connect(target.addr.as_str()).await?;
+    let request = format!(
+        "GET {} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n",
+        target.polling_path, target.authority
+    );
+    tcp.write_all(request.as_bytes()).await?;
+    let mut head = Vec::new();
+    let mut buf = [0u8; 512];
+    while !head.windows(2).any(|w| w == b"\r\n") && head.len() < 4096 {
+        let n = tcp.read(&mut buf).await?;
+        if n == 0 {
+            break;
+        }
+        head.extend_from_slice(&buf[..n]);
+    }
+    let line = String::from_utf8_lossy(&head);
+    let mut parts = line.split(' ');
+    match (parts.next(), parts.next().and_then(|s| s.parse().ok())) {
+        (Some(v), Some(status)) if v.starts_with("HTTP/1.") => Ok(status),
+        _ => Err(io::Error::new(io::ErrorKind::InvalidData, "not an HTTP response")),
+    }
 }
 
 // ---------------------------------------------------------------------------
@@ -469,23 +513,34 @@ impl Push {
     /// [`PushError::Refused`] for a refused token, [`PushError::Timeout`],
     /// and connection errors.
     pub async fn connect(base_url: &str, token: &str, timeout_after: Duration) -> Result<Push, PushError> {
-        let (url, addr) = websocket_url(base_url)?;
+        let target = websocket_url(base_url)?;
         let started = Instant::now();
         let left = || timeout_after.saturating_sub(started.elapsed());
-        let tcp = timeout(left(), TcpStream::connect(addr.as_str()))
+        let tcp = timeout(left(), TcpStream::connect(target.addr.as_str()))
             .await
             .map_err(|_| PushError::Timeout {
                 waiting_for: "the TCP connection",
             })?
             .map_err(PushError::Connect)?;
         let _ = tcp.set_nodelay(true);
-        let request = url.into_client_request().map_err(ws_error)?;
-        let (mut ws, _) = timeout(left(), async_tungstenite::client_async(request, tcp))
+        let request = target.ws_url.as_str().into_client_request().map_err(ws_error)?;
+        let upgraded = timeout(left(), async_tungstenite::client_async(request, tcp))
             .await
             .map_err(|_| PushError::Timeout {
                 waiting_for: "the WebSocket upgrade",
-            })?
-            .map_err(ws_error)?;
+            })?;
+        let mut ws = match upgraded.map_err(ws_error) {
+            Ok((ws, _)) => ws,
+            // Refused upgrade: is there an Engine.IO endpoint at all?
+            Err(PushError::Http { status }) => {
+                let probed = timeout(left(), polling_status(&target)).await;
+                return Err(match probed {
+                    Ok(Ok(404)) => PushError::NoSocketIo,
+                    _ => PushError::Http { status },
+                });
+            }
+            Err(e) => return Err(e),
+        };
         // The open packet (possibly after noops).
         let open = timeout(left(), async {
             loop {
@@ -878,20 +933,24 @@ mod tests {
         let ws = |u: &str| websocket_url(u).map_err(|e| e.to_string());
         assert_eq!(
             ws("http://127.0.0.1:8765").unwrap(),
-            (
-                "ws://127.0.0.1:8765/socket.io/?EIO=4&transport=websocket".into(),
-                "127.0.0.1:8765".into()
-            )
+            Target {
+                ws_url: "ws://127.0.0.1:8765/socket.io/?EIO=4&transport=websocket".into(),
+                addr: "127.0.0.1:8765".into(),
+                authority: "127.0.0.1:8765".into(),
+                polling_path: "/socket.io/?EIO=4&transport=polling".into(),
+            }
         );
         assert_eq!(
             ws("http://example.invalid/zndraw/").unwrap(),
-            (
-                "ws://example.invalid/zndraw/socket.io/?EIO=4&transport=websocket".into(),
-                "example.invalid:80".into()
-            )
+            Target {
+                ws_url: "ws://example.invalid/zndraw/socket.io/?EIO=4&transport=websocket".into(),
+                addr: "example.invalid:80".into(),
+                authority: "example.invalid".into(),
+                polling_path: "/zndraw/socket.io/?EIO=4&transport=polling".into(),
+            }
         );
-        assert_eq!(ws("http://[::1]:9").unwrap().1, "[::1]:9");
-        assert_eq!(ws("http://[::1]").unwrap().1, "[::1]:80");
+        assert_eq!(ws("http://[::1]:9").unwrap().addr, "[::1]:9");
+        assert_eq!(ws("http://[::1]").unwrap().addr, "[::1]:80");
         assert!(ws("https://h:1").unwrap_err().contains("https"));
         assert!(ws("ftp://h").is_err());
         assert!(ws("http://").is_err());
@@ -1120,24 +1179,66 @@ mod tests {
         });
     }
 
-    #[test]
-    fn an_http_404_means_no_socket_io() {
+    /// A plain HTTP server answering each of its connections in turn with
+    /// one of `statuses`; returns the base URL and, at the end, the request
+    /// lines it saw.
+    async fn http_server(statuses: &'static [u16]) -> (String, task::JoinHandle<Vec<String>>) {
         use async_std::io::{ReadExt, WriteExt};
-        task::block_on(async {
-            let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-            let url = format!("http://{}", listener.local_addr().unwrap());
-            let server = task::spawn(async move {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let handle = task::spawn(async move {
+            let mut seen = Vec::new();
+            for status in statuses {
                 let (mut tcp, _) = listener.accept().await.unwrap();
-                let mut buf = [0u8; 4096];
-                let _ = tcp.read(&mut buf).await.unwrap();
-                tcp.write_all(b"HTTP/1.1 404 Not Found\r\ncontent-type: application/json\r\ncontent-length: 22\r\n\r\n{\"detail\":\"Not Found\"}")
-                    .await
-                    .unwrap();
-            });
+                let mut head = Vec::new();
+                let mut buf = [0u8; 1024];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    let n = tcp.read(&mut buf).await.unwrap();
+                    assert!(n > 0, "request cut short");
+                    head.extend_from_slice(&buf[..n]);
+                }
+                let head = String::from_utf8(head).unwrap();
+                seen.push(head.lines().next().unwrap().to_owned());
+                let body = r#"{"detail":"Not Found"}"#;
+                let reply = format!(
+                    "HTTP/1.1 {status} X\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+                    body.len()
+                );
+                tcp.write_all(reply.as_bytes()).await.unwrap();
+            }
+            seen
+        });
+        (url, handle)
+    }
+
+    #[test]
+    fn a_refused_upgrade_and_no_engine_io_means_no_socket_io() {
+        task::block_on(async {
+            // Starlette's answer to an upgrade without a WebSocket route is
+            // 403; the polling probe's 404 tells there is no Socket.IO.
+            let (url, server) = http_server(&[403, 404]).await;
             let err = Push::connect(&url, TOKEN, Duration::from_secs(10))
                 .await
                 .unwrap_err();
             assert!(matches!(err, PushError::NoSocketIo), "{err}");
+            let seen = server.await;
+            assert_eq!(seen[0], "GET /socket.io/?EIO=4&transport=websocket HTTP/1.1");
+            assert_eq!(seen[1], "GET /socket.io/?EIO=4&transport=polling HTTP/1.1");
+
+            // A 404 for the upgrade needs no probe.
+            let (url, server) = http_server(&[404]).await;
+            let err = Push::connect(&url, TOKEN, Duration::from_secs(10))
+                .await
+                .unwrap_err();
+            assert!(matches!(err, PushError::NoSocketIo), "{err}");
+            assert_eq!(server.await.len(), 1);
+
+            // Engine.IO answers polling: the upgrade's status is the error.
+            let (url, server) = http_server(&[403, 200]).await;
+            let err = Push::connect(&url, TOKEN, Duration::from_secs(10))
+                .await
+                .unwrap_err();
+            assert!(matches!(err, PushError::Http { status: 403 }), "{err}");
             server.await;
         });
     }
