@@ -623,6 +623,9 @@ impl Push {
     /// `join_job_room`. Returns once the server acknowledged it, so a task
     /// submitted after this returns sends its event here. A task submitted
     /// before does not: claim after joining.
+    ///
+    /// Dropped before it returns, the join may or may not have reached the
+    /// server (its late ack is ignored): join again.
     pub async fn join(&mut self, job_name: &str, worker_id: &str) -> Result<(), PushError> {
         self.room_call("join_job_room", job_name, worker_id).await
     }
