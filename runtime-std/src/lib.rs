@@ -35,6 +35,7 @@ pub mod h1;
 mod handle;
 pub mod http;
 mod job;
+pub mod push;
 mod worker;
 
 pub use api::{ApiError, SharedToken, Task};
