@@ -45,7 +45,9 @@ pub struct Config {
     /// How long to wait between claims when the queue is empty. Reference: 2 s.
     pub poll_interval: Duration,
     /// Stop once the server has been unreachable for longer than this.
-    /// Reference: 120 s.
+    /// Reference: 120 s. [`Config::NO_LIMIT`]: never stop for an outage
+    /// (the backoff stays capped by `backoff_cap`; the outage warning then
+    /// reads `(30s elapsed, no limit)`).
     pub max_unreachable: Duration,
     /// At most one outage warning per this interval, across all loops.
     /// Reference: 5 s.
@@ -100,7 +102,29 @@ impl Config {
         ..Config::DEFAULT
     };
 
-    /// The longest duration any setting accepts: 30 days. Longer values
+    /// `max_unreachable` without a limit: the worker never stops because the
+    /// server is unreachable, however long that lasts. For a device nobody
+    /// restarts: it keeps retrying on the capped backoff (at most one claim
+    /// every `backoff_cap`, one heartbeat every `heartbeat_interval`) and
+    /// serves again as soon as the server answers. Every other reason to
+    /// stop (a refused token, a lost registration under
+    /// [`OnRegistrationLost::Stop`]) still stops it.
+    ///
+    /// ```
+    /// use outage_core::Config;
+    /// let never_give_up = Config { max_unreachable: Config::NO_LIMIT, ..Config::DEFAULT };
+    /// assert!(never_give_up.validate().is_ok());
+    /// assert!(!never_give_up.has_outage_limit());
+    /// ```
+    pub const NO_LIMIT: Duration = Duration::MAX;
+
+    /// False when `max_unreachable` is [`Config::NO_LIMIT`].
+    pub const fn has_outage_limit(&self) -> bool {
+        self.max_unreachable.as_millis() != Self::NO_LIMIT.as_millis()
+    }
+
+    /// The longest duration any setting accepts: 30 days (and
+    /// [`Config::NO_LIMIT`] for `max_unreachable`). Longer values
     /// are a mistake (a unit slip) and would risk overflowing instants.
     pub const MAX_DURATION: Duration = Duration::from_secs(30 * 24 * 3600);
 
@@ -119,7 +143,8 @@ impl Config {
         ];
         let mut i = 0;
         while i < all.len() {
-            if all[i].1.as_millis() > Self::MAX_DURATION.as_millis() {
+            let no_limit = i == 2 && !self.has_outage_limit();
+            if all[i].1.as_millis() > Self::MAX_DURATION.as_millis() && !no_limit {
                 return Err(ConfigError::TooLong(all[i].0));
             }
             i += 1;

@@ -86,7 +86,7 @@ pub enum Event<'a> {
     OutageWarning {
         /// Time since the outage began.
         elapsed: Duration,
-        /// `max_unreachable`.
+        /// `max_unreachable` ([`crate::Config::NO_LIMIT`]: none).
         max: Duration,
     },
     /// The server answered again after an outage.
@@ -311,9 +311,13 @@ impl Render for Event<'_> {
             Event::OutageWarning { elapsed, max } => {
                 out.text("Server unreachable — retrying (");
                 WholeSecs(elapsed).render(out);
-                out.text("/");
-                Secs(max).render(out);
-                out.text(" elapsed)");
+                if max == crate::Config::NO_LIMIT {
+                    out.text(" elapsed, no limit)");
+                } else {
+                    out.text("/");
+                    Secs(max).render(out);
+                    out.text(" elapsed)");
+                }
             }
             Event::Recovered { outage } => {
                 out.text("Server reachable again after ");
@@ -510,6 +514,14 @@ mod tests {
         };
         assert_eq!(e.to_string(), "Server unreachable — retrying (30s/120s elapsed)");
         assert_eq!(e.level(), Level::Warn);
+        let e = Event::OutageWarning {
+            elapsed: Duration::from_millis(30_400),
+            max: crate::Config::NO_LIMIT,
+        };
+        assert_eq!(
+            e.to_string(),
+            "Server unreachable — retrying (30s elapsed, no limit)"
+        );
     }
 
     #[test]
@@ -559,6 +571,10 @@ mod tests {
             Event::OutageWarning {
                 elapsed: Duration::from_secs(5),
                 max: Duration::from_secs(120),
+            },
+            Event::OutageWarning {
+                elapsed: Duration::from_secs(5),
+                max: crate::Config::NO_LIMIT,
             },
             Event::Recovered {
                 outage: Duration::from_secs(42),
@@ -668,7 +684,7 @@ mod tests {
             );
         }
         assert_eq!(
-            events[7].to_string(),
+            events[8].to_string(),
             "Startup: create worker failed (Connection refused); retry 1/5 in 1.4s"
         );
         let finished: std::vec::Vec<String> = events
