@@ -20,10 +20,15 @@ use outage_core::{
 
 use crate::fmt::{emit, emit_restart};
 use crate::json::{self, field_span, member, string, task_span, write_string};
+#[cfg(not(feature = "login"))]
+use crate::net::Bearer;
 use crate::net::{Exchange, Request, Server, exchange, resolve};
 use crate::restart::{Restart, Stopped};
 
 type CS = CriticalSectionRawMutex;
+
+#[cfg(feature = "login")]
+mod login;
 
 /// Longest server URL (`http://host:port`) accepted.
 pub const MAX_SERVER_URL: usize = 96;
@@ -120,6 +125,10 @@ pub enum SetupError {
     RenewUnsupported,
     /// No job, or a job name part longer than [`MAX_NAME`].
     Jobs,
+    /// [`Worker::with_login`]: an empty email or password, or one longer
+    /// than [`crate::login::MAX_CREDENTIAL`].
+    #[cfg(feature = "login")]
+    Credentials,
 }
 
 impl core::fmt::Display for SetupError {
@@ -138,6 +147,12 @@ impl core::fmt::Display for SetupError {
                 "invalid token: a bearer token holds only letters, digits and -._~+/ (then = padding)",
             ),
             SetupError::Jobs => write!(f, "no job, or a job name part longer than {MAX_NAME} bytes"),
+            #[cfg(feature = "login")]
+            SetupError::Credentials => write!(
+                f,
+                "the email and the password must not be empty nor longer than {} bytes",
+                crate::login::MAX_CREDENTIAL
+            ),
         }
     }
 }
@@ -198,6 +213,9 @@ pub struct Worker<'a, T: TcpConnect, D: Dns> {
     /// returns instead of restarting.
     stop_requested: AtomicBool,
     stop: Signal<CS, ()>,
+    /// [`Worker::with_login`]'s email, password and token.
+    #[cfg(feature = "login")]
+    login: Option<login::Credentials<'a>>,
 }
 
 /// A running claim: the task's identity and payload, kept (with its
@@ -316,6 +334,8 @@ impl<'a, T: TcpConnect, D: Dns> Worker<'a, T, D> {
             disconnected: AtomicBool::new(false),
             stop_requested: AtomicBool::new(false),
             stop: Signal::new(),
+            #[cfg(feature = "login")]
+            login: None,
         })
     }
 
@@ -428,7 +448,7 @@ impl<'a, T: TcpConnect, D: Dns> Worker<'a, T, D> {
         let req = Request {
             server: &self.server,
             route,
-            token: self.token,
+            token: self.bearer(),
             body,
         };
         let disconnect = route.endpoint() == Endpoint::Disconnect;
@@ -468,6 +488,12 @@ impl<'a, T: TcpConnect, D: Dns> Worker<'a, T, D> {
                 other => return other,
             }
         }
+    }
+
+    /// The token requests carry (with feature `login`, see `login.rs`).
+    #[cfg(not(feature = "login"))]
+    fn bearer(&self) -> Bearer<'_> {
+        Bearer::Fixed(self.token)
     }
 
     /// An answer with an unexpected status is a failure of its own.
@@ -533,6 +559,8 @@ impl<'a, T: TcpConnect, D: Dns> Worker<'a, T, D> {
     /// core's startup schedule; fatal answers are not retried. `rx` receives
     /// the answers, `tx` holds registration bodies (schemas included).
     pub async fn start(&self, rx: &mut [u8], tx: &mut [u8]) -> Result<(), StartupError> {
+        #[cfg(feature = "login")]
+        self.first_login(rx).await?;
         let mut id = Id::new();
         for step in 0..=self.jobs.len() {
             let mut schedule = StartupRetry::new();
@@ -604,12 +632,18 @@ impl<'a, T: TcpConnect, D: Dns> Worker<'a, T, D> {
                     self.apply(&step);
                 }
                 HeartbeatAction::Login => {
-                    // A device keeps a fixed token (`new` refuses
-                    // `renew_credentials`): the core never asks; if it
-                    // did, the token stays refused.
-                    let now = self.clock.now();
-                    let refused = Err(Failure::status(401));
-                    let step = self.with_machine(|m| m.on_login(now, now, refused, 0));
+                    #[cfg(feature = "login")]
+                    let Some(step) = self.renew_login(&mut *rx).await else {
+                        break;
+                    };
+                    // A fixed token (`new` refuses `renew_credentials`):
+                    // the core never asks; if it did, the token stays
+                    // refused.
+                    #[cfg(not(feature = "login"))]
+                    let step = {
+                        let now = self.clock.now();
+                        self.with_machine(|m| m.on_login(now, now, Err(Failure::status(401)), 0))
+                    };
                     self.apply(&step);
                 }
                 HeartbeatAction::Expire => {
