@@ -592,21 +592,21 @@ fn no_event_is_ever_dropped() {
             i = (i + 1) % script.len();
             let r = script[i];
             let delay = u64::from(r % 3_000);
-            let answer = if r % 6 == 0 {
+            let answer = if r.is_multiple_of(6) {
                 Err(failures[(r as usize / 6) % failures.len()])
             } else {
                 Ok(match req {
-                    Request::Claim => Reply::Claimed(r % 2 == 0),
+                    Request::Claim => Reply::Claimed(r.is_multiple_of(2)),
                     Request::GetTask => Reply::Task(TaskState {
                         status: TaskStatus::Completed,
-                        ours: r % 5 == 0,
+                        ours: r.is_multiple_of(5),
                     }),
                     _ => Reply::Done,
                 })
             };
             (delay, answer)
         });
-        sim.task.set((u64::from(seed % 7) * 1_000, seed % 2 == 0));
+        sim.task.set(((seed % 7) * 1_000, seed % 2 == 0));
         sim.at(
             200_000 + seed * 1_000,
             Control::Stop {

@@ -100,7 +100,7 @@ pub enum Event<'a> {
     OutageWarning {
         /// Time since the outage began.
         elapsed: Duration,
-        /// `max_unreachable`.
+        /// `max_unreachable` ([`crate::Config::NO_LIMIT`]: none).
         max: Duration,
     },
     /// The server answered again after an outage.
@@ -328,37 +328,118 @@ impl Event<'_> {
     }
 }
 
+/// Which events a rendering keeps: a set of these bits, a const parameter
+/// of [`Only`]. An event is kept when its level's bit is in the set, and,
+/// if only a host ever logs it (the command's output, the summary, a
+/// signal, a token file, the server's `detail`, a transport's words), when
+/// [`keep::HOST`] is too.
+pub mod keep {
+    /// [`super::Level::Error`] events.
+    pub const ERROR: u8 = 1;
+    /// [`super::Level::Warn`] events.
+    pub const WARN: u8 = 2;
+    /// [`super::Level::Info`] events.
+    pub const INFO: u8 = 4;
+    /// [`super::Level::Debug`] events.
+    pub const DEBUG: u8 = 8;
+    /// Events only a host logs.
+    pub const HOST: u8 = 16;
+    /// Every event (what `Display` renders).
+    pub const ALL: u8 = ERROR | WARN | INFO | DEBUG | HOST;
+}
+
+/// Is an event of `level` (`host`: only a host logs it) kept by `keep`?
+/// Always inlined, so that with a constant `keep` every arm of
+/// [`Event::render_kept`] a build does not keep folds away.
+#[inline(always)]
+const fn kept(keep: u8, level: Level, host: bool) -> bool {
+    let bit = match level {
+        Level::Error => keep::ERROR,
+        Level::Warn => keep::WARN,
+        Level::Info => keep::INFO,
+        Level::Debug => keep::DEBUG,
+    };
+    keep & bit != 0 && (!host || keep & keep::HOST != 0)
+}
+
+/// An [`Event`] rendered only if [`keep`] bits `KEEP` keep it (else
+/// nothing), through `Display` or `defmt::Format` like the event itself.
+///
+/// For a logger that drops levels at compile time (defmt's `DEFMT_LOG`): a
+/// device that logs each event with `Only::<{ keep::WARN }>(&event)` at
+/// warn level, and so on, carries in flash only the words of the levels it
+/// logs and none of the host's. Every line reads as `Display` renders it.
+///
+/// ```
+/// use outage_core::{Duration, Event, Only, keep};
+/// let e = Event::Recovered { outage: Duration::from_secs(3) };
+/// assert_eq!(Only::<{ keep::INFO }>(&e).to_string(), "Server reachable again after 3s");
+/// assert_eq!(Only::<{ keep::WARN }>(&e).to_string(), "");
+/// ```
+#[derive(Clone, Copy, Debug)]
+pub struct Only<'e, 'a, const KEEP: u8>(pub &'e Event<'a>);
+
+impl<const KEEP: u8> Render for Only<'_, '_, KEEP> {
+    fn render<S: Sink + ?Sized>(&self, out: &mut S) {
+        self.0.render_kept::<S, KEEP>(out);
+    }
+}
+
+impl<const KEEP: u8> core::fmt::Display for Only<'_, '_, KEEP> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        crate::render::display(self, f)
+    }
+}
+
+#[cfg(feature = "defmt")]
+impl<const KEEP: u8> defmt::Format for Only<'_, '_, KEEP> {
+    fn format(&self, f: defmt::Formatter<'_>) {
+        self.render(&mut crate::render::DefmtSink { f });
+    }
+}
+
 impl Render for Event<'_> {
     fn render<S: Sink + ?Sized>(&self, out: &mut S) {
+        self.render_kept::<S, { keep::ALL }>(out);
+    }
+}
+
+impl Event<'_> {
+    /// The rendering, if `KEEP` keeps this event (see [`Only`]).
+    fn render_kept<S: Sink + ?Sized, const KEEP: u8>(&self, out: &mut S) {
         match *self {
-            Event::OutageWarning { elapsed, max } => {
+            Event::OutageWarning { elapsed, max } if kept(KEEP, Level::Warn, false) => {
                 out.text("Server unreachable — retrying (");
                 WholeSecs(elapsed).render(out);
-                out.text("/");
-                Secs(max).render(out);
-                out.text(" elapsed)");
+                if max == crate::Config::NO_LIMIT {
+                    out.text(" elapsed, no limit)");
+                } else {
+                    out.text("/");
+                    Secs(max).render(out);
+                    out.text(" elapsed)");
+                }
             }
-            Event::Recovered { outage } => {
+            Event::Recovered { outage } if kept(KEEP, Level::Info, false) => {
                 out.text("Server reachable again after ");
                 WholeSecs(outage).render(out);
             }
-            Event::Unreachable { max, last_error } => {
+            Event::Unreachable { max, last_error } if kept(KEEP, Level::Error, false) => {
                 out.text("Server unreachable for >");
                 Secs(max).render(out);
                 out.text(", shutting down. Last error: ");
                 last_error.render(out);
             }
-            Event::RegistrationLost { cause } => {
+            Event::RegistrationLost { cause } if kept(KEEP, Level::Error, false) => {
                 out.text("Registration lost, shutting down: ");
                 cause.render(out);
             }
-            Event::Reregistering => {
+            Event::Reregistering if kept(KEEP, Level::Warn, false) => {
                 out.text("Registration lost: ");
                 Fatal::WorkerUnknown.render(out);
                 out.text("; registering again");
             }
-            Event::Reregistered => out.text("Registered again; serving"),
-            Event::RegistrationRejected { error } => {
+            Event::Reregistered if kept(KEEP, Level::Info, false) => out.text("Registered again; serving"),
+            Event::RegistrationRejected { error } if kept(KEEP, Level::Error, false) => {
                 out.text("Registering again failed, shutting down: ");
                 error.render(out);
             }
@@ -368,7 +449,7 @@ impl Render for Event<'_> {
                 retry,
                 retries,
                 wait,
-            } => {
+            } if kept(KEEP, Level::Warn, false) => {
                 out.text("Startup: ");
                 what.render(out);
                 out.text(" failed (");
@@ -380,13 +461,13 @@ impl Render for Event<'_> {
                 out.text(" in ");
                 Secs(wait).render(out);
             }
-            Event::StartupFailed { what, error } => {
+            Event::StartupFailed { what, error } if kept(KEEP, Level::Error, false) => {
                 out.text("Startup: ");
                 what.render(out);
                 out.text(" failed, giving up: ");
                 error.render(out);
             }
-            Event::TaskSkipped { error } => {
+            Event::TaskSkipped { error } if kept(KEEP, Level::Warn, false) => {
                 out.text("Could not mark the claimed task running (");
                 error.render(out);
                 out.text("); skipping it");
@@ -397,7 +478,7 @@ impl Render for Event<'_> {
                 room,
                 took,
                 error,
-            } => {
+            } if kept(KEEP, if error.is_some() { Level::Warn } else { Level::Info }, false) => {
                 out.text("Task ");
                 out.text(task_id);
                 out.text(" (");
@@ -417,17 +498,17 @@ impl Render for Event<'_> {
                     }
                 }
             }
-            Event::OutcomeHeld => out.text("Task outcome held until the server is reachable again"),
-            Event::OutcomeDelivered => out.text("Delivered the task outcome held during the outage"),
-            Event::OutcomeRejected { error } => {
+            Event::OutcomeHeld if kept(KEEP, Level::Info, false) => out.text("Task outcome held until the server is reachable again"),
+            Event::OutcomeDelivered if kept(KEEP, Level::Info, false) => out.text("Delivered the task outcome held during the outage"),
+            Event::OutcomeRejected { error } if kept(KEEP, Level::Warn, false) => {
                 out.text("Server refused the task outcome (");
                 error.render(out);
                 out.text("); dropping it");
             }
-            Event::StopRequested => out.text("Stop requested, shutting down"),
-            Event::CredentialsExpired => out.text("Token refused (HTTP 401): renewing the credentials"),
-            Event::CredentialsRenewed => out.text("Credentials renewed; serving"),
-            Event::ServerSaid { what, status, detail } => {
+            Event::StopRequested if kept(KEEP, Level::Info, false) => out.text("Stop requested, shutting down"),
+            Event::CredentialsExpired if kept(KEEP, Level::Info, false) => out.text("Token refused (HTTP 401): renewing the credentials"),
+            Event::CredentialsRenewed if kept(KEEP, Level::Debug, false) => out.text("Credentials renewed; serving"),
+            Event::ServerSaid { what, status, detail } if kept(KEEP, if status < 500 { Level::Warn } else { Level::Debug }, true) => {
                 out.text("The server refused the ");
                 what.render(out);
                 out.text(" (HTTP ");
@@ -441,7 +522,7 @@ impl Render for Event<'_> {
                 requests,
                 failed_requests,
                 outages,
-            } => {
+            } if kept(KEEP, Level::Info, true) => {
                 out.text("Summary: ");
                 out.num(completed);
                 out.text(" tasks completed, ");
@@ -454,70 +535,71 @@ impl Render for Event<'_> {
                 out.num(outages);
                 out.text(" outages survived");
             }
-            Event::TransportDetail { error } => {
+            Event::TransportDetail { error } if kept(KEEP, Level::Debug, true) => {
                 out.text("Request failed: ");
                 out.text(error);
             }
-            Event::TokenFileUnusable { why } => {
+            Event::TokenFileUnusable { why } if kept(KEEP, Level::Warn, true) => {
                 out.text("Cannot renew the token: ");
                 out.text(why);
             }
-            Event::StopNow => out.text("Asked again: stopping now, the running task is abandoned"),
-            Event::Registered { worker_id, jobs } => {
+            Event::StopNow if kept(KEEP, Level::Warn, false) => out.text("Asked again: stopping now, the running task is abandoned"),
+            Event::Registered { worker_id, jobs } if kept(KEEP, Level::Info, false) => {
                 out.text("Registered as worker ");
                 out.text(worker_id);
                 out.text(" (");
                 out.num(u64::from(jobs));
                 out.text(if jobs == 1 { " job)" } else { " jobs)" });
             }
-            Event::Disconnected { worker_id } => {
+            Event::Disconnected { worker_id } if kept(KEEP, Level::Info, false) => {
                 out.text("Worker ");
                 out.text(worker_id);
                 out.text(" deleted from the server");
             }
-            Event::DisconnectFailed { worker_id, error } => {
+            Event::DisconnectFailed { worker_id, error } if kept(KEEP, Level::Debug, false) => {
                 out.text("Could not delete worker ");
                 out.text(worker_id);
                 out.text(" from the server: ");
                 error.render(out);
             }
-            Event::StaleConnection { what } => {
+            Event::StaleConnection { what } if kept(KEEP, Level::Debug, false) => {
                 what.render(out);
                 out.text(": connection closed before an answer; sending again on a fresh one");
             }
-            Event::LocalError { what, error } => {
+            Event::LocalError { what, error } if kept(KEEP, Level::Error, false) => {
                 out.text("Cannot write the ");
                 what.render(out);
                 out.text(" request (");
                 error.render(out);
                 out.text("), shutting down: a worker setting is too small for it");
             }
-            Event::SignalsUnavailable => {
+            Event::SignalsUnavailable if kept(KEEP, Level::Warn, true) => {
                 out.text("Cannot listen for SIGINT/SIGTERM; running until the worker stops by itself")
             }
-            Event::ClaimAnswerLost { error } => {
+            Event::ClaimAnswerLost { error } if kept(KEEP, Level::Warn, false) => {
                 out.text("Claim answer lost (");
                 error.render(out);
                 out.text("); a task may be held under this worker id: registering afresh once the server answers");
             }
-            Event::RegisteredAfresh => {
+            Event::RegisteredAfresh if kept(KEEP, Level::Info, false) => {
                 out.text("Registered afresh after a lost claim answer; deleting the old worker id so the server fails any task it held")
             }
-            Event::RetiredOldWorker => out.text("Old worker id deleted; serving"),
-            Event::RetireFailed { error } => {
+            Event::RetiredOldWorker if kept(KEEP, Level::Info, false) => out.text("Old worker id deleted; serving"),
+            Event::RetireFailed { error } if kept(KEEP, Level::Warn, false) => {
                 out.text("Could not delete the old worker id (");
                 error.render(out);
                 out.text("); the server fails its tasks once its heartbeats are stale");
             }
-            Event::UpdateAlreadyApplied { status } => {
+            Event::UpdateAlreadyApplied { status } if kept(KEEP, Level::Debug, false) => {
                 out.text("Task was already ");
                 out.text(status.as_str());
                 out.text(" on the server (an earlier update's answer was lost)");
             }
-            Event::TaskOutput { output } => {
+            Event::TaskOutput { output } if kept(KEEP, Level::Debug, true) => {
                 out.text("Task output: ");
                 out.text(output);
             }
+            _ => {}
         }
     }
 }
@@ -540,6 +622,14 @@ mod tests {
         };
         assert_eq!(e.to_string(), "Server unreachable — retrying (30s/120s elapsed)");
         assert_eq!(e.level(), Level::Warn);
+        let e = Event::OutageWarning {
+            elapsed: Duration::from_millis(30_400),
+            max: crate::Config::NO_LIMIT,
+        };
+        assert_eq!(
+            e.to_string(),
+            "Server unreachable — retrying (30s elapsed, no limit)"
+        );
     }
 
     #[test]
@@ -589,6 +679,10 @@ mod tests {
             Event::OutageWarning {
                 elapsed: Duration::from_secs(5),
                 max: Duration::from_secs(120),
+            },
+            Event::OutageWarning {
+                elapsed: Duration::from_secs(5),
+                max: crate::Config::NO_LIMIT,
             },
             Event::Recovered {
                 outage: Duration::from_secs(42),
@@ -701,8 +795,54 @@ mod tests {
                 "{shown}"
             );
         }
+        // `Only` keeps exactly the events of its levels, and the host's
+        // only with `keep::HOST`; what it keeps reads as `Display`.
+        fn only<const K: u8>(e: &Event<'_>) -> String {
+            Only::<K>(e).to_string()
+        }
+        for e in &events {
+            let host_only = matches!(
+                e,
+                Event::ServerSaid { .. }
+                    | Event::Summary { .. }
+                    | Event::TransportDetail { .. }
+                    | Event::TokenFileUnusable { .. }
+                    | Event::SignalsUnavailable
+                    | Event::TaskOutput { .. }
+            );
+            let full = e.to_string();
+            let by_level = [
+                (
+                    Level::Error,
+                    only::<{ keep::ERROR }>(e),
+                    only::<{ keep::ERROR | keep::HOST }>(e),
+                ),
+                (
+                    Level::Warn,
+                    only::<{ keep::WARN }>(e),
+                    only::<{ keep::WARN | keep::HOST }>(e),
+                ),
+                (
+                    Level::Info,
+                    only::<{ keep::INFO }>(e),
+                    only::<{ keep::INFO | keep::HOST }>(e),
+                ),
+                (
+                    Level::Debug,
+                    only::<{ keep::DEBUG }>(e),
+                    only::<{ keep::DEBUG | keep::HOST }>(e),
+                ),
+            ];
+            for (level, device, host) in by_level {
+                let mine = e.level() == level;
+                assert_eq!(host, if mine { full.as_str() } else { "" }, "{level:?}: {full}");
+                let kept = mine && !host_only;
+                assert_eq!(device, if kept { full.as_str() } else { "" }, "{level:?}: {full}");
+            }
+            assert_eq!(only::<{ keep::ALL }>(e), full);
+        }
         assert_eq!(
-            events[7].to_string(),
+            events[8].to_string(),
             "Startup: create worker failed (Connection refused); retry 1/5 in 1.4s"
         );
         let finished: std::vec::Vec<String> = events

@@ -5,10 +5,12 @@ names, so code inlined into another crate's function still counts for the
 crate it was written in. Constants and strings (.rodata) are not counted.
 
     share.py ELF [PATH_PART ...]
+    share.py --by-file ELF PATH_PART
 
 prints, for each PATH_PART, the bytes of code from files whose path holds
-it (e.g. `core/src/` for outage-core), one number per line. Needs
-llvm-dwarfdump (LLVM's, any recent version)."""
+it (e.g. `core/src/` for outage-core), one number per line; with
+`--by-file`, the bytes of each such file, largest first (where a crate's
+share goes). Needs llvm-dwarfdump (LLVM's, any recent version)."""
 
 import re
 import subprocess
@@ -57,6 +59,16 @@ def rows(elf):
 
 
 def main():
+    if sys.argv[1] == "--by-file":
+        elf, part = sys.argv[2], sys.argv[3]
+        files = {}
+        for _, size, name in rows(elf):
+            if part in name:
+                short = name[name.index(part) + len(part):]
+                files[short] = files.get(short, 0) + size
+        for name, size in sorted(files.items(), key=lambda kv: -kv[1]):
+            print(f"{size:6d}  {name}")
+        return
     elf, parts = sys.argv[1], sys.argv[2:]
     totals = dict.fromkeys(parts, 0)
     for _, size, name in rows(elf):

@@ -82,7 +82,7 @@ impl<'w, 'a, T: TcpConnect, D: Dns, H> Driver<'w, 'a, '_, T, D, H> {
         let http = HttpRequest {
             server: &w.server,
             route,
-            token: w.token,
+            token: w.bearer(),
             body,
         };
         let work = async {
@@ -136,8 +136,11 @@ impl<'b, T: TcpConnect, D: Dns, H: Handler> Io for Driver<'_, '_, 'b, T, D, H> {
         let heartbeat_id = self.w.worker_id();
         let task_id = lane.held.as_ref().map_or("", |h| h.id.as_str());
         let (route, body) = match req {
-            // A device keeps a fixed token (`Worker::new` refuses
-            // `renew_credentials`): the core never asks.
+            // With a fixed token (`Worker::new` refuses
+            // `renew_credentials`) the core never asks.
+            #[cfg(feature = "login")]
+            Request::Login => return self.w.log_in(lane.rx).await.map(|()| Reply::Done),
+            #[cfg(not(feature = "login"))]
             Request::Login => return Err(Failure::status(401)),
             Request::CreateWorker => (Route::CreateWorker, None),
             Request::RegisterJob(n) => {

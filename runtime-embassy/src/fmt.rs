@@ -9,13 +9,21 @@ compile_error!("features `defmt` and `log` are mutually exclusive: `defmt` for f
 use outage_core::Event;
 
 /// Log one event at its level, with its one rendering.
+///
+/// With defmt each level renders through `outage_core::Only` of that level
+/// alone, without the host's events: a level `DEFMT_LOG` drops takes its
+/// words out of flash with it (an `info` build carries no debug line), and
+/// no build carries the lines only a host logs.
 pub fn emit(event: &Event<'_>) {
     #[cfg(feature = "defmt")]
-    match event.level() {
-        outage_core::Level::Error => defmt::error!("{}", event),
-        outage_core::Level::Warn => defmt::warn!("{}", event),
-        outage_core::Level::Info => defmt::info!("{}", event),
-        outage_core::Level::Debug => defmt::debug!("{}", event),
+    {
+        use outage_core::{Only, keep};
+        match event.level() {
+            outage_core::Level::Error => defmt::error!("{}", Only::<{ keep::ERROR }>(event)),
+            outage_core::Level::Warn => defmt::warn!("{}", Only::<{ keep::WARN }>(event)),
+            outage_core::Level::Info => defmt::info!("{}", Only::<{ keep::INFO }>(event)),
+            outage_core::Level::Debug => defmt::debug!("{}", Only::<{ keep::DEBUG }>(event)),
+        }
     }
     #[cfg(feature = "log")]
     {

@@ -25,6 +25,10 @@
 //! worker.supervise(&mut hb_rx, ClaimBuffers { rx, tx, payload }, &mut handler, Restart::DEFAULT).await;
 //! ```
 //!
+//! With feature `login`, [`Worker::with_login`] logs in with an email and a
+//! password (ZnDraw's `POST /v1/auth/jwt/login`) at start and again whenever
+//! the token expires ([`login`]).
+//!
 //! Logs: feature `defmt` on a device, `log` on a host (never both): the
 //! core's events with the same words either way.
 
@@ -34,6 +38,7 @@
 mod adapter;
 mod fmt;
 pub mod json;
+pub mod login;
 mod net;
 mod restart;
 mod wire;

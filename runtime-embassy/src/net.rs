@@ -55,7 +55,8 @@ impl<'a> Server<'a> {
     pub fn parse(url: &'a str) -> Option<Server<'a>> {
         let rest = url.strip_prefix("http://")?.trim_end_matches('/');
         let (authority, base) = match rest.find('/') {
-            Some(i) => rest.split_at(i),
+            // Checked: a panicking `split_at` costs 270 bytes of flash.
+            Some(i) => rest.split_at_checked(i)?,
             None => (rest, ""),
         };
         let (host, port) = match authority.rsplit_once(':') {
@@ -150,7 +151,7 @@ pub fn write_path(out: &mut [u8], base: &str, route: &Route<'_>) -> Option<usize
 }
 
 /// Decimal digits of `n`, in the tail of `buf`.
-fn decimal(mut n: usize, buf: &mut [u8; 20]) -> &[u8] {
+pub(crate) fn decimal(mut n: usize, buf: &mut [u8; 20]) -> &[u8] {
     let mut i = buf.len();
     loop {
         i -= 1;
@@ -158,6 +159,31 @@ fn decimal(mut n: usize, buf: &mut [u8; 20]) -> &[u8] {
         n /= 10;
         if n == 0 {
             return &buf[i..];
+        }
+    }
+}
+
+/// Where a request's bearer token comes from.
+#[derive(Clone, Copy)]
+pub enum Bearer<'r> {
+    /// A fixed token, the caller's.
+    Fixed(&'r str),
+    /// The token of the worker's last login (feature `login`), read under
+    /// its lock each time a piece of the request is gathered: a login in the
+    /// other loop may replace it between two pieces, and the request then
+    /// goes with a token the server refuses (401), which the core sends
+    /// again (it started before the renewal).
+    #[cfg(feature = "login")]
+    Stored(&'r crate::login::SharedToken),
+}
+
+impl Bearer<'_> {
+    /// `f` of the token.
+    fn with<R>(self, f: impl FnOnce(&str) -> R) -> R {
+        match self {
+            Bearer::Fixed(token) => f(token),
+            #[cfg(feature = "login")]
+            Bearer::Stored(store) => store.lock(|t| f(t.borrow().as_str())),
         }
     }
 }
@@ -170,7 +196,7 @@ pub struct Request<'r> {
     /// What.
     pub route: Route<'r>,
     /// Bearer token.
-    pub token: &'r str,
+    pub token: Bearer<'r>,
     /// JSON body.
     pub body: Option<&'r [u8]>,
 }
@@ -188,6 +214,19 @@ pub async fn exchange<T: TcpConnect>(
         .await
         .map_err(|e| fail(kind(embedded_io::Error::kind(&e))))?;
     on_connection(&mut conn, req, rx).await
+}
+
+/// A connection of its own to `ip`, `port` (for the login, whose request
+/// is not a [`Request`]).
+#[cfg(feature = "login")]
+pub(crate) async fn connect<T: TcpConnect>(
+    tcp: &T,
+    ip: IpAddr,
+    port: u16,
+) -> Result<T::Connection<'_>, Failure> {
+    tcp.connect(SocketAddr::new(ip, port))
+        .await
+        .map_err(|e| fail(kind(embedded_io::Error::kind(&e))))
 }
 
 /// Name lookups for a device without them (embassy-net without `dns`):
@@ -234,7 +273,7 @@ async fn send<C: Write>(conn: &mut C, req: &Request<'_>, rx: &mut [u8]) -> Resul
     // the request line.
     let mut next = None;
     loop {
-        let (n, done) = gather(req, rx, &mut next)?;
+        let (n, done) = req.token.with(|token| gather(req, token, rx, &mut next))?;
         // Failing before all of it is written, the server cannot act on it.
         if conn.write_all(&rx[..n]).await.is_err() {
             return Err(fail(Transport::SendFailed));
@@ -249,10 +288,26 @@ async fn send<C: Write>(conn: &mut C, req: &Request<'_>, rx: &mut [u8]) -> Resul
         .map_err(|e| fail(kind(embedded_io::Error::kind(&e))))
 }
 
+/// Writes `pieces` one after the other and flushes, with the failures of
+/// [`on_connection`]'s sending (for the login, whose request is not a
+/// [`Request`]).
+#[cfg(feature = "login")]
+pub(crate) async fn send_pieces<C: Write>(conn: &mut C, pieces: &[&[u8]]) -> Result<(), Failure> {
+    for piece in pieces {
+        if conn.write_all(piece).await.is_err() {
+            return Err(fail(Transport::SendFailed));
+        }
+    }
+    conn.flush()
+        .await
+        .map_err(|e| fail(kind(embedded_io::Error::kind(&e))))
+}
+
 /// Fills `rx` with the request from `next` on: how many bytes, and whether
 /// that is the end of it.
 fn gather(
     req: &Request<'_>,
+    token: &str,
     rx: &mut [u8],
     next: &mut Option<(usize, usize)>,
 ) -> Result<(usize, bool), Failure> {
@@ -291,7 +346,7 @@ fn gather(
         b" HTTP/1.1\r\nHost: ",
         req.server.authority.as_bytes(),
         b"\r\nAuthorization: Bearer ",
-        req.token.as_bytes(),
+        token.as_bytes(),
         b"\r\nAccept: application/json\r\n",
         if req.body.is_some() {
             b"Content-Type: application/json\r\n"
@@ -325,7 +380,7 @@ fn gather(
 
 /// Reads the response into `rx`, one read at a time; everything between
 /// reads is [`Response::step`], synchronous.
-async fn receive<C: Read>(conn: &mut C, rx: &mut [u8]) -> Result<Exchange, Failure> {
+pub(crate) async fn receive<C: Read>(conn: &mut C, rx: &mut [u8]) -> Result<Exchange, Failure> {
     let mut r = Response::default();
     loop {
         if let Some(x) = r.step(rx)? {
@@ -654,7 +709,7 @@ mod tests {
         let req = Request {
             server: &server,
             route: Route::Claim,
-            token: "tok",
+            token: Bearer::Fixed("tok"),
             body,
         };
         let mut conn = Fake::new(reply, step);
@@ -711,7 +766,7 @@ mod tests {
         let req = Request {
             server: &server,
             route: Route::Heartbeat { worker_id: "w-1" },
-            token: &token,
+            token: Bearer::Fixed(&token),
             body: None,
         };
         let mut conn = Fake::new(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}", 1000);
@@ -829,7 +884,7 @@ mod tests {
         let req = Request {
             server: &server,
             route: Route::Heartbeat { worker_id: "w" },
-            token: "tok",
+            token: Bearer::Fixed("tok"),
             body: None,
         };
         let mut conn = Fake::new(b"", 1);
@@ -847,7 +902,7 @@ mod tests {
         let req = Request {
             server: &server,
             route: Route::Heartbeat { worker_id: &long_id },
-            token: "tok",
+            token: Bearer::Fixed("tok"),
             body: None,
         };
         let mut conn = Fake::new(b"", 1);

@@ -26,6 +26,9 @@ use crate::wire::Id;
 
 pub(crate) type CS = CriticalSectionRawMutex;
 
+#[cfg(feature = "login")]
+mod login;
+
 /// Longest server URL (`http://host:port`) accepted.
 pub const MAX_SERVER_URL: usize = 96;
 /// Longest bearer token accepted (a ZnDraw JWT is about 200 bytes). The
@@ -118,6 +121,10 @@ pub enum SetupError {
     RenewUnsupported,
     /// No job, or a job name part longer than [`MAX_NAME`].
     Jobs,
+    /// [`Worker::with_login`]: an empty email or password, or one longer
+    /// than [`crate::login::MAX_CREDENTIAL`].
+    #[cfg(feature = "login")]
+    Credentials,
 }
 
 impl core::fmt::Display for SetupError {
@@ -136,6 +143,12 @@ impl core::fmt::Display for SetupError {
                 "invalid token: a bearer token holds only letters, digits and -._~+/ (then = padding)",
             ),
             SetupError::Jobs => write!(f, "no job, or a job name part longer than {MAX_NAME} bytes"),
+            #[cfg(feature = "login")]
+            SetupError::Credentials => write!(
+                f,
+                "the email and the password must not be empty nor longer than {} bytes",
+                crate::login::MAX_CREDENTIAL
+            ),
         }
     }
 }
@@ -187,6 +200,9 @@ pub struct Worker<'a, T: TcpConnect, D: Dns> {
     /// The application asked the worker to stop: [`Worker::supervise`]
     /// returns instead of restarting.
     stop_requested: AtomicBool,
+    /// [`Worker::with_login`]'s email, password and token.
+    #[cfg(feature = "login")]
+    login: Option<login::Credentials<'a>>,
 }
 
 impl<'a, T: TcpConnect, D: Dns> Worker<'a, T, D> {
@@ -244,7 +260,22 @@ impl<'a, T: TcpConnect, D: Dns> Worker<'a, T, D> {
             control_changed: Signal::new(),
             progress: Watch::new_with(0),
             stop_requested: AtomicBool::new(false),
+            #[cfg(feature = "login")]
+            login: None,
         })
+    }
+
+    /// The token requests carry (with feature `login`, see `login.rs`).
+    #[cfg(not(feature = "login"))]
+    pub(crate) fn bearer(&self) -> crate::net::Bearer<'_> {
+        crate::net::Bearer::Fixed(self.token)
+    }
+
+    /// Whether a run starts with a login (with feature `login`, see
+    /// `login.rs`).
+    #[cfg(not(feature = "login"))]
+    pub(crate) fn logs_in(&self) -> bool {
+        false
     }
 
     pub(crate) fn with_view<R>(&self, f: impl FnOnce(&mut View) -> R) -> R {
@@ -299,7 +330,7 @@ impl<'a, T: TcpConnect, D: Dns> Worker<'a, T, D> {
         let seed = (u64::from(self.rand()) << 32) | u64::from(self.rand());
         let jobs = self.jobs.len() as u16;
         // The configuration was validated in `new`.
-        let Ok(lc) = Lifecycle::new(self.config, jobs, false, seed, EmbassyClock.now()) else {
+        let Ok(lc) = Lifecycle::new(self.config, jobs, self.logs_in(), seed, EmbassyClock.now()) else {
             return Ok(StopReason::Requested);
         };
         let mut lc = lc.with_stats(self.stats());

@@ -128,7 +128,10 @@ impl<H: Http> Shared<H> {
         match &self.credentials {
             Credentials::Login { user, password } => self.api.login(user, password).await,
             Credentials::TokenFile(path) => match read_token_file(path) {
-                Ok(token) => Ok(self.api.set_token(&token)),
+                Ok(token) => {
+                    self.api.set_token(&token);
+                    Ok(())
+                }
                 Err(why) => {
                     self.emit(&Event::TokenFileUnusable { why: &why });
                     Err(refused(Failure::status(401)))

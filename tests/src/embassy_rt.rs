@@ -95,21 +95,35 @@ impl Runtime for EmbassyRuntime {
     type Worker = EmbassyWorker;
 
     fn start(setup: &Setup) -> Result<EmbassyWorker, String> {
-        let worker = new_worker(setup)?;
-        let hb_rx = leak_buf(HEARTBEAT_RX);
-        let bufs = ClaimBuffers {
-            rx: leak_buf(16 << 10),
-            tx: leak_buf(2 << 10),
-            payload: leak_buf(4 << 10),
-        };
-        let handler: &'static mut Behave = Box::leak(Box::new(Behave));
-        run_executor(move |spawner| {
-            spawner.spawn(run_task(worker, hb_rx, bufs, handler).expect("a free run task slot"));
-        })?;
-        futures_lite::future::block_on(worker.started())
-            .map_err(|e| format!("could not start the worker: {e}"))?;
-        Ok(EmbassyWorker { worker })
+        run(new_worker(setup, None)?)
     }
+}
+
+impl EmbassyRuntime {
+    /// An embassy worker that logs in with `email` and `password`
+    /// (`Worker::with_login`) instead of using `setup.token`, started and
+    /// running.
+    pub fn start_with_login(setup: &Setup, email: &str, password: &str) -> Result<EmbassyWorker, String> {
+        run(new_worker(setup, Some((email, password)))?)
+    }
+}
+
+/// Run `worker` (`Worker::run`) in a task of its own; return once it has
+/// registered (or why it could not).
+fn run(worker: &'static W) -> Result<EmbassyWorker, String> {
+    let hb_rx = leak_buf(HEARTBEAT_RX);
+    let bufs = ClaimBuffers {
+        rx: leak_buf(16 << 10),
+        tx: leak_buf(2 << 10),
+        payload: leak_buf(4 << 10),
+    };
+    let handler: &'static mut Behave = Box::leak(Box::new(Behave));
+    run_executor(move |spawner| {
+        spawner.spawn(run_task(worker, hb_rx, bufs, handler).expect("a free run task slot"));
+    })?;
+    futures_lite::future::block_on(worker.started())
+        .map_err(|e| format!("could not start the worker: {e}"))?;
+    Ok(EmbassyWorker { worker })
 }
 
 /// An executor of its own, on a thread of its own, running what `init`
@@ -125,8 +139,9 @@ fn run_executor(init: impl FnOnce(embassy_executor::Spawner) + Send + 'static) -
         .map_err(|e| e.to_string())
 }
 
-/// A worker for `setup`, in leaked (`'static`) storage.
-fn new_worker(setup: &Setup) -> Result<&'static W, String> {
+/// A worker for `setup`, in leaked (`'static`) storage; with `login`, one
+/// that logs in with that email and password instead of `setup.token`.
+fn new_worker(setup: &Setup, login: Option<(&str, &str)>) -> Result<&'static W, String> {
     let stack: &'static Stack = Box::leak(Box::default());
     let jobs: Vec<Job<'static>> = JOBS
         .iter()
@@ -144,15 +159,28 @@ fn new_worker(setup: &Setup) -> Result<&'static W, String> {
     let seed = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(7, |d| d.as_nanos() as u64);
-    let worker = W::new(
-        stack,
-        stack,
-        leak_str(&setup.url),
-        leak_str(&setup.token),
-        jobs,
-        setup.config,
-        seed,
-    )
+    let url = leak_str(&setup.url);
+    let worker = match login {
+        None => W::new(
+            stack,
+            stack,
+            url,
+            leak_str(&setup.token),
+            jobs,
+            setup.config,
+            seed,
+        ),
+        Some((email, password)) => W::with_login(
+            stack,
+            stack,
+            url,
+            leak_str(email),
+            leak_str(password),
+            jobs,
+            setup.config,
+            seed,
+        ),
+    }
     .map_err(|e| e.to_string())?;
     Ok(Box::leak(Box::new(worker)))
 }
@@ -169,7 +197,7 @@ impl SupervisedWorker {
     /// Start supervising a worker for `setup` (returns at once: startup
     /// happens in the task).
     pub fn start(setup: &Setup, policy: Restart) -> Result<SupervisedWorker, String> {
-        let worker = new_worker(setup)?;
+        let worker = new_worker(setup, None)?;
         let returned: &'static AtomicBool = Box::leak(Box::new(AtomicBool::new(false)));
         let hb_rx = leak_buf(HEARTBEAT_RX);
         let bufs = ClaimBuffers {

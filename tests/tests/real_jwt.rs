@@ -3,8 +3,10 @@
 //! that expire every 3 s: a worker that logs in keeps serving across ten
 //! token lifetimes without an outage warning; a token file renewed by
 //! someone else is read again on 401; a wrong password stops the worker
-//! with one clear line. The embassy worker (a device keeps a fixed token)
-//! serves with a real JWT, longer than the 160 bytes it once accepted.
+//! with one clear line. The embassy worker serves with a real JWT as a
+//! fixed token (longer than the 160 bytes it once accepted), and with its
+//! own login (feature `login`) across token lifetimes, or stops with one
+//! line on a wrong password.
 
 use std::time::{Duration, Instant};
 
@@ -272,4 +274,61 @@ fn the_embassy_worker_serves_with_a_real_jwt() {
     worker.disconnect();
     assert!(!log.dump().contains(&token[..40]));
     assert_eq!(log.matching("deleted from the server").len(), 1, "{}", log.dump());
+}
+
+/// A device that logs in (`Worker::with_login`): the embassy worker serves
+/// across four token lifetimes, logging in again on each 401 without an
+/// outage warning; neither the password nor a token appears in any line,
+/// at any level.
+#[test]
+fn the_embassy_worker_logs_in_again_whenever_its_token_expires() {
+    let log = capture::start();
+    log::set_max_level(log::LevelFilter::Trace);
+    let server = jwt_server();
+    let setup = Setup {
+        url: server.url().to_owned(),
+        token: String::new(),
+        config: config(),
+    };
+    let worker = EmbassyRuntime::start_with_login(&setup, ADMIN, PASSWORD)
+        .unwrap_or_else(|e| panic!("{e}\n{}", log.dump()));
+    serve_across(4, &server, &log, "embassy login");
+    assert_eq!(worker.stop_reason(), None, "{}", log.dump());
+    worker.disconnect();
+    for line in log.lines() {
+        assert!(!line.text.contains(PASSWORD), "{}", line.text);
+        assert!(!line.text.contains("eyJ"), "{}", line.text);
+        assert!(!line.text.contains("Bearer"), "{}", line.text);
+    }
+    log::set_max_level(log::LevelFilter::Debug);
+}
+
+/// A wrong password: the embassy worker does not start, at once (a refused
+/// login is not retried), with one error line that holds no password.
+#[test]
+fn the_embassy_worker_with_a_wrong_password_stops_with_one_line() {
+    let log = capture::start();
+    let server = jwt_server();
+    let setup = Setup {
+        url: server.url().to_owned(),
+        token: String::new(),
+        config: config(),
+    };
+    let t0 = Instant::now();
+    let err = match EmbassyRuntime::start_with_login(&setup, ADMIN, "not-the-password") {
+        Ok(_) => panic!("started with a wrong password\n{}", log.dump()),
+        Err(e) => e,
+    };
+    assert!(t0.elapsed() < Duration::from_secs(10), "not retried");
+    assert_eq!(
+        err,
+        "could not start the worker: login failed: HTTP 400 Bad Request"
+    );
+    let errors = log.error_lines();
+    assert_eq!(errors.len(), 1, "{}", log.dump());
+    assert_eq!(
+        errors[0].text,
+        "Startup: login failed, giving up: HTTP 400 Bad Request"
+    );
+    assert!(!log.dump().contains("not-the-password"));
 }

@@ -12,10 +12,13 @@
 //! `OUTAGE_SERVER=http://192.168.1.10:8765 OUTAGE_TOKEN=… cargo build --release`.
 //! The job `@global:modifiers:Blink` blinks LED1 `{"times": n}` times.
 //!
-//! The gateway never stays dead: `Worker::supervise` starts the worker
-//! again whenever it stops by itself (an outage longer than
-//! `max_unreachable`, a lost registration, a startup that gave up), after a
-//! capped backoff (`Restart::DEFAULT`: 5 s doubling to 60 s), logging why.
+//! The gateway never stays dead: it never gives up on an outage
+//! (`max_unreachable: Config::NO_LIMIT`: it keeps retrying on the capped
+//! backoff, keeping its worker id and any outcome it holds), and
+//! `Worker::supervise` starts the worker again whenever it stops for any
+//! other reason (a lost or refused registration, a startup that gave up),
+//! after a capped backoff (`Restart::DEFAULT`: 5 s doubling to 60 s),
+//! logging why. The README's device section says why this policy.
 //!
 //! Features (`size.sh` builds the combinations it measures):
 //! - `dhcp` (default): the address from DHCP; without it, [`STATIC_IP`].
@@ -161,7 +164,12 @@ mod worker {
     type Dns = outage_runtime_embassy::NoDns;
     type OutageWorker = Worker<'static, Tcp, Dns>;
 
-    const CONFIG: Config = Config::DEFAULT;
+    /// Never give up on an outage (see the crate docs); every other
+    /// setting the reference's.
+    const CONFIG: Config = Config {
+        max_unreachable: Config::NO_LIMIT,
+        ..Config::DEFAULT
+    };
     const _: () = assert!(CONFIG.validate().is_ok(), "CONFIG is invalid");
 
     // The README promises the worker's own state stays under 1 KiB.
