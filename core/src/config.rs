@@ -76,6 +76,11 @@ pub struct Config {
     /// stops only if the renewed token is refused too. ZnDraw's tokens
     /// expire after an hour. Default: off (a fixed token; 401 stops).
     pub renew_credentials: bool,
+    /// How many tasks run at once, under one worker id and one heartbeat
+    /// (1 to [`Config::MAX_CONCURRENCY`]). Each has its own held outcome;
+    /// claims and status updates still go one at a time. Default 1 (the
+    /// reference). A runtime may support fewer (a device: a const).
+    pub concurrency: u8,
 }
 
 impl Config {
@@ -94,6 +99,7 @@ impl Config {
         request_timeout: Duration::from_secs(10),
         disconnect_timeout: Duration::from_secs(5),
         renew_credentials: false,
+        concurrency: 1,
     };
 
     /// The reference schedule exactly: [`Config::DEFAULT`] without jitter.
@@ -122,6 +128,9 @@ impl Config {
     pub const fn has_outage_limit(&self) -> bool {
         self.max_unreachable.as_millis() != Self::NO_LIMIT.as_millis()
     }
+
+    /// The most tasks a worker runs at once ([`Config::concurrency`]).
+    pub const MAX_CONCURRENCY: u8 = 16;
 
     /// The longest duration any setting accepts: 30 days (and
     /// [`Config::NO_LIMIT`] for `max_unreachable`). Longer values
@@ -192,6 +201,9 @@ impl Config {
                 base_value: self.startup_base,
             });
         }
+        if self.concurrency == 0 || self.concurrency > Self::MAX_CONCURRENCY {
+            return Err(ConfigError::Concurrency(self.concurrency));
+        }
         Ok(())
     }
 }
@@ -209,6 +221,8 @@ pub enum ConfigError {
     Zero(&'static str),
     /// A duration is longer than [`Config::MAX_DURATION`].
     TooLong(&'static str),
+    /// `concurrency` is not between 1 and [`Config::MAX_CONCURRENCY`].
+    Concurrency(u8),
     /// A cap is below the value it caps.
     CapBelowBase {
         /// Name of the cap field.
@@ -234,6 +248,11 @@ impl Render for ConfigError {
                 out.text("invalid config: ");
                 out.text(field);
                 out.text(" must not be longer than 30 days");
+            }
+            ConfigError::Concurrency(n) => {
+                out.text("invalid config: concurrency ");
+                out.num(u64::from(*n));
+                out.text(" must be between 1 and 16");
             }
             ConfigError::CapBelowBase {
                 cap,

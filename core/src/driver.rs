@@ -15,26 +15,23 @@
 //! held task) back, so a cancelled lane can still send the final delete.
 
 use core::future::{Future, poll_fn};
-use core::pin::pin;
+use core::pin::{Pin, pin};
 use core::sync::atomic::{AtomicBool, Ordering};
 use core::task::Poll;
 
-use crate::lifecycle::{Control, Lane, LanePoll, Lifecycle, Notice, Op, Outcome, Reply, Request};
+use crate::lifecycle::{Control, Lane, Lifecycle, Notice, Op, Outcome, Reply, Request};
 use crate::{Event, Failure, Instant};
 
-/// The strings an event names, as the runtime holds them in the claim
-/// lane's resources.
+/// A held task's strings, as the runtime keeps them in its slot's lane.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Names<'a> {
-    /// The current worker id.
-    pub worker_id: &'a str,
-    /// The held task's id (empty without one).
-    pub task_id: &'a str,
-    /// The held task's full job name.
+pub struct TaskNames<'a> {
+    /// The task's id.
+    pub id: &'a str,
+    /// Its full job name.
     pub job: &'a str,
-    /// The held task's room.
+    /// Its room.
     pub room: &'a str,
-    /// The held task's outcome error text, if it failed.
+    /// Its outcome's error text, if it failed.
     pub error: Option<&'a str>,
 }
 
@@ -46,9 +43,9 @@ pub struct Names<'a> {
 /// runtime spawns the driver on a multi-threaded executor.
 #[allow(async_fn_in_trait)]
 pub trait Io {
-    /// A lane's own resources (receive and body buffers, a connection, the
-    /// held task and its outcome on the claim lane), moved into each
-    /// operation and handed back by it.
+    /// A lane's own resources (receive and body buffers, a connection; on
+    /// a task slot the held task, its outcome and its handler), moved into
+    /// each operation and handed back by it.
     type Lane;
 
     /// The current time on the runtime's [`crate::Clock`].
@@ -65,7 +62,8 @@ pub trait Io {
     /// [`Request::accepts`](crate::Request::accepts) refuses is a
     /// [`Failure::Status`]; a request the runtime cannot write is a
     /// [`Failure::Local`]; [`Request::Claim`] keeps a claimed task in
-    /// `lane`. May be dropped at any await (a stop).
+    /// `lane` (a task slot); the task requests use the task held there. May
+    /// be dropped at any await (a stop).
     async fn send(&self, lane: &mut Self::Lane, req: Request) -> Result<Reply, Failure>;
 
     /// Run the task held in `lane` with its job's handler and keep its
@@ -81,10 +79,13 @@ pub trait Io {
     /// The pending worker id (from [`Request::CreateWorker`]) is registered:
     /// make it the current one, and keep the previous one as the old one
     /// ([`Request::Retire`]).
-    fn adopt(&self, lane: &mut Self::Lane);
+    fn adopt(&self);
 
-    /// The strings events name, from the claim lane's resources.
-    fn names<'l>(&self, lane: &'l Self::Lane) -> Names<'l>;
+    /// `f` of the current worker id (for the log).
+    fn with_worker_id(&self, f: &mut dyn FnMut(&str));
+
+    /// The strings of the task held in `lane` (for the log).
+    fn task<'l>(&self, lane: &'l Self::Lane) -> TaskNames<'l>;
 
     /// What the application asks now.
     fn control(&self) -> Control;
@@ -98,19 +99,34 @@ pub trait Io {
     fn publish(&self, _lifecycle: &Lifecycle) {}
 }
 
-/// Run a worker's whole life — startup, both lanes, the stop, the final
+/// Element `i` of a pinned array.
+#[allow(unsafe_code)]
+fn element<F, const N: usize>(array: Pin<&mut [Option<F>; N]>, i: usize) -> Pin<&mut Option<F>> {
+    // SAFETY: structural pinning of an array's elements. The array is
+    // pinned and never moved; an element is only replaced through
+    // `Pin::set`, which drops the old value in place; nothing moves one
+    // out. (An index out of bounds panics before anything is projected.)
+    unsafe { array.map_unchecked_mut(|a| &mut a[i]) }
+}
+
+/// Run a worker's whole life — startup, the heartbeat lane, `SLOTS` task
+/// slots (at most [`crate::Config::concurrency`] used), the stop, the final
 /// delete — until the [`Lifecycle`] is done. Returns the lanes' resources.
-pub async fn drive<I: Io>(
+pub async fn drive<I: Io, const SLOTS: usize>(
     io: &I,
     lc: &mut Lifecycle,
     heartbeat: I::Lane,
-    claim: I::Lane,
-) -> (I::Lane, I::Lane) {
-    let cancel = [AtomicBool::new(false), AtomicBool::new(false)];
-    let mut res = [Some(heartbeat), Some(claim)];
-    let mut ops: [Option<Op>; 2] = [None, None];
+    slots: [I::Lane; SLOTS],
+) -> (I::Lane, [I::Lane; SLOTS]) {
+    lc.limit_slots(SLOTS);
+    let hb_cancel = AtomicBool::new(false);
+    let cancels: [AtomicBool; SLOTS] = core::array::from_fn(|_| AtomicBool::new(false));
+    let mut hb_res = Some(heartbeat);
+    let mut res: [Option<I::Lane>; SLOTS] = slots.map(Some);
+    let mut hb_op: Option<Op> = None;
+    let mut ops: [Option<Op>; SLOTS] = [None; SLOTS];
     let mut hb = pin!(None);
-    let mut cl = pin!(None);
+    let mut futs = pin!(core::array::from_fn::<_, SLOTS, _>(|_| None));
     let mut seen = Control::Run;
     loop {
         let now = io.now();
@@ -120,42 +136,53 @@ pub async fn drive<I: Io>(
             lc.control(now, control);
         }
         lc.handle_timeout(now);
-        let mut wake_at = lc.poll_timeout();
-        for lane in Lane::ALL {
-            let i = lane as usize;
-            let mut slot = if i == 0 { hb.as_mut() } else { cl.as_mut() };
-            if slot.is_some() {
-                if lc.cancels(lane) {
-                    cancel[i].store(true, Ordering::Relaxed);
-                }
-                continue;
+        if hb.is_some() && lc.cancels(Lane::HEARTBEAT) {
+            hb_cancel.store(true, Ordering::Relaxed);
+        }
+        for (i, cancel) in cancels.iter().enumerate() {
+            if element(futs.as_mut(), i).is_some() && lc.cancels(Lane::slot(i)) {
+                cancel.store(true, Ordering::Relaxed);
             }
-            match lc.poll_lane(lane, now) {
-                LanePoll::Start(op) => {
-                    flush(io, lc, res[1].as_mut());
-                    if let Some(r) = res[i].take() {
-                        cancel[i].store(false, Ordering::Relaxed);
-                        ops[i] = Some(op);
-                        slot.set(Some(operate(io, r, op, &cancel[i])));
+        }
+        while let Some((lane, op)) = lc.poll_start(now) {
+            flush(io, lc, &res);
+            match lane.slot_index() {
+                None => {
+                    if let Some(r) = hb_res.take() {
+                        hb_cancel.store(false, Ordering::Relaxed);
+                        hb_op = Some(op);
+                        hb.set(Some(operate(io, r, op, &hb_cancel)));
                     }
                 }
-                LanePoll::Wait(t) => wake_at = Some(wake_at.map_or(t, |w| w.min(t))),
-                LanePoll::Idle | LanePoll::Done => {}
+                Some(i) if i < SLOTS => {
+                    if let Some(r) = res[i].take() {
+                        cancels[i].store(false, Ordering::Relaxed);
+                        ops[i] = Some(op);
+                        element(futs.as_mut(), i).set(Some(operate(io, r, op, &cancels[i])));
+                    }
+                }
+                Some(_) => {}
             }
         }
-        flush(io, lc, res[1].as_mut());
+        flush(io, lc, &res);
         io.publish(lc);
-        if lc.is_done() && hb.is_none() && cl.is_none() {
+        let idle = hb.is_none() && (0..SLOTS).all(|i| element(futs.as_mut(), i).is_none());
+        if lc.is_done() && idle {
             break;
         }
+        let wake_at = lc.poll_timeout();
         let woke = {
             let lanes = poll_fn(|cx| {
-                for i in 0..2 {
-                    let slot = if i == 0 { hb.as_mut() } else { cl.as_mut() };
-                    if let Some(fut) = slot.as_pin_mut()
+                if let Some(fut) = hb.as_mut().as_pin_mut()
+                    && let Poll::Ready(done) = fut.poll(cx)
+                {
+                    return Poll::Ready((Lane::HEARTBEAT, done));
+                }
+                for i in 0..SLOTS {
+                    if let Some(fut) = element(futs.as_mut(), i).as_pin_mut()
                         && let Poll::Ready(done) = fut.poll(cx)
                     {
-                        return Poll::Ready((i, done));
+                        return Poll::Ready((Lane::slot(i), done));
                     }
                 }
                 Poll::Pending
@@ -168,27 +195,34 @@ pub async fn drive<I: Io>(
             };
             first_of(lanes, timer, io.control_changed()).await
         };
-        if let Some((i, (r, outcome))) = woke {
-            if i == 0 {
-                hb.set(None);
-            } else {
-                cl.set(None);
-            }
-            let mut r = r;
+        if let Some((lane, (mut r, outcome))) = woke {
             let outcome = outcome.unwrap_or(Outcome::Cancelled);
-            if ops[i].take() == Some(Op::Run) && outcome == Outcome::Cancelled {
+            let op = match lane.slot_index() {
+                None => {
+                    hb.set(None);
+                    hb_op.take()
+                }
+                Some(i) => {
+                    element(futs.as_mut(), i).set(None);
+                    ops[i].take()
+                }
+            };
+            if op == Some(Op::Run) && outcome == Outcome::Cancelled {
                 io.abandon(&mut r);
             }
-            res[i] = Some(r);
-            lc.handle(Lane::ALL[i], io.now(), outcome);
-            flush(io, lc, res[1].as_mut());
+            match lane.slot_index() {
+                None => hb_res = Some(r),
+                Some(i) => res[i] = Some(r),
+            }
+            lc.handle(lane, io.now(), outcome);
+            flush(io, lc, &res);
         }
     }
     io.publish(lc);
-    let [Some(heartbeat), Some(claim)] = res else {
+    let (Some(heartbeat), true) = (hb_res, res.iter().all(Option::is_some)) else {
         unreachable!("a lane's resources are back whenever it is idle")
     };
-    (heartbeat, claim)
+    (heartbeat, res.map(|r| r.expect("checked above")))
 }
 
 /// One operation on a lane, until it ends or its cancel flag is set
@@ -216,42 +250,32 @@ async fn operate<I: Io>(io: &I, mut res: I::Lane, op: Op, cancel: &AtomicBool) -
 }
 
 /// Log the lifecycle's notices, in order, with the runtime's names.
-fn flush<I: Io>(io: &I, lc: &mut Lifecycle, mut claim: Option<&mut I::Lane>) {
+fn flush<I: Io, const SLOTS: usize>(io: &I, lc: &mut Lifecycle, res: &[Option<I::Lane>; SLOTS]) {
     while let Some(n) = lc.poll_event() {
-        let names = match (&n, claim.as_deref_mut()) {
-            (Notice::Event(e), _) => {
-                io.emit(e);
-                continue;
+        match n {
+            Notice::Event(e) => io.emit(&e),
+            Notice::Adopt => io.adopt(),
+            Notice::TaskFinished { lane, took } => {
+                let held = lane.slot_index().and_then(|i| res.get(i)?.as_ref());
+                let names = held.map(|r| io.task(r)).unwrap_or_default();
+                io.emit(&Event::TaskFinished {
+                    task_id: names.id,
+                    job: names.job,
+                    room: names.room,
+                    took,
+                    error: names.error,
+                });
             }
-            (Notice::Adopt, Some(c)) => {
-                io.adopt(c);
-                continue;
-            }
-            (_, Some(c)) => io.names(c),
-            (_, None) => Names::default(),
-        };
-        let event = match n {
-            Notice::Registered { jobs } => Event::Registered {
-                worker_id: names.worker_id,
-                jobs,
-            },
-            Notice::TaskFinished { took } => Event::TaskFinished {
-                task_id: names.task_id,
-                job: names.job,
-                room: names.room,
-                took,
-                error: names.error,
-            },
-            Notice::Disconnected => Event::Disconnected {
-                worker_id: names.worker_id,
-            },
-            Notice::DisconnectFailed(error) => Event::DisconnectFailed {
-                worker_id: names.worker_id,
-                error,
-            },
-            Notice::Event(_) | Notice::Adopt => continue,
-        };
-        io.emit(&event);
+            Notice::Registered { jobs } => io.with_worker_id(&mut |worker_id| {
+                io.emit(&Event::Registered { worker_id, jobs });
+            }),
+            Notice::Disconnected => io.with_worker_id(&mut |worker_id| {
+                io.emit(&Event::Disconnected { worker_id });
+            }),
+            Notice::DisconnectFailed(error) => io.with_worker_id(&mut |worker_id| {
+                io.emit(&Event::DisconnectFailed { worker_id, error });
+            }),
+        }
     }
 }
 

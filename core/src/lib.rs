@@ -29,7 +29,9 @@
 //! (zndraw-joblib's wire types and routes) and [`Config`].
 
 #![no_std]
-#![forbid(unsafe_code)]
+// One audited `unsafe` (a pinned array's element projection) in `driver`;
+// none anywhere else.
+#![deny(unsafe_code)]
 #![warn(missing_docs)]
 
 mod backoff;
@@ -49,7 +51,7 @@ pub use backoff::{SplitMix64, backoff, first_phase};
 pub use config::{Config, ConfigError, Jitter, OnRegistrationLost};
 pub use error::{Class, Endpoint, Failure, Fatal, Local, Transport, classify, parse_retry_after};
 pub use event::{Event, Level, NO_HANDLER_ERROR, Only, SHUTDOWN_ERROR, StopReason, keep};
-pub use lifecycle::{Control, Lane, LanePoll, Lifecycle, Notice, Op, Outcome, Reply, Request, Stage, Stats};
+pub use lifecycle::{Control, Lane, Lifecycle, MAX_SLOTS, Notice, Op, Outcome, Reply, Request, Stage, Stats};
 pub use machine::{ClaimAction, Events, HeartbeatAction, Machine, Phase, Step, TaskState, Wake};
 pub use outage::Outage;
 pub use render::{Render, Sink};

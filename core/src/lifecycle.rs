@@ -92,20 +92,31 @@ impl Request {
     }
 }
 
-/// The two lanes of a worker: each carries one operation at a time.
+/// Where an operation runs: lane 0 carries heartbeats and credential
+/// renewals; lane `1 + i` is task slot `i`, which carries its task's
+/// requests (claim, `running`, outcome, check) and runs its handler. The
+/// claim loop's requests (also startup, re-registration, the final delete)
+/// go one at a time, on whichever slot they concern or on an idle one.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
-pub enum Lane {
-    /// Heartbeats and credential renewals.
-    Heartbeat = 0,
-    /// Startup, claims, the task and its updates, re-registration, the
-    /// final delete.
-    Claim = 1,
-}
+pub struct Lane(pub u8);
 
 impl Lane {
-    /// Both lanes, in index order.
-    pub const ALL: [Lane; 2] = [Lane::Heartbeat, Lane::Claim];
+    /// Heartbeats and credential renewals.
+    pub const HEARTBEAT: Lane = Lane(0);
+
+    /// Task slot `i`.
+    pub const fn slot(i: usize) -> Lane {
+        Lane(i as u8 + 1)
+    }
+
+    /// The task slot of this lane (`None` for the heartbeat).
+    pub const fn slot_index(self) -> Option<usize> {
+        match self.0 {
+            0 => None,
+            n => Some(n as usize - 1),
+        }
+    }
 }
 
 /// What a lane does next.
@@ -140,20 +151,6 @@ pub enum Outcome {
     Cancelled,
 }
 
-/// What a lane does, asked of an idle lane.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum LanePoll {
-    /// Start this operation now.
-    Start(Op),
-    /// Nothing before this instant (ask again then, or after anything
-    /// happens).
-    Wait(Instant),
-    /// Nothing until something happens on the other lane.
-    Idle,
-    /// This lane is finished.
-    Done,
-}
-
 /// What the application asks of a running worker.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
@@ -185,8 +182,11 @@ pub enum Notice {
         /// Jobs registered.
         jobs: u32,
     },
-    /// The held task's handler finished: [`Event::TaskFinished`].
+    /// The handler of the task held in `lane` finished:
+    /// [`Event::TaskFinished`].
     TaskFinished {
+        /// The task's slot.
+        lane: Lane,
         /// How long it ran.
         took: Duration,
     },
@@ -278,6 +278,10 @@ impl Queue {
     }
 }
 
+/// The most task slots (lanes `1..=MAX_SLOTS`).
+pub const MAX_SLOTS: usize = Config::MAX_CONCURRENCY as usize;
+const LANES: usize = MAX_SLOTS + 1;
+
 /// The operation in flight on a lane.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct Busy {
@@ -286,6 +290,8 @@ struct Busy {
     started: Instant,
     /// Sent once more already after a stale connection.
     resent: bool,
+    /// One of the claim loop's requests (they go one at a time).
+    serial: bool,
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -294,7 +300,21 @@ struct LaneState {
     /// Send this again at once (stale connection).
     again: Option<Busy>,
     cancel: bool,
-    done: bool,
+}
+
+/// A task slot.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+enum Slot {
+    /// No task.
+    #[default]
+    Free,
+    /// The claim loop's task: being claimed, started, delivered or checked.
+    Focus,
+    /// Its handler runs.
+    Running,
+    /// Its handler finished (`true`: succeeded); the outcome waits for the
+    /// claim loop.
+    Finished(bool),
 }
 
 /// Where startup is: which request comes next.
@@ -321,15 +341,24 @@ pub struct Lifecycle {
     /// Re-registration (running): the next request (0 create, n job n-1)
     /// and when the sequence started.
     reregister: Option<(u16, Instant)>,
-    /// A stop was requested: the stop's time and its grace.
+    /// A stop was requested: when the grace ends, and the hard limit.
     grace_at: Option<Instant>,
     halt_at: Option<Instant>,
     halted: bool,
     /// The application dropped the worker: no last request.
     dropped: bool,
-    /// The outcome to deliver is a success.
-    outcome_ok: bool,
-    lanes: [LaneState; 2],
+    slots: [Slot; MAX_SLOTS],
+    /// How many slots are in use (`concurrency`, capped by the runtime).
+    concurrency: usize,
+    /// The slot of the claim loop's task.
+    focus: Option<usize>,
+    lanes: [LaneState; LANES],
+    /// The heartbeat lane is finished; the claim loop is finished.
+    heartbeat_done: bool,
+    serial_done: bool,
+    /// When each part wants to act next (from the last poll).
+    heartbeat_at: Option<Instant>,
+    serial_at: Option<Instant>,
     stats: Stats,
     queue: Queue,
     lost_events: u32,
@@ -366,33 +395,35 @@ impl Lifecycle {
             halt_at: None,
             halted: false,
             dropped: false,
-            outcome_ok: true,
-            lanes: [LaneState::default(); 2],
+            slots: [Slot::Free; MAX_SLOTS],
+            concurrency: usize::from(cfg.concurrency).clamp(1, MAX_SLOTS),
+            focus: None,
+            lanes: [LaneState::default(); LANES],
+            heartbeat_done: false,
+            serial_done: false,
+            heartbeat_at: None,
+            serial_at: None,
             stats: Stats::default(),
             queue: Queue::EMPTY,
             lost_events: 0,
         })
     }
 
-    /// The same worker, to start again at `now` after it stopped (a
-    /// supervised device): fresh state, the counters kept, one more restart.
-    pub fn restarted(&self, login_first: bool, now: Instant) -> Self {
-        let mut rng = self.rng;
-        let seed = (u64::from(rng.next_u32()) << 32) | u64::from(rng.next_u32());
-        let mut fresh = match Lifecycle::new(self.cfg, self.jobs, login_first, seed, now) {
-            Ok(l) => l,
-            // The configuration was valid when `self` was made.
-            Err(_) => self.clone(),
-        };
-        fresh.stats = self.stats;
-        fresh.stats.restarts += 1;
-        fresh
-    }
-
     /// The same lifecycle, counting on from `stats` (a worker run again).
     pub const fn with_stats(mut self, stats: Stats) -> Self {
         self.stats = stats;
         self
+    }
+
+    /// Use at most `slots` task slots (what the runtime provides), even if
+    /// the configuration asks for more.
+    pub fn limit_slots(&mut self, slots: usize) {
+        self.concurrency = self.concurrency.min(slots.max(1));
+    }
+
+    /// How many tasks run at once.
+    pub const fn concurrency(&self) -> usize {
+        self.concurrency
     }
 
     /// The configuration.
@@ -435,7 +466,12 @@ impl Lifecycle {
         self.startup_error
     }
 
-    /// True once the worker is finished and both lanes are idle.
+    /// Tasks whose handler runs now.
+    pub fn running(&self) -> usize {
+        self.slots.iter().filter(|s| **s == Slot::Running).count()
+    }
+
+    /// True once the worker is finished and every lane is idle.
     pub fn is_done(&self) -> bool {
         self.stage == Stage::Done && self.lanes.iter().all(|l| l.busy.is_none())
     }
@@ -454,24 +490,34 @@ impl Lifecycle {
     /// out, or the worker halts)? The runtime then drops it and reports
     /// [`Outcome::Cancelled`].
     pub fn cancels(&self, lane: Lane) -> bool {
-        let l = &self.lanes[lane as usize];
-        l.cancel && l.busy.is_some()
+        self.lanes
+            .get(usize::from(lane.0))
+            .is_some_and(|l| l.cancel && l.busy.is_some())
     }
 
-    /// The next instant the lifecycle itself acts (a stop's grace or hard
-    /// limit); lanes add their own [`LanePoll::Wait`]s.
+    /// The next instant the lifecycle acts by itself (a lane's deadline, a
+    /// stop's grace or hard limit), after [`Lifecycle::poll_start`] has
+    /// returned `None`.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        match (self.grace_at, self.halt_at) {
-            _ if self.halted => None,
-            (Some(g), Some(h))
-                if self.lanes[Lane::Claim as usize]
-                    .busy
-                    .is_some_and(|b| b.op == Op::Run) =>
-            {
-                Some(g.min(h))
-            }
-            (_, h) => h,
+        if self.halted {
+            return None;
         }
+        let mut at = self.halt_at;
+        let earliest = |a: Option<Instant>, b: Option<Instant>| match (a, b) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, None) => a,
+            (None, b) => b,
+        };
+        if self.running() > 0 {
+            at = earliest(at, self.grace_at);
+        }
+        if self.lanes[0].busy.is_none() {
+            at = earliest(at, self.heartbeat_at);
+        }
+        if !self.serial_busy() {
+            at = earliest(at, self.serial_at);
+        }
+        at
     }
 
     // ------------------------------------------------------------- inputs
@@ -499,10 +545,10 @@ impl Lifecycle {
         }
     }
 
-    /// Stop at the application's request: a running task may take `grace`
-    /// (then it is abandoned and reported failed), every request in flight
-    /// at most `grace + request_timeout + 1 s` in all; then the worker is
-    /// deleted from the server.
+    /// Stop at the application's request: running tasks may take `grace`
+    /// (then they are abandoned and reported failed), every request in
+    /// flight at most `grace + request_timeout + 1 s` in all; then the
+    /// worker is deleted from the server.
     pub fn request_stop(&mut self, now: Instant, grace: Duration) {
         if self.grace_at.is_some() {
             return;
@@ -513,9 +559,9 @@ impl Lifecycle {
             Stage::Starting => {
                 // Nothing registered yet to deliver or delete: stop here.
                 self.stage = Stage::Done;
-                self.halt();
                 let step = self.machine.request_stop();
                 self.apply(step);
+                self.halt();
             }
             Stage::Running => {
                 let step = self.machine.request_stop();
@@ -525,80 +571,69 @@ impl Lifecycle {
         }
     }
 
-    /// Deadlines passed: a stop's grace (abandon the task) or its hard
-    /// limit (cancel everything in flight).
+    /// Deadlines passed: a stop's grace (abandon the running tasks) or its
+    /// hard limit (cancel everything in flight).
     pub fn handle_timeout(&mut self, now: Instant) {
         if self.halted {
             return;
         }
-        if self.halt_at.is_some_and(|h| now >= h) {
+        if self.halt_at.is_some_and(|h| now >= h) && self.stage != Stage::Stopping {
             self.halt();
             return;
         }
-        let claim = &mut self.lanes[Lane::Claim as usize];
-        if self.grace_at.is_some_and(|g| now >= g) && claim.busy.is_some_and(|b| b.op == Op::Run) {
-            claim.cancel = true;
+        if self.grace_at.is_some_and(|g| now >= g) {
+            for (i, slot) in self.slots.iter().enumerate() {
+                if *slot == Slot::Running {
+                    self.lanes[i + 1].cancel = true;
+                }
+            }
         }
     }
 
-    /// What `lane` does next (ask only while it is idle).
-    pub fn poll_lane(&mut self, lane: Lane, now: Instant) -> LanePoll {
-        let state = self.lanes[lane as usize];
-        if state.busy.is_some() {
-            return LanePoll::Idle;
-        }
-        if state.done {
-            return LanePoll::Done;
-        }
-        if let Some(again) = state.again {
-            self.lanes[lane as usize].again = None;
-            return self.begin(lane, again);
-        }
-        let poll = match self.stage {
-            Stage::Starting => match lane {
-                Lane::Heartbeat => LanePoll::Idle,
-                Lane::Claim if now < self.startup_at => LanePoll::Wait(self.startup_at),
-                Lane::Claim => LanePoll::Start(Op::Send(match self.startup {
-                    Startup::Login => Request::Login,
-                    Startup::Register(0) => Request::CreateWorker,
-                    Startup::Register(n) => Request::RegisterJob(n - 1),
-                })),
-            },
-            Stage::Running => match lane {
-                Lane::Heartbeat => self.heartbeat_poll(now),
-                Lane::Claim => self.claim_poll(now),
-            },
-            Stage::Stopping => match lane {
-                Lane::Heartbeat => LanePoll::Done,
-                Lane::Claim => LanePoll::Start(Op::Send(Request::Disconnect)),
-            },
-            Stage::Done => LanePoll::Done,
-        };
-        match poll {
-            LanePoll::Start(op) => self.begin(
-                lane,
-                Busy {
-                    op,
-                    started: now,
-                    resent: false,
-                },
-            ),
-            LanePoll::Done => {
-                self.lanes[lane as usize].done = true;
-                self.lane_finished();
-                // The claim lane may have the final delete to send.
-                self.poll_lane(lane, now)
+    /// The next operation to start now on an idle lane; call until `None`,
+    /// then sleep until [`Lifecycle::poll_timeout`] or until anything
+    /// happens.
+    pub fn poll_start(&mut self, now: Instant) -> Option<(Lane, Op)> {
+        // A stale connection's re-send, at once.
+        for i in 0..LANES {
+            if self.lanes[i].busy.is_none()
+                && let Some(again) = self.lanes[i].again.take()
+            {
+                return Some(self.begin(Lane(i as u8), again));
             }
-            other => other,
         }
+        if self.lanes[0].busy.is_none()
+            && let Some(op) = self.heartbeat_poll(now)
+        {
+            return Some(self.begin(Lane::HEARTBEAT, self.fresh(op, now, false)));
+        }
+        // Handlers of tasks that started.
+        for i in 0..self.concurrency {
+            if self.slots[i] == Slot::Running && self.lanes[i + 1].busy.is_none() && !self.halted {
+                return Some(self.begin(Lane::slot(i), self.fresh(Op::Run, now, false)));
+            }
+        }
+        if !self.serial_busy() {
+            let stage = self.stage;
+            if let Some((lane, op)) = self.serial_poll(now) {
+                return Some(self.begin(lane, self.fresh(op, now, true)));
+            }
+            if self.stage != stage {
+                // Stopping now: the final delete goes at once. (Stages
+                // only move forward, so this recursion is short.)
+                return self.poll_start(now);
+            }
+        }
+        None
     }
 
     /// The operation on `lane` ended at `now`.
     pub fn handle(&mut self, lane: Lane, now: Instant, outcome: Outcome) {
-        let Some(busy) = self.lanes[lane as usize].busy.take() else {
+        let i = usize::from(lane.0);
+        let Some(busy) = self.lanes.get_mut(i).and_then(|l| l.busy.take()) else {
             return;
         };
-        self.lanes[lane as usize].cancel = false;
+        self.lanes[i].cancel = false;
         if let Outcome::Replied(Err(failure)) = outcome {
             self.stats.failed_requests += 1;
             if let Op::Send(req) = busy.op
@@ -608,36 +643,59 @@ impl Lifecycle {
             {
                 self.stats.stale_connection_retries += 1;
                 self.push(Notice::Event(Event::StaleConnection { what: req.endpoint() }));
-                self.lanes[lane as usize].again = Some(Busy { resent: true, ..busy });
+                self.lanes[i].again = Some(Busy { resent: true, ..busy });
                 return;
             }
         }
+        let slot = lane.slot_index();
         match (busy.op, outcome) {
-            (Op::Run, Outcome::Ran(ok)) => self.ran(busy.started, now, ok),
+            (Op::Run, Outcome::Ran(ok)) => self.ran(lane, busy.started, now, ok),
             (Op::Run, Outcome::Cancelled) if !self.halted => {
                 // The grace ran out: abandoned, reported failed.
-                self.ran(busy.started, now, false)
+                self.ran(lane, busy.started, now, false)
             }
             (_, Outcome::Cancelled) => {
-                if self.halted {
-                    self.lanes[lane as usize].done = true;
-                    self.lane_finished();
+                if let Some(s) = slot {
+                    self.slots[s] = Slot::Free;
+                    if self.focus == Some(s) {
+                        self.focus = None;
+                    }
                 }
             }
-            (Op::Send(req), Outcome::Replied(result)) => self.replied(lane, req, busy.started, now, result),
+            (Op::Send(req), Outcome::Replied(result)) => {
+                self.replied(lane, req, busy.started, now, result);
+                self.settle(now);
+            }
             (Op::Send(_), Outcome::Ran(_)) | (Op::Run, Outcome::Replied(_)) => {}
         }
+        self.finish_if_idle();
     }
 
     // ------------------------------------------------------------ private
 
-    fn begin(&mut self, lane: Lane, busy: Busy) -> LanePoll {
+    fn fresh(&self, op: Op, now: Instant, serial: bool) -> Busy {
+        Busy {
+            op,
+            started: now,
+            resent: false,
+            serial,
+        }
+    }
+
+    fn begin(&mut self, lane: Lane, busy: Busy) -> (Lane, Op) {
         if matches!(busy.op, Op::Send(_)) {
             self.stats.requests += 1;
         }
-        self.lanes[lane as usize].busy = Some(busy);
-        self.lanes[lane as usize].cancel = false;
-        LanePoll::Start(busy.op)
+        let l = &mut self.lanes[usize::from(lane.0)];
+        l.busy = Some(busy);
+        l.cancel = false;
+        (lane, busy.op)
+    }
+
+    fn serial_busy(&self) -> bool {
+        self.lanes
+            .iter()
+            .any(|l| l.busy.is_some_and(|b| b.serial) || l.again.is_some_and(|b| b.serial))
     }
 
     fn rand(&mut self) -> u32 {
@@ -675,33 +733,37 @@ impl Lifecycle {
             return;
         }
         self.halted = true;
+        self.heartbeat_done = true;
+        self.serial_done = true;
         for l in &mut self.lanes {
             l.again = None;
-            if l.busy.is_some() {
-                l.cancel = true;
-            } else {
-                l.done = true;
+            l.cancel = l.busy.is_some();
+        }
+        for s in &mut self.slots {
+            if *s != Slot::Running {
+                *s = Slot::Free;
             }
         }
-        // Lanes idle now are done; the delete comes once the busy ones
-        // report their cancellation.
-        self.lane_finished();
+        self.focus = None;
+        self.finish_if_idle();
     }
 
-    /// A lane finished: once both are, the worker stops (and deletes
-    /// itself from the server, unless the server has forgotten it).
-    fn lane_finished(&mut self) {
-        if !self.lanes.iter().all(|l| l.done && l.busy.is_none()) {
+    /// Once both parts are finished and no lane is busy, the worker stops
+    /// (and deletes itself from the server, unless the server has
+    /// forgotten it).
+    fn finish_if_idle(&mut self) {
+        let idle = self.lanes.iter().all(|l| l.busy.is_none() && l.again.is_none());
+        if !(self.heartbeat_done && self.serial_done && idle) {
             return;
         }
         match self.stage {
             Stage::Running if self.deletes_itself() => {
                 self.stage = Stage::Stopping;
-                // The claim lane carries the delete, which nothing but a
-                // halt of the application cancels (it has its own timeout).
+                // The delete is cancelled only by a halt of the
+                // application (it has its own timeout).
                 self.halted = false;
                 self.halt_at = None;
-                self.lanes[Lane::Claim as usize].done = false;
+                self.serial_done = false;
             }
             Stage::Stopping | Stage::Running | Stage::Starting => self.stage = Stage::Done,
             Stage::Done => {}
@@ -719,68 +781,201 @@ impl Lifecycle {
             )
     }
 
-    fn heartbeat_poll(&mut self, now: Instant) -> LanePoll {
+    fn heartbeat_poll(&mut self, now: Instant) -> Option<Op> {
+        self.heartbeat_at = None;
+        if self.heartbeat_done {
+            return None;
+        }
+        match self.stage {
+            Stage::Starting => return None,
+            Stage::Stopping | Stage::Done => {
+                self.heartbeat_done = true;
+                return None;
+            }
+            Stage::Running => {}
+        }
         loop {
             match self.machine.heartbeat_poll(now) {
-                HeartbeatAction::Wait(t) => return LanePoll::Wait(t),
-                HeartbeatAction::Beat => return LanePoll::Start(Op::Send(Request::Heartbeat)),
-                HeartbeatAction::Login => return LanePoll::Start(Op::Send(Request::Login)),
+                HeartbeatAction::Wait(t) => {
+                    self.heartbeat_at = Some(t);
+                    return None;
+                }
+                HeartbeatAction::Beat => return Some(Op::Send(Request::Heartbeat)),
+                HeartbeatAction::Login => return Some(Op::Send(Request::Login)),
                 HeartbeatAction::Expire => {
                     let step = self.machine.on_expired(now);
                     self.apply(step);
                 }
-                HeartbeatAction::Stop(_) => return LanePoll::Done,
+                HeartbeatAction::Stop(_) => {
+                    self.heartbeat_done = true;
+                    self.finish_if_idle();
+                    return None;
+                }
             }
         }
     }
 
-    fn claim_poll(&mut self, now: Instant) -> LanePoll {
-        if let Some((n, _)) = self.reregister
-            && self.machine.stop_reason().is_none()
+    /// The first slot lane with nothing in flight and no task of its own
+    /// (for requests that concern no task), preferring free slots.
+    fn idle_lane(&self) -> Option<Lane> {
+        let idle = |i: &usize| self.lanes[i + 1].busy.is_none() && self.lanes[i + 1].again.is_none();
+        (0..self.concurrency)
+            .filter(idle)
+            .find(|i| self.slots[*i] == Slot::Free)
+            .or_else(|| (0..self.concurrency).find(|i| idle(i) && self.slots[*i] != Slot::Running))
+            .map(Lane::slot)
+    }
+
+    /// Keep the slots in step with the claim loop's task: a task that
+    /// started executing runs in its slot; a task the machine is done with
+    /// frees its slot. Only while no claim-loop request is in flight (a
+    /// claim in flight leaves the machine idle until it is answered).
+    fn settle(&mut self, now: Instant) {
+        if let Some(f) = self.focus
+            && !self.serial_busy()
         {
-            return LanePoll::Start(Op::Send(match n {
+            match self.machine.phase() {
+                crate::Phase::Executing => {
+                    self.slots[f] = Slot::Running;
+                    self.machine.park(now);
+                    self.focus = None;
+                }
+                crate::Phase::Idle => {
+                    self.slots[f] = Slot::Free;
+                    self.focus = None;
+                }
+                _ => {}
+            }
+        }
+        let free = self.slots[..self.concurrency].contains(&Slot::Free);
+        self.machine.set_saturated(!free);
+    }
+
+    /// The claim loop's next request, and the lane it goes on.
+    fn serial_poll(&mut self, now: Instant) -> Option<(Lane, Op)> {
+        self.serial_at = None;
+        if self.serial_done {
+            return None;
+        }
+        match self.stage {
+            Stage::Starting => {
+                if now < self.startup_at {
+                    self.serial_at = Some(self.startup_at);
+                    return None;
+                }
+                let req = match self.startup {
+                    Startup::Login => Request::Login,
+                    Startup::Register(0) => Request::CreateWorker,
+                    Startup::Register(n) => Request::RegisterJob(n - 1),
+                };
+                return Some((Lane::slot(0), Op::Send(req)));
+            }
+            Stage::Stopping => return Some((self.idle_lane()?, Op::Send(Request::Disconnect))),
+            Stage::Done => return None,
+            Stage::Running => {}
+        }
+        self.settle(now);
+        let stopped = self.machine.stop_reason().is_some();
+        // An outcome waiting in a slot comes before anything new.
+        if self.focus.is_none() && self.machine.phase() == crate::Phase::Idle && !self.halted {
+            let finished = (0..self.concurrency).find(|i| matches!(self.slots[*i], Slot::Finished(_)));
+            if let Some(i) = finished {
+                let Slot::Finished(ok) = self.slots[i] else {
+                    return None;
+                };
+                self.slots[i] = Slot::Focus;
+                self.focus = Some(i);
+                let step = self.machine.on_executed(now, ok);
+                self.apply(step);
+            }
+        }
+        if let Some((n, _)) = self.reregister
+            && !stopped
+        {
+            let req = match n {
                 0 => Request::CreateWorker,
                 n => Request::RegisterJob(n - 1),
-            }));
+            };
+            return Some((self.idle_lane()?, Op::Send(req)));
         }
         loop {
+            let focus_lane = self.focus.map(Lane::slot);
             let op = match self.machine.claim_poll(now) {
-                ClaimAction::Wait(t) => return LanePoll::Wait(t),
-                ClaimAction::Stop(_) => return LanePoll::Done,
+                ClaimAction::Wait(t) => {
+                    self.serial_at = Some(t);
+                    return None;
+                }
+                ClaimAction::Stop(_) => {
+                    if let Some(f) = self.focus.take() {
+                        // Claimed, not started: the delete fails it.
+                        self.slots[f] = Slot::Free;
+                    }
+                    if self.slots[..self.concurrency]
+                        .iter()
+                        .any(|s| matches!(s, Slot::Running | Slot::Finished(_)))
+                        && !self.halted
+                    {
+                        // Running tasks get their grace, then their outcome
+                        // one delivery attempt.
+                        return None;
+                    }
+                    self.serial_done = true;
+                    self.finish_if_idle();
+                    return None;
+                }
                 ClaimAction::Expire => {
                     let step = self.machine.on_expired(now);
                     self.apply(step);
                     continue;
                 }
-                ClaimAction::Claim => Op::Send(Request::Claim),
+                ClaimAction::Claim => {
+                    let free = (0..self.concurrency)
+                        .find(|i| self.slots[*i] == Slot::Free && self.lanes[i + 1].busy.is_none());
+                    let Some(i) = free else {
+                        // Every slot is busy: claim when one is free.
+                        self.machine.set_saturated(true);
+                        return None;
+                    };
+                    self.slots[i] = Slot::Focus;
+                    self.focus = Some(i);
+                    return Some((Lane::slot(i), Op::Send(Request::Claim)));
+                }
                 ClaimAction::Start => Op::Send(Request::Update(TaskStatus::Running)),
-                ClaimAction::Execute => Op::Run,
-                ClaimAction::Deliver => Op::Send(Request::Update(if self.outcome_ok {
+                ClaimAction::Deliver => Op::Send(Request::Update(if self.machine.outcome_ok() {
                     TaskStatus::Completed
                 } else {
                     TaskStatus::Failed
                 })),
                 ClaimAction::Verify => Op::Send(Request::GetTask),
-                ClaimAction::Retire => Op::Send(Request::Retire),
+                ClaimAction::Execute => {
+                    // Started executing: the task runs in its slot.
+                    self.settle(now);
+                    continue;
+                }
+                ClaimAction::Retire => return Some((self.idle_lane()?, Op::Send(Request::Retire))),
                 ClaimAction::Register => {
                     self.reregister = Some((0, now));
-                    Op::Send(Request::CreateWorker)
+                    return Some((self.idle_lane()?, Op::Send(Request::CreateWorker)));
                 }
             };
-            return LanePoll::Start(op);
+            return Some((focus_lane?, op));
         }
     }
 
-    fn ran(&mut self, started: Instant, now: Instant, ok: bool) {
+    fn ran(&mut self, lane: Lane, started: Instant, now: Instant, ok: bool) {
         if ok {
             self.stats.tasks_completed += 1;
         } else {
             self.stats.tasks_failed += 1;
         }
-        self.push(Notice::TaskFinished { took: now - started });
-        self.outcome_ok = ok;
-        let step = self.machine.on_executed(now, ok);
-        self.apply(step);
+        self.push(Notice::TaskFinished {
+            lane,
+            took: now - started,
+        });
+        if let Some(i) = lane.slot_index() {
+            self.slots[i] = Slot::Finished(ok);
+        }
+        self.settle(now);
     }
 
     fn replied(
@@ -799,7 +994,7 @@ impl Lifecycle {
                     Ok(_) => Notice::Disconnected,
                     Err(f) => Notice::DisconnectFailed(f),
                 });
-                self.lanes[Lane::Claim as usize].done = true;
+                self.serial_done = true;
                 self.stage = Stage::Done;
             }
             Stage::Done => {}
@@ -864,11 +1059,11 @@ impl Lifecycle {
         let rand = self.rand();
         let done = result.map(drop);
         match (lane, req) {
-            (Lane::Heartbeat, Request::Heartbeat) => {
+            (Lane::HEARTBEAT, Request::Heartbeat) => {
                 let step = self.machine.on_heartbeat(started, now, done);
                 self.apply(step);
             }
-            (Lane::Heartbeat, _) => {
+            (Lane::HEARTBEAT, _) => {
                 let step = self.machine.on_login(started, now, done, rand);
                 self.apply(step);
             }

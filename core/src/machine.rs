@@ -228,6 +228,9 @@ pub struct Machine {
     /// The next login attempt, and the backoff exponent of login attempts.
     login_next: Instant,
     login_attempt: u32,
+    /// Every task slot is busy: the claim loop cannot probe the server
+    /// (see [`Machine::set_saturated`]).
+    saturated: bool,
 }
 
 impl Machine {
@@ -263,6 +266,7 @@ impl Machine {
             token_proven: false,
             login_next: now,
             login_attempt: 0,
+            saturated: false,
         })
     }
 
@@ -279,6 +283,11 @@ impl Machine {
     /// Why the worker stopped, once it has.
     pub const fn stop_reason(&self) -> Option<StopReason> {
         self.stop
+    }
+
+    /// The outcome being delivered is a success.
+    pub const fn outcome_ok(&self) -> bool {
+        self.outcome_ok
     }
 
     /// Where the claim loop is.
@@ -311,6 +320,32 @@ impl Machine {
         self.retire
     }
 
+    /// A task runs and the claim loop cannot probe the server: the claimed
+    /// task executes, or every task slot is busy.
+    fn executing(&self) -> bool {
+        self.phase == Phase::Executing || self.saturated
+    }
+
+    /// Tasks run beside the claim loop (task slots, see
+    /// [`crate::Lifecycle`]): the task that just started executing is
+    /// handed to its slot, and the claim loop goes back to claiming (at
+    /// once, as after a task). Its outcome comes back later through
+    /// [`Machine::on_executed`], when the claim loop is idle.
+    pub fn park(&mut self, now: Instant) {
+        if self.phase == Phase::Executing {
+            self.phase = Phase::Idle;
+            self.held = false;
+            self.claim_next = now;
+        }
+    }
+
+    /// Every task slot is busy (`true`), or one is free again: while they
+    /// all are, the claim loop sends nothing, so the heartbeat makes the
+    /// last try before the outage limit, as while a single task runs.
+    pub fn set_saturated(&mut self, saturated: bool) {
+        self.saturated = saturated;
+    }
+
     /// The next instant a loop wants to act, for a runtime that drives both
     /// loops from one timer; `None` once stopped. Includes the outage
     /// deadline.
@@ -319,7 +354,7 @@ impl Machine {
             None
         } else {
             // A running handler has no deadline of the core's.
-            let next = if self.phase == Phase::Executing {
+            let next = if self.executing() {
                 self.heartbeat_next
             } else {
                 self.heartbeat_next.min(self.claim_next)
@@ -447,7 +482,7 @@ impl Machine {
                             // While a task runs the claim loop cannot probe:
                             // the heartbeat makes the last try before the
                             // limit (otherwise the claim loop's do).
-                            if self.phase == Phase::Executing {
+                            if self.executing() {
                                 let rand = (started.as_millis() as u32).rotate_left(13) ^ 0x9E37_79B9;
                                 self.heartbeat_next = self.within_limit(self.heartbeat_next, now, rand);
                             }
