@@ -8,7 +8,7 @@
 use core::marker::PhantomData;
 
 use embedded_nal_async::{Dns, TcpConnect};
-use outage_core::driver::{Io, Names};
+use outage_core::driver::{Io, TaskNames};
 use outage_core::protocol::{Route, StatusUpdate};
 use outage_core::{
     Clock, Control, Event, Failure, Instant, Lifecycle, Local, NO_HANDLER_ERROR, Reply, Request,
@@ -21,17 +21,14 @@ use crate::net::{Request as HttpRequest, exchange, resolve};
 use crate::wire::{Held, Id, claim_body, error_text, registration_body, status_body, take_task, task_info};
 use crate::worker::{EmbassyClock, Handler, Task, Worker, to_embassy};
 
-/// A lane's storage: its buffers, and on the claim lane the handler, the
-/// held task and the worker ids.
+/// A lane's storage: its buffers, and on the task slot the handler and the
+/// held task.
 pub(crate) struct Lane<'b, H> {
     rx: &'b mut [u8],
     tx: &'b mut [u8],
     payload: &'b mut [u8],
     handler: Option<&'b mut H>,
     held: Option<Held>,
-    current: Id,
-    pending: Id,
-    old: Id,
 }
 
 impl<'b, H> Lane<'b, H> {
@@ -47,9 +44,6 @@ impl<'b, H> Lane<'b, H> {
             payload,
             handler,
             held: None,
-            current: Id::new(),
-            pending: Id::new(),
-            old: Id::new(),
         }
     }
 }
@@ -133,7 +127,13 @@ impl<'b, T: TcpConnect, D: Dns, H: Handler> Io for Driver<'_, '_, 'b, T, D, H> {
     }
 
     async fn send(&self, lane: &mut Lane<'b, H>, req: Request) -> Result<Reply, Failure> {
-        let heartbeat_id = self.w.worker_id();
+        // The one worker id this request names (one copy, not three: the
+        // copy lives in the request's future).
+        let id = self.w.with_view(|v| match req {
+            Request::RegisterJob(_) => v.pending.clone(),
+            Request::Retire => v.old.clone(),
+            _ => v.worker_id.clone(),
+        });
         let task_id = lane.held.as_ref().map_or("", |h| h.id.as_str());
         let (route, body) = match req {
             // With a fixed token (`Worker::new` refuses
@@ -149,19 +149,11 @@ impl<'b, T: TcpConnect, D: Dns, H: Handler> Io for Driver<'_, '_, 'b, T, D, H> {
                     .jobs
                     .get(usize::from(n))
                     .ok_or(Failure::Local(Local::Encoding))?;
-                let len = registration_body(lane.tx, job, &lane.pending).ok_or(TOO_LARGE)?;
+                let len = registration_body(lane.tx, job, &id).ok_or(TOO_LARGE)?;
                 (Route::RegisterJob { room: job.room }, Some(len))
             }
-            Request::Heartbeat => (
-                Route::Heartbeat {
-                    worker_id: &heartbeat_id,
-                },
-                None,
-            ),
-            Request::Claim => (
-                Route::Claim,
-                Some(claim_body(lane.tx, &lane.current).ok_or(TOO_LARGE)?),
-            ),
+            Request::Heartbeat => (Route::Heartbeat { worker_id: &id }, None),
+            Request::Claim => (Route::Claim, Some(claim_body(lane.tx, &id).ok_or(TOO_LARGE)?)),
             Request::Update(status) => {
                 let error = lane
                     .held
@@ -175,22 +167,18 @@ impl<'b, T: TcpConnect, D: Dns, H: Handler> Io for Driver<'_, '_, 'b, T, D, H> {
                 (Route::TaskStatus { task_id }, Some(len))
             }
             Request::GetTask => (Route::GetTask { task_id }, None),
-            Request::Retire => (Route::Disconnect { worker_id: &lane.old }, None),
-            Request::Disconnect => (
-                Route::Disconnect {
-                    worker_id: &lane.current,
-                },
-                None,
-            ),
+            Request::Retire => (Route::Disconnect { worker_id: &id }, None),
+            Request::Disconnect => (Route::Disconnect { worker_id: &id }, None),
         };
         let body = body.map(|n| &lane.tx[..n]);
         let span = self.call(req, route, body, lane.rx).await?;
         let answer = &lane.rx[span];
         match req {
             Request::CreateWorker => {
-                lane.pending = member(answer, "id")
+                let id: Id = member(answer, "id")
                     .and_then(string)
                     .ok_or(Failure::MalformedResponse)?;
+                self.w.with_view(|v| v.pending = id);
             }
             Request::Claim => {
                 lane.held = take_task(answer, lane.payload)?;
@@ -204,7 +192,7 @@ impl<'b, T: TcpConnect, D: Dns, H: Handler> Io for Driver<'_, '_, 'b, T, D, H> {
             },
             Request::GetTask => {
                 let (status, holder) = task_info(answer)?;
-                let ours = holder.as_deref() == Some(lane.current.as_str());
+                let ours = holder.as_deref() == Some(id.as_str());
                 return Ok(Reply::Task(TaskState { status, ours }));
             }
             _ => {}
@@ -241,16 +229,21 @@ impl<'b, T: TcpConnect, D: Dns, H: Handler> Io for Driver<'_, '_, 'b, T, D, H> {
         }
     }
 
-    fn adopt(&self, lane: &mut Lane<'b, H>) {
-        lane.old = core::mem::replace(&mut lane.current, core::mem::take(&mut lane.pending));
-        self.w.with_view(|v| v.worker_id.clone_from(&lane.current));
+    fn adopt(&self) {
+        self.w.with_view(|v| {
+            v.old = core::mem::replace(&mut v.worker_id, core::mem::take(&mut v.pending));
+        });
     }
 
-    fn names<'l>(&self, lane: &'l Lane<'b, H>) -> Names<'l> {
+    fn with_worker_id(&self, f: &mut dyn FnMut(&str)) {
+        let id = self.w.worker_id();
+        f(&id)
+    }
+
+    fn task<'l>(&self, lane: &'l Lane<'b, H>) -> TaskNames<'l> {
         let held = lane.held.as_ref();
-        Names {
-            worker_id: &lane.current,
-            task_id: held.map_or("", |h| &h.id),
+        TaskNames {
+            id: held.map_or("", |h| &h.id),
             job: held.map_or("", |h| &h.job_name),
             room: held.map_or("", |h| &h.room_id),
             error: held

@@ -168,7 +168,11 @@ pub struct ClaimBuffers<'b> {
 
 /// What the worker shares between its driver and its handle.
 pub(crate) struct View {
+    /// The current worker id; the pending one (created, not yet
+    /// registered); the old one (given up, to be retired).
     pub worker_id: Id,
+    pub pending: Id,
+    pub old: Id,
     pub control: Control,
     pub stage: Stage,
     pub stop: Option<StopReason>,
@@ -218,6 +222,10 @@ impl<'a, T: TcpConnect, D: Dns> Worker<'a, T, D> {
         seed: u64,
     ) -> Result<Self, SetupError> {
         config.validate().map_err(SetupError::Config)?;
+        if config.concurrency != 1 {
+            // One task slot: a device runs one task at a time (its RAM).
+            return Err(SetupError::Config(ConfigError::Concurrency(config.concurrency)));
+        }
         if config.renew_credentials {
             return Err(SetupError::RenewUnsupported);
         }
@@ -249,6 +257,8 @@ impl<'a, T: TcpConnect, D: Dns> Worker<'a, T, D> {
             address: Mutex::new(Cell::new(None)),
             view: Mutex::new(RefCell::new(View {
                 worker_id: Id::new(),
+                pending: Id::new(),
+                old: Id::new(),
                 control: Control::Run,
                 stage: Stage::Done,
                 stop: None,
@@ -346,7 +356,7 @@ impl<'a, T: TcpConnect, D: Dns> Worker<'a, T, D> {
         let heartbeat = Lane::new(heartbeat_rx, &mut [], &mut [], None);
         let claim = Lane::new(bufs.rx, bufs.tx, bufs.payload, Some(handler));
         let driver = Driver::new(self);
-        drive(&driver, &mut lc, heartbeat, claim).await;
+        drive(&driver, &mut lc, heartbeat, [claim]).await;
         self.with_view(|v| v.startup_error = lc.startup_error());
         self.progress.sender().send(3);
         match lc.startup_error() {

@@ -169,6 +169,16 @@ impl WorkerBuilder {
         self.token.clone()
     }
 
+    /// Run up to `n` tasks at once (1 to 16; default 1), under one worker id
+    /// and one heartbeat; each outcome is delivered (and held through an
+    /// outage) on its own. Handlers must then cope with running
+    /// concurrently. Shorthand for [`Config::concurrency`]; give it after
+    /// [`WorkerBuilder::config`], which replaces the whole configuration.
+    pub fn concurrency(mut self, n: u8) -> Self {
+        self.config.concurrency = n;
+        self
+    }
+
     /// The core's configuration (intervals, limits, jitter, policies).
     pub fn config(mut self, config: Config) -> Self {
         self.config = config;

@@ -12,7 +12,7 @@ use outage_core::{Clock, Control, Event, Lifecycle, Stage, Stats, StopReason};
 use crate::api::Api;
 use crate::builder::{Credentials, StartError};
 use crate::http::{Http, SurfHttp};
-use crate::worker::{Lane, Launch, Shared, View, lock};
+use crate::worker::{Ids, Lane, Launch, SLOTS, Shared, View, lock};
 use crate::{StdClock, emit};
 
 /// A running worker, on its own async-std task until it stops; call
@@ -37,7 +37,7 @@ impl<H: Http> Worker<H> {
             jobs: l.jobs,
             credentials: l.credentials,
             observer: l.observer,
-            worker_id: Mutex::new(String::new()),
+            ids: Mutex::new(Ids::default()),
             control: Mutex::new(Control::Run),
             control_changed: bounded(1),
             view: Mutex::new(View {
@@ -53,7 +53,8 @@ impl<H: Http> Worker<H> {
         });
         let io = shared.clone();
         async_std::task::spawn(async move {
-            drive(&*io, &mut lc, Lane::default(), Lane::default()).await;
+            let slots: [Lane; SLOTS] = std::array::from_fn(|_| Lane::default());
+            drive(&*io, &mut lc, Lane::default(), slots).await;
             let mut view = lock(&io.view);
             (view.finished, view.startup_error) = (true, lc.startup_error());
             drop(view);
@@ -79,7 +80,7 @@ impl<H: Http> Worker<H> {
 
     /// The worker's id on the server (it changes if it registers again).
     pub fn id(&self) -> String {
-        lock(&self.shared.worker_id).clone()
+        lock(&self.shared.ids).current.clone()
     }
 
     /// Why it stopped (or is stopping), once it does.

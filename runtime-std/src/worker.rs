@@ -11,7 +11,7 @@ use std::time::{Duration as StdDuration, Instant as StdInstant};
 
 use async_std::channel::{Receiver, Sender};
 use futures_lite::FutureExt;
-use outage_core::driver::{Io, Names};
+use outage_core::driver::{Io, TaskNames};
 use outage_core::{
     Clock, Config, Control, Event, Failure, Instant, Lifecycle, NO_HANDLER_ERROR, Reply, Request,
     SHUTDOWN_ERROR, Stage, Stats, StopReason,
@@ -22,6 +22,9 @@ use crate::builder::{Credentials, read_token_file};
 use crate::http::Http;
 use crate::job::{Handler, Job, TaskResult};
 use crate::{StdClock, emit};
+
+/// Task slots the host driver has: [`Config::concurrency`] of them are used.
+pub(crate) const SLOTS: usize = Config::MAX_CONCURRENCY as usize;
 
 /// Sees every event the worker logs ([`crate::WorkerBuilder::on_event`]).
 pub(crate) type Observer = Arc<dyn Fn(&Event<'_>) + Send + Sync>;
@@ -45,8 +48,9 @@ pub(crate) struct Shared<H> {
     pub(crate) jobs: Vec<(Job, Arc<dyn Handler>)>,
     pub(crate) credentials: Credentials,
     pub(crate) observer: Option<Observer>,
-    /// The current worker id, for the heartbeat lane and the handle.
-    pub(crate) worker_id: Mutex<String>,
+    /// The worker ids: current, pending (created, not yet registered) and
+    /// old (given up, to be retired).
+    pub(crate) ids: Mutex<Ids>,
     pub(crate) control: Mutex<Control>,
     pub(crate) control_changed: (Sender<()>, Receiver<()>),
     pub(crate) view: Mutex<View>,
@@ -66,12 +70,17 @@ pub(crate) struct View {
     pub(crate) startup_error: Option<outage_core::StartupError>,
 }
 
-/// A lane's own storage: ids and, on the claim lane, the held task.
+/// The worker ids.
 #[derive(Default)]
-pub(crate) struct Lane {
-    current: String,
+pub(crate) struct Ids {
+    pub(crate) current: String,
     pending: String,
     old: String,
+}
+
+/// A lane's own storage: on a task slot, the held task and its outcome.
+#[derive(Default)]
+pub(crate) struct Lane {
     task: Option<Task>,
     outcome: Option<TaskResult>,
 }
@@ -91,19 +100,20 @@ impl<H: Http> Shared<H> {
     async fn exchange(&self, lane: &mut Lane, req: Request) -> Result<Reply, ApiError> {
         let api = &self.api;
         let task_id = lane.task.as_ref().map_or("", |t| t.id.as_str());
+        let id = |pick: fn(&Ids) -> &String| pick(&lock(&self.ids)).clone();
         match req {
             Request::Login => return self.renew().await.map(|()| Reply::Done),
-            Request::CreateWorker => lane.pending = api.create_worker().await?,
+            Request::CreateWorker => {
+                let created = api.create_worker().await?;
+                lock(&self.ids).pending = created;
+            }
             Request::RegisterJob(n) => match self.jobs.get(usize::from(n)) {
-                Some((job, _)) => api.register_job(job, &lane.pending).await?,
+                Some((job, _)) => api.register_job(job, &id(|i| &i.pending)).await?,
                 None => return Err(local(req)),
             },
-            Request::Heartbeat => {
-                let id = lock(&self.worker_id).clone();
-                api.heartbeat(&id).await?
-            }
+            Request::Heartbeat => api.heartbeat(&id(|i| &i.current)).await?,
             Request::Claim => {
-                lane.task = api.claim(&lane.current).await?;
+                lane.task = api.claim(&id(|i| &i.current)).await?;
                 lane.outcome = None;
                 return Ok(Reply::Claimed(lane.task.is_some()));
             }
@@ -111,9 +121,11 @@ impl<H: Http> Shared<H> {
                 let error = lane.outcome.as_ref().and_then(|o| o.as_ref().err());
                 api.set_status(task_id, status, error.map(String::as_str)).await?
             }
-            Request::GetTask => return api.get_task(task_id, &lane.current).await.map(Reply::Task),
-            Request::Retire => api.disconnect(req, &lane.old).await?,
-            Request::Disconnect => api.disconnect(req, &lane.current).await?,
+            Request::GetTask => {
+                return api.get_task(task_id, &id(|i| &i.current)).await.map(Reply::Task);
+            }
+            Request::Retire => api.disconnect(req, &id(|i| &i.old)).await?,
+            Request::Disconnect => api.disconnect(req, &id(|i| &i.current)).await?,
         }
         Ok(Reply::Done)
     }
@@ -205,16 +217,19 @@ impl<H: Http> Io for Shared<H> {
         lane.outcome = Some(Err(SHUTDOWN_ERROR.to_owned()));
     }
 
-    fn adopt(&self, lane: &mut Lane) {
-        lane.old = std::mem::replace(&mut lane.current, std::mem::take(&mut lane.pending));
-        lock(&self.worker_id).clone_from(&lane.current);
+    fn adopt(&self) {
+        let ids = &mut *lock(&self.ids);
+        ids.old = std::mem::replace(&mut ids.current, std::mem::take(&mut ids.pending));
     }
 
-    fn names<'l>(&self, lane: &'l Lane) -> Names<'l> {
+    fn with_worker_id(&self, f: &mut dyn FnMut(&str)) {
+        f(&lock(&self.ids).current)
+    }
+
+    fn task<'l>(&self, lane: &'l Lane) -> TaskNames<'l> {
         let task = lane.task.as_ref();
-        Names {
-            worker_id: &lane.current,
-            task_id: task.map_or("", |t| &t.id),
+        TaskNames {
+            id: task.map_or("", |t| &t.id),
             job: task.map_or("", |t| &t.job_name),
             room: task.map_or("", |t| &t.room_id),
             error: lane

@@ -138,6 +138,12 @@ struct Cli {
     #[arg(long, default_value = "stop", value_parser = ["stop", "register"], value_name = "POLICY")]
     on_registration_lost: String,
 
+    /// How many tasks run at once (1 to 16), under one worker id and one
+    /// heartbeat; each outcome is delivered (and held through an outage) on
+    /// its own.
+    #[arg(long, default_value = "1", value_name = "N")]
+    concurrency: u8,
+
     /// Fail a task whose command runs longer than this (its process group is
     /// killed). Default: no limit.
     #[arg(long, value_parser = parse_duration, value_name = "TIME")]
@@ -337,6 +343,7 @@ async fn run(cli: Cli) -> ExitCode {
         log_interval: cli.log_interval,
         backoff_cap: cli.backoff_cap,
         request_timeout: cli.request_timeout,
+        concurrency: cli.concurrency,
         jitter: if cli.no_jitter { Jitter::Off } else { Jitter::Equal },
         on_registration_lost: if cli.on_registration_lost == "register" {
             OnRegistrationLost::Register
