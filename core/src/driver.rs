@@ -35,6 +35,15 @@ pub struct TaskNames<'a> {
     pub error: Option<&'a str>,
 }
 
+impl<'a> TaskNames<'a> {
+    /// The names of a held task — `(id, job, room)`, or `None` without one —
+    /// and its outcome's error text.
+    pub fn of(task: Option<(&'a str, &'a str, &'a str)>, error: Option<&'a str>) -> Self {
+        let (id, job, room) = task.unwrap_or_default();
+        TaskNames { id, job, room, error }
+    }
+}
+
 /// What a runtime provides to [`drive`]: I/O, time and its own storage.
 /// No policy: which request, when, and what its answer means are the
 /// core's.
@@ -136,14 +145,6 @@ pub async fn drive<I: Io, const SLOTS: usize>(
             lc.control(now, control);
         }
         lc.handle_timeout(now);
-        if hb.is_some() && lc.cancels(Lane::HEARTBEAT) {
-            hb_cancel.store(true, Ordering::Relaxed);
-        }
-        for (i, cancel) in cancels.iter().enumerate() {
-            if element(futs.as_mut(), i).is_some() && lc.cancels(Lane::slot(i)) {
-                cancel.store(true, Ordering::Relaxed);
-            }
-        }
         while let Some((lane, op)) = lc.poll_start(now) {
             flush(io, lc, &res);
             match lane.slot_index() {
@@ -162,6 +163,16 @@ pub async fn drive<I: Io, const SLOTS: usize>(
                     }
                 }
                 Some(_) => {}
+            }
+        }
+        // Cancel what the lifecycle gave up (a halt, a stop's grace over);
+        // the lanes' futures see their flags when polled below.
+        if hb.is_some() && lc.cancels(Lane::HEARTBEAT) {
+            hb_cancel.store(true, Ordering::Relaxed);
+        }
+        for (i, cancel) in cancels.iter().enumerate() {
+            if element(futs.as_mut(), i).is_some() && lc.cancels(Lane::slot(i)) {
+                cancel.store(true, Ordering::Relaxed);
             }
         }
         flush(io, lc, &res);

@@ -360,6 +360,8 @@ fn an_outage_during_a_long_task_stops_at_the_limit() {
         .unwrap();
     assert_eq!(first, 60_000, "the first heartbeat after the server went");
     assert_eq!(stop, first + 120_001, "at the limit, to the millisecond");
+    // The running task was abandoned at once, not left to run its 10 min.
+    assert!(sim.now.get() < stop + 1_000, "finished at {} ms", sim.now.get());
     assert!(matches!(lc.stop_reason(), Some(StopReason::Unreachable { .. })));
     // The running task was abandoned (halt), not reported; the delete was
     // tried once, and failed.

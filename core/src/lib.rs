@@ -39,6 +39,7 @@ mod config;
 pub mod driver;
 mod error;
 mod event;
+pub mod fuzz;
 mod lifecycle;
 mod machine;
 mod outage;

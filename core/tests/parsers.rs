@@ -53,17 +53,8 @@ fn parse_all(body: &[u8]) {
     let _ = serde_json_core::from_slice::<TaskInfo<heapless::String<40>>>(body);
 }
 
-/// Fuzz cases per property: 2,000 in a normal test run; `.ci/run`'s fuzz
-/// step sets `OUTAGE_FUZZ_CASES` higher.
-fn fuzz_cases() -> u32 {
-    std::env::var("OUTAGE_FUZZ_CASES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(2_000)
-}
-
 proptest! {
-    #![proptest_config(proptest::prelude::ProptestConfig { cases: fuzz_cases(), ..Default::default() })]
+    #![proptest_config(proptest::prelude::ProptestConfig { cases: outage_core::fuzz::cases(std::env::var("OUTAGE_FUZZ_CASES").ok().as_deref(), 2_000), ..Default::default() })]
 
     #[test]
     fn retry_after_never_panics_and_is_bounded(bytes in prop::collection::vec(any::<u8>(), 0..32)) {

@@ -67,8 +67,8 @@ impl<'w, 'a, T: TcpConnect, D: Dns, H> Driver<'w, 'a, '_, T, D, H> {
     /// accept is a [`Failure::Status`]. Returns the answer's body range.
     async fn call(
         &self,
-        req: Request,
         route: Route<'_>,
+        req: Request,
         body: Option<&[u8]>,
         rx: &mut [u8],
     ) -> Result<core::ops::Range<usize>, Failure> {
@@ -171,7 +171,7 @@ impl<'b, T: TcpConnect, D: Dns, H: Handler> Io for Driver<'_, '_, 'b, T, D, H> {
             Request::Disconnect => (Route::Disconnect { worker_id: &id }, None),
         };
         let body = body.map(|n| &lane.tx[..n]);
-        let span = self.call(req, route, body, lane.rx).await?;
+        let span = self.call(route, req, body, lane.rx).await?;
         let answer = &lane.rx[span];
         match req {
             Request::CreateWorker => {
@@ -242,14 +242,11 @@ impl<'b, T: TcpConnect, D: Dns, H: Handler> Io for Driver<'_, '_, 'b, T, D, H> {
 
     fn task<'l>(&self, lane: &'l Lane<'b, H>) -> TaskNames<'l> {
         let held = lane.held.as_ref();
-        TaskNames {
-            id: held.map_or("", |h| &h.id),
-            job: held.map_or("", |h| &h.job_name),
-            room: held.map_or("", |h| &h.room_id),
-            error: held
-                .and_then(|h| h.outcome.as_ref()?.as_ref().err())
-                .map(|e| e.as_str()),
-        }
+        let error = held.and_then(|h| h.outcome.as_ref()?.as_ref().err());
+        TaskNames::of(
+            held.map(|h| (h.id.as_str(), h.job_name.as_str(), h.room_id.as_str())),
+            error.map(|e| e.as_str()),
+        )
     }
 
     fn control(&self) -> Control {

@@ -27,12 +27,12 @@ use outage_core::{Duration, Failure, Transport, parse_retry_after};
 /// caller's receive buffer.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Exchange {
+    /// The body's bytes in the receive buffer.
+    pub body: Range<usize>,
     /// Status code.
     pub status: u16,
     /// `Retry-After` in delta-seconds.
     pub retry_after: Option<Duration>,
-    /// The body's bytes in the receive buffer.
-    pub body: Range<usize>,
 }
 
 /// Where the server is: `http://host[:port][/base]`, taken apart once.
@@ -586,6 +586,7 @@ mod tests {
     extern crate std;
 
     use super::*;
+    use crate::wire::tests::{any_bytes, any_edits, fuzz_config};
     use std::string::ToString;
     use std::vec::Vec;
 
@@ -848,33 +849,22 @@ mod tests {
         assert_eq!(r.unwrap().len(), "200 None ".len() + 320);
     }
 
-    fn fuzz_cases() -> u32 {
-        std::env::var("OUTAGE_FUZZ_CASES")
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(2_000)
-    }
-
     proptest::proptest! {
-        #![proptest_config(proptest::prelude::ProptestConfig { cases: fuzz_cases(), ..Default::default() })]
+        #![proptest_config(fuzz_config())]
 
         /// Fuzz: arbitrary and mutated responses, read in arbitrary pieces
         /// into buffers of any size, never panic.
         #[test]
         fn response_parsing_never_panics(
-            bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..400),
-            edits in proptest::collection::vec((0usize..200, proptest::prelude::any::<u8>()), 0..6),
+            (bytes, edits) in (any_bytes(400), any_edits(200)),
             step in 1usize..64,
             rx_len in 24usize..300,
         ) {
             let _ = run(&bytes, step, rx_len, None);
             let mut reply = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nRetry-After: 3\r\n\r\n\
                               5\r\nhello\r\n6;x\r\n world\r\n0\r\n\r\n".to_vec();
-            for (at, b) in edits {
-                let i = at % reply.len();
-                reply[i] = b;
-            }
-            let _ = run(&reply, step, rx_len, None);
+            let len = outage_core::fuzz::mutate(&mut reply, &edits, usize::MAX);
+            let _ = run(&reply[..len], step, rx_len, None);
         }
     }
 

@@ -150,7 +150,7 @@ pub(crate) fn registration_body(tx: &mut [u8], job: &Job<'_>, worker_id: &str) -
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     extern crate std;
 
     use super::*;
@@ -251,34 +251,39 @@ mod tests {
         }
     }
 
-    /// Fuzz cases per property: 2,000 in a normal test run; `.ci/run`'s fuzz
-    /// step sets `OUTAGE_FUZZ_CASES` higher.
-    fn fuzz_cases() -> u32 {
-        std::env::var("OUTAGE_FUZZ_CASES")
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(2_000)
+    /// The fuzz properties' settings: `OUTAGE_FUZZ_CASES` cases (2,000 by
+    /// default; `.ci/run` sets more).
+    pub(crate) fn fuzz_config() -> proptest::prelude::ProptestConfig {
+        let cases = outage_core::fuzz::cases(std::env::var("OUTAGE_FUZZ_CASES").ok().as_deref(), 2_000);
+        proptest::prelude::ProptestConfig {
+            cases,
+            ..Default::default()
+        }
+    }
+
+    pub(crate) fn any_bytes(max: usize) -> impl proptest::strategy::Strategy<Value = std::vec::Vec<u8>> {
+        proptest::collection::vec(proptest::prelude::any::<u8>(), 0..max)
+    }
+
+    pub(crate) fn any_edits(
+        within: usize,
+    ) -> impl proptest::strategy::Strategy<Value = std::vec::Vec<(usize, u8)>> {
+        proptest::collection::vec((0..within, proptest::prelude::any::<u8>()), 0..6)
     }
 
     proptest::proptest! {
-        #![proptest_config(proptest::prelude::ProptestConfig { cases: fuzz_cases(), ..Default::default() })]
+        #![proptest_config(fuzz_config())]
 
         /// Fuzz: arbitrary bytes and mutated claim answers never panic.
         #[test]
         fn claim_parsing_never_panics(
-            bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..600),
-            edits in proptest::collection::vec((0usize..400, proptest::prelude::any::<u8>()), 0..6),
-            cut in 0usize..400,
+            (bytes, edits, cut) in (any_bytes(600), any_edits(400), 0usize..400)
         ) {
             let mut payload = [0u8; 128];
             let _ = take_task(&bytes, &mut payload);
             let mut body = CLAIM.to_vec();
-            for (at, b) in edits {
-                let i = at % body.len();
-                body[i] = b;
-            }
-            body.truncate(cut.max(body.len() / 2));
-            let _ = take_task(&body, &mut payload);
+            let len = outage_core::fuzz::mutate(&mut body, &edits, cut);
+            let _ = take_task(&body[..len], &mut payload);
         }
     }
 

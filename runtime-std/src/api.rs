@@ -427,17 +427,8 @@ mod tests {
         assert_eq!(problem_detail(b"{}"), None);
     }
 
-    /// Fuzz cases per property: 2,000 in a normal test run; `.ci/run`'s fuzz
-    /// step sets `OUTAGE_FUZZ_CASES` higher.
-    fn fuzz_cases() -> u32 {
-        std::env::var("OUTAGE_FUZZ_CASES")
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(2_000)
-    }
-
     proptest::proptest! {
-        #![proptest_config(proptest::prelude::ProptestConfig { cases: fuzz_cases(), ..Default::default() })]
+        #![proptest_config(proptest::prelude::ProptestConfig { cases: outage_core::fuzz::cases(std::env::var("OUTAGE_FUZZ_CASES").ok().as_deref(), 2_000), ..Default::default() })]
 
         /// Fuzz: arbitrary bytes and mutated answers never panic the claim
         /// or problem parsers.
@@ -451,11 +442,8 @@ mod tests {
             let _ = problem_detail(&bytes);
             let claim = br#"{"task":{"id":"t1","job_name":"@global:modifiers:E","room_id":"r","status":"claimed","payload":{"x":[1,2,{"y":"\u0000"}]},"queue_position":null}}"#;
             let mut body = claim.to_vec();
-            for (at, b) in edits {
-                let i = at % body.len();
-                body[i] = b;
-            }
-            body.truncate(cut.max(body.len() / 2));
+            let len = outage_core::fuzz::mutate(&mut body, &edits, cut);
+            body.truncate(len);
             let _ = parse_claim(&body);
             let _ = problem_detail(&body);
         }

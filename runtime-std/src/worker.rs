@@ -227,17 +227,9 @@ impl<H: Http> Io for Shared<H> {
     }
 
     fn task<'l>(&self, lane: &'l Lane) -> TaskNames<'l> {
-        let task = lane.task.as_ref();
-        TaskNames {
-            id: task.map_or("", |t| &t.id),
-            job: task.map_or("", |t| &t.job_name),
-            room: task.map_or("", |t| &t.room_id),
-            error: lane
-                .outcome
-                .as_ref()
-                .and_then(|o| o.as_ref().err())
-                .map(String::as_str),
-        }
+        let error = lane.outcome.as_ref().and_then(|o| o.as_ref().err());
+        let names = |t: &'l Task| (t.id.as_str(), t.job_name.as_str(), t.room_id.as_str());
+        TaskNames::of(lane.task.as_ref().map(names), error.map(String::as_str))
     }
 
     fn control(&self) -> Control {

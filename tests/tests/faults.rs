@@ -38,14 +38,15 @@ impl Client {
 /// Polls `cond` every 10 ms for up to 2 s (the server reacts to faults
 /// within a few ms).
 fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(2);
+    // A bound, not a margin: generous for a loaded machine.
+    let deadline = Instant::now() + Duration::from_secs(10);
     while Instant::now() < deadline {
         if cond() {
             return;
         }
         std::thread::sleep(Duration::from_millis(10));
     }
-    panic!("{what} did not happen within 2 s");
+    panic!("{what} did not happen within 10 s");
 }
 
 fn refused(addr: SocketAddr) -> bool {
@@ -240,31 +241,24 @@ fn restart_keeps_state() {
 fn faults_on_a_schedule() {
     let server = TestServer::start().unwrap();
     let c = Client::new(&server);
+    // A window from 2 s to 4 s: wide margins for a loaded machine; the
+    // inside and after are polled for, not timed.
     server.schedule(
         Fault::Status {
             status: 503,
             retry_after: Some(1),
         },
-        Duration::from_millis(300),
-        Duration::from_millis(900),
+        Duration::from_secs(2),
+        Duration::from_secs(4),
     );
     assert_eq!(
         c.call("POST", "/workers", None).unwrap().status,
         201,
         "before the window"
     );
-    std::thread::sleep(Duration::from_millis(450));
-    assert_eq!(
-        c.call("POST", "/workers", None).unwrap().status,
-        503,
-        "inside the window"
-    );
-    std::thread::sleep(Duration::from_millis(600));
-    assert_eq!(
-        c.call("POST", "/workers", None).unwrap().status,
-        201,
-        "after the window"
-    );
+    let status = || c.call("POST", "/workers", None).map_or(0, |r| r.status);
+    eventually("503 inside the window", || status() == 503);
+    eventually("201 after the window", || status() == 201);
 
     // A refusal on a schedule, too.
     server.schedule(
