@@ -19,7 +19,7 @@ use core::pin::{Pin, pin};
 use core::sync::atomic::{AtomicBool, Ordering};
 use core::task::Poll;
 
-use crate::lifecycle::{Control, Lane, Lifecycle, Notice, Op, Outcome, Reply, Request};
+use crate::lifecycle::{Control, Lane, Lifecycle, Notice, Op, Outcome, Reply, Request, Snapshot};
 use crate::{Event, Failure, Instant};
 
 /// A held task's strings, as the runtime keeps them in its slot's lane.
@@ -52,10 +52,13 @@ impl<'a> TaskNames<'a> {
 /// runtime spawns the driver on a multi-threaded executor.
 #[allow(async_fn_in_trait)]
 pub trait Io {
-    /// A lane's own resources (receive and body buffers, a connection; on
-    /// a task slot the held task, its outcome and its handler), moved into
-    /// each operation and handed back by it.
+    /// A task slot's resources (receive and body buffers, the held task,
+    /// its outcome, its handler), moved into each operation and handed back
+    /// by it. A reference to storage the runtime keeps is cheapest.
     type Lane;
+
+    /// The heartbeat lane's resources (a receive buffer).
+    type Beat;
 
     /// The current time on the runtime's [`crate::Clock`].
     fn now(&self) -> Instant;
@@ -74,6 +77,10 @@ pub trait Io {
     /// `lane` (a task slot); the task requests use the task held there. May
     /// be dropped at any await (a stop).
     async fn send(&self, lane: &mut Self::Lane, req: Request) -> Result<Reply, Failure>;
+
+    /// [`Io::send`] on the heartbeat lane: [`Request::Heartbeat`] and
+    /// [`Request::Login`] only.
+    async fn beat(&self, lane: &mut Self::Beat, req: Request) -> Result<Reply, Failure>;
 
     /// Run the task held in `lane` with its job's handler and keep its
     /// outcome there (a panic, or no handler for the job, is a failure with
@@ -105,7 +112,7 @@ pub trait Io {
 
     /// The lifecycle after each step, for the runtime's own view (stop
     /// reason, counters, stage). Default: nothing.
-    fn publish(&self, _lifecycle: &Lifecycle) {}
+    fn publish(&self, _now: &Snapshot) {}
 }
 
 /// Element `i` of a pinned array.
@@ -123,16 +130,15 @@ fn element<F, const N: usize>(array: Pin<&mut [Option<F>; N]>, i: usize) -> Pin<
 /// delete — until the [`Lifecycle`] is done. Returns the lanes' resources.
 pub async fn drive<I: Io, const SLOTS: usize>(
     io: &I,
-    lc: &mut Lifecycle,
-    heartbeat: I::Lane,
+    lc: &mut Lifecycle<SLOTS>,
+    heartbeat: I::Beat,
     slots: [I::Lane; SLOTS],
-) -> (I::Lane, [I::Lane; SLOTS]) {
+) -> (I::Beat, [I::Lane; SLOTS]) {
     lc.limit_slots(SLOTS);
     let hb_cancel = AtomicBool::new(false);
     let cancels: [AtomicBool; SLOTS] = core::array::from_fn(|_| AtomicBool::new(false));
     let mut hb_res = Some(heartbeat);
     let mut res: [Option<I::Lane>; SLOTS] = slots.map(Some);
-    let mut hb_op: Option<Op> = None;
     let mut ops: [Option<Op>; SLOTS] = [None; SLOTS];
     let mut hb = pin!(None);
     let mut futs = pin!(core::array::from_fn::<_, SLOTS, _>(|_| None));
@@ -151,8 +157,7 @@ pub async fn drive<I: Io, const SLOTS: usize>(
                 None => {
                     if let Some(r) = hb_res.take() {
                         hb_cancel.store(false, Ordering::Relaxed);
-                        hb_op = Some(op);
-                        hb.set(Some(operate(io, r, op, &hb_cancel)));
+                        hb.set(Some(beat(io, r, op, &hb_cancel)));
                     }
                 }
                 Some(i) if i < SLOTS => {
@@ -176,7 +181,7 @@ pub async fn drive<I: Io, const SLOTS: usize>(
             }
         }
         flush(io, lc, &res);
-        io.publish(lc);
+        io.publish(&lc.snapshot());
         let idle = hb.is_none() && (0..SLOTS).all(|i| element(futs.as_mut(), i).is_none());
         if lc.is_done() && idle {
             break;
@@ -185,15 +190,15 @@ pub async fn drive<I: Io, const SLOTS: usize>(
         let woke = {
             let lanes = poll_fn(|cx| {
                 if let Some(fut) = hb.as_mut().as_pin_mut()
-                    && let Poll::Ready(done) = fut.poll(cx)
+                    && let Poll::Ready((r, done)) = fut.poll(cx)
                 {
-                    return Poll::Ready((Lane::HEARTBEAT, done));
+                    return Poll::Ready(Done::Beat(r, done));
                 }
                 for i in 0..SLOTS {
                     if let Some(fut) = element(futs.as_mut(), i).as_pin_mut()
-                        && let Poll::Ready(done) = fut.poll(cx)
+                        && let Poll::Ready((r, done)) = fut.poll(cx)
                     {
-                        return Poll::Ready((Lane::slot(i), done));
+                        return Poll::Ready(Done::Slot(i, r, done));
                     }
                 }
                 Poll::Pending
@@ -206,34 +211,59 @@ pub async fn drive<I: Io, const SLOTS: usize>(
             };
             first_of(lanes, timer, io.control_changed()).await
         };
-        if let Some((lane, (mut r, outcome))) = woke {
-            let outcome = outcome.unwrap_or(Outcome::Cancelled);
-            let op = match lane.slot_index() {
-                None => {
-                    hb.set(None);
-                    hb_op.take()
-                }
-                Some(i) => {
-                    element(futs.as_mut(), i).set(None);
-                    ops[i].take()
-                }
-            };
-            if op == Some(Op::Run) && outcome == Outcome::Cancelled {
-                io.abandon(&mut r);
+        let (lane, outcome) = match woke {
+            None => continue,
+            Some(Done::Beat(r, outcome)) => {
+                hb.set(None);
+                hb_res = Some(r);
+                (Lane::HEARTBEAT, outcome)
             }
-            match lane.slot_index() {
-                None => hb_res = Some(r),
-                Some(i) => res[i] = Some(r),
+            Some(Done::Slot(i, mut r, outcome)) => {
+                element(futs.as_mut(), i).set(None);
+                if ops[i].take() == Some(Op::Run) && outcome.is_none() {
+                    io.abandon(&mut r);
+                }
+                res[i] = Some(r);
+                (Lane::slot(i), outcome)
             }
-            lc.handle(lane, io.now(), outcome);
-            flush(io, lc, &res);
-        }
+        };
+        lc.handle(lane, io.now(), outcome.unwrap_or(Outcome::Cancelled));
+        flush(io, lc, &res);
     }
-    io.publish(lc);
+    io.publish(&lc.snapshot());
     let (Some(heartbeat), true) = (hb_res, res.iter().all(Option::is_some)) else {
         unreachable!("a lane's resources are back whenever it is idle")
     };
     (heartbeat, res.map(|r| r.expect("checked above")))
+}
+
+/// What finished: the heartbeat lane's operation, or slot `i`'s, with the
+/// lane's resources and how it ended (`None`: cancelled).
+enum Done<B, L> {
+    Beat(B, Option<Outcome>),
+    Slot(usize, L, Option<Outcome>),
+}
+
+/// One request on the heartbeat lane, until it ends or its cancel flag is
+/// set (`None`); the lane's resources come back either way.
+async fn beat<I: Io>(io: &I, mut res: I::Beat, op: Op, cancel: &AtomicBool) -> (I::Beat, Option<Outcome>) {
+    let outcome = {
+        let work = async {
+            match op {
+                Op::Send(req) => Some(Outcome::Replied(io.beat(&mut res, req).await)),
+                Op::Run => None,
+            }
+        };
+        let mut work = pin!(work);
+        poll_fn(|cx| {
+            if cancel.load(Ordering::Relaxed) {
+                return Poll::Ready(None);
+            }
+            work.as_mut().poll(cx)
+        })
+        .await
+    };
+    (res, outcome)
 }
 
 /// One operation on a lane, until it ends or its cancel flag is set
@@ -261,7 +291,7 @@ async fn operate<I: Io>(io: &I, mut res: I::Lane, op: Op, cancel: &AtomicBool) -
 }
 
 /// Log the lifecycle's notices, in order, with the runtime's names.
-fn flush<I: Io, const SLOTS: usize>(io: &I, lc: &mut Lifecycle, res: &[Option<I::Lane>; SLOTS]) {
+fn flush<I: Io, const SLOTS: usize>(io: &I, lc: &mut Lifecycle<SLOTS>, res: &[Option<I::Lane>; SLOTS]) {
     while let Some(n) = lc.poll_event() {
         match n {
             Notice::Event(e) => io.emit(&e),

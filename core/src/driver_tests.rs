@@ -111,6 +111,7 @@ impl Sim {
 
 impl Io for Sim {
     type Lane = SimLane;
+    type Beat = ();
 
     fn now(&self) -> Instant {
         Instant::from_millis(self.now.get())
@@ -142,6 +143,10 @@ impl Io for Sim {
         }
         self.sleep_ms(now + delay).await;
         answer
+    }
+
+    async fn beat(&self, _lane: &mut (), req: Request) -> Result<Reply, Failure> {
+        self.send(&mut SimLane::default(), req).await
     }
 
     async fn run(&self, lane: &mut SimLane) -> bool {
@@ -210,14 +215,14 @@ impl Io for Sim {
 }
 
 /// Run the driver to its end on virtual time; at most `limit_ms`.
-fn run(sim: &Sim, lc: &mut Lifecycle, limit_ms: u64) {
-    run_slots::<1>(sim, lc, limit_ms)
+fn run<const N: usize>(sim: &Sim, lc: &mut Lifecycle<N>, limit_ms: u64) {
+    run_slots::<N>(sim, lc, limit_ms)
 }
 
 /// [`run`] with `N` task slots.
-fn run_slots<const N: usize>(sim: &Sim, lc: &mut Lifecycle, limit_ms: u64) {
+fn run_slots<const N: usize>(sim: &Sim, lc: &mut Lifecycle<N>, limit_ms: u64) {
     let slots: [SimLane; N] = core::array::from_fn(|_| SimLane::default());
-    let mut fut = pin!(drive(sim, lc, SimLane::default(), slots));
+    let mut fut = pin!(drive(sim, lc, (), slots));
     let mut cx = Context::from_waker(Waker::noop());
     loop {
         sim.sleepers.borrow_mut().clear();
@@ -249,7 +254,7 @@ fn cfg() -> Config {
     }
 }
 
-fn lifecycle(cfg: Config) -> Lifecycle {
+fn lifecycle(cfg: Config) -> Lifecycle<1> {
     Lifecycle::new(cfg, 2, false, 7, Instant::ZERO).unwrap()
 }
 
@@ -330,7 +335,7 @@ fn startup_retries_on_its_schedule_then_gives_up_without_a_delete() {
 fn a_login_comes_first_when_asked() {
     let sim = Sim::new(healthy());
     sim.at(1_000, Control::Halt);
-    let mut lc = Lifecycle::new(cfg(), 1, true, 7, Instant::ZERO).unwrap();
+    let mut lc = Lifecycle::<1>::new(cfg(), 1, true, 7, Instant::ZERO).unwrap();
     run(&sim, &mut lc, 10_000);
     assert_eq!(
         sim.requests()[..3],
@@ -665,7 +670,7 @@ fn no_event_is_ever_dropped() {
                 grace: Duration::from_secs(seed % 4),
             },
         );
-        let mut lc = Lifecycle::new(
+        let mut lc = Lifecycle::<2>::new(
             Config {
                 jitter: Jitter::Equal,
                 renew_credentials: seed % 3 == 0,
@@ -724,7 +729,7 @@ fn four_slots_ride_out_an_outage_and_deliver_every_outcome_once() {
             grace: Duration::from_secs(10),
         },
     );
-    let mut lc = Lifecycle::new(
+    let mut lc = Lifecycle::<4>::new(
         Config {
             concurrency: 4,
             ..cfg()
@@ -797,4 +802,17 @@ fn four_slots_ride_out_an_outage_and_deliver_every_outcome_once() {
         .map(|(t, _)| *t)
         .collect();
     assert!(beats.windows(2).all(|w| w[0] < w[1]), "{beats:?}");
+}
+
+#[test]
+fn sizes_for_the_record() {
+    std::println!(
+        "Lifecycle<1> {} Lifecycle {} Machine {} Notice {} Event {} Queue? LaneStates {}",
+        core::mem::size_of::<Lifecycle<1>>(),
+        core::mem::size_of::<Lifecycle>(),
+        core::mem::size_of::<crate::Machine>(),
+        core::mem::size_of::<crate::Notice>(),
+        core::mem::size_of::<Event<'static>>(),
+        17 * 40
+    );
 }

@@ -224,6 +224,19 @@ pub struct Stats {
     pub restarts: u64,
 }
 
+/// What a runtime shows of a [`Lifecycle`] ([`crate::driver::Io::publish`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Snapshot {
+    /// Where its life is.
+    pub stage: Stage,
+    /// Why it stopped (or is stopping), once it does.
+    pub stop: Option<StopReason>,
+    /// Why startup gave up, if it did.
+    pub startup_error: Option<StartupError>,
+    /// The counters.
+    pub stats: Stats,
+}
+
 /// Where a worker's life is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Stage {
@@ -241,7 +254,7 @@ pub enum Stage {
 /// [`crate::Events::CAPACITY`], and the driver drains the queue after every
 /// outcome and every poll. Overflowing it is a bug, caught in tests
 /// (`debug_assert`) and counted, never silent, in release builds.
-const QUEUE: usize = 8;
+const QUEUE: usize = 6;
 
 /// A fixed queue of notices.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -278,9 +291,9 @@ impl Queue {
     }
 }
 
-/// The most task slots (lanes `1..=MAX_SLOTS`).
+/// The most task slots (lanes `1..=MAX_SLOTS`), and the default of
+/// [`Lifecycle`]'s `SLOTS`.
 pub const MAX_SLOTS: usize = Config::MAX_CONCURRENCY as usize;
-const LANES: usize = MAX_SLOTS + 1;
 
 /// The operation in flight on a lane.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -325,10 +338,12 @@ enum Startup {
     Register(u16),
 }
 
-/// The worker's whole life. See the [module docs](self).
+/// The worker's whole life. See the [module docs](self). `SLOTS` is how
+/// many task slots its storage has (the runtime's driver has as many; a
+/// device 1, a host [`MAX_SLOTS`]); [`Config::concurrency`] of them are
+/// used.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Lifecycle {
-    cfg: Config,
+pub struct Lifecycle<const SLOTS: usize = MAX_SLOTS> {
     jobs: u16,
     stage: Stage,
     machine: Machine,
@@ -347,12 +362,13 @@ pub struct Lifecycle {
     halted: bool,
     /// The application dropped the worker: no last request.
     dropped: bool,
-    slots: [Slot; MAX_SLOTS],
+    slots: [Slot; SLOTS],
     /// How many slots are in use (`concurrency`, capped by the runtime).
     concurrency: usize,
     /// The slot of the claim loop's task.
     focus: Option<usize>,
-    lanes: [LaneState; LANES],
+    heartbeat: LaneState,
+    lanes: [LaneState; SLOTS],
     /// The heartbeat lane is finished; the claim loop is finished.
     heartbeat_done: bool,
     serial_done: bool,
@@ -364,7 +380,7 @@ pub struct Lifecycle {
     lost_events: u32,
 }
 
-impl Lifecycle {
+impl<const SLOTS: usize> Lifecycle<SLOTS> {
     /// A worker about to start at `now`: it logs in first if `login_first`
     /// (credentials that must be exchanged for a token), then creates the
     /// worker and registers `jobs` jobs. `seed` feeds the jitter.
@@ -377,7 +393,6 @@ impl Lifecycle {
     ) -> Result<Self, ConfigError> {
         let machine = Machine::new(cfg, now, 0)?;
         Ok(Lifecycle {
-            cfg,
             jobs,
             stage: Stage::Starting,
             machine,
@@ -395,10 +410,11 @@ impl Lifecycle {
             halt_at: None,
             halted: false,
             dropped: false,
-            slots: [Slot::Free; MAX_SLOTS],
-            concurrency: usize::from(cfg.concurrency).clamp(1, MAX_SLOTS),
+            slots: [Slot::Free; SLOTS],
+            concurrency: usize::from(cfg.concurrency).clamp(1, SLOTS),
             focus: None,
-            lanes: [LaneState::default(); LANES],
+            heartbeat: LaneState::default(),
+            lanes: [LaneState::default(); SLOTS],
             heartbeat_done: false,
             serial_done: false,
             heartbeat_at: None,
@@ -428,7 +444,7 @@ impl Lifecycle {
 
     /// The configuration.
     pub const fn config(&self) -> &Config {
-        &self.cfg
+        self.machine.config()
     }
 
     /// The outage rules' state.
@@ -466,6 +482,16 @@ impl Lifecycle {
         self.startup_error
     }
 
+    /// What a runtime shows of it.
+    pub const fn snapshot(&self) -> Snapshot {
+        Snapshot {
+            stage: self.stage,
+            stop: self.stop_reason(),
+            startup_error: self.startup_error,
+            stats: self.stats,
+        }
+    }
+
     /// Tasks whose handler runs now.
     pub fn running(&self) -> usize {
         self.slots.iter().filter(|s| **s == Slot::Running).count()
@@ -473,7 +499,7 @@ impl Lifecycle {
 
     /// True once the worker is finished and every lane is idle.
     pub fn is_done(&self) -> bool {
-        self.stage == Stage::Done && self.lanes.iter().all(|l| l.busy.is_none())
+        self.stage == Stage::Done && self.all_lanes().all(|l| l.busy.is_none())
     }
 
     /// Events lost to a full queue (always 0: a nonzero count is a bug).
@@ -490,9 +516,11 @@ impl Lifecycle {
     /// out, or the worker halts)? The runtime then drops it and reports
     /// [`Outcome::Cancelled`].
     pub fn cancels(&self, lane: Lane) -> bool {
-        self.lanes
-            .get(usize::from(lane.0))
-            .is_some_and(|l| l.cancel && l.busy.is_some())
+        let i = usize::from(lane.0);
+        i <= SLOTS && {
+            let l = self.lane(i);
+            l.cancel && l.busy.is_some()
+        }
     }
 
     /// The next instant the lifecycle acts by itself (a lane's deadline, a
@@ -511,7 +539,7 @@ impl Lifecycle {
         if self.running() > 0 {
             at = earliest(at, self.grace_at);
         }
-        if self.lanes[0].busy.is_none() {
+        if self.heartbeat.busy.is_none() {
             at = earliest(at, self.heartbeat_at);
         }
         if !self.serial_busy() {
@@ -554,7 +582,7 @@ impl Lifecycle {
             return;
         }
         self.grace_at = Some(now + grace);
-        self.halt_at = Some(now + grace + self.cfg.request_timeout + Duration::from_secs(1));
+        self.halt_at = Some(now + grace + self.machine.config().request_timeout + Duration::from_secs(1));
         match self.stage {
             Stage::Starting => {
                 // Nothing registered yet to deliver or delete: stop here.
@@ -584,7 +612,7 @@ impl Lifecycle {
         if self.grace_at.is_some_and(|g| now >= g) {
             for (i, slot) in self.slots.iter().enumerate() {
                 if *slot == Slot::Running {
-                    self.lanes[i + 1].cancel = true;
+                    self.lanes[i].cancel = true;
                 }
             }
         }
@@ -595,21 +623,21 @@ impl Lifecycle {
     /// happens.
     pub fn poll_start(&mut self, now: Instant) -> Option<(Lane, Op)> {
         // A stale connection's re-send, at once.
-        for i in 0..LANES {
-            if self.lanes[i].busy.is_none()
-                && let Some(again) = self.lanes[i].again.take()
+        for i in 0..=SLOTS {
+            if self.lane(i).busy.is_none()
+                && let Some(again) = self.lane_mut(i).again.take()
             {
                 return Some(self.begin(Lane(i as u8), again));
             }
         }
-        if self.lanes[0].busy.is_none()
+        if self.heartbeat.busy.is_none()
             && let Some(op) = self.heartbeat_poll(now)
         {
             return Some(self.begin(Lane::HEARTBEAT, self.fresh(op, now, false)));
         }
         // Handlers of tasks that started.
         for i in 0..self.concurrency {
-            if self.slots[i] == Slot::Running && self.lanes[i + 1].busy.is_none() && !self.halted {
+            if self.slots[i] == Slot::Running && self.lanes[i].busy.is_none() && !self.halted {
                 return Some(self.begin(Lane::slot(i), self.fresh(Op::Run, now, false)));
             }
         }
@@ -630,10 +658,13 @@ impl Lifecycle {
     /// The operation on `lane` ended at `now`.
     pub fn handle(&mut self, lane: Lane, now: Instant, outcome: Outcome) {
         let i = usize::from(lane.0);
-        let Some(busy) = self.lanes.get_mut(i).and_then(|l| l.busy.take()) else {
+        if i > SLOTS {
+            return;
+        }
+        let Some(busy) = self.lane_mut(i).busy.take() else {
             return;
         };
-        self.lanes[i].cancel = false;
+        self.lane_mut(i).cancel = false;
         if let Outcome::Replied(Err(failure)) = outcome {
             self.stats.failed_requests += 1;
             if let Op::Send(req) = busy.op
@@ -643,7 +674,7 @@ impl Lifecycle {
             {
                 self.stats.stale_connection_retries += 1;
                 self.push(Notice::Event(Event::StaleConnection { what: req.endpoint() }));
-                self.lanes[i].again = Some(Busy { resent: true, ..busy });
+                self.lane_mut(i).again = Some(Busy { resent: true, ..busy });
                 return;
             }
         }
@@ -673,6 +704,25 @@ impl Lifecycle {
 
     // ------------------------------------------------------------ private
 
+    /// Lane `i` (0: heartbeat, `1 + n`: slot `n`).
+    fn lane(&self, i: usize) -> &LaneState {
+        match i {
+            0 => &self.heartbeat,
+            n => &self.lanes[n - 1],
+        }
+    }
+
+    fn lane_mut(&mut self, i: usize) -> &mut LaneState {
+        match i {
+            0 => &mut self.heartbeat,
+            n => &mut self.lanes[n - 1],
+        }
+    }
+
+    fn all_lanes(&self) -> impl Iterator<Item = &LaneState> {
+        core::iter::once(&self.heartbeat).chain(self.lanes.iter())
+    }
+
     fn fresh(&self, op: Op, now: Instant, serial: bool) -> Busy {
         Busy {
             op,
@@ -686,15 +736,14 @@ impl Lifecycle {
         if matches!(busy.op, Op::Send(_)) {
             self.stats.requests += 1;
         }
-        let l = &mut self.lanes[usize::from(lane.0)];
+        let l = self.lane_mut(usize::from(lane.0));
         l.busy = Some(busy);
         l.cancel = false;
         (lane, busy.op)
     }
 
     fn serial_busy(&self) -> bool {
-        self.lanes
-            .iter()
+        self.all_lanes()
             .any(|l| l.busy.is_some_and(|b| b.serial) || l.again.is_some_and(|b| b.serial))
     }
 
@@ -735,7 +784,7 @@ impl Lifecycle {
         self.halted = true;
         self.heartbeat_done = true;
         self.serial_done = true;
-        for l in &mut self.lanes {
+        for l in core::iter::once(&mut self.heartbeat).chain(self.lanes.iter_mut()) {
             l.again = None;
             l.cancel = l.busy.is_some();
         }
@@ -752,7 +801,7 @@ impl Lifecycle {
     /// (and deletes itself from the server, unless the server has
     /// forgotten it).
     fn finish_if_idle(&mut self) {
-        let idle = self.lanes.iter().all(|l| l.busy.is_none() && l.again.is_none());
+        let idle = self.all_lanes().all(|l| l.busy.is_none() && l.again.is_none());
         if !(self.heartbeat_done && self.serial_done && idle) {
             return;
         }
@@ -818,7 +867,7 @@ impl Lifecycle {
     /// The first slot lane with nothing in flight and no task of its own
     /// (for requests that concern no task), preferring free slots.
     fn idle_lane(&self) -> Option<Lane> {
-        let idle = |i: &usize| self.lanes[i + 1].busy.is_none() && self.lanes[i + 1].again.is_none();
+        let idle = |i: &usize| self.lanes[*i].busy.is_none() && self.lanes[*i].again.is_none();
         (0..self.concurrency)
             .filter(idle)
             .find(|i| self.slots[*i] == Slot::Free)
@@ -930,7 +979,7 @@ impl Lifecycle {
                 }
                 ClaimAction::Claim => {
                     let free = (0..self.concurrency)
-                        .find(|i| self.slots[*i] == Slot::Free && self.lanes[i + 1].busy.is_none());
+                        .find(|i| self.slots[*i] == Slot::Free && self.lanes[*i].busy.is_none());
                     let Some(i) = free else {
                         // Every slot is busy: claim when one is free.
                         self.machine.set_saturated(true);
@@ -1018,7 +1067,7 @@ impl Lifecycle {
                     Startup::Register(_) => {
                         // Registered: the loops' clocks start now.
                         let rand = self.rand();
-                        if let Ok(m) = Machine::new(self.cfg, now, rand) {
+                        if let Ok(m) = Machine::new(*self.machine.config(), now, rand) {
                             self.machine = m;
                         }
                         self.stage = Stage::Running;
@@ -1032,9 +1081,9 @@ impl Lifecycle {
             }
             Err(failure) => {
                 let rand = self.rand();
-                let (step, event) = self
-                    .retry
-                    .on_failure(&self.cfg, req.endpoint(), started, failure, rand);
+                let (step, event) =
+                    self.retry
+                        .on_failure(self.machine.config(), req.endpoint(), started, failure, rand);
                 self.push(Notice::Event(event));
                 match step {
                     StartupStep::RetryAt(t) => self.startup_at = t,

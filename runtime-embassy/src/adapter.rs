@@ -11,8 +11,8 @@ use embedded_nal_async::{Dns, TcpConnect};
 use outage_core::driver::{Io, TaskNames};
 use outage_core::protocol::{Route, StatusUpdate};
 use outage_core::{
-    Clock, Control, Event, Failure, Instant, Lifecycle, Local, NO_HANDLER_ERROR, Reply, Request,
-    SHUTDOWN_ERROR, Stage, TaskState,
+    Clock, Control, Event, Failure, Instant, Local, NO_HANDLER_ERROR, Reply, Request, SHUTDOWN_ERROR,
+    Snapshot, Stage, TaskState,
 };
 
 use crate::fmt::emit;
@@ -48,13 +48,15 @@ impl<'b, H> Lane<'b, H> {
     }
 }
 
-/// One run of a [`Worker`] with handler type `H`.
-pub(crate) struct Driver<'w, 'a, 'b, T: TcpConnect, D: Dns, H> {
+/// One run of a [`Worker`] with handler type `H`. Its lanes are references
+/// (`'l`) to storage in [`Worker::run`]'s frame, so that moving a lane into
+/// an operation and back moves a pointer, not the buffers and the held task.
+pub(crate) struct Driver<'w, 'a, 'l, 'b, T: TcpConnect, D: Dns, H> {
     w: &'w Worker<'a, T, D>,
-    _lanes: PhantomData<fn(&'b mut H)>,
+    _lanes: PhantomData<(&'l mut (), fn(&'b mut H))>,
 }
 
-impl<'w, 'a, T: TcpConnect, D: Dns, H> Driver<'w, 'a, '_, T, D, H> {
+impl<'w, 'a, T: TcpConnect, D: Dns, H> Driver<'w, 'a, '_, '_, T, D, H> {
     pub(crate) fn new(w: &'w Worker<'a, T, D>) -> Self {
         Driver {
             w,
@@ -111,8 +113,9 @@ impl<'w, 'a, T: TcpConnect, D: Dns, H> Driver<'w, 'a, '_, T, D, H> {
 
 const TOO_LARGE: Failure = Failure::Local(Local::BodyTooLarge);
 
-impl<'b, T: TcpConnect, D: Dns, H: Handler> Io for Driver<'_, '_, 'b, T, D, H> {
-    type Lane = Lane<'b, H>;
+impl<'l, 'b: 'l, T: TcpConnect, D: Dns, H: Handler> Io for Driver<'_, '_, 'l, 'b, T, D, H> {
+    type Lane = &'l mut Lane<'b, H>;
+    type Beat = &'l mut [u8];
 
     fn now(&self) -> Instant {
         EmbassyClock.now()
@@ -126,7 +129,7 @@ impl<'b, T: TcpConnect, D: Dns, H: Handler> Io for Driver<'_, '_, 'b, T, D, H> {
         embassy_time::Timer::at(to_embassy(t)).await;
     }
 
-    async fn send(&self, lane: &mut Lane<'b, H>, req: Request) -> Result<Reply, Failure> {
+    async fn send(&self, lane: &mut &'l mut Lane<'b, H>, req: Request) -> Result<Reply, Failure> {
         // The one worker id this request names (one copy, not three: the
         // copy lives in the request's future).
         let id = self.w.with_view(|v| match req {
@@ -152,7 +155,8 @@ impl<'b, T: TcpConnect, D: Dns, H: Handler> Io for Driver<'_, '_, 'b, T, D, H> {
                 let len = registration_body(lane.tx, job, &id).ok_or(TOO_LARGE)?;
                 (Route::RegisterJob { room: job.room }, Some(len))
             }
-            Request::Heartbeat => (Route::Heartbeat { worker_id: &id }, None),
+            // The core sends heartbeats on the heartbeat lane only.
+            Request::Heartbeat => return Err(Failure::Local(Local::Encoding)),
             Request::Claim => (Route::Claim, Some(claim_body(lane.tx, &id).ok_or(TOO_LARGE)?)),
             Request::Update(status) => {
                 let error = lane
@@ -200,7 +204,22 @@ impl<'b, T: TcpConnect, D: Dns, H: Handler> Io for Driver<'_, '_, 'b, T, D, H> {
         Ok(Reply::Done)
     }
 
-    async fn run(&self, lane: &mut Lane<'b, H>) -> bool {
+    async fn beat(&self, rx: &mut &'l mut [u8], req: Request) -> Result<Reply, Failure> {
+        let id = self.w.worker_id();
+        match req {
+            Request::Heartbeat => {
+                let route = Route::Heartbeat { worker_id: &id };
+                self.call(route, req, None, rx).await.map(|_| Reply::Done)
+            }
+            #[cfg(feature = "login")]
+            Request::Login => self.w.log_in(rx).await.map(|()| Reply::Done),
+            // With a fixed token (`Worker::new` refuses `renew_credentials`)
+            // the core never asks to log in; it sends nothing else here.
+            _ => Err(Failure::status(401)),
+        }
+    }
+
+    async fn run(&self, lane: &mut &'l mut Lane<'b, H>) -> bool {
         let Some(h) = lane.held.as_ref() else { return false };
         let known = self.w.jobs.iter().any(|j| j.matches(&h.job_name));
         let outcome = match (known, h.payload_len, lane.handler.as_deref_mut()) {
@@ -223,7 +242,7 @@ impl<'b, T: TcpConnect, D: Dns, H: Handler> Io for Driver<'_, '_, 'b, T, D, H> {
         ok
     }
 
-    fn abandon(&self, lane: &mut Lane<'b, H>) {
+    fn abandon(&self, lane: &mut &'l mut Lane<'b, H>) {
         if let Some(h) = lane.held.as_mut() {
             h.outcome = Some(Err(error_text(SHUTDOWN_ERROR)));
         }
@@ -240,7 +259,7 @@ impl<'b, T: TcpConnect, D: Dns, H: Handler> Io for Driver<'_, '_, 'b, T, D, H> {
         f(&id)
     }
 
-    fn task<'l>(&self, lane: &'l Lane<'b, H>) -> TaskNames<'l> {
+    fn task<'x>(&self, lane: &'x &'l mut Lane<'b, H>) -> TaskNames<'x> {
         let held = lane.held.as_ref();
         let error = held.and_then(|h| h.outcome.as_ref()?.as_ref().err());
         TaskNames::of(
@@ -257,14 +276,14 @@ impl<'b, T: TcpConnect, D: Dns, H: Handler> Io for Driver<'_, '_, 'b, T, D, H> {
         self.w.control_changed.wait().await;
     }
 
-    fn publish(&self, lc: &Lifecycle) {
+    fn publish(&self, snapshot: &Snapshot) {
         let now = self.now();
         let registered = self.w.with_view(|v| {
-            let registered = v.registered_at.is_none() && lc.stage() == Stage::Running;
+            let registered = v.registered_at.is_none() && snapshot.stage == Stage::Running;
             if registered {
                 v.registered_at = Some(now);
             }
-            (v.stage, v.stop, v.stats) = (lc.stage(), lc.stop_reason(), lc.stats());
+            (v.stage, v.stop, v.stats) = (snapshot.stage, snapshot.stop, snapshot.stats);
             registered
         });
         if registered {

@@ -339,11 +339,13 @@ impl<'a, T: TcpConnect, D: Dns> Worker<'a, T, D> {
     ) -> Result<StopReason, StartupError> {
         let seed = (u64::from(self.rand()) << 32) | u64::from(self.rand());
         let jobs = self.jobs.len() as u16;
-        // The configuration was validated in `new`.
-        let Ok(lc) = Lifecycle::new(self.config, jobs, self.logs_in(), seed, EmbassyClock.now()) else {
-            return Ok(StopReason::Requested);
+        // One expression, so the future stores one lifecycle, not the
+        // result and the value too. (The configuration was validated in
+        // `new`.)
+        let mut lc = match Lifecycle::<1>::new(self.config, jobs, self.logs_in(), seed, EmbassyClock.now()) {
+            Ok(lc) => lc.with_stats(self.stats()),
+            Err(_) => return Ok(StopReason::Requested),
         };
-        let mut lc = lc.with_stats(self.stats());
         self.with_view(|v| {
             v.stop = None;
             v.registered_at = None;
@@ -353,10 +355,9 @@ impl<'a, T: TcpConnect, D: Dns> Worker<'a, T, D> {
             }
         });
         self.progress.sender().send(1);
-        let heartbeat = Lane::new(heartbeat_rx, &mut [], &mut [], None);
-        let claim = Lane::new(bufs.rx, bufs.tx, bufs.payload, Some(handler));
+        let mut slot = Lane::new(bufs.rx, bufs.tx, bufs.payload, Some(handler));
         let driver = Driver::new(self);
-        drive(&driver, &mut lc, heartbeat, [claim]).await;
+        drive(&driver, &mut lc, heartbeat_rx, [&mut slot]).await;
         self.with_view(|v| v.startup_error = lc.startup_error());
         self.progress.sender().send(3);
         match lc.startup_error() {

@@ -29,8 +29,8 @@ impl<H: Http> Worker<H> {
         let login_first = matches!(l.credentials, Credentials::Login { .. });
         let clock = StdClock::new();
         let jobs = u16::try_from(l.jobs.len()).map_err(|_| StartError::NoJobs)?;
-        let mut lc =
-            Lifecycle::new(l.config, jobs, login_first, l.seed, clock.now()).map_err(StartError::Config)?;
+        let mut lc = Lifecycle::<SLOTS>::new(l.config, jobs, login_first, l.seed, clock.now())
+            .map_err(StartError::Config)?;
         let shared = Arc::new(Shared {
             api: Api::new(l.http, &l.url, l.token, l.config),
             clock,
@@ -54,7 +54,7 @@ impl<H: Http> Worker<H> {
         let io = shared.clone();
         async_std::task::spawn(async move {
             let slots: [Lane; SLOTS] = std::array::from_fn(|_| Lane::default());
-            drive(&*io, &mut lc, Lane::default(), slots).await;
+            drive(&*io, &mut lc, (), slots).await;
             let mut view = lock(&io.view);
             (view.finished, view.startup_error) = (true, lc.startup_error());
             drop(view);

@@ -13,8 +13,8 @@ use async_std::channel::{Receiver, Sender};
 use futures_lite::FutureExt;
 use outage_core::driver::{Io, TaskNames};
 use outage_core::{
-    Clock, Config, Control, Event, Failure, Instant, Lifecycle, NO_HANDLER_ERROR, Reply, Request,
-    SHUTDOWN_ERROR, Stage, Stats, StopReason,
+    Clock, Config, Control, Event, Failure, Instant, NO_HANDLER_ERROR, Reply, Request, SHUTDOWN_ERROR,
+    Snapshot, Stage, Stats, StopReason,
 };
 
 use crate::api::{Api, ApiError, SharedToken, Task};
@@ -176,6 +176,7 @@ fn local(req: Request) -> ApiError {
 
 impl<H: Http> Io for Shared<H> {
     type Lane = Lane;
+    type Beat = ();
 
     fn now(&self) -> Instant {
         self.clock.now()
@@ -191,6 +192,10 @@ impl<H: Http> Io for Shared<H> {
 
     async fn send(&self, lane: &mut Lane, req: Request) -> Result<Reply, Failure> {
         self.exchange(lane, req).await.map_err(|e| self.failed(e))
+    }
+
+    async fn beat(&self, _: &mut (), req: Request) -> Result<Reply, Failure> {
+        self.send(&mut Lane::default(), req).await
     }
 
     async fn run(&self, lane: &mut Lane) -> bool {
@@ -240,10 +245,12 @@ impl<H: Http> Io for Shared<H> {
         let _ = self.control_changed.1.recv().await;
     }
 
-    fn publish(&self, lc: &Lifecycle) {
+    fn publish(&self, now: &Snapshot) {
         let mut view = lock(&self.view);
-        let started = view.stage == Stage::Starting && lc.stage() != Stage::Starting;
-        (view.stage, view.stop, view.stats) = (lc.stage(), lc.stop_reason(), lc.stats());
+        let started = view.stage == Stage::Starting && now.stage != Stage::Starting;
+        (view.stage, view.stop, view.stats) = (now.stage, now.stop, now.stats);
+        // Before the start is announced: the launch reads it then.
+        view.startup_error = now.startup_error;
         if started {
             let _ = self.progress.0.try_send(());
         }
