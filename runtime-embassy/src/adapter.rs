@@ -48,12 +48,15 @@ impl<'b, H> Lane<'b, H> {
     }
 }
 
+/// The lifetimes of a driver's lanes: borrowed for `'l`, buffers for `'b`.
+type Lanes<'l, 'b, H> = (&'l mut (), fn(&'b mut H));
+
 /// One run of a [`Worker`] with handler type `H`. Its lanes are references
 /// (`'l`) to storage in [`Worker::run`]'s frame, so that moving a lane into
 /// an operation and back moves a pointer, not the buffers and the held task.
 pub(crate) struct Driver<'w, 'a, 'l, 'b, T: TcpConnect, D: Dns, H> {
     w: &'w Worker<'a, T, D>,
-    _lanes: PhantomData<(&'l mut (), fn(&'b mut H))>,
+    _lanes: PhantomData<Lanes<'l, 'b, H>>,
 }
 
 impl<'w, 'a, T: TcpConnect, D: Dns, H> Driver<'w, 'a, '_, '_, T, D, H> {
