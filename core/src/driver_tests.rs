@@ -816,3 +816,24 @@ fn sizes_for_the_record() {
         17 * 40
     );
 }
+
+#[test]
+fn an_outcome_that_cannot_be_written_stops_the_worker() {
+    let sim = Sim::new(|_, req| match req {
+        Request::Claim => (0, Ok(Reply::Claimed(true))),
+        Request::Update(TaskStatus::Failed) => (0, Err(Failure::Local(Local::BodyTooLarge))),
+        _ => (0, Ok(Reply::Done)),
+    });
+    sim.task.set((10, false));
+    let mut lc = lifecycle(cfg());
+    run(&sim, &mut lc, 100_000);
+    assert_eq!(
+        lc.stop_reason(),
+        Some(StopReason::Local {
+            what: crate::Endpoint::TaskStatus,
+            error: Local::BodyTooLarge
+        }),
+        "{:#?}",
+        sim.lines()
+    );
+}

@@ -126,6 +126,9 @@ impl<'l, 'b: 'l, T: TcpConnect, D: Dns, H: Handler> Io for Driver<'_, '_, 'l, 'b
 
     fn emit(&self, event: &Event<'_>) {
         emit(event);
+        if let Some(observe) = self.w.observer {
+            observe(event);
+        }
     }
 
     async fn sleep_until(&self, t: Instant) {

@@ -204,6 +204,8 @@ pub struct Worker<'a, T: TcpConnect, D: Dns> {
     /// The application asked the worker to stop: [`Worker::supervise`]
     /// returns instead of restarting.
     stop_requested: AtomicBool,
+    /// [`Worker::with_observer`]: sees every event after it is logged.
+    pub(crate) observer: Option<fn(&outage_core::Event<'_>)>,
     /// [`Worker::with_login`]'s email, password and token.
     #[cfg(feature = "login")]
     login: Option<login::Credentials<'a>>,
@@ -270,9 +272,18 @@ impl<'a, T: TcpConnect, D: Dns> Worker<'a, T, D> {
             control_changed: Signal::new(),
             progress: Watch::new_with(0),
             stop_requested: AtomicBool::new(false),
+            observer: None,
             #[cfg(feature = "login")]
             login: None,
         })
+    }
+
+    /// Also hand every event to `observer` after it is logged (counters of
+    /// the application's own, a status LED, a report upstream). Called in
+    /// the worker's task: keep it short. [`Worker::stats`] has the counters.
+    pub fn with_observer(mut self, observer: fn(&outage_core::Event<'_>)) -> Self {
+        self.observer = Some(observer);
+        self
     }
 
     /// The token requests carry (with feature `login`, see `login.rs`).

@@ -108,13 +108,25 @@ impl EmbassyRuntime {
     }
 }
 
+impl EmbassyRuntime {
+    /// An embassy worker whose request-body buffer is `tx` bytes (the
+    /// default is 2 KiB), started and running.
+    pub fn start_with_tx(setup: &Setup, tx: usize) -> Result<EmbassyWorker, String> {
+        run_with_tx(new_worker(setup, None)?, tx)
+    }
+}
+
 /// Run `worker` (`Worker::run`) in a task of its own; return once it has
 /// registered (or why it could not).
 fn run(worker: &'static W) -> Result<EmbassyWorker, String> {
+    run_with_tx(worker, 2 << 10)
+}
+
+fn run_with_tx(worker: &'static W, tx: usize) -> Result<EmbassyWorker, String> {
     let hb_rx = leak_buf(HEARTBEAT_RX);
     let bufs = ClaimBuffers {
         rx: leak_buf(16 << 10),
-        tx: leak_buf(2 << 10),
+        tx: leak_buf(tx),
         payload: leak_buf(4 << 10),
     };
     let handler: &'static mut Behave = Box::leak(Box::new(Behave));
