@@ -338,7 +338,9 @@ enum Startup {
     Register(u16),
 }
 
-/// The worker's whole life. See the [module docs](self). `SLOTS` is how
+/// The worker's whole life, sans-IO: startup, the heartbeat lane and the
+/// task slots, the stop and the final delete ([`crate::driver`] runs it).
+/// `SLOTS` is how
 /// many task slots its storage has (the runtime's driver has as many; a
 /// device 1, a host [`MAX_SLOTS`]); [`Config::concurrency`] of them are
 /// used.
