@@ -1138,9 +1138,9 @@ impl<const SLOTS: usize> Lifecycle<SLOTS> {
                 }
             }
             (_, Request::Claim) => {
-                let got = result.and_then(|r| match r {
-                    Reply::Claimed(got) => Ok(got),
-                    _ => Err(Failure::MalformedResponse),
+                let got = answer(result, |r| match r {
+                    Reply::Claimed(got) => Some(got),
+                    _ => None,
                 });
                 let step = self.machine.on_claim(started, now, got, rand);
                 self.apply(step);
@@ -1154,9 +1154,9 @@ impl<const SLOTS: usize> Lifecycle<SLOTS> {
                 self.apply(step);
             }
             (_, Request::GetTask) => {
-                let state = result.and_then(|r| match r {
-                    Reply::Task(s) => Ok(s),
-                    _ => Err(Failure::MalformedResponse),
+                let state = answer(result, |r| match r {
+                    Reply::Task(s) => Some(s),
+                    _ => None,
                 });
                 let step = self.machine.on_verified(started, now, state, rand);
                 self.apply(step);
@@ -1168,4 +1168,9 @@ impl<const SLOTS: usize> Lifecycle<SLOTS> {
             (_, Request::Login | Request::Heartbeat | Request::Disconnect) => {}
         }
     }
+}
+
+/// The part of a reply a request expects; any other reply is unreadable.
+fn answer<T>(result: Result<Reply, Failure>, pick: fn(Reply) -> Option<T>) -> Result<T, Failure> {
+    result.and_then(|r| pick(r).ok_or(Failure::MalformedResponse))
 }

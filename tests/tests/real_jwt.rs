@@ -154,11 +154,7 @@ fn a_worker_that_logs_in_serves_across_ten_token_lifetimes() {
     assert_eq!(worker.stop_reason(), None);
     async_std::task::block_on(worker.disconnect());
     // The password and tokens appear in no line.
-    for line in log.lines() {
-        assert!(!line.text.contains(PASSWORD), "{}", line.text);
-        assert!(!line.text.contains("eyJ"), "{}", line.text);
-        assert!(!line.text.contains("Bearer"), "{}", line.text);
-    }
+    assert_no_secrets(&log);
     log::set_max_level(log::LevelFilter::Debug);
 }
 
@@ -295,11 +291,7 @@ fn the_embassy_worker_logs_in_again_whenever_its_token_expires() {
     serve_across(4, &server, &log, "embassy login");
     assert_eq!(worker.stop_reason(), None, "{}", log.dump());
     worker.disconnect();
-    for line in log.lines() {
-        assert!(!line.text.contains(PASSWORD), "{}", line.text);
-        assert!(!line.text.contains("eyJ"), "{}", line.text);
-        assert!(!line.text.contains("Bearer"), "{}", line.text);
-    }
+    assert_no_secrets(&log);
     log::set_max_level(log::LevelFilter::Debug);
 }
 
@@ -331,4 +323,13 @@ fn the_embassy_worker_with_a_wrong_password_stops_with_one_line() {
         "Startup: login failed, giving up: HTTP 400 Bad Request"
     );
     assert!(!log.dump().contains("not-the-password"));
+}
+
+/// The password and the tokens appear in no line.
+fn assert_no_secrets(log: &capture::Session) {
+    for line in log.lines() {
+        assert!(!line.text.contains(PASSWORD), "{}", line.text);
+        assert!(!line.text.contains("eyJ"), "{}", line.text);
+        assert!(!line.text.contains("Bearer"), "{}", line.text);
+    }
 }
