@@ -61,7 +61,7 @@ impl<H: Http> Worker<H> {
         // run on it too, as before inside the driver's future; what they
         // spawn goes to async-std's executor as usual.
         std::thread::Builder::new()
-            .name("outage-worker".into())
+            .name("outage-driver".into())
             .spawn(move || {
                 async_std::task::block_on(async {
                     drive(&*io, &mut lc, Lane::default(), Lane::default()).await;
@@ -74,6 +74,17 @@ impl<H: Http> Worker<H> {
             // As `std::thread::spawn`: only when the OS refuses a thread.
             .expect("the OS refused a thread for the worker");
         let _ = shared.progress.1.recv().await;
+        // A startup that failed leaves `Starting` too, but its error is
+        // known only once the driver has returned (on its own thread, maybe
+        // a moment later): unless the worker is serving, wait for the end.
+        while {
+            let view = lock(&shared.view);
+            view.stage != Stage::Running && !view.finished
+        } {
+            if shared.progress.1.recv().await.is_err() {
+                break; // closed: the driver has returned
+            }
+        }
         let failed = lock(&shared.view).startup_error;
         if let Some(error) = failed {
             let detail = lock(&shared.last_detail).take();
