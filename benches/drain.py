@@ -15,6 +15,7 @@ a change in the machine's load hits every kind alike.
   python  the package's JobManager worker (bench_python_worker.py
           --role worker), a process of its own
   lib     the host library worker (tests/examples/bench_worker.rs)
+  base    the same, built from an earlier commit (before a change)
   cli     the ``outage-worker`` command running /bin/true per task
 
 Throughput comes from the server's timestamps (N / (last completed_at -
@@ -153,8 +154,8 @@ def worker_cmd(kind: str, srv: Server, bins: dict[str, str], polling: float) -> 
             sys.executable, bpw.__file__, "--role", "worker", "--base-url", srv.base_url,
             "--token", TOKEN, "--polling-interval", str(polling),
         ]  # fmt: skip
-    if kind == "lib":
-        return [bins["lib"], srv.base_url, TOKEN, RUST_JOB]
+    if kind in ("lib", "base"):
+        return [bins[kind], srv.base_url, TOKEN, RUST_JOB]
     if kind == "cli":
         return [bins["cli"], "--server", srv.base_url, "--token", TOKEN, "--job", f"{RUST_JOB}=/bin/true"]
     raise ValueError(kind)
@@ -293,9 +294,10 @@ def main() -> int:
     p.add_argument("--polling-interval", type=float, default=0.01, help="JobManager's, during the drain")
     p.add_argument("--lib-bin", required=True)
     p.add_argument("--cli-bin", required=True)
+    p.add_argument("--base-bin", help="the library worker before a change, as kind `base`")
     p.add_argument("--json", type=Path, required=True)
     a = p.parse_args()
-    bins = {"lib": a.lib_bin, "cli": a.cli_bin}
+    bins = {"lib": a.lib_bin, "cli": a.cli_bin, "base": a.base_bin}
     kinds = a.kinds.split(",")
     run_id = str(uuid.uuid4())
     out: dict = {
@@ -316,7 +318,7 @@ def main() -> int:
             out["drain"].append(res)
             print(f"drain round {r} {kind}: {res['tasks_per_s']} tasks/s, "
                   f"{res['cpu_ms_per_task']:.3f} ms CPU/task, load {res['load']:.2f}", flush=True)
-    for kind in [k for k in kinds if k != "raw"]:
+    for kind in [k for k in kinds if k not in ("raw", "base")]:
         res = idle(kind, a.idle_seconds, bins)
         res.update(run_id=run_id, load=os.getloadavg()[0])
         out["idle"].append(res)
