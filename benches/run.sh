@@ -9,6 +9,7 @@
 # column is built from; empty skips it), BENCH_SKIP_FIRMWARE=1.
 # Not part of .ci/run: too slow, and its numbers depend on the machine.
 set -euo pipefail
+export PYTHONDONTWRITEBYTECODE=1 # no __pycache__ in benches/
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 root=$(pwd)
 out=target/bench
