@@ -27,6 +27,8 @@ pub enum StartError {
     TokenFile(String),
     /// The HTTP client could not be built.
     Client(std::io::Error),
+    /// The worker's thread could not be started.
+    Thread(std::io::Error),
     /// Creating the worker or registering a job failed for good.
     Startup {
         /// Which request, how, after how many retries.
@@ -48,6 +50,7 @@ impl fmt::Display for StartError {
             StartError::NoJobs => f.write_str("no job to serve: add at least one"),
             StartError::TokenFile(why) => write!(f, "invalid token file: {why}"),
             StartError::Client(e) => write!(f, "cannot set up the HTTP client: {e}"),
+            StartError::Thread(e) => write!(f, "cannot start the worker's thread: {e}"),
             StartError::Startup { error, detail } => {
                 write!(f, "could not start the worker: {error}")?;
                 if let Some(d) = detail {

@@ -1,9 +1,10 @@
-//! The host worker: [`outage_core::driver::drive`] on an async-std task,
-//! with surf for the requests and the application's handlers for the tasks.
+//! The host worker's I/O for [`outage_core::driver::drive`] (which
+//! [`crate::Worker`] runs on a thread of its own): surf for the requests,
+//! the application's handlers for the tasks.
 //!
 //! Everything here is I/O and storage: every decision (what to send when,
 //! what an answer means, the grace of a stop, whether to delete the worker)
-//! is the core's [`Lifecycle`].
+//! is the core's [`outage_core::Lifecycle`].
 
 use std::panic::AssertUnwindSafe;
 use std::sync::{Arc, Mutex, MutexGuard};

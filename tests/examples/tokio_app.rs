@@ -1,5 +1,5 @@
 //! A tokio application using the host worker. The library's futures run
-//! on any executor (its loops are async-std tasks; `.await` them from
+//! on any executor (the worker runs on a thread of its own; `.await` them from
 //! tokio as here); with the `tokio1` feature of `outage-runtime-std`
 //! (async-std's `tokio1`), handlers may use tokio too — its timers, or a
 //! tokio-based client — because async-std then runs them in a tokio context.
