@@ -63,10 +63,11 @@ impl<H: Http> Worker<H> {
         std::thread::Builder::new()
             .name("outage-driver".into())
             .spawn(move || {
-                async_std::task::block_on(async {
-                    let slots: [Lane; SLOTS] = std::array::from_fn(|_| Lane::default());
-                    drive(&*io, &mut lc, (), slots).await;
-                });
+                let slots: [Lane; SLOTS] = std::array::from_fn(|_| Lane::default());
+                // On the heap: with its task slots the future is large (more
+                // so in debug builds), and `block_on` would keep it on this
+                // thread's stack.
+                async_std::task::block_on(Box::pin(drive(&*io, &mut lc, (), slots)));
                 let mut view = lock(&io.view);
                 (view.finished, view.startup_error) = (true, lc.startup_error());
                 drop(view);
