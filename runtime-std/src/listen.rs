@@ -71,9 +71,14 @@ pub(crate) async fn run<H: Http>(shared: Arc<Shared<H>>, mode: PushMode, seed: u
     let mut link = PushLink::new(mode, now());
     let mut rng = SplitMix64::new(seed ^ 0x5055_5348_5055_5348);
     let jobs: Vec<String> = shared.jobs.iter().map(|(j, _)| j.full_name()).collect();
+    let mut tried_with = shared.api.token().get();
     loop {
         if lock(&shared.view).finished || *lock(&shared.control) != Control::Run {
             return;
+        }
+        if shared.api.token().get() != tried_with {
+            // Renewed credentials: perhaps the old token was refused.
+            link.retry_now(now());
         }
         let Some(at) = link.connect_at() else {
             return;
@@ -87,6 +92,7 @@ pub(crate) async fn run<H: Http>(shared: Arc<Shared<H>>, mode: PushMode, seed: u
             continue;
         }
         let token = shared.api.token().get();
+        tried_with = token.clone();
         let worker_id = lock(&shared.ids).current.clone();
         let timeout = StdDuration::from_millis(cfg.request_timeout.as_millis());
         let connected = async {
