@@ -483,7 +483,14 @@ impl Machine {
                 Err(failure) => {
                     wake = match self.failed(Endpoint::Heartbeat, started, now, failure, &mut events) {
                         Verdict::Stopped => Wake::Halt,
-                        Verdict::Reregister => Wake::Claim,
+                        Verdict::Reregister => {
+                            // Register now, not after the (perhaps long,
+                            // with push) idle poll.
+                            if self.phase == Phase::Idle {
+                                self.claim_next = self.claim_next.min(now);
+                            }
+                            Wake::Claim
+                        }
                         Verdict::Renew { .. } => {
                             self.heartbeat_next = now;
                             Wake::Nobody

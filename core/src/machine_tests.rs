@@ -989,3 +989,19 @@ fn push_poll_interval_is_validated() {
         ConfigError::Zero("push_poll_interval")
     );
 }
+
+#[test]
+fn a_registration_lost_on_a_heartbeat_registers_at_once_not_after_the_idle_poll() {
+    let cfg = Config {
+        on_registration_lost: OnRegistrationLost::Register,
+        ..Config::REFERENCE
+    };
+    let mut m = Machine::new(cfg, Instant::ZERO, 0).unwrap();
+    m.set_push(true, ms(0));
+    assert_eq!(m.claim_poll(ms(0)), ClaimAction::Claim);
+    let step = m.on_claim(ms(0), ms(5), Ok(false), 0);
+    assert_eq!(step.action, ClaimAction::Wait(ms(30_000)));
+    let step = m.on_heartbeat(ms(1_000), ms(1_005), Err(Failure::status(404)));
+    assert_eq!(step.wake, Wake::Claim);
+    assert_eq!(m.claim_poll(ms(1_005)), ClaimAction::Register);
+}

@@ -340,3 +340,54 @@ fn push_workers_run_every_task_exactly_once() {
         block_on(w.disconnect());
     }
 }
+
+/// The server forgets the worker (deleted under it): it registers again
+/// under a new id, push joins the rooms under that id, and pushed tasks are
+/// claimed at once again.
+#[test]
+fn after_registering_again_push_joins_under_the_new_id() {
+    let log = capture::start();
+    let server = RealServer::start_with(Options {
+        args: vec!["--socketio".into()],
+        ..Options::default()
+    })
+    .expect("real job server with --socketio");
+    let ran = Ran::default();
+    let cfg = Config {
+        heartbeat_interval: CoreDuration::from_secs(1),
+        on_registration_lost: outage_core::OnRegistrationLost::Register,
+        ..slow_polling()
+    };
+    let worker = block_on(builder(server.url(), server.token(), cfg, &ran).start()).expect("start");
+    wait_count(&log, "Push connected", 1, Duration::from_secs(20));
+    let old = worker.id();
+    let r = call(
+        server.url(),
+        server.token(),
+        "DELETE",
+        &format!("/workers/{old}"),
+        None,
+    );
+    assert!(r.status == 200 || r.status == 204, "{}", r.text());
+    wait_count(&log, "Registered again", 1, Duration::from_secs(20));
+    let new = worker.id();
+    assert_ne!(old, new);
+    wait_count(
+        &log,
+        &format!("\"worker_id\":\"{new}\""),
+        1,
+        Duration::from_secs(10),
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    for _ in 0..2 {
+        let id = submit(server.url(), server.token());
+        ran_within(&ran, &id, Instant::now(), WITHIN, &log);
+    }
+    assert_eq!(
+        log.matching("Push connected").len(),
+        1,
+        "the same socket\n{}",
+        log.dump()
+    );
+    block_on(worker.disconnect());
+}
