@@ -81,6 +81,11 @@ pub struct Config {
     /// claims and status updates still go one at a time. Default 1 (the
     /// reference). A runtime may support fewer (a device: a const).
     pub concurrency: u8,
+    /// How long to wait between claims when the queue is empty *while
+    /// task-available push is connected* ([`crate::Lifecycle::push_connected`]): push
+    /// wakes the claim loop when a task is submitted, so polling is only
+    /// the fallback for a missed event. Default 30 s. Unused without push.
+    pub push_poll_interval: Duration,
 }
 
 impl Config {
@@ -100,6 +105,7 @@ impl Config {
         disconnect_timeout: Duration::from_secs(5),
         renew_credentials: false,
         concurrency: 1,
+        push_poll_interval: Duration::from_secs(30),
     };
 
     /// The reference schedule exactly: [`Config::DEFAULT`] without jitter.
@@ -141,7 +147,7 @@ impl Config {
     pub const fn validate(&self) -> Result<(), ConfigError> {
         // One table of names and one of values, checked in loops: on the
         // example firmware 84 bytes less flash than a table of pairs.
-        const NAMES: [&str; 9] = [
+        const NAMES: [&str; 10] = [
             "heartbeat_interval",
             "poll_interval",
             "max_unreachable",
@@ -151,9 +157,10 @@ impl Config {
             "startup_cap",
             "request_timeout",
             "disconnect_timeout",
+            "push_poll_interval",
         ];
         // The fields that must not be zero, in the order they are checked.
-        const NOT_ZERO: [usize; 6] = [1, 0, 2, 7, 8, 5];
+        const NOT_ZERO: [usize; 7] = [1, 0, 2, 7, 8, 5, 9];
         let max = Self::MAX_DURATION.as_millis();
         let millis = [
             self.heartbeat_interval.as_millis(),
@@ -170,6 +177,7 @@ impl Config {
             self.startup_cap.as_millis(),
             self.request_timeout.as_millis(),
             self.disconnect_timeout.as_millis(),
+            self.push_poll_interval.as_millis(),
         ];
         let mut i = 0;
         while i < millis.len() {
@@ -328,5 +336,14 @@ mod tests {
             c.validate().unwrap_err().to_string(),
             "invalid config: heartbeat_interval must not be longer than 30 days"
         );
+        let c = Config {
+            push_poll_interval: Duration::ZERO,
+            ..Config::DEFAULT
+        };
+        assert_eq!(
+            c.validate().unwrap_err().to_string(),
+            "invalid config: push_poll_interval must be greater than zero"
+        );
+        assert_eq!(Config::DEFAULT.push_poll_interval, Duration::from_secs(30));
     }
 }

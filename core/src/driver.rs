@@ -20,6 +20,7 @@ use core::sync::atomic::{AtomicBool, Ordering};
 use core::task::Poll;
 
 use crate::lifecycle::{Control, Lane, Lifecycle, Notice, Op, Outcome, Reply, Request, Snapshot};
+use crate::push::PushInput;
 use crate::{Event, Failure, Instant};
 
 /// A held task's strings, as the runtime keeps them in its slot's lane.
@@ -110,6 +111,14 @@ pub trait Io {
     /// are harmless). Dropped when anything else happens first.
     async fn control_changed(&self);
 
+    /// Task-available push ([`crate::push`]), for a runtime that has it:
+    /// whether its connection is up, and a counter of hints. Read whenever
+    /// the driver wakes; a runtime wakes it through [`Io::control_changed`]
+    /// when either changes. Default: no push (the claim loop polls).
+    fn push(&self) -> PushInput {
+        PushInput::default()
+    }
+
     /// The lifecycle after each step, for the runtime's own view (stop
     /// reason, counters, stage). Default: nothing.
     fn publish(&self, _now: &Snapshot) {}
@@ -143,12 +152,23 @@ pub async fn drive<I: Io, const SLOTS: usize>(
     let mut hb = pin!(None);
     let mut futs = pin!(core::array::from_fn::<_, SLOTS, _>(|_| None));
     let mut seen = Control::Run;
+    let mut seen_push = PushInput::default();
     loop {
         let now = io.now();
         let control = io.control();
         if control != seen {
             seen = control;
             lc.control(now, control);
+        }
+        let push = io.push();
+        if push != seen_push {
+            if push.connected != seen_push.connected {
+                lc.push_connected(now, push.connected);
+            }
+            if push.hints != seen_push.hints {
+                lc.push_hint(now);
+            }
+            seen_push = push;
         }
         lc.handle_timeout(now);
         while let Some((lane, op)) = lc.poll_start(now) {

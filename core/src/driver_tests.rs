@@ -48,6 +48,8 @@ struct Sim {
     /// Handlers running now, and the most at once.
     running: Cell<u32>,
     most_running: Cell<u32>,
+    /// (from ms, push input).
+    pushes: RefCell<Vec<(u64, crate::push::PushInput)>>,
 }
 
 /// A slot's resources in the simulation: the held task and its outcome.
@@ -73,6 +75,7 @@ impl Sim {
             applied: RefCell::new(Vec::new()),
             running: Cell::new(0),
             most_running: Cell::new(0),
+            pushes: RefCell::new(Vec::new()),
         }
     }
 
@@ -188,6 +191,16 @@ impl Io for Sim {
         }
     }
 
+    fn push(&self) -> crate::push::PushInput {
+        let now = self.now.get();
+        self.pushes
+            .borrow()
+            .iter()
+            .rev()
+            .find(|(from, _)| *from <= now)
+            .map_or_else(Default::default, |(_, p)| *p)
+    }
+
     fn control(&self) -> Control {
         let now = self.now.get();
         self.controls
@@ -200,13 +213,9 @@ impl Io for Sim {
 
     async fn control_changed(&self) {
         let now = self.now.get();
-        let next = self
-            .controls
-            .borrow()
-            .iter()
-            .map(|(t, _)| *t)
-            .filter(|t| *t > now)
-            .min();
+        let controls = self.controls.borrow().iter().map(|(t, _)| *t).collect::<Vec<_>>();
+        let pushes = self.pushes.borrow().iter().map(|(t, _)| *t).collect::<Vec<_>>();
+        let next = controls.into_iter().chain(pushes).filter(|t| *t > now).min();
         match next {
             Some(t) => self.sleep_ms(t).await,
             None => core::future::pending().await,
@@ -836,4 +845,65 @@ fn an_outcome_that_cannot_be_written_stops_the_worker() {
         "{:#?}",
         sim.lines()
     );
+}
+
+// ------------------------------------------------------------------ push
+
+/// Push as a hint, through the driver: a hint claims at once, the idle poll
+/// stretches while push is up, losing it polls again at once; a hint for a
+/// task someone else took costs one empty claim.
+#[test]
+fn push_hints_claim_at_once_and_stretch_the_idle_poll() {
+    use crate::push::PushInput;
+    // One task appears at 40 s (and is claimable); at 45 s a hint comes for
+    // a task another worker took.
+    let mut taken = false;
+    let sim = Sim::new(move |now, req| match req {
+        Request::Claim if now >= 40_000 && !taken => {
+            taken = true;
+            (3, Ok(Reply::Claimed(true)))
+        }
+        Request::Claim => (3, Ok(Reply::Claimed(false))),
+        _ => (3, Ok(Reply::Done)),
+    });
+    let up = |hints| PushInput {
+        connected: true,
+        hints,
+    };
+    sim.pushes.borrow_mut().extend([
+        (3_000, up(0)),
+        (40_000, up(1)),
+        (45_000, up(2)),
+        (
+            50_000,
+            PushInput {
+                connected: false,
+                hints: 2,
+            },
+        ),
+    ]);
+    sim.at(55_000, Control::Halt);
+    let mut lc = lifecycle(cfg());
+    run(&sim, &mut lc, 60_000);
+    let claims: Vec<u64> = sim
+        .sent
+        .borrow()
+        .iter()
+        .filter(|(_, r)| *r == Request::Claim)
+        .map(|(t, _)| *t)
+        .collect();
+    // Registered at 9 ms: polls every 2 s until push is up at 3 s, which
+    // claims at once; then 30 s between empty claims, a claim at once on
+    // each hint (and after the task), and at once again when push is lost,
+    // then every 2 s.
+    assert_eq!(
+        claims,
+        [
+            9, 2_009, 3_000, 33_000, 40_000, 40_019, 45_000, 50_000, 52_000, 54_000
+        ],
+        "{:#?}",
+        sim.sent.borrow()
+    );
+    assert_eq!(lc.stats().tasks_completed, 1);
+    assert!(sim.lines().iter().all(|l| !l.contains("unreachable")));
 }

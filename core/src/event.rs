@@ -283,6 +283,27 @@ pub enum Event<'a> {
         /// The output, trimmed.
         output: &'a str,
     },
+    /// Task-available push is connected and listens for every job
+    /// ([`crate::push`]).
+    PushConnected {
+        /// Jobs listened for.
+        jobs: u32,
+        /// How long an empty claim now waits.
+        poll: Duration,
+    },
+    /// The push connection failed or was lost; the worker polls meanwhile.
+    /// Not a server outage.
+    PushDown {
+        /// Why (never holds the token).
+        why: &'a str,
+        /// It had been connected (info); a failed attempt is debug.
+        was_up: bool,
+        /// When it tries again.
+        retry_in: Duration,
+    },
+    /// The server offers no push: the worker polls (at debug level: the
+    /// automatic choice).
+    PushUnavailable,
 }
 
 impl Event<'_> {
@@ -324,6 +345,8 @@ impl Event<'_> {
             Event::DisconnectFailed { .. } | Event::StaleConnection { .. } | Event::TaskOutput { .. } => {
                 Level::Debug
             }
+            Event::PushConnected { .. } | Event::PushDown { was_up: true, .. } => Level::Info,
+            Event::PushDown { .. } | Event::PushUnavailable => Level::Debug,
         }
     }
 }
@@ -599,6 +622,25 @@ impl Event<'_> {
                 out.text("Task output: ");
                 out.text(output);
             }
+            Event::PushConnected { jobs, poll } if kept(KEEP, Level::Info, true) => {
+                out.text("Push connected: claiming when a task is submitted (");
+                out.num(u64::from(jobs));
+                out.text(if jobs == 1 { " job" } else { " jobs" });
+                out.text(", polling every ");
+                Secs(poll).render(out);
+                out.text(" meanwhile)");
+            }
+            Event::PushDown { why, was_up, retry_in }
+                if kept(KEEP, if was_up { Level::Info } else { Level::Debug }, true) =>
+            {
+                out.text(if was_up { "Push connection lost (" } else { "Push unavailable (" });
+                out.text(why);
+                out.text("); polling, reconnecting in ");
+                Secs(retry_in).render(out);
+            }
+            Event::PushUnavailable if kept(KEEP, Level::Debug, true) => {
+                out.text("The server offers no push: polling");
+            }
             _ => {}
         }
     }
@@ -781,6 +823,21 @@ mod tests {
                 error: crate::Local::BodyTooLarge,
             },
             Event::TaskOutput { output: "42" },
+            Event::PushConnected {
+                jobs: 2,
+                poll: Duration::from_secs(30),
+            },
+            Event::PushDown {
+                why: "push connection closed: the connection ended without a WebSocket close",
+                was_up: true,
+                retry_in: Duration::from_millis(1_400),
+            },
+            Event::PushDown {
+                why: "cannot connect for push: Connection refused",
+                was_up: false,
+                retry_in: Duration::from_secs(4),
+            },
+            Event::PushUnavailable,
         ];
         for e in events {
             let mut p = Pieces::default();
@@ -809,6 +866,9 @@ mod tests {
                     | Event::TokenFileUnusable { .. }
                     | Event::SignalsUnavailable
                     | Event::TaskOutput { .. }
+                    | Event::PushConnected { .. }
+                    | Event::PushDown { .. }
+                    | Event::PushUnavailable
             );
             let full = e.to_string();
             let by_level = [

@@ -44,6 +44,7 @@ mod lifecycle;
 mod machine;
 mod outage;
 pub mod protocol;
+pub mod push;
 pub mod render;
 mod startup;
 pub mod time;

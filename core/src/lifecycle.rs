@@ -575,6 +575,20 @@ impl<const SLOTS: usize> Lifecycle<SLOTS> {
         }
     }
 
+    /// Task-available push is connected (`true`) or lost at `now`
+    /// ([`Machine::set_push`], [`crate::push`]). Repeats change nothing.
+    pub fn push_connected(&mut self, now: Instant, connected: bool) {
+        self.machine.set_push(connected, now);
+    }
+
+    /// A push hint for one of the worker's jobs at `now`: an idle claim
+    /// loop claims at once ([`Machine::hint`]).
+    pub fn push_hint(&mut self, now: Instant) {
+        if self.stage == Stage::Running {
+            self.machine.hint(now);
+        }
+    }
+
     /// Stop at the application's request: running tasks may take `grace`
     /// (then they are abandoned and reported failed), every request in
     /// flight at most `grace + request_timeout + 1 s` in all; then the
@@ -1069,7 +1083,8 @@ impl<const SLOTS: usize> Lifecycle<SLOTS> {
                     Startup::Register(_) => {
                         // Registered: the loops' clocks start now.
                         let rand = self.rand();
-                        if let Ok(m) = Machine::new(*self.machine.config(), now, rand) {
+                        if let Ok(mut m) = Machine::new(*self.machine.config(), now, rand) {
+                            m.set_push(self.machine.is_push_connected(), now);
                             self.machine = m;
                         }
                         self.stage = Stage::Running;

@@ -231,6 +231,13 @@ pub struct Machine {
     /// Every task slot is busy: the claim loop cannot probe the server
     /// (see [`Machine::set_saturated`]).
     saturated: bool,
+    /// Task-available push is connected ([`Machine::set_push`]).
+    push: bool,
+    /// Push hints so far ([`Machine::hint`]), and their count when the
+    /// last claim was asked for: one that arrived since may be for a task
+    /// that claim missed.
+    hints: u32,
+    claim_hints: u32,
 }
 
 impl Machine {
@@ -267,6 +274,9 @@ impl Machine {
             login_next: now,
             login_attempt: 0,
             saturated: false,
+            push: false,
+            hints: 0,
+            claim_hints: 0,
         })
     }
 
@@ -473,7 +483,14 @@ impl Machine {
                 Err(failure) => {
                     wake = match self.failed(Endpoint::Heartbeat, started, now, failure, &mut events) {
                         Verdict::Stopped => Wake::Halt,
-                        Verdict::Reregister => Wake::Claim,
+                        Verdict::Reregister => {
+                            // Register now, not after the (perhaps long,
+                            // with push) idle poll.
+                            if self.phase == Phase::Idle {
+                                self.claim_next = self.claim_next.min(now);
+                            }
+                            Wake::Claim
+                        }
                         Verdict::Renew { .. } => {
                             self.heartbeat_next = now;
                             Wake::Nobody
@@ -527,7 +544,10 @@ impl Machine {
                 Phase::Verifying => ClaimAction::Verify,
                 Phase::Idle if self.reregister || self.ambiguous => ClaimAction::Register,
                 Phase::Idle if self.retire => ClaimAction::Retire,
-                Phase::Idle => ClaimAction::Claim,
+                Phase::Idle => {
+                    self.claim_hints = self.hints;
+                    ClaimAction::Claim
+                }
             },
         }
     }
@@ -560,7 +580,12 @@ impl Machine {
                         self.phase = Phase::Starting;
                         self.claim_next = now;
                     } else {
-                        self.claim_next = started + self.cfg.poll_interval;
+                        self.claim_next = started + self.idle_poll_interval();
+                        // A hint that arrived while this claim was out may
+                        // be for a task submitted after it: claim again.
+                        if self.hints != self.claim_hints {
+                            self.claim_next = now;
+                        }
                     }
                 }
                 Err(failure) => {
@@ -888,6 +913,45 @@ impl Machine {
             action: self.heartbeat_poll(now),
             events,
             wake,
+        }
+    }
+
+    // ----------------------------------------------------------------- push
+
+    /// Task-available push is connected (`true`) or lost at `now` (see
+    /// [`crate::push`]). While it is, an empty claim waits
+    /// [`Config::push_poll_interval`] instead of `poll_interval`. When it
+    /// comes or goes, an idle claim loop claims at once (as on a
+    /// [`Machine::hint`]): events sent while nobody listened are lost.
+    pub fn set_push(&mut self, connected: bool, now: Instant) {
+        if self.push != connected {
+            self.push = connected;
+            self.hint(now);
+        }
+    }
+
+    /// True while task-available push is connected.
+    pub const fn is_push_connected(&self) -> bool {
+        self.push
+    }
+
+    /// A push hint at `now`: a task may be waiting. An idle claim loop
+    /// claims at once — not during an outage (the backoff stands), nor
+    /// before a `Retry-After` has passed. The claim stays the authority: a
+    /// hint for a task someone else took costs one empty claim.
+    pub fn hint(&mut self, now: Instant) {
+        self.hints = self.hints.wrapping_add(1);
+        if self.phase == Phase::Idle && self.outage.started_at().is_none() && now < self.claim_next {
+            self.claim_next = now.max(self.claim_not_before).min(self.claim_next);
+        }
+    }
+
+    /// How long an empty claim waits: longer while push is connected.
+    const fn idle_poll_interval(&self) -> Duration {
+        if self.push {
+            self.cfg.push_poll_interval
+        } else {
+            self.cfg.poll_interval
         }
     }
 

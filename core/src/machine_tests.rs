@@ -888,3 +888,120 @@ fn without_renewable_credentials_401_stops_at_once() {
     assert_eq!(step.wake, Wake::Halt);
     assert!(matches!(step.action, ClaimAction::Stop(_)));
 }
+
+// ------------------------------------------------------------------ push
+
+#[test]
+fn push_stretches_the_idle_poll_and_a_hint_claims_at_once() {
+    let mut m = reference();
+    assert_eq!(m.claim_poll(ms(0)), ClaimAction::Claim);
+    let step = m.on_claim(ms(0), ms(5), Ok(false), 0);
+    assert_eq!(step.action, ClaimAction::Wait(ms(2_000)), "polling without push");
+    // Push comes up: claim at once (events sent before it listened are lost).
+    m.set_push(true, ms(1_000));
+    assert!(m.is_push_connected());
+    assert_eq!(m.claim_poll(ms(1_000)), ClaimAction::Claim);
+    let step = m.on_claim(ms(1_000), ms(1_005), Ok(false), 0);
+    assert_eq!(step.action, ClaimAction::Wait(ms(31_000)), "push_poll_interval");
+    // A hint: claim now.
+    m.hint(ms(4_000));
+    assert_eq!(m.claim_poll(ms(4_000)), ClaimAction::Claim);
+    let step = m.on_claim(ms(4_000), ms(4_005), Ok(true), 0);
+    assert_eq!(step.action, ClaimAction::Start);
+    // Hints while a task is being started change nothing.
+    m.hint(ms(4_006));
+    assert_eq!(m.claim_poll(ms(4_006)), ClaimAction::Start);
+    m.on_started(ms(4_006), ms(4_010), Ok(()), 0);
+    m.on_executed(ms(5_000), true);
+    let step = m.on_delivered(ms(5_000), ms(5_005), Ok(()), 0);
+    assert_eq!(step.action, ClaimAction::Claim, "after a task, at once");
+    let step = m.on_claim(ms(5_005), ms(5_010), Ok(false), 0);
+    assert_eq!(step.action, ClaimAction::Wait(ms(35_005)));
+    // Push lost: claim at once, then poll on poll_interval again.
+    m.set_push(false, ms(6_000));
+    assert_eq!(m.claim_poll(ms(6_000)), ClaimAction::Claim);
+    let step = m.on_claim(ms(6_000), ms(6_005), Ok(false), 0);
+    assert_eq!(step.action, ClaimAction::Wait(ms(8_000)));
+    // Repeating the same state changes nothing.
+    m.set_push(false, ms(7_000));
+    assert_eq!(m.claim_poll(ms(7_000)), ClaimAction::Wait(ms(8_000)));
+    // Push never touches the outage clock.
+    assert_eq!(m.outage().started_at(), None);
+}
+
+#[test]
+fn a_hint_during_a_claim_in_flight_claims_again() {
+    let mut m = reference();
+    m.set_push(true, ms(0));
+    assert_eq!(m.claim_poll(ms(0)), ClaimAction::Claim);
+    // The task was submitted just after the claim left: its hint arrives
+    // while the claim is out, which comes back empty.
+    m.hint(ms(3));
+    let step = m.on_claim(ms(0), ms(5), Ok(false), 0);
+    assert_eq!(step.action, ClaimAction::Claim);
+    // Without a new hint, the next empty claim waits the long interval.
+    let step = m.on_claim(ms(5), ms(9), Ok(false), 0);
+    assert_eq!(step.action, ClaimAction::Wait(ms(30_005)));
+}
+
+#[test]
+fn a_hint_does_not_override_the_outage_backoff_or_retry_after() {
+    let mut m = reference();
+    m.set_push(true, ms(0));
+    let step = m.on_claim(ms(0), ms(0), Err(REFUSED), 0);
+    assert_eq!(step.action, ClaimAction::Wait(ms(2_000)));
+    m.hint(ms(500));
+    assert_eq!(
+        m.claim_poll(ms(500)),
+        ClaimAction::Wait(ms(2_000)),
+        "outage: backoff stands"
+    );
+    // Losing push during an outage neither speeds the backoff up nor
+    // touches the outage clock.
+    m.set_push(false, ms(600));
+    assert_eq!(m.claim_poll(ms(600)), ClaimAction::Wait(ms(2_000)));
+    assert_eq!(m.outage().started_at(), Some(ms(0)));
+
+    let mut m = reference();
+    m.set_push(true, ms(0));
+    let congested = Failure::Status {
+        status: 429,
+        retry_after: Some(secs(8)),
+    };
+    m.on_claim(ms(0), ms(0), Err(congested), 0);
+    m.on_heartbeat(ms(1_000), ms(1_000), Ok(()));
+    m.hint(ms(2_000));
+    assert_eq!(
+        m.claim_poll(ms(2_000)),
+        ClaimAction::Wait(ms(8_000)),
+        "Retry-After stands"
+    );
+}
+
+#[test]
+fn push_poll_interval_is_validated() {
+    let cfg = Config {
+        push_poll_interval: Duration::ZERO,
+        ..Config::REFERENCE
+    };
+    assert_eq!(
+        Machine::new(cfg, Instant::ZERO, 0).unwrap_err(),
+        ConfigError::Zero("push_poll_interval")
+    );
+}
+
+#[test]
+fn a_registration_lost_on_a_heartbeat_registers_at_once_not_after_the_idle_poll() {
+    let cfg = Config {
+        on_registration_lost: OnRegistrationLost::Register,
+        ..Config::REFERENCE
+    };
+    let mut m = Machine::new(cfg, Instant::ZERO, 0).unwrap();
+    m.set_push(true, ms(0));
+    assert_eq!(m.claim_poll(ms(0)), ClaimAction::Claim);
+    let step = m.on_claim(ms(0), ms(5), Ok(false), 0);
+    assert_eq!(step.action, ClaimAction::Wait(ms(30_000)));
+    let step = m.on_heartbeat(ms(1_000), ms(1_005), Err(Failure::status(404)));
+    assert_eq!(step.wake, Wake::Claim);
+    assert_eq!(m.claim_poll(ms(1_005)), ClaimAction::Register);
+}

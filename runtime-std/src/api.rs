@@ -299,6 +299,11 @@ impl<H: Http> Api<H> {
     }
 
     /// Use `token` from now on (read again from a token file).
+    /// The token in use (renewed in place).
+    pub(crate) fn token(&self) -> &SharedToken {
+        &self.token
+    }
+
     pub fn set_token(&self, token: &str) {
         self.token.set(token);
     }

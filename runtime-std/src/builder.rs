@@ -4,6 +4,7 @@
 use std::fmt;
 use std::sync::Arc;
 
+use outage_core::push::PushMode;
 use outage_core::{Config, ConfigError, StartupError};
 
 use crate::api::SharedToken;
@@ -117,6 +118,7 @@ pub struct WorkerBuilder {
     max_response_bytes: usize,
     seed: Option<u64>,
     observer: Option<crate::worker::Observer>,
+    push: PushMode,
 }
 
 impl fmt::Debug for WorkerBuilder {
@@ -146,6 +148,7 @@ impl WorkerBuilder {
             max_response_bytes: 16 << 20,
             seed: None,
             observer: None,
+            push: PushMode::Off,
         }
     }
 
@@ -203,6 +206,20 @@ impl WorkerBuilder {
         self
     }
 
+    /// Task-available push over Socket.IO (default [`PushMode::Off`]):
+    /// with [`PushMode::Auto`] the worker listens for ZnDraw's
+    /// `task_available` when the server offers Socket.IO (and polls quietly
+    /// when it does not); [`PushMode::On`] keeps trying. A pushed event
+    /// makes the worker claim at once; while push is connected an empty
+    /// claim waits [`Config::push_poll_interval`] (30 s) instead of
+    /// `poll_interval`; the claim over REST stays the authority, and a lost
+    /// push connection only means polling again (see
+    /// [`outage_core::push`]).
+    pub fn push(mut self, mode: PushMode) -> Self {
+        self.push = mode;
+        self
+    }
+
     /// Seed the jitter (default: from the time and process id).
     pub fn seed(mut self, seed: u64) -> Self {
         self.seed = Some(seed);
@@ -245,6 +262,7 @@ impl WorkerBuilder {
             config,
             seed,
             observer: self.observer,
+            push: self.push,
         })
         .await
     }

@@ -33,6 +33,10 @@ impl<H: Http> Worker<H> {
             .map_err(StartError::Config)?;
         let shared = Arc::new(Shared {
             api: Api::new(l.http, &l.url, l.token, l.config),
+            config: l.config,
+            url: l.url,
+            push_input: Mutex::new(Default::default()),
+            push_wake: bounded(1),
             clock,
             jobs: l.jobs,
             credentials: l.credentials,
@@ -52,6 +56,7 @@ impl<H: Http> Worker<H> {
             last_detail: Mutex::new(None),
         });
         let io = shared.clone();
+        let (push, seed) = (l.push, l.seed);
         // The whole worker is one future; it runs on a thread of its own
         // with `block_on`, which polls the I/O reactor on this same thread
         // while the worker waits. A request's answer then wakes the thread
@@ -72,6 +77,7 @@ impl<H: Http> Worker<H> {
                 (view.finished, view.startup_error) = (true, lc.startup_error());
                 drop(view);
                 io.progress.0.close();
+                io.wake_push();
             })
             // Only when the OS refuses a thread.
             .map_err(StartError::Thread)?;
@@ -92,6 +98,9 @@ impl<H: Http> Worker<H> {
             let detail = lock(&shared.last_detail).take();
             return Err(StartError::Startup { error, detail });
         }
+        if push != outage_core::push::PushMode::Off {
+            async_std::task::spawn(crate::listen::run(shared.clone(), push, seed));
+        }
         Ok(Worker { shared })
     }
 
@@ -102,6 +111,7 @@ impl<H: Http> Worker<H> {
     fn ask(&self, control: Control) {
         *lock(&self.shared.control) = control;
         let _ = self.shared.control_changed.0.try_send(());
+        self.shared.wake_push();
     }
 
     /// The worker's id on the server (it changes if it registers again).

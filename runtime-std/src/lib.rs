@@ -35,6 +35,7 @@ pub mod h1;
 mod handle;
 pub mod http;
 mod job;
+mod listen;
 pub mod push;
 mod worker;
 
@@ -43,6 +44,7 @@ pub use builder::{Credentials, StartError, WorkerBuilder};
 pub use handle::Worker;
 pub use job::{Handler, Job, TaskResult};
 pub use outage_core::Stats;
+pub use outage_core::push::PushMode;
 pub use outage_core::{Config, Duration, Jitter, OnRegistrationLost, StopReason};
 
 use outage_core::{Clock, Event, Instant, Level};

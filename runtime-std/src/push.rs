@@ -52,7 +52,10 @@
 //!   dropped at any await: a pong that was owed is sent by the next call,
 //!   and dropping the [`Push`] closes the socket — nothing is left running.
 //! * **The token** goes only into the CONNECT packet. It is not kept, not
-//!   logged and not part of any error or `Debug` output.
+//!   logged and not part of any error or `Debug` output. Beware:
+//!   `tungstenite` itself logs every frame it sends at *trace* level
+//!   (target `tungstenite::protocol`), the CONNECT frame included; keep
+//!   that target at debug or above (the `outage-worker` CLI always does).
 
 use std::collections::VecDeque;
 use std::fmt;

@@ -40,6 +40,7 @@ pub(crate) struct Launch<H> {
     pub config: Config,
     pub seed: u64,
     pub observer: Option<Observer>,
+    pub push: outage_core::push::PushMode,
 }
 
 /// What the worker's task shares with its handle.
@@ -49,6 +50,13 @@ pub(crate) struct Shared<H> {
     pub(crate) jobs: Vec<(Job, Arc<dyn Handler>)>,
     pub(crate) credentials: Credentials,
     pub(crate) observer: Option<Observer>,
+    pub(crate) config: Config,
+    /// The server's URL (for push).
+    pub(crate) url: String,
+    /// What the push task tells the driver ([`Io::push`]).
+    pub(crate) push_input: Mutex<outage_core::push::PushInput>,
+    /// Wakes the push task ([`Shared::wake_push`]).
+    pub(crate) push_wake: (Sender<()>, Receiver<()>),
     /// The worker ids: current, pending (created, not yet registered) and
     /// old (given up, to be retired).
     pub(crate) ids: Mutex<Ids>,
@@ -138,7 +146,7 @@ impl<H: Http> Shared<H> {
             failure,
             detail: None,
         };
-        match &self.credentials {
+        let renewed = match &self.credentials {
             Credentials::Login { user, password } => self.api.login(user, password).await,
             Credentials::TokenFile(path) => match read_token_file(path) {
                 Ok(token) => {
@@ -152,10 +160,15 @@ impl<H: Http> Shared<H> {
             },
             // The core asks only when the credentials can be renewed.
             Credentials::Token(_) => Err(refused(Failure::status(401))),
+        };
+        if renewed.is_ok() {
+            // Push authenticates again with the new token.
+            self.wake_push();
         }
+        renewed
     }
 
-    fn emit(&self, event: &Event<'_>) {
+    pub(crate) fn emit(&self, event: &Event<'_>) {
         emit(event);
         if let Event::Recovered { .. } = event {
             lock(&self.view).last_recovery = Some(StdInstant::now());
@@ -224,8 +237,12 @@ impl<H: Http> Io for Shared<H> {
     }
 
     fn adopt(&self) {
-        let ids = &mut *lock(&self.ids);
-        ids.old = std::mem::replace(&mut ids.current, std::mem::take(&mut ids.pending));
+        {
+            let ids = &mut *lock(&self.ids);
+            ids.old = std::mem::replace(&mut ids.current, std::mem::take(&mut ids.pending));
+        }
+        // Push joins the rooms under the new id.
+        self.wake_push();
     }
 
     fn with_worker_id(&self, f: &mut dyn FnMut(&str)) {
@@ -246,8 +263,15 @@ impl<H: Http> Io for Shared<H> {
         let _ = self.control_changed.1.recv().await;
     }
 
+    fn push(&self) -> outage_core::push::PushInput {
+        *lock(&self.push_input)
+    }
+
     fn publish(&self, now: &Snapshot) {
         let mut view = lock(&self.view);
+        if view.stage != now.stage {
+            self.wake_push();
+        }
         let started = view.stage == Stage::Starting && now.stage != Stage::Starting;
         (view.stage, view.stop, view.stats) = (now.stage, now.stop, now.stats);
         // Before the start is announced: the launch reads it then.

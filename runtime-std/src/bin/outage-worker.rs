@@ -7,7 +7,8 @@ use clap::Parser;
 use outage_core::Fatal;
 use outage_runtime_std::command::Command;
 use outage_runtime_std::{
-    Config, Credentials, Duration, Jitter, Job, OnRegistrationLost, StartError, StopReason, WorkerBuilder,
+    Config, Credentials, Duration, Jitter, Job, OnRegistrationLost, PushMode, StartError, StopReason,
+    WorkerBuilder,
 };
 
 const ABOUT: &str = "Serve ZnDraw jobs with external commands, riding out job-server outages.";
@@ -111,6 +112,17 @@ struct Cli {
     /// Wait between claims when the queue is empty.
     #[arg(long, default_value = "2s", value_parser = parse_duration, value_name = "TIME")]
     poll: Duration,
+
+    /// Task-available push over Socket.IO: `auto` listens when the server
+    /// offers it (ZnDraw does) and polls quietly when it does not; `on`
+    /// keeps trying; `off` only polls. A pushed event claims at once.
+    #[arg(long, default_value = "auto", value_parser = ["auto", "on", "off"], value_name = "MODE")]
+    push: String,
+
+    /// Wait between claims when the queue is empty while push is connected
+    /// (the fallback for a missed event).
+    #[arg(long, default_value = "30s", value_parser = parse_duration, value_name = "TIME")]
+    push_poll: Duration,
 
     /// Stop after the server has been unreachable this long.
     #[arg(long, default_value = "120s", value_parser = parse_duration, value_name = "TIME")]
@@ -218,6 +230,11 @@ fn init_logging(json: bool) {
     use std::io::Write;
     let mut builder =
         env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn,outage=info"));
+    // tungstenite traces every WebSocket frame it sends, the push CONNECT
+    // (which holds the token) included: never below debug, whatever RUST_LOG.
+    for frames in ["tungstenite", "async_tungstenite"] {
+        builder.filter_module(frames, log::LevelFilter::Debug);
+    }
     if json {
         builder.format(|buf, record| {
             let line = serde_json::json!({
@@ -344,6 +361,7 @@ async fn run(cli: Cli) -> ExitCode {
         backoff_cap: cli.backoff_cap,
         request_timeout: cli.request_timeout,
         concurrency: cli.concurrency,
+        push_poll_interval: cli.push_poll,
         jitter: if cli.no_jitter { Jitter::Off } else { Jitter::Equal },
         on_registration_lost: if cli.on_registration_lost == "register" {
             OnRegistrationLost::Register
@@ -357,7 +375,12 @@ async fn run(cli: Cli) -> ExitCode {
     }
     let mut builder = WorkerBuilder::new(server.clone(), "")
         .credentials(credentials)
-        .config(config);
+        .config(config)
+        .push(match cli.push.as_str() {
+            "on" => PushMode::On,
+            "off" => PushMode::Off,
+            _ => PushMode::Auto,
+        });
     let token = builder.shared_token();
     let mut served: Vec<String> = Vec::new();
     for spec in &cli.jobs {
