@@ -34,10 +34,12 @@ SHIPPED_BSS_MAX=$((16 * 1024))
 LEAN_TEXT_MAX=$((64 * 1024))
 CORE_MAX=$((4 * 1024))
 # Budgets, enforced: today's sizes plus about 1%, so that nothing grows
-# unnoticed while the targets above are worked back to.
-SHIPPED_TEXT_BUDGET=86200
+# unnoticed while the targets above are worked back to. (Raised once, by
+# 1.4 KB of flash, for task-available push: host-only, but its core logic
+# is not compiled out of a device build yet.)
+SHIPPED_TEXT_BUDGET=87500
 SHIPPED_BSS_BUDGET=17300
-LEAN_TEXT_BUDGET=68800
+LEAN_TEXT_BUDGET=70000
 
 mkdir -p target/size
 # build NAME TARGET_DIR DEFMT_LOG CARGO_ARGS...: the ELF as target/size/NAME.elf.
