@@ -2,8 +2,8 @@
 # Task-available push against the real job server (serve.py --socketio):
 # pickup latency (submit -> running) with push and with polling, idle
 # requests per worker per second, and the server's CPU for 100 idle workers
-# over 60 s, push vs polling. Prints Markdown tables (benches/PUSH_RESULTS.md
-# holds the last run). Knobs: PUSH_BENCH_WORKERS, PUSH_BENCH_IDLE_S,
+# over 60 s, push vs polling. Prints Markdown tables (benches/run.sh puts
+# them in BENCHMARKS.md). Knobs: PUSH_BENCH_WORKERS, PUSH_BENCH_IDLE_S,
 # PUSH_BENCH_SAMPLES.
 set -eu
 cd "$(dirname "$0")/.."

@@ -6,7 +6,8 @@
 # Needs ../shared/jobserver beside this checkout, Python >= 3.11 and a Rust
 # toolchain; about 10 minutes on a 2-core machine. Knobs: BENCH_TASKS (300),
 # BENCH_ROUNDS (3), BENCH_IDLE_S (20), BENCH_BASE (the commit the "before"
-# column is built from; empty skips it), BENCH_SKIP_FIRMWARE=1.
+# column is built from; empty skips it), BENCH_SKIP_FIRMWARE=1,
+# BENCH_SKIP_PUSH=1.
 # Not part of .ci/run: too slow, and its numbers depend on the machine.
 set -euo pipefail
 export PYTHONDONTWRITEBYTECODE=1 # no __pycache__ in benches/
@@ -14,7 +15,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 root=$(pwd)
 out=target/bench
 mkdir -p "$out"
-rm -f "$out"/{drain,fleet,profile,meta}.json "$out/size.txt" "$out/size.rc"
+rm -f "$out"/{drain,fleet,profile,meta}.json "$out/size.txt" "$out/size.rc" "$out/push.md"
 TASKS=${BENCH_TASKS:-300}
 ROUNDS=${BENCH_ROUNDS:-3}
 IDLE=${BENCH_IDLE_S:-20}
@@ -76,6 +77,11 @@ if [ -z "${BENCH_SKIP_FIRMWARE:-}" ]; then
         echo "warning: size.sh measured nothing (status $rc); firmware sizes left out" >&2
         rm -f "$out/size.txt"
     fi
+fi
+
+if [ -z "${BENCH_SKIP_PUSH:-}" ]; then
+    say "task-available push (100 idle workers, pickup latency)"
+    sh benches/push.sh >"$out/push.md" || { echo "warning: push bench failed" >&2; rm -f "$out/push.md"; }
 fi
 
 commit=$(git rev-parse --short HEAD)
