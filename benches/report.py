@@ -333,7 +333,8 @@ def main() -> int:
         doc += ["## Task-available push (Socket.IO)", "",
                 "`benches/push.sh` against the real job server with `--socketio`, verbatim (pickup is "
                 "submit → the handler's start, right after the server has the task `running`):", "",
-                push.read_text().rstrip(), ""]
+                *[("Run: " + line[2:]) if line.startswith("# ") else line
+                  for line in push.read_text().rstrip().splitlines()], ""]
     else:
         doc += ["Not measured in this run (`size.sh` needs the `thumbv7em-none-eabihf` target).", ""]
 
