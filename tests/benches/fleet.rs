@@ -13,186 +13,23 @@
 //! - `step`: what one core step costs (`claim_poll` + `on_claim`, and
 //!   `heartbeat_poll` + `on_heartbeat`), steady and during an outage.
 //!
-//! The simulation is the one of `core/tests/support/fleet.rs` (which the
-//! core's fleet test asserts on), with start offsets and a histogram added.
+//! The simulation is `core/tests/support/fleet.rs` (which the core's fleet
+//! test asserts on), included here.
 
 #![allow(clippy::float_arithmetic)] // reporting only
 
-use std::cmp::Reverse;
-use std::collections::BinaryHeap;
 use std::hint::black_box;
 use std::time::Instant as StdInstant;
 
 use outage_core::{
-    ClaimAction, Config, Failure, HeartbeatAction, Instant, Machine, SplitMix64 as Rng, Transport, Wake,
+    ClaimAction, Config, Failure, HeartbeatAction, Instant, Machine, SplitMix64 as Rng, Transport,
 };
 use serde_json::{Value, json};
 
-#[derive(Clone, Copy)]
-struct Scenario {
-    workers: usize,
-    config: Config,
-    /// Worker `w` starts at `w * spread / workers` ms.
-    spread: u64,
-    down_at: u64,
-    down_for: u64,
-    after: u64,
-    seed: u64,
-}
-
-struct Report {
-    peak_per_100ms: usize,
-    steady_per_100ms: f64,
-    median_recovery_ms: u64,
-    max_recovery_ms: u64,
-    /// Requests per worker while the server was down (median and max over
-    /// workers, and the mean).
-    during: (u64, u64, f64),
-    stopped: usize,
-    /// Requests in each 100 ms of the run.
-    histogram: Vec<u32>,
-    steps: u64,
-    wall_ns: u128,
-}
-
-#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-enum Loop {
-    Heartbeat,
-    Claim,
-}
-
-fn simulate(s: &Scenario) -> Report {
-    let started = StdInstant::now();
-    let mut rng = Rng::new(s.seed);
-    let up_at = s.down_at + s.down_for;
-    let end = up_at + s.after;
-    let server_up = |t: u64| t < s.down_at || t >= up_at;
-    let refused = Failure::Transport(Transport::ConnectionRefused);
-    let start_of = |w: usize| s.spread * w as u64 / s.workers as u64;
-
-    let mut machines: Vec<Machine> = (0..s.workers)
-        .map(|w| Machine::new(s.config, Instant::from_millis(start_of(w)), rng.next_u32()).unwrap())
-        .collect();
-    let mut generation = vec![[0u64; 2]; s.workers];
-    let mut queue: BinaryHeap<Reverse<(u64, usize, Loop, u64)>> = BinaryHeap::new();
-    let schedule = |queue: &mut BinaryHeap<_>, generation: &mut Vec<[u64; 2]>, t: u64, w: usize, l: Loop| {
-        let g = &mut generation[w][l as usize];
-        *g += 1;
-        queue.push(Reverse((t, w, l, *g)));
-    };
-    for w in 0..s.workers {
-        schedule(&mut queue, &mut generation, start_of(w), w, Loop::Heartbeat);
-        schedule(&mut queue, &mut generation, start_of(w), w, Loop::Claim);
-    }
-
-    let mut histogram = vec![0u32; (end / 100 + 1) as usize];
-    let mut after: Vec<u64> = Vec::new();
-    let mut during = vec![0u64; s.workers];
-    let mut recovered: Vec<Option<u64>> = vec![None; s.workers];
-    let mut stopped = vec![false; s.workers];
-    let mut steps = 0u64;
-    let mut request = |t: u64, w: usize| {
-        histogram[(t / 100) as usize] += 1;
-        if t >= up_at {
-            after.push(t);
-        } else if t >= s.down_at {
-            during[w] += 1;
-        }
-    };
-
-    while let Some(Reverse((t, w, l, g))) = queue.pop() {
-        if t > end {
-            break;
-        }
-        if generation[w][l as usize] != g {
-            continue;
-        }
-        steps += 1;
-        let now = Instant::from_millis(t);
-        let m = &mut machines[w];
-        let mut wake = Wake::Nobody;
-        let next = match l {
-            Loop::Heartbeat => match m.heartbeat_poll(now) {
-                HeartbeatAction::Wait(d) => Some(d),
-                HeartbeatAction::Stop(_) | HeartbeatAction::Login => None,
-                HeartbeatAction::Expire => {
-                    wake = m.on_expired(now).wake;
-                    None
-                }
-                HeartbeatAction::Beat => {
-                    request(t, w);
-                    let r = if server_up(t) { Ok(()) } else { Err(refused) };
-                    let step = m.on_heartbeat(now, now, r);
-                    wake = step.wake;
-                    match step.action {
-                        HeartbeatAction::Wait(d) => Some(d),
-                        HeartbeatAction::Beat | HeartbeatAction::Login | HeartbeatAction::Expire => Some(now),
-                        HeartbeatAction::Stop(_) => None,
-                    }
-                }
-            },
-            Loop::Claim => match m.claim_poll(now) {
-                ClaimAction::Wait(d) => Some(d),
-                ClaimAction::Stop(_) => None,
-                ClaimAction::Expire => {
-                    wake = m.on_expired(now).wake;
-                    Some(now)
-                }
-                ClaimAction::Claim => {
-                    request(t, w);
-                    let r = if server_up(t) { Ok(false) } else { Err(refused) };
-                    if r.is_ok() && t >= up_at && recovered[w].is_none() {
-                        recovered[w] = Some(t - up_at);
-                    }
-                    let step = m.on_claim(now, now, r, rng.next_u32());
-                    wake = step.wake;
-                    match step.action {
-                        ClaimAction::Wait(d) => Some(d),
-                        ClaimAction::Stop(_) => None,
-                        _ => Some(now),
-                    }
-                }
-                other => unreachable!("no tasks in this simulation: {other:?}"),
-            },
-        };
-        match next {
-            Some(d) => schedule(&mut queue, &mut generation, d.as_millis().max(t), w, l),
-            None => stopped[w] = true,
-        }
-        if wake == Wake::Claim && l == Loop::Heartbeat {
-            schedule(&mut queue, &mut generation, t, w, Loop::Claim);
-        }
-    }
-    let wall_ns = started.elapsed().as_nanos();
-
-    after.sort_unstable();
-    let mut peak = 0;
-    let mut lo = 0;
-    for hi in 0..after.len() {
-        while after[hi] - after[lo] >= 100 {
-            lo += 1;
-        }
-        peak = peak.max(hi - lo + 1);
-    }
-    let poll = s.config.poll_interval.as_millis() as f64;
-    let hb = s.config.heartbeat_interval.as_millis() as f64;
-    let steady = s.workers as f64 * (100.0 / poll + 100.0 / hb);
-    let mut rec: Vec<u64> = recovered.iter().map(|r| r.unwrap_or(s.after)).collect();
-    rec.sort_unstable();
-    let mean = during.iter().sum::<u64>() as f64 / s.workers as f64;
-    during.sort_unstable();
-    Report {
-        peak_per_100ms: peak,
-        steady_per_100ms: steady,
-        median_recovery_ms: rec[rec.len() / 2],
-        max_recovery_ms: *rec.last().unwrap(),
-        during: (during[during.len() / 2], *during.last().unwrap(), mean),
-        stopped: stopped.iter().filter(|&&x| x).count(),
-        histogram,
-        steps,
-        wall_ns,
-    }
-}
+#[path = "../../core/tests/support/fleet.rs"]
+#[allow(dead_code)]
+mod fleet;
+use fleet::{Scenario, simulate};
 
 fn policies() -> [(&'static str, Config); 2] {
     [
@@ -216,7 +53,9 @@ fn fleet() -> Value {
                         after: 60_000,
                         seed: 0x5EED,
                     };
+                    let started = StdInstant::now();
                     let r = simulate(&s);
+                    let wall_ns = started.elapsed().as_nanos();
                     eprintln!(
                         "fleet {workers} {starts} {down}s {policy}: peak/steady {:.2}, median rec {} ms",
                         r.peak_per_100ms as f64 / r.steady_per_100ms,
@@ -234,10 +73,10 @@ fn fleet() -> Value {
                         "peak_over_steady": r.peak_per_100ms as f64 / r.steady_per_100ms,
                         "median_recovery_ms": r.median_recovery_ms,
                         "max_recovery_ms": r.max_recovery_ms,
-                        "requests_per_worker_during": r.during.2,
+                        "requests_per_worker_during": r.requests_per_worker_during_outage,
                         "stopped": r.stopped,
                         "steps": r.steps,
-                        "sim_ns_per_step": r.wall_ns as f64 / r.steps as f64,
+                        "sim_ns_per_step": wall_ns as f64 / r.steps as f64,
                         "histogram_100ms": if plot { json!(r.histogram) } else { Value::Null },
                     }));
                 }
@@ -261,7 +100,7 @@ fn one_worker() -> Value {
                 after: 60_000,
                 seed,
             });
-            sent.push(r.during.0);
+            sent.push(r.during_median);
             rec.push(r.median_recovery_ms);
             stopped += r.stopped;
         }

@@ -1,8 +1,8 @@
 //! A fleet of simulated workers driven through `outage-core` on one manual
-//! clock: every worker starts at the same instant, the server goes down,
+//! clock: the workers start together (or spread),  the server goes down,
 //! comes back, and we count requests. Used by `tests/fleet.rs` (which
-//! asserts the jitter scheme's targets) and `examples/fleet.rs` (which prints
-//! the comparison table).
+//! asserts the jitter scheme's targets), `examples/fleet.rs` (which prints
+//! the comparison table) and `tests/benches/fleet.rs` (BENCHMARKS.md).
 
 // A test harness on the host: floats are fine here, never in the core.
 #![allow(clippy::float_arithmetic)]
@@ -22,7 +22,9 @@ pub use outage_core::SplitMix64 as Rng;
 pub struct Scenario {
     pub workers: usize,
     pub config: Config,
-    /// When the server goes down (ms after every worker started).
+    /// Worker `w` starts at `w * spread / workers` ms (0: all together).
+    pub spread: u64,
+    /// When the server goes down (ms after the first worker started).
     pub down_at: u64,
     /// How long it stays down (ms).
     pub down_for: u64,
@@ -43,10 +45,17 @@ pub struct Report {
     pub median_recovery_ms: u64,
     /// Slowest worker's recovery (ms).
     pub max_recovery_ms: u64,
-    /// Requests per worker while the server was down.
+    /// Requests per worker while the server was down: the mean, the
+    /// median and the most.
     pub requests_per_worker_during_outage: f64,
+    pub during_median: u64,
+    pub during_max: u64,
     /// Workers that stopped.
     pub stopped: usize,
+    /// Requests in each 100 ms of the run.
+    pub histogram: Vec<u32>,
+    /// Core steps simulated.
+    pub steps: u64,
 }
 
 impl Report {
@@ -67,13 +76,11 @@ pub fn simulate(s: &Scenario) -> Report {
     let end = up_at + s.after;
     let server_up = |t: u64| t < s.down_at || t >= up_at;
     let refused = Failure::Transport(Transport::ConnectionRefused);
+    let start_of = |w: usize| s.spread * w as u64 / s.workers as u64;
 
     let mut machines: Vec<Machine> = (0..s.workers)
-        .map(|_| Machine::new(s.config, Instant::ZERO, rng.next_u32()).unwrap())
+        .map(|w| Machine::new(s.config, Instant::from_millis(start_of(w)), rng.next_u32()).unwrap())
         .collect();
-    // Per worker and loop: the generation of its one scheduled wake-up, so a
-    // wake-up replaced by an earlier one is ignored (a runtime's timer is
-    // re-armed, not duplicated).
     let mut generation = vec![[0u64; 2]; s.workers];
     let mut queue: BinaryHeap<Reverse<(u64, usize, Loop, u64)>> = BinaryHeap::new();
     let schedule = |queue: &mut BinaryHeap<_>, generation: &mut Vec<[u64; 2]>, t: u64, w: usize, l: Loop| {
@@ -82,13 +89,24 @@ pub fn simulate(s: &Scenario) -> Report {
         queue.push(Reverse((t, w, l, *g)));
     };
     for w in 0..s.workers {
-        schedule(&mut queue, &mut generation, 0, w, Loop::Heartbeat);
-        schedule(&mut queue, &mut generation, 0, w, Loop::Claim);
+        schedule(&mut queue, &mut generation, start_of(w), w, Loop::Heartbeat);
+        schedule(&mut queue, &mut generation, start_of(w), w, Loop::Claim);
     }
 
-    let mut requests: Vec<u64> = Vec::new();
+    let mut histogram = vec![0u32; (end / 100 + 1) as usize];
+    let mut after: Vec<u64> = Vec::new();
+    let mut during = vec![0u64; s.workers];
     let mut recovered: Vec<Option<u64>> = vec![None; s.workers];
     let mut stopped = vec![false; s.workers];
+    let mut steps = 0u64;
+    let mut request = |t: u64, w: usize| {
+        histogram[(t / 100) as usize] += 1;
+        if t >= up_at {
+            after.push(t);
+        } else if t >= s.down_at {
+            during[w] += 1;
+        }
+    };
 
     while let Some(Reverse((t, w, l, g))) = queue.pop() {
         if t > end {
@@ -97,6 +115,7 @@ pub fn simulate(s: &Scenario) -> Report {
         if generation[w][l as usize] != g {
             continue;
         }
+        steps += 1;
         let now = Instant::from_millis(t);
         let m = &mut machines[w];
         let mut wake = Wake::Nobody;
@@ -109,7 +128,7 @@ pub fn simulate(s: &Scenario) -> Report {
                     None
                 }
                 HeartbeatAction::Beat => {
-                    requests.push(t);
+                    request(t, w);
                     let r = if server_up(t) { Ok(()) } else { Err(refused) };
                     let step = m.on_heartbeat(now, now, r);
                     wake = step.wake;
@@ -128,7 +147,7 @@ pub fn simulate(s: &Scenario) -> Report {
                     Some(now)
                 }
                 ClaimAction::Claim => {
-                    requests.push(t);
+                    request(t, w);
                     let r = if server_up(t) { Ok(false) } else { Err(refused) };
                     if r.is_ok() && t >= up_at && recovered[w].is_none() {
                         recovered[w] = Some(t - up_at);
@@ -153,9 +172,7 @@ pub fn simulate(s: &Scenario) -> Report {
         }
     }
 
-    requests.sort_unstable();
-    // Sliding 100 ms window over requests after the return.
-    let after: Vec<u64> = requests.iter().copied().filter(|&t| t >= up_at).collect();
+    after.sort_unstable();
     let mut peak = 0;
     let mut lo = 0;
     for hi in 0..after.len() {
@@ -167,16 +184,21 @@ pub fn simulate(s: &Scenario) -> Report {
     let poll = s.config.poll_interval.as_millis() as f64;
     let hb = s.config.heartbeat_interval.as_millis() as f64;
     let steady = s.workers as f64 * (100.0 / poll + 100.0 / hb);
-    let during = requests.iter().filter(|&&t| t >= s.down_at && t < up_at).count();
     let mut rec: Vec<u64> = recovered.iter().map(|r| r.unwrap_or(s.after)).collect();
     rec.sort_unstable();
+    let mean = during.iter().sum::<u64>() as f64 / s.workers as f64;
+    during.sort_unstable();
     Report {
         peak_per_100ms: peak,
         steady_per_100ms: steady,
         median_recovery_ms: rec[rec.len() / 2],
         max_recovery_ms: *rec.last().unwrap(),
-        requests_per_worker_during_outage: during as f64 / s.workers as f64,
+        requests_per_worker_during_outage: mean,
+        during_median: during[during.len() / 2],
+        during_max: *during.last().unwrap(),
         stopped: stopped.iter().filter(|&&x| x).count(),
+        histogram,
+        steps,
     }
 }
 
@@ -186,6 +208,7 @@ pub fn scenario(workers: usize, config: Config, down_secs: u64, seed: u64) -> Sc
     Scenario {
         workers,
         config,
+        spread: 0,
         down_at: 20_000,
         down_for: Duration::from_secs(down_secs).as_millis(),
         after: 60_000,
