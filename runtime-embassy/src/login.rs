@@ -138,7 +138,7 @@ impl core::fmt::Debug for TokenStore {
     }
 }
 
-/// The worker's token store, shared by its two loops.
+/// The worker's token store, shared by its lanes.
 #[cfg(feature = "login")]
 pub(crate) type SharedToken = embassy_sync::blocking_mutex::Mutex<
     embassy_sync::blocking_mutex::raw::CriticalSectionRawMutex,

@@ -1,7 +1,7 @@
 //! The embassy runtime (`outage-runtime-embassy`) plugged into the scenario
 //! list, on the host: embassy's std executor platform, embassy-time's std
 //! driver, and std-embedded-nal-async for TCP. Each worker gets its own
-//! executor thread; its two loops run as two embassy tasks.
+//! executor thread; its whole life (`Worker::run`) runs as one embassy task.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};

@@ -127,7 +127,7 @@ async fn net_task(mut runner: embassy_net::Runner<'static, Eth>) -> ! {
 }
 
 /// Once the network is up: the worker, started and restarted for as long
-/// as the device runs (both loops in this one task); or, with
+/// as the device runs (its whole life in this one task); or, with
 /// `platform-only`, one raw request.
 #[embassy_executor::task]
 async fn app_task(stack: Stack<'static>, seed: u64, led: Output<'static>) {
