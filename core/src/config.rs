@@ -84,7 +84,10 @@ pub struct Config {
     /// How long to wait between claims when the queue is empty *while
     /// task-available push is connected* ([`crate::Lifecycle::push_connected`]): push
     /// wakes the claim loop when a task is submitted, so polling is only
-    /// the fallback for a missed event. Default 30 s. Unused without push.
+    /// the fallback for a missed event. Default 60 s: with the heartbeat
+    /// every 30 s (the server forgets a worker after 60 s without one), an
+    /// idle worker then sends 0.05 requests per second — ten times fewer
+    /// than polling every 2 s; at 30 s it would be 0.067. Unused without push.
     pub push_poll_interval: Duration,
 }
 
@@ -105,7 +108,7 @@ impl Config {
         disconnect_timeout: Duration::from_secs(5),
         renew_credentials: false,
         concurrency: 1,
-        push_poll_interval: Duration::from_secs(30),
+        push_poll_interval: Duration::from_secs(60),
     };
 
     /// The reference schedule exactly: [`Config::DEFAULT`] without jitter.
@@ -344,6 +347,6 @@ mod tests {
             c.validate().unwrap_err().to_string(),
             "invalid config: push_poll_interval must be greater than zero"
         );
-        assert_eq!(Config::DEFAULT.push_poll_interval, Duration::from_secs(30));
+        assert_eq!(Config::DEFAULT.push_poll_interval, Duration::from_secs(60));
     }
 }

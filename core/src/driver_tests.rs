@@ -883,7 +883,10 @@ fn push_hints_claim_at_once_and_stretch_the_idle_poll() {
         ),
     ]);
     sim.at(55_000, Control::Halt);
-    let mut lc = lifecycle(cfg());
+    let mut lc = lifecycle(Config {
+        push_poll_interval: Duration::from_secs(30),
+        ..cfg()
+    });
     run(&sim, &mut lc, 60_000);
     let claims: Vec<u64> = sim
         .sent
@@ -893,9 +896,9 @@ fn push_hints_claim_at_once_and_stretch_the_idle_poll() {
         .map(|(t, _)| *t)
         .collect();
     // Registered at 9 ms: polls every 2 s until push is up at 3 s, which
-    // claims at once; then 30 s between empty claims, a claim at once on
-    // each hint (and after the task), and at once again when push is lost,
-    // then every 2 s.
+    // claims at once; then 30 s between empty claims (the fallback, set
+    // here), a claim at once on each hint (and after the task), and at once
+    // again when push is lost, then every 2 s.
     assert_eq!(
         claims,
         [

@@ -902,7 +902,7 @@ fn push_stretches_the_idle_poll_and_a_hint_claims_at_once() {
     assert!(m.is_push_connected());
     assert_eq!(m.claim_poll(ms(1_000)), ClaimAction::Claim);
     let step = m.on_claim(ms(1_000), ms(1_005), Ok(false), 0);
-    assert_eq!(step.action, ClaimAction::Wait(ms(31_000)), "push_poll_interval");
+    assert_eq!(step.action, ClaimAction::Wait(ms(61_000)), "push_poll_interval");
     // A hint: claim now.
     m.hint(ms(4_000));
     assert_eq!(m.claim_poll(ms(4_000)), ClaimAction::Claim);
@@ -916,7 +916,7 @@ fn push_stretches_the_idle_poll_and_a_hint_claims_at_once() {
     let step = m.on_delivered(ms(5_000), ms(5_005), Ok(()), 0);
     assert_eq!(step.action, ClaimAction::Claim, "after a task, at once");
     let step = m.on_claim(ms(5_005), ms(5_010), Ok(false), 0);
-    assert_eq!(step.action, ClaimAction::Wait(ms(35_005)));
+    assert_eq!(step.action, ClaimAction::Wait(ms(65_005)));
     // Push lost: claim at once, then poll on poll_interval again.
     m.set_push(false, ms(6_000));
     assert_eq!(m.claim_poll(ms(6_000)), ClaimAction::Claim);
@@ -941,7 +941,7 @@ fn a_hint_during_a_claim_in_flight_claims_again() {
     assert_eq!(step.action, ClaimAction::Claim);
     // Without a new hint, the next empty claim waits the long interval.
     let step = m.on_claim(ms(5), ms(9), Ok(false), 0);
-    assert_eq!(step.action, ClaimAction::Wait(ms(30_005)));
+    assert_eq!(step.action, ClaimAction::Wait(ms(60_005)));
 }
 
 #[test]
@@ -1000,7 +1000,7 @@ fn a_registration_lost_on_a_heartbeat_registers_at_once_not_after_the_idle_poll(
     m.set_push(true, ms(0));
     assert_eq!(m.claim_poll(ms(0)), ClaimAction::Claim);
     let step = m.on_claim(ms(0), ms(5), Ok(false), 0);
-    assert_eq!(step.action, ClaimAction::Wait(ms(30_000)));
+    assert_eq!(step.action, ClaimAction::Wait(ms(60_000)));
     let step = m.on_heartbeat(ms(1_000), ms(1_005), Err(Failure::status(404)));
     assert_eq!(step.wake, Wake::Claim);
     assert_eq!(m.claim_poll(ms(1_005)), ClaimAction::Register);

@@ -10,7 +10,7 @@
 //!   except during an outage (the backoff stands: only REST answers end an
 //!   outage) or before a server's `Retry-After` has passed.
 //! * While the push connection is up ([`crate::Lifecycle::push_connected`]), an empty
-//!   claim waits [`crate::Config::push_poll_interval`] (default 30 s)
+//!   claim waits [`crate::Config::push_poll_interval`] (default 60 s)
 //!   instead of `poll_interval`: polling is only the fallback for a missed
 //!   event. When the connection comes up or goes away, the claim loop claims
 //!   at once (tasks submitted while nobody listened sent their event to

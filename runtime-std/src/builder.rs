@@ -211,7 +211,7 @@ impl WorkerBuilder {
     /// `task_available` when the server offers Socket.IO (and polls quietly
     /// when it does not); [`PushMode::On`] keeps trying. A pushed event
     /// makes the worker claim at once; while push is connected an empty
-    /// claim waits [`Config::push_poll_interval`] (30 s) instead of
+    /// claim waits [`Config::push_poll_interval`] (60 s) instead of
     /// `poll_interval`; the claim over REST stays the authority, and a lost
     /// push connection only means polling again (see
     /// [`outage_core::push`]).

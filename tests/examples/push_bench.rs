@@ -188,12 +188,12 @@ fn main() {
     println!("| what | workers | window | requests | requests / worker / s | server CPU (one core) |");
     println!("| --- | --- | --- | --- | --- | --- |");
     idle(
-        "push, fallback poll 30 s (default)",
+        "push, fallback poll 60 s (default)",
         PushMode::On,
         workers,
         window,
-        30,
+        60,
     );
-    idle("push, fallback poll 60 s", PushMode::On, workers, window, 60);
+    idle("push, fallback poll 30 s", PushMode::On, workers, window, 30);
     idle("polling every 2 s", PushMode::Off, workers, window, 30);
 }

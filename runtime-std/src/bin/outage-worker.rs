@@ -121,7 +121,7 @@ struct Cli {
 
     /// Wait between claims when the queue is empty while push is connected
     /// (the fallback for a missed event).
-    #[arg(long, default_value = "30s", value_parser = parse_duration, value_name = "TIME")]
+    #[arg(long, default_value = "60s", value_parser = parse_duration, value_name = "TIME")]
     push_poll: Duration,
 
     /// Stop after the server has been unreachable this long.
