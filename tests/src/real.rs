@@ -231,6 +231,22 @@ impl RealServer {
         }
     }
 
+    /// Kill the server with SIGKILL, as a crash would (no graceful shutdown:
+    /// open connections are reset, a request in progress gets no answer).
+    pub fn crash(&mut self) -> io::Result<()> {
+        if let Some(mut child) = self.child.take() {
+            child.kill()?;
+            child.wait()?;
+        }
+        Ok(())
+    }
+
+    /// The `serve.py` flags of the next start (e.g. with or without
+    /// `--socketio`), for [`RealServer::restart`].
+    pub fn set_args(&mut self, args: Vec<String>) {
+        self.options.args = args;
+    }
+
     /// Start again on the same port and database (after [`RealServer::stop_now`],
     /// or stopping it first): a restart that keeps every worker and task.
     pub fn restart(&mut self) -> io::Result<()> {
