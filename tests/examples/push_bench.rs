@@ -27,7 +27,6 @@ use std::time::{Duration, Instant};
 use async_std::task::block_on;
 use outage_core::{Config, Duration as CoreDuration};
 use outage_runtime_std::{Job, PushMode, Task, Worker, WorkerBuilder};
-use outage_tests::http;
 use outage_tests::real::{Options, RealServer};
 
 const JOB: &str = "@global:modifiers:Echo";
@@ -54,20 +53,6 @@ fn worker(server: &RealServer, push: PushMode, cfg: Config, started: &Started) -
             .start(),
     )
     .expect("worker start")
-}
-
-fn submit(server: &RealServer) -> String {
-    let addr = http::addr_of(server.url()).unwrap();
-    let r = http::api(
-        addr,
-        server.token(),
-        "POST",
-        &format!("/rooms/room1/tasks/{JOB}"),
-        Some(br#"{"payload":{}}"#),
-    )
-    .expect("submit");
-    assert_eq!(r.status, 202, "{}", r.text());
-    r.json()["id"].as_str().unwrap().to_owned()
 }
 
 /// User + system CPU time of `pid`, in clock ticks (100 per second).
@@ -111,7 +96,7 @@ fn latency(mode: &str, push: PushMode, samples: usize) {
     for _ in 0..samples {
         std::thread::sleep(Duration::from_millis(200 + rng.below(1_800)));
         let t0 = Instant::now();
-        let id = submit(&server);
+        let id = server.api().submit("room1", JOB, "{}");
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             if let Some((_, at)) = started.lock().unwrap().iter().find(|(t, _)| *t == id) {

@@ -274,3 +274,90 @@ impl Drop for RealServer {
         let _ = fs::remove_dir_all(&self.workdir);
     }
 }
+
+/// A test's own client of the job API at a server's URL with one token:
+/// each request on a fresh connection (`crate::http::api`). A transport
+/// error panics — the test's own request is not what is under test.
+#[derive(Debug, Clone)]
+pub struct Api {
+    addr: std::net::SocketAddr,
+    token: String,
+}
+
+impl Api {
+    /// The API at `url` (`http://127.0.0.1:PORT`) with `token`.
+    pub fn new(url: &str, token: &str) -> Api {
+        Api {
+            addr: crate::http::addr_of(url).expect("a server URL"),
+            token: token.to_owned(),
+        }
+    }
+
+    /// `method` `/v1/joblib` + `path`, with a JSON `body`.
+    pub fn call(&self, method: &str, path: &str, body: Option<&[u8]>) -> crate::http::Response {
+        crate::http::api(self.addr, &self.token, method, path, body)
+            .unwrap_or_else(|e| panic!("{method} {path}: {e}"))
+    }
+
+    /// [`Api::call`] with a body serialized from `body`.
+    pub fn call_json(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&serde_json::Value>,
+    ) -> crate::http::Response {
+        let body = body.map(|b| serde_json::to_vec(b).expect("JSON"));
+        self.call(method, path, body.as_deref())
+    }
+
+    /// Submits `payload` (JSON text, sent as is) to `job` from `room`
+    /// (path form: escaped if it must be); asserts 202; the task id.
+    pub fn submit(&self, room: &str, job: &str, payload: &str) -> String {
+        let body = format!("{{\"payload\":{payload}}}");
+        let r = self.call(
+            "POST",
+            &format!("/rooms/{room}/tasks/{job}"),
+            Some(body.as_bytes()),
+        );
+        assert_eq!(r.status, 202, "{}", r.text());
+        // Not through a `Value`: a deep payload is beyond its recursion limit.
+        #[derive(serde::Deserialize)]
+        struct Id {
+            id: String,
+        }
+        serde_json::from_slice::<Id>(&r.body).expect("a task id").id
+    }
+
+    /// `GET /tasks/{id}`: the task as the server has it.
+    pub fn task(&self, id: &str) -> serde_json::Value {
+        self.call("GET", &format!("/tasks/{id}"), None).json()
+    }
+
+    /// The task's status (`pending`, `claimed`, `running`, `completed`, …).
+    pub fn status(&self, id: &str) -> String {
+        self.task(id)["status"].as_str().unwrap_or_default().to_owned()
+    }
+}
+
+impl RealServer {
+    /// The API with the server's static token.
+    pub fn api(&self) -> Api {
+        Api::new(self.url(), self.token())
+    }
+}
+
+/// A token from ZnDraw's login at `url` (`POST /v1/auth/jwt/login`, form
+/// encoded), as a client gets one; `None` if refused or unreachable.
+pub fn login(url: &str, user: &str, password: &str) -> Option<String> {
+    let addr = crate::http::addr_of(url).ok()?;
+    let body = format!("username={}&password={password}", user.replace('@', "%40"));
+    let r = crate::http::request(
+        addr,
+        "POST",
+        "/v1/auth/jwt/login",
+        &[("Content-Type", "application/x-www-form-urlencoded")],
+        Some(&body.into_bytes()),
+    )
+    .ok()?;
+    (r.status == 200).then(|| r.json()["access_token"].as_str().map(str::to_owned))?
+}

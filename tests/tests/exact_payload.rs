@@ -17,7 +17,6 @@ use outage_runtime_embassy::{
     ClaimBuffers, ErrorText, Handler, Job as DeviceJob, Task as DeviceTask, Worker,
 };
 use outage_runtime_std::{Job, Task, WorkerBuilder};
-use outage_tests::http;
 use outage_tests::real::RealServer;
 use serde_json::value::RawValue;
 use std_embedded_nal_async::Stack;
@@ -75,26 +74,6 @@ fn payloads() -> Vec<(&'static str, String)> {
     ]
 }
 
-fn submit(server: &RealServer, room_path: &str, payload: &str) -> String {
-    let addr = http::addr_of(server.url()).unwrap();
-    let body = format!("{{\"payload\":{payload}}}");
-    let r = http::api(
-        addr,
-        server.token(),
-        "POST",
-        &format!("/rooms/{room_path}/tasks/{JOB}"),
-        Some(body.as_bytes()),
-    )
-    .expect("submit");
-    assert_eq!(r.status, 202, "{}", r.text());
-    // Not through a Value: the deep payload is beyond its recursion limit.
-    #[derive(serde::Deserialize)]
-    struct Id {
-        id: String,
-    }
-    serde_json::from_slice::<Id>(&r.body).expect("a task id").id
-}
-
 /// The task as the server holds it: status and raw payload bytes.
 fn server_task(server: &RealServer, id: &str) -> (String, String) {
     #[derive(serde::Deserialize)]
@@ -103,8 +82,7 @@ fn server_task(server: &RealServer, id: &str) -> (String, String) {
         #[serde(borrow)]
         payload: &'a RawValue,
     }
-    let addr = http::addr_of(server.url()).unwrap();
-    let r = http::api(addr, server.token(), "GET", &format!("/tasks/{id}"), None).expect("GET task");
+    let r = server.api().call("GET", &format!("/tasks/{id}"), None);
     let t: T<'_> = serde_json::from_slice(&r.body).expect("task JSON");
     (t.status, t.payload.get().to_owned())
 }
@@ -123,11 +101,11 @@ fn config() -> Config {
 fn check_all(server: &RealServer, runtime: &str) {
     let mut tasks = Vec::new();
     for (what, payload) in payloads() {
-        tasks.push((what, submit(server, "room1", &payload), "room1"));
+        tasks.push((what, server.api().submit("room1", JOB, &payload), "room1"));
     }
     tasks.push((
         "room with escapes",
-        submit(server, ODD_ROOM_PATH, r#"{"y":1}"#),
+        server.api().submit(ODD_ROOM_PATH, JOB, r#"{"y":1}"#),
         ODD_ROOM,
     ));
     let deadline = Instant::now() + Duration::from_secs(90);

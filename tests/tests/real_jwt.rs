@@ -14,8 +14,7 @@ use outage_core::{Config, Duration as CoreDuration, Fatal};
 use outage_runtime_std::{Credentials, Job, StartError, Task, WorkerBuilder};
 use outage_tests::capture;
 use outage_tests::embassy_rt::EmbassyRuntime;
-use outage_tests::http;
-use outage_tests::real::{Options, RealServer};
+use outage_tests::real::{self, Api, Options, RealServer};
 use outage_tests::scenarios::{RunningWorker, Runtime, Setup};
 
 const ADMIN: &str = "admin@example.com";
@@ -40,43 +39,12 @@ fn jwt_server() -> RealServer {
     .expect("real job server in jwt mode")
 }
 
-/// A token from the server's login at `url`, as a client would get one.
-fn login_at(url: &str) -> Option<String> {
-    let addr = http::addr_of(url).ok()?;
-    let body = format!("username={}&password={PASSWORD}", ADMIN.replace('@', "%40"));
-    let r = http::request(
-        addr,
-        "POST",
-        "/v1/auth/jwt/login",
-        &[("Content-Type", "application/x-www-form-urlencoded")],
-        Some(body.as_bytes()),
-    )
-    .ok()?;
-    (r.status == 200).then(|| r.json()["access_token"].as_str().map(str::to_owned))?
-}
-
 fn login(server: &RealServer) -> String {
     login_at(server.url()).expect("login")
 }
 
-fn submit(server: &RealServer, token: &str) -> String {
-    let addr = http::addr_of(server.url()).unwrap();
-    let r = http::api(
-        addr,
-        token,
-        "POST",
-        &format!("/rooms/room1/tasks/{JOB}"),
-        Some(br#"{"payload":{}}"#),
-    )
-    .expect("submit");
-    assert_eq!(r.status, 202, "{}", r.text());
-    r.json()["id"].as_str().unwrap().to_owned()
-}
-
-fn status(server: &RealServer, token: &str, id: &str) -> String {
-    let addr = http::addr_of(server.url()).unwrap();
-    let r = http::api(addr, token, "GET", &format!("/tasks/{id}"), None).expect("GET task");
-    r.json()["status"].as_str().unwrap_or_default().to_owned()
+fn login_at(url: &str) -> Option<String> {
+    real::login(url, ADMIN, PASSWORD)
 }
 
 fn config() -> Config {
@@ -94,14 +62,14 @@ fn serve_across(lifetimes: u64, server: &RealServer, log: &capture::Session, wha
     let mut ids = Vec::new();
     let t0 = Instant::now();
     while t0.elapsed() < Duration::from_secs(lifetimes * LIFETIME_S) {
-        ids.push(submit(server, &login(server)));
+        ids.push(Api::new(server.url(), &login(server)).submit("room1", JOB, "{}"));
         std::thread::sleep(Duration::from_secs(1));
     }
     let deadline = Instant::now() + Duration::from_secs(30);
     for id in &ids {
         loop {
             let token = login(server);
-            match status(server, &token, id).as_str() {
+            match Api::new(server.url(), &token).status(id).as_str() {
                 "completed" => break,
                 s @ ("failed" | "cancelled") => panic!("{what}: task {id} ended {s}\n{}", log.dump()),
                 s => assert!(
@@ -256,9 +224,10 @@ fn the_embassy_worker_serves_with_a_real_jwt() {
         config: config(),
     };
     let worker = EmbassyRuntime::start(&setup).unwrap_or_else(|e| panic!("{e}\n{}", log.dump()));
-    let id = submit(&server, &token);
+    let api = Api::new(server.url(), &token);
+    let id = api.submit("room1", JOB, "{}");
     let deadline = Instant::now() + Duration::from_secs(20);
-    while status(&server, &token, &id) != "completed" {
+    while api.status(&id) != "completed" {
         assert!(
             Instant::now() < deadline,
             "task {id} not completed\n{}",

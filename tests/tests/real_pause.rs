@@ -14,7 +14,6 @@ use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use outage_core::{Config, Duration as CoreDuration};
 use outage_tests::capture;
-use outage_tests::http;
 use outage_tests::real::RealServer;
 use outage_tests::scenarios::{JOBS, RunningWorker, Runtime, Setup};
 use serde_json::{Value, json};
@@ -44,13 +43,6 @@ impl Drop for Stopped {
     fn drop(&mut self) {
         self.resume();
     }
-}
-
-fn call(server: &RealServer, method: &str, path: &str, body: Option<&Value>) -> http::Response {
-    let addr = http::addr_of(server.url()).expect("server URL");
-    let body = body.map(|b| serde_json::to_vec(b).expect("JSON"));
-    http::api(addr, server.token(), method, path, body.as_deref())
-        .unwrap_or_else(|e| panic!("{method} {path}: {e}"))
 }
 
 /// `(Ns/120s elapsed)` → N.
@@ -87,8 +79,7 @@ fn pause_under_an_idle_worker<R: Runtime>() {
     let resumed_at = Instant::now();
 
     let submitted_at = Instant::now();
-    let r = call(
-        &server,
+    let r = server.api().call_json(
         "POST",
         &format!("/rooms/room1/tasks/{}", JOBS[0]),
         Some(&json!({"payload": {"after": "SIGCONT"}})),
@@ -97,7 +88,10 @@ fn pause_under_an_idle_worker<R: Runtime>() {
     let id = r.json()["id"].as_str().expect("task id").to_owned();
     let mut task = Value::Null;
     while submitted_at.elapsed() < SERVE_WITHIN {
-        task = call(&server, "GET", &format!("/tasks/{id}"), None).json();
+        task = server
+            .api()
+            .call_json("GET", &format!("/tasks/{id}"), None)
+            .json();
         if task["status"] == "completed" {
             break;
         }
@@ -149,12 +143,9 @@ fn pause_under_an_idle_worker<R: Runtime>() {
         ));
     }
     for status in ["claimed", "running", "pending"] {
-        let r = call(
-            &server,
-            "GET",
-            &format!("/rooms/room1/tasks?status={status}"),
-            None,
-        );
+        let r = server
+            .api()
+            .call_json("GET", &format!("/rooms/room1/tasks?status={status}"), None);
         if r.json()["total"] != 0 {
             problems.push(format!("tasks left {status}: {}", r.text()));
         }

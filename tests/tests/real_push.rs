@@ -16,9 +16,8 @@ use async_std::task::block_on;
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use outage_runtime_std::push::{CloseReason, Push, PushError, PushEvent};
-use outage_tests::http;
 use outage_tests::real::{Options, RealServer};
-use serde_json::{Value, json};
+use serde_json::json;
 
 const ECHO: &str = "@global:modifiers:Echo";
 const CHECK: &str = "@global:analysis:Check";
@@ -39,16 +38,9 @@ fn server(socketio: bool) -> RealServer {
     .expect("real job server (see ../shared/jobserver/README.md)")
 }
 
-fn call(server: &RealServer, method: &str, path: &str, body: Option<&Value>) -> http::Response {
-    let addr = http::addr_of(server.url()).expect("server URL");
-    let body = body.map(|b| serde_json::to_vec(b).expect("JSON"));
-    http::api(addr, server.token(), method, path, body.as_deref())
-        .unwrap_or_else(|e| panic!("{method} {path}: {e}"))
-}
-
 /// A worker with both jobs, as the worker registers them over REST.
 fn register(server: &RealServer) -> String {
-    let r = call(server, "POST", "/workers", None);
+    let r = server.api().call_json("POST", "/workers", None);
     assert_eq!(r.status, 201, "{}", r.text());
     let worker = r.json()["id"].as_str().expect("worker id").to_owned();
     for full in [ECHO, CHECK] {
@@ -59,7 +51,9 @@ fn register(server: &RealServer) -> String {
             parts.next().unwrap(),
         );
         let body = json!({"category": category, "name": name, "schema": {}, "worker_id": worker});
-        let r = call(server, "PUT", &format!("/rooms/{room}/jobs"), Some(&body));
+        let r = server
+            .api()
+            .call_json("PUT", &format!("/rooms/{room}/jobs"), Some(&body));
         assert!(r.status == 201 || r.status == 200, "{}", r.text());
     }
     worker
@@ -67,10 +61,7 @@ fn register(server: &RealServer) -> String {
 
 /// Submits to `job` from room `room1`; the task id.
 fn submit(server: &RealServer, job: &str) -> String {
-    let body = json!({"payload": {"a": 1}});
-    let r = call(server, "POST", &format!("/rooms/room1/tasks/{job}"), Some(&body));
-    assert_eq!(r.status, 202, "{}", r.text());
-    r.json()["id"].as_str().expect("task id").to_owned()
+    server.api().submit("room1", job, r#"{"a":1}"#)
 }
 
 fn task_available(job: &str, task: &str) -> PushEvent {
@@ -116,7 +107,9 @@ fn joined_jobs_get_task_available_and_left_ones_do_not() {
         push.close().await.expect("clean close");
     });
     // The worker outlives the socket (ZnDraw keeps it): heartbeat still 200.
-    let r = call(&server, "PATCH", &format!("/workers/{worker}"), None);
+    let r = server
+        .api()
+        .call_json("PATCH", &format!("/workers/{worker}"), None);
     assert_eq!(r.status, 200, "{}", r.text());
 }
 

@@ -42,7 +42,6 @@ use nix::unistd::Pid;
 use outage_core::{Config, Duration as CoreDuration, OnRegistrationLost, SplitMix64};
 use outage_runtime_std::{Job, PushMode, Task, Worker, WorkerBuilder};
 use outage_tests::capture;
-use outage_tests::http;
 use outage_tests::real::{Options, RealServer};
 
 const JOB: &str = "@global:modifiers:Echo";
@@ -162,28 +161,6 @@ fn payload(rng: &mut Rng, n: usize) -> String {
     )
 }
 
-fn call(url: &str, token: &str, method: &str, path: &str, body: Option<&[u8]>) -> http::Response {
-    let addr = http::addr_of(url).expect("server URL");
-    http::api(addr, token, method, path, body).unwrap_or_else(|e| panic!("{method} {path}: {e}"))
-}
-
-fn submit(url: &str, token: &str, payload: &str) -> String {
-    let body = format!(r#"{{"payload":{payload}}}"#);
-    let r = call(
-        url,
-        token,
-        "POST",
-        &format!("/rooms/room1/tasks/{JOB}"),
-        Some(body.as_bytes()),
-    );
-    assert_eq!(r.status, 202, "{}", r.text());
-    r.json()["id"].as_str().expect("task id").to_owned()
-}
-
-fn task(url: &str, token: &str, id: &str) -> serde_json::Value {
-    call(url, token, "GET", &format!("/tasks/{id}"), None).json()
-}
-
 fn socketio(on: bool) -> Vec<String> {
     if on { vec!["--socketio".into()] } else { vec![] }
 }
@@ -239,6 +216,7 @@ fn push_workers_keep_exactly_once_through_real_faults() {
     })
     .expect("real job server with --socketio");
     let (url, token) = (server.url().to_owned(), server.token().to_owned());
+    let api = server.api();
     let runs = Runs::default();
     let workers: Vec<Worker> = (0..WORKERS).map(|_| worker(&url, &token, &runs)).collect();
     assert!(
@@ -267,7 +245,7 @@ fn push_workers_keep_exactly_once_through_real_faults() {
         std::thread::sleep(rng.ms(0, 650));
         let p = payload(&mut rng, n);
         let _open = gate.lock().unwrap();
-        submitted.push((submit(&url, &token, &p), p));
+        submitted.push((api.submit("room1", JOB, &p), p));
     }
     chaos.join().expect("fault thread");
     let faults_over = Instant::now();
@@ -286,7 +264,7 @@ fn push_workers_keep_exactly_once_through_real_faults() {
                 .get(id)
                 .is_some_and(|t| matches!(t["status"].as_str(), Some("completed" | "failed" | "cancelled")));
             if !done {
-                state.insert(id.clone(), task(&url, &token, id));
+                state.insert(id.clone(), api.task(id));
             }
         }
         let open: Vec<&str> = submitted
@@ -383,7 +361,7 @@ fn push_workers_keep_exactly_once_through_real_faults() {
             "seed {seed}: push did not come back after the faults\n{}",
             log.dump()
         );
-        let id = submit(&url, &token, r#"{"fail":null}"#);
+        let id = api.submit("room1", JOB, r#"{"fail":null}"#);
         let t1 = Instant::now();
         while !runs.lock().unwrap().contains_key(&id) && t1.elapsed() < Duration::from_secs(1) {
             std::thread::sleep(Duration::from_millis(5));

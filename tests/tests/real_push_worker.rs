@@ -15,35 +15,12 @@ use async_std::task::block_on;
 use outage_core::{Config, Duration as CoreDuration};
 use outage_runtime_std::{Credentials, Job, PushMode, Task, Worker, WorkerBuilder};
 use outage_tests::capture;
-use outage_tests::http;
-use outage_tests::real::{Options, RealServer};
+use outage_tests::real::{Api, Options, RealServer, login};
 
 const JOB: &str = "@global:modifiers:Echo";
 /// Far longer than any pickup asserted below: only push explains those.
 const SLOW_POLL: CoreDuration = CoreDuration::from_secs(25);
 const WITHIN: Duration = Duration::from_secs(5);
-
-fn call(url: &str, token: &str, method: &str, path: &str, body: Option<&[u8]>) -> http::Response {
-    let addr = http::addr_of(url).expect("server URL");
-    http::api(addr, token, method, path, body).unwrap_or_else(|e| panic!("{method} {path}: {e}"))
-}
-
-fn submit(url: &str, token: &str) -> String {
-    let r = call(
-        url,
-        token,
-        "POST",
-        &format!("/rooms/room1/tasks/{JOB}"),
-        Some(br#"{"payload":{}}"#),
-    );
-    assert_eq!(r.status, 202, "{}", r.text());
-    r.json()["id"].as_str().expect("task id").to_owned()
-}
-
-fn status(url: &str, token: &str, id: &str) -> String {
-    let r = call(url, token, "GET", &format!("/tasks/{id}"), None);
-    r.json()["status"].as_str().unwrap_or_default().to_owned()
-}
 
 /// The ids the handlers ran, in order.
 type Ran = Arc<Mutex<Vec<(String, Instant)>>>;
@@ -122,11 +99,11 @@ fn a_pushed_task_is_claimed_at_once_and_runs() {
     std::thread::sleep(Duration::from_millis(300));
     for _ in 0..3 {
         let t0 = Instant::now();
-        let id = submit(server.url(), server.token());
+        let id = server.api().submit("room1", JOB, "{}");
         let took = ran_within(&ran, &id, t0, WITHIN, &log);
         eprintln!("pickup {took:?}");
         let deadline = Instant::now() + WITHIN;
-        while status(server.url(), server.token(), &id) != "completed" {
+        while server.api().status(&id) != "completed" {
             assert!(Instant::now() < deadline, "{id} not completed\n{}", log.dump());
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -180,14 +157,14 @@ fn without_socketio_the_worker_polls_and_returns_to_push() {
     let worker = block_on(builder(&url, &token, cfg, &ran).start()).expect("start");
     wait_count(&log, "Push connected", 1, Duration::from_secs(20));
     std::thread::sleep(Duration::from_millis(300));
-    let id = submit(&url, &token);
+    let id = Api::new(&url, &token).submit("room1", JOB, "{}");
     ran_within(&ran, &id, Instant::now(), WITHIN, &log);
 
     // Restarted without Socket.IO: push is lost, the worker polls.
     let mut plain = restart(&mut first, port, &db, &token, false);
     wait_count(&log, "Push connection lost", 1, Duration::from_secs(20));
     for _ in 0..3 {
-        let id = submit(&url, &token);
+        let id = Api::new(&url, &token).submit("room1", JOB, "{}");
         ran_within(&ran, &id, Instant::now(), Duration::from_secs(15), &log);
     }
     assert_eq!(log.matching("Push connected").len(), 1, "{}", log.dump());
@@ -196,7 +173,7 @@ fn without_socketio_the_worker_polls_and_returns_to_push() {
     let _again = restart(&mut plain, port, &db, &token, true);
     wait_count(&log, "Push connected", 2, Duration::from_secs(30));
     std::thread::sleep(Duration::from_millis(300));
-    let id = submit(&url, &token);
+    let id = Api::new(&url, &token).submit("room1", JOB, "{}");
     ran_within(&ran, &id, Instant::now(), WITHIN, &log);
     assert_eq!(worker.stop_reason(), None);
     block_on(worker.disconnect());
@@ -212,21 +189,6 @@ fn without_socketio_the_worker_polls_and_returns_to_push() {
 
 const ADMIN: &str = "admin@example.com";
 const PASSWORD: &str = "push-jwt-pw";
-
-fn login(url: &str) -> String {
-    let addr = http::addr_of(url).unwrap();
-    let body = format!("username={}&password={PASSWORD}", ADMIN.replace('@', "%40"));
-    let r = http::request(
-        addr,
-        "POST",
-        "/v1/auth/jwt/login",
-        &[("Content-Type", "application/x-www-form-urlencoded")],
-        Some(body.as_bytes()),
-    )
-    .expect("login");
-    assert_eq!(r.status, 200, "{}", r.text());
-    r.json()["access_token"].as_str().unwrap().to_owned()
-}
 
 /// ZnDraw keeps a socket whose token expired: the worker's REST calls get
 /// 401, it logs in again, and push connects again with the new token, so
@@ -268,7 +230,11 @@ fn a_token_that_expires_while_push_is_connected() {
     wait_count(&log, "Push connected", 3, Duration::from_secs(40));
     for _ in 0..3 {
         std::thread::sleep(Duration::from_millis(1_500));
-        let id = submit(server.url(), &login(server.url()));
+        let id = Api::new(
+            server.url(),
+            &login(server.url(), ADMIN, PASSWORD).expect("login"),
+        )
+        .submit("room1", JOB, "{}");
         ran_within(&ran, &id, Instant::now(), WITHIN, &log);
     }
     assert_eq!(worker.stop_reason(), None);
@@ -315,14 +281,14 @@ fn push_workers_run_every_task_exactly_once() {
     let mut ids = Vec::new();
     for burst in 0..8 {
         for _ in 0..5 {
-            ids.push(submit(server.url(), server.token()));
+            ids.push(server.api().submit("room1", JOB, "{}"));
         }
         std::thread::sleep(Duration::from_millis(50 * burst));
     }
     let deadline = Instant::now() + Duration::from_secs(60);
     for id in &ids {
         loop {
-            match status(server.url(), server.token(), id).as_str() {
+            match server.api().status(id).as_str() {
                 "completed" => break,
                 s @ ("failed" | "cancelled") => panic!("{id} ended {s}\n{}", log.dump()),
                 s => assert!(Instant::now() < deadline, "{id} still {s}\n{}", log.dump()),
@@ -361,13 +327,7 @@ fn after_registering_again_push_joins_under_the_new_id() {
     let worker = block_on(builder(server.url(), server.token(), cfg, &ran).start()).expect("start");
     wait_count(&log, "Push connected", 1, Duration::from_secs(20));
     let old = worker.id();
-    let r = call(
-        server.url(),
-        server.token(),
-        "DELETE",
-        &format!("/workers/{old}"),
-        None,
-    );
+    let r = server.api().call("DELETE", &format!("/workers/{old}"), None);
     assert!(r.status == 200 || r.status == 204, "{}", r.text());
     wait_count(&log, "Registered again", 1, Duration::from_secs(20));
     let new = worker.id();
@@ -380,7 +340,7 @@ fn after_registering_again_push_joins_under_the_new_id() {
     );
     std::thread::sleep(Duration::from_millis(300));
     for _ in 0..2 {
-        let id = submit(server.url(), server.token());
+        let id = server.api().submit("room1", JOB, "{}");
         ran_within(&ran, &id, Instant::now(), WITHIN, &log);
     }
     assert_eq!(
