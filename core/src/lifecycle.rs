@@ -950,7 +950,7 @@ impl<const SLOTS: usize> Lifecycle<SLOTS> {
                 };
                 self.slots[i] = Slot::Focus;
                 self.focus = Some(i);
-                let step = self.machine.on_executed(now, ok);
+                let step = self.machine.report_executed(now, ok);
                 self.apply(step);
             }
         }
@@ -1126,46 +1126,44 @@ impl<const SLOTS: usize> Lifecycle<SLOTS> {
         let done = result.map(drop);
         match (lane, req) {
             (Lane::HEARTBEAT, Request::Heartbeat) => {
-                let step = self.machine.on_heartbeat(started, now, done);
+                let step = self.machine.report_heartbeat(started, now, done);
                 self.apply(step);
             }
             (Lane::HEARTBEAT, _) => {
-                let step = self.machine.on_login(started, now, done, rand);
+                let step = self.machine.report_login(started, now, done, rand);
                 self.apply(step);
             }
             (_, Request::CreateWorker | Request::RegisterJob(_)) => {
                 let Some((n, began)) = self.reregister else { return };
-                match done {
-                    Ok(()) if n < self.jobs => self.reregister = Some((n + 1, began)),
+                let result = match done {
+                    Ok(()) if n < self.jobs => {
+                        self.reregister = Some((n + 1, began));
+                        return;
+                    }
                     Ok(()) => {
-                        self.reregister = None;
                         self.push(Notice::Adopt);
-                        let step = self.machine.on_registered(began, now, Ok(()), rand);
-                        self.apply(step);
+                        Ok(())
                     }
-                    Err(f) => {
-                        self.reregister = None;
-                        let step = self
-                            .machine
-                            .on_registered(began, now, Err((req.endpoint(), f)), rand);
-                        self.apply(step);
-                    }
-                }
+                    Err(f) => Err((req.endpoint(), f)),
+                };
+                self.reregister = None;
+                let step = self.machine.report_registered(began, now, result, rand);
+                self.apply(step);
             }
             (_, Request::Claim) => {
                 let got = answer(result, |r| match r {
                     Reply::Claimed(got) => Some(got),
                     _ => None,
                 });
-                let step = self.machine.on_claim(started, now, got, rand);
+                let step = self.machine.report_claim(started, now, got, rand);
                 self.apply(step);
             }
             (_, Request::Update(TaskStatus::Running)) => {
-                let step = self.machine.on_started(started, now, done, rand);
+                let step = self.machine.report_started(started, now, done, rand);
                 self.apply(step);
             }
             (_, Request::Update(_)) => {
-                let step = self.machine.on_delivered(started, now, done, rand);
+                let step = self.machine.report_delivered(started, now, done, rand);
                 self.apply(step);
             }
             (_, Request::GetTask) => {
@@ -1173,11 +1171,11 @@ impl<const SLOTS: usize> Lifecycle<SLOTS> {
                     Reply::Task(s) => Some(s),
                     _ => None,
                 });
-                let step = self.machine.on_verified(started, now, state, rand);
+                let step = self.machine.report_verified(started, now, state, rand);
                 self.apply(step);
             }
             (_, Request::Retire) => {
-                let step = self.machine.on_retired(started, now, done, rand);
+                let step = self.machine.report_retired(started, now, done, rand);
                 self.apply(step);
             }
             (_, Request::Login | Request::Heartbeat | Request::Disconnect) => {}

@@ -462,6 +462,18 @@ impl Machine {
         now: Instant,
         result: Result<(), Failure>,
     ) -> Step<HeartbeatAction> {
+        let step = self.report_heartbeat(started, now, result);
+        self.heartbeat_step(now, step)
+    }
+
+    /// [`Machine::on_heartbeat`] without the next action (the lifecycle polls
+    /// for it itself).
+    pub(crate) fn report_heartbeat(
+        &mut self,
+        started: Instant,
+        now: Instant,
+        result: Result<(), Failure>,
+    ) -> Step<()> {
         let mut events = Events::default();
         let mut wake = Wake::Nobody;
         if self.stop.is_none() {
@@ -511,7 +523,7 @@ impl Machine {
             }
         }
         Step {
-            action: self.heartbeat_poll(now),
+            action: (),
             events,
             wake,
         }
@@ -570,6 +582,19 @@ impl Machine {
         result: Result<bool, Failure>,
         rand: u32,
     ) -> Step<ClaimAction> {
+        let step = self.report_claim(started, now, result, rand);
+        self.claim_step(now, step)
+    }
+
+    /// [`Machine::on_claim`] without the next action (the lifecycle polls
+    /// for it itself).
+    pub(crate) fn report_claim(
+        &mut self,
+        started: Instant,
+        now: Instant,
+        result: Result<bool, Failure>,
+        rand: u32,
+    ) -> Step<()> {
         let mut events = Events::default();
         let mut wake = Wake::Nobody;
         if self.stop.is_none() {
@@ -600,7 +625,11 @@ impl Machine {
                 }
             }
         }
-        self.claim_step(now, events, wake)
+        Step {
+            action: (),
+            events,
+            wake,
+        }
     }
 
     /// Report the `running` update of the claimed task.
@@ -611,6 +640,19 @@ impl Machine {
         result: Result<(), Failure>,
         rand: u32,
     ) -> Step<ClaimAction> {
+        let step = self.report_started(started, now, result, rand);
+        self.claim_step(now, step)
+    }
+
+    /// [`Machine::on_started`] without the next action (the lifecycle polls
+    /// for it itself).
+    pub(crate) fn report_started(
+        &mut self,
+        started: Instant,
+        now: Instant,
+        result: Result<(), Failure>,
+        rand: u32,
+    ) -> Step<()> {
         let mut events = Events::default();
         let mut wake = Wake::Nobody;
         if self.stop.is_some() {
@@ -645,17 +687,32 @@ impl Machine {
                 }
             }
         }
-        self.claim_step(now, events, wake)
+        Step {
+            action: (),
+            events,
+            wake,
+        }
     }
 
     /// The handler finished at `now` (`ok`: it succeeded); its outcome is
     /// to be delivered.
     pub fn on_executed(&mut self, now: Instant, ok: bool) -> Step<ClaimAction> {
+        let step = self.report_executed(now, ok);
+        self.claim_step(now, step)
+    }
+
+    /// [`Machine::on_executed`] without the next action (the lifecycle polls
+    /// for it itself).
+    pub(crate) fn report_executed(&mut self, now: Instant, ok: bool) -> Step<()> {
         self.phase = Phase::Delivering;
         self.outcome_ok = ok;
         self.held = false;
         self.claim_next = now;
-        self.claim_step(now, Events::default(), Wake::Nobody)
+        Step {
+            action: (),
+            events: Events::default(),
+            wake: Wake::Nobody,
+        }
     }
 
     /// Report the delivery of a task's outcome.
@@ -666,6 +723,19 @@ impl Machine {
         result: Result<(), Failure>,
         rand: u32,
     ) -> Step<ClaimAction> {
+        let step = self.report_delivered(started, now, result, rand);
+        self.claim_step(now, step)
+    }
+
+    /// [`Machine::on_delivered`] without the next action (the lifecycle polls
+    /// for it itself).
+    pub(crate) fn report_delivered(
+        &mut self,
+        started: Instant,
+        now: Instant,
+        result: Result<(), Failure>,
+        rand: u32,
+    ) -> Step<()> {
         let mut events = Events::default();
         let mut wake = Wake::Nobody;
         match result {
@@ -703,7 +773,11 @@ impl Machine {
                 wake = self.claim_loop_failed(Endpoint::TaskStatus, started, now, failure, rand, &mut events);
             }
         }
-        self.claim_step(now, events, wake)
+        Step {
+            action: (),
+            events,
+            wake,
+        }
     }
 
     /// Report registering again (create worker, then every job); on failure
@@ -715,6 +789,19 @@ impl Machine {
         result: Result<(), (Endpoint, Failure)>,
         rand: u32,
     ) -> Step<ClaimAction> {
+        let step = self.report_registered(started, now, result, rand);
+        self.claim_step(now, step)
+    }
+
+    /// [`Machine::on_registered`] without the next action (the lifecycle polls
+    /// for it itself).
+    pub(crate) fn report_registered(
+        &mut self,
+        started: Instant,
+        now: Instant,
+        result: Result<(), (Endpoint, Failure)>,
+        rand: u32,
+    ) -> Step<()> {
         let mut events = Events::default();
         let mut wake = Wake::Nobody;
         if self.stop.is_none() {
@@ -742,7 +829,11 @@ impl Machine {
                 },
             }
         }
-        self.claim_step(now, events, wake)
+        Step {
+            action: (),
+            events,
+            wake,
+        }
     }
 
     /// Report the [`ClaimAction::Verify`] check of the current task:
@@ -754,6 +845,19 @@ impl Machine {
         result: Result<TaskState, Failure>,
         rand: u32,
     ) -> Step<ClaimAction> {
+        let step = self.report_verified(started, now, result, rand);
+        self.claim_step(now, step)
+    }
+
+    /// [`Machine::on_verified`] without the next action (the lifecycle polls
+    /// for it itself).
+    pub(crate) fn report_verified(
+        &mut self,
+        started: Instant,
+        now: Instant,
+        result: Result<TaskState, Failure>,
+        rand: u32,
+    ) -> Step<()> {
         let mut events = Events::default();
         let mut wake = Wake::Nobody;
         let wanted = self.verify_wanted;
@@ -804,7 +908,11 @@ impl Machine {
                 }
             }
         }
-        self.claim_step(now, events, wake)
+        Step {
+            action: (),
+            events,
+            wake,
+        }
     }
 
     /// Report the [`ClaimAction::Retire`] deletion of the old worker id.
@@ -815,6 +923,19 @@ impl Machine {
         result: Result<(), Failure>,
         rand: u32,
     ) -> Step<ClaimAction> {
+        let step = self.report_retired(started, now, result, rand);
+        self.claim_step(now, step)
+    }
+
+    /// [`Machine::on_retired`] without the next action (the lifecycle polls
+    /// for it itself).
+    pub(crate) fn report_retired(
+        &mut self,
+        started: Instant,
+        now: Instant,
+        result: Result<(), Failure>,
+        rand: u32,
+    ) -> Step<()> {
         let mut events = Events::default();
         let mut wake = Wake::Nobody;
         match result {
@@ -849,7 +970,11 @@ impl Machine {
                 }
             },
         }
-        self.claim_step(now, events, wake)
+        Step {
+            action: (),
+            events,
+            wake,
+        }
     }
 
     /// Report renewing the credentials ([`HeartbeatAction::Login`]) that
@@ -861,6 +986,19 @@ impl Machine {
         result: Result<(), Failure>,
         rand: u32,
     ) -> Step<HeartbeatAction> {
+        let step = self.report_login(started, now, result, rand);
+        self.heartbeat_step(now, step)
+    }
+
+    /// [`Machine::on_login`] without the next action (the lifecycle polls
+    /// for it itself).
+    pub(crate) fn report_login(
+        &mut self,
+        started: Instant,
+        now: Instant,
+        result: Result<(), Failure>,
+        rand: u32,
+    ) -> Step<()> {
         let mut events = Events::default();
         let mut wake = Wake::Nobody;
         if self.stop.is_none() {
@@ -910,7 +1048,7 @@ impl Machine {
             }
         }
         Step {
-            action: self.heartbeat_poll(now),
+            action: (),
             events,
             wake,
         }
@@ -985,11 +1123,21 @@ impl Machine {
         self.claim_next = now;
     }
 
-    fn claim_step(&mut self, now: Instant, events: Events, wake: Wake) -> Step<ClaimAction> {
+    /// A reported step, with the claim loop's next action.
+    fn claim_step(&mut self, now: Instant, step: Step<()>) -> Step<ClaimAction> {
         Step {
             action: self.claim_poll(now),
-            events,
-            wake,
+            events: step.events,
+            wake: step.wake,
+        }
+    }
+
+    /// A reported step, with the heartbeat loop's next action.
+    fn heartbeat_step(&mut self, now: Instant, step: Step<()>) -> Step<HeartbeatAction> {
+        Step {
+            action: self.heartbeat_poll(now),
+            events: step.events,
+            wake: step.wake,
         }
     }
 
