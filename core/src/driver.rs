@@ -20,6 +20,7 @@ use core::sync::atomic::{AtomicBool, Ordering};
 use core::task::Poll;
 
 use crate::lifecycle::{Control, Lane, Lifecycle, Notice, Op, Outcome, Reply, Request, Snapshot};
+#[cfg(feature = "push")]
 use crate::push::PushInput;
 use crate::{Event, Failure, Instant};
 
@@ -115,6 +116,8 @@ pub trait Io {
     /// whether its connection is up, and a counter of hints. Read whenever
     /// the driver wakes; a runtime wakes it through [`Io::control_changed`]
     /// when either changes. Default: no push (the claim loop polls).
+    /// (Feature `push`.)
+    #[cfg(feature = "push")]
     fn push(&self) -> PushInput {
         PushInput::default()
     }
@@ -152,6 +155,7 @@ pub async fn drive<I: Io, const SLOTS: usize>(
     let mut hb = pin!(None);
     let mut futs = pin!(core::array::from_fn::<_, SLOTS, _>(|_| None));
     let mut seen = Control::Run;
+    #[cfg(feature = "push")]
     let mut seen_push = PushInput::default();
     loop {
         let now = io.now();
@@ -160,7 +164,9 @@ pub async fn drive<I: Io, const SLOTS: usize>(
             seen = control;
             lc.control(now, control);
         }
+        #[cfg(feature = "push")]
         let push = io.push();
+        #[cfg(feature = "push")]
         if push != seen_push {
             if push.connected != seen_push.connected {
                 lc.push_connected(now, push.connected);

@@ -49,6 +49,7 @@ struct Sim {
     running: Cell<u32>,
     most_running: Cell<u32>,
     /// (from ms, push input).
+    #[cfg(feature = "push")]
     pushes: RefCell<Vec<(u64, crate::push::PushInput)>>,
 }
 
@@ -75,6 +76,7 @@ impl Sim {
             applied: RefCell::new(Vec::new()),
             running: Cell::new(0),
             most_running: Cell::new(0),
+            #[cfg(feature = "push")]
             pushes: RefCell::new(Vec::new()),
         }
     }
@@ -191,6 +193,7 @@ impl Io for Sim {
         }
     }
 
+    #[cfg(feature = "push")]
     fn push(&self) -> crate::push::PushInput {
         let now = self.now.get();
         self.pushes
@@ -214,8 +217,13 @@ impl Io for Sim {
     async fn control_changed(&self) {
         let now = self.now.get();
         let controls = self.controls.borrow().iter().map(|(t, _)| *t).collect::<Vec<_>>();
-        let pushes = self.pushes.borrow().iter().map(|(t, _)| *t).collect::<Vec<_>>();
-        let next = controls.into_iter().chain(pushes).filter(|t| *t > now).min();
+        #[cfg(feature = "push")]
+        let controls = {
+            let mut all = controls;
+            all.extend(self.pushes.borrow().iter().map(|(t, _)| *t));
+            all
+        };
+        let next = controls.into_iter().filter(|t| *t > now).min();
         match next {
             Some(t) => self.sleep_ms(t).await,
             None => core::future::pending().await,
@@ -853,6 +861,7 @@ fn an_outcome_that_cannot_be_written_stops_the_worker() {
 /// stretches while push is up, losing it polls again at once; a hint for a
 /// task someone else took costs one empty claim.
 #[test]
+#[cfg(feature = "push")]
 fn push_hints_claim_at_once_and_stretch_the_idle_poll() {
     use crate::push::PushInput;
     // One task appears at 40 s (and is claimable); at 45 s a hint comes for

@@ -44,6 +44,7 @@ mod lifecycle;
 mod machine;
 mod outage;
 pub mod protocol;
+#[cfg(feature = "push")]
 pub mod push;
 pub mod render;
 mod startup;

@@ -577,12 +577,14 @@ impl<const SLOTS: usize> Lifecycle<SLOTS> {
 
     /// Task-available push is connected (`true`) or lost at `now`
     /// ([`Machine::set_push`], [`crate::push`]). Repeats change nothing.
+    #[cfg(feature = "push")]
     pub fn push_connected(&mut self, now: Instant, connected: bool) {
         self.machine.set_push(connected, now);
     }
 
     /// A push hint for one of the worker's jobs at `now`: an idle claim
     /// loop claims at once ([`Machine::hint`]).
+    #[cfg(feature = "push")]
     pub fn push_hint(&mut self, now: Instant) {
         if self.stage == Stage::Running {
             self.machine.hint(now);
@@ -1083,9 +1085,12 @@ impl<const SLOTS: usize> Lifecycle<SLOTS> {
                     Startup::Register(_) => {
                         // Registered: the loops' clocks start now.
                         let rand = self.rand();
-                        if let Ok(mut m) = Machine::new(*self.machine.config(), now, rand) {
-                            m.set_push(self.machine.is_push_connected(), now);
+                        #[cfg(feature = "push")]
+                        let pushing = self.machine.is_push_connected();
+                        if let Ok(m) = Machine::new(*self.machine.config(), now, rand) {
                             self.machine = m;
+                            #[cfg(feature = "push")]
+                            self.machine.set_push(pushing, now);
                         }
                         self.stage = Stage::Running;
                         self.push(Notice::Adopt);

@@ -232,11 +232,14 @@ pub struct Machine {
     /// (see [`Machine::set_saturated`]).
     saturated: bool,
     /// Task-available push is connected ([`Machine::set_push`]).
+    #[cfg(feature = "push")]
     push: bool,
     /// Push hints so far ([`Machine::hint`]), and their count when the
     /// last claim was asked for: one that arrived since may be for a task
     /// that claim missed.
+    #[cfg(feature = "push")]
     hints: u32,
+    #[cfg(feature = "push")]
     claim_hints: u32,
 }
 
@@ -274,8 +277,11 @@ impl Machine {
             login_next: now,
             login_attempt: 0,
             saturated: false,
+            #[cfg(feature = "push")]
             push: false,
+            #[cfg(feature = "push")]
             hints: 0,
+            #[cfg(feature = "push")]
             claim_hints: 0,
         })
     }
@@ -557,7 +563,10 @@ impl Machine {
                 Phase::Idle if self.reregister || self.ambiguous => ClaimAction::Register,
                 Phase::Idle if self.retire => ClaimAction::Retire,
                 Phase::Idle => {
-                    self.claim_hints = self.hints;
+                    #[cfg(feature = "push")]
+                    {
+                        self.claim_hints = self.hints;
+                    }
                     ClaimAction::Claim
                 }
             },
@@ -608,6 +617,7 @@ impl Machine {
                         self.claim_next = started + self.idle_poll_interval();
                         // A hint that arrived while this claim was out may
                         // be for a task submitted after it: claim again.
+                        #[cfg(feature = "push")]
                         if self.hints != self.claim_hints {
                             self.claim_next = now;
                         }
@@ -1055,12 +1065,14 @@ impl Machine {
     }
 
     // ----------------------------------------------------------------- push
+    // (Feature `push`: a device that never uses push carries none of it.)
 
     /// Task-available push is connected (`true`) or lost at `now` (see
     /// [`crate::push`]). While it is, an empty claim waits
     /// [`Config::push_poll_interval`] instead of `poll_interval`. When it
     /// comes or goes, an idle claim loop claims at once (as on a
     /// [`Machine::hint`]): events sent while nobody listened are lost.
+    #[cfg(feature = "push")]
     pub fn set_push(&mut self, connected: bool, now: Instant) {
         if self.push != connected {
             self.push = connected;
@@ -1069,6 +1081,7 @@ impl Machine {
     }
 
     /// True while task-available push is connected.
+    #[cfg(feature = "push")]
     pub const fn is_push_connected(&self) -> bool {
         self.push
     }
@@ -1077,6 +1090,7 @@ impl Machine {
     /// claims at once — not during an outage (the backoff stands), nor
     /// before a `Retry-After` has passed. The claim stays the authority: a
     /// hint for a task someone else took costs one empty claim.
+    #[cfg(feature = "push")]
     pub fn hint(&mut self, now: Instant) {
         self.hints = self.hints.wrapping_add(1);
         if self.phase == Phase::Idle && self.outage.started_at().is_none() && now < self.claim_next {
@@ -1086,11 +1100,11 @@ impl Machine {
 
     /// How long an empty claim waits: longer while push is connected.
     const fn idle_poll_interval(&self) -> Duration {
+        #[cfg(feature = "push")]
         if self.push {
-            self.cfg.push_poll_interval
-        } else {
-            self.cfg.poll_interval
+            return self.cfg.push_poll_interval;
         }
+        self.cfg.poll_interval
     }
 
     // -------------------------------------------------------------- private
