@@ -323,7 +323,6 @@ fn a_whole_life_startup_task_stop_delete() {
     let stats = lc.stats();
     assert_eq!(stats.tasks_completed, 1);
     assert_eq!(stats.requests, reqs.len() as u64);
-    assert_eq!(lc.lost_events(), 0);
     // Nothing after the delete; the stop came at 10 s, the delete at once.
     let (t, r) = *sim.sent.borrow().last().unwrap();
     assert_eq!((t, r), (10_000, Request::Disconnect));
@@ -640,9 +639,10 @@ fn a_verified_conflict_counts_as_applied() {
     );
 }
 
-/// No event is ever dropped: random servers (every failure class, random
-/// delays, stops at random times) never overflow the queue. With
-/// `debug_assert` on, an overflow panics; the counter is checked too.
+/// Random servers (every failure class, random delays, stops at random
+/// times): the worker always finishes. (No event can be dropped: the
+/// lifecycle hands each to the driver as it is produced, with no queue to
+/// overflow.)
 #[test]
 fn no_event_is_ever_dropped() {
     let failures = [
@@ -717,7 +717,6 @@ fn no_event_is_ever_dropped() {
                 sim.now.get()
             );
         }
-        assert_eq!(lc.lost_events(), 0, "seed {seed}");
         assert_eq!(lc.stage(), Stage::Done, "seed {seed}");
     }
     // The random servers did exercise the running worker.
@@ -824,7 +823,7 @@ fn four_slots_ride_out_an_outage_and_deliver_every_outcome_once() {
 #[test]
 fn sizes_for_the_record() {
     std::println!(
-        "Lifecycle<1> {} Lifecycle {} Machine {} Notice {} Event {} Queue? LaneStates {}",
+        "Lifecycle<1> {} Lifecycle {} Machine {} Notice {} Event {} LaneStates {}",
         core::mem::size_of::<Lifecycle<1>>(),
         core::mem::size_of::<Lifecycle>(),
         core::mem::size_of::<crate::Machine>(),

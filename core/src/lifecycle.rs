@@ -7,7 +7,8 @@
 //! fresh start once registered, re-registration as a request sequence, which
 //! statuses each request accepts, the stale-connection re-send, the grace
 //! period and the hard limit of a stop, whether to delete the worker at the
-//! end, the counters, and an event queue that never drops.
+//! end, the counters, and the events to log, handed to the runtime as
+//! they are produced (an `out` sink: no queue to size, nothing dropped).
 //!
 //! In the style of quinn-proto's `Connection`: the runtime asks what each
 //! lane does next ([`Lifecycle::poll_lane`]), performs it, and reports the
@@ -201,6 +202,10 @@ pub enum Notice {
     Adopt,
 }
 
+/// Where a [`Lifecycle`] hands its notices, in order, as they are produced
+/// (the driver logs them at once with the runtime's names).
+pub type Out<'a> = &'a mut dyn FnMut(Notice);
+
 /// What a worker has done so far. The same counters on every runtime.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
@@ -248,47 +253,6 @@ pub enum Stage {
     Stopping,
     /// Finished: [`Lifecycle::stop_reason`] says why.
     Done,
-}
-
-/// The most events queued at once: a step of [`Machine`] makes at most
-/// [`crate::Events::CAPACITY`], and the driver drains the queue after every
-/// outcome and every poll. Overflowing it is a bug, caught in tests
-/// (`debug_assert`) and counted, never silent, in release builds.
-const QUEUE: usize = 6;
-
-/// A fixed queue of notices.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-struct Queue {
-    items: [Option<Notice>; QUEUE],
-    head: usize,
-    len: usize,
-}
-
-impl Queue {
-    const EMPTY: Queue = Queue {
-        items: [None; QUEUE],
-        head: 0,
-        len: 0,
-    };
-
-    fn push(&mut self, n: Notice) -> bool {
-        if self.len == QUEUE {
-            return false;
-        }
-        self.items[(self.head + self.len) % QUEUE] = Some(n);
-        self.len += 1;
-        true
-    }
-
-    fn pop(&mut self) -> Option<Notice> {
-        if self.len == 0 {
-            return None;
-        }
-        let n = self.items[self.head].take();
-        self.head = (self.head + 1) % QUEUE;
-        self.len -= 1;
-        n
-    }
 }
 
 /// The most task slots (lanes `1..=MAX_SLOTS`), and the default of
@@ -378,8 +342,6 @@ pub struct Lifecycle<const SLOTS: usize = MAX_SLOTS> {
     heartbeat_at: Option<Instant>,
     serial_at: Option<Instant>,
     stats: Stats,
-    queue: Queue,
-    lost_events: u32,
 }
 
 impl<const SLOTS: usize> Lifecycle<SLOTS> {
@@ -422,8 +384,6 @@ impl<const SLOTS: usize> Lifecycle<SLOTS> {
             heartbeat_at: None,
             serial_at: None,
             stats: Stats::default(),
-            queue: Queue::EMPTY,
-            lost_events: 0,
         })
     }
 
@@ -504,16 +464,6 @@ impl<const SLOTS: usize> Lifecycle<SLOTS> {
         self.stage == Stage::Done && self.all_lanes().all(|l| l.busy.is_none())
     }
 
-    /// Events lost to a full queue (always 0: a nonzero count is a bug).
-    pub const fn lost_events(&self) -> u32 {
-        self.lost_events
-    }
-
-    /// The next thing to log, in order.
-    pub fn poll_event(&mut self) -> Option<Notice> {
-        self.queue.pop()
-    }
-
     /// Should the operation on `lane` be cancelled (a stop's grace ran
     /// out, or the worker halts)? The runtime then drops it and reports
     /// [`Outcome::Cancelled`].
@@ -554,22 +504,22 @@ impl<const SLOTS: usize> Lifecycle<SLOTS> {
 
     /// What the application asks ([`Control`]); repeated asks change
     /// nothing.
-    pub fn control(&mut self, now: Instant, control: Control) {
+    pub fn control(&mut self, now: Instant, control: Control, out: Out<'_>) {
         match control {
             Control::Run => {}
-            Control::Stop { grace } => self.request_stop(now, grace),
+            Control::Stop { grace } => self.request_stop(now, grace, out),
             Control::StopNow => {
                 match self.grace_at {
-                    None => self.request_stop(now, Duration::ZERO),
+                    None => self.request_stop(now, Duration::ZERO, out),
                     Some(g) if g > now => self.grace_at = Some(now),
                     Some(_) => return,
                 }
-                self.push(Notice::Event(Event::StopNow));
+                self.push(out, Notice::Event(Event::StopNow));
                 self.handle_timeout(now);
             }
             Control::Halt => {
                 self.dropped = true;
-                self.request_stop(now, Duration::ZERO);
+                self.request_stop(now, Duration::ZERO, out);
                 self.halt();
             }
         }
@@ -595,7 +545,7 @@ impl<const SLOTS: usize> Lifecycle<SLOTS> {
     /// (then they are abandoned and reported failed), every request in
     /// flight at most `grace + request_timeout + 1 s` in all; then the
     /// worker is deleted from the server.
-    pub fn request_stop(&mut self, now: Instant, grace: Duration) {
+    pub fn request_stop(&mut self, now: Instant, grace: Duration, out: Out<'_>) {
         if self.grace_at.is_some() {
             return;
         }
@@ -606,12 +556,12 @@ impl<const SLOTS: usize> Lifecycle<SLOTS> {
                 // Nothing registered yet to deliver or delete: stop here.
                 self.stage = Stage::Done;
                 let step = self.machine.request_stop();
-                self.apply(step);
+                self.apply(out, step);
                 self.halt();
             }
             Stage::Running => {
                 let step = self.machine.request_stop();
-                self.apply(step);
+                self.apply(out, step);
             }
             Stage::Stopping | Stage::Done => {}
         }
@@ -639,7 +589,7 @@ impl<const SLOTS: usize> Lifecycle<SLOTS> {
     /// The next operation to start now on an idle lane; call until `None`,
     /// then sleep until [`Lifecycle::poll_timeout`] or until anything
     /// happens.
-    pub fn poll_start(&mut self, now: Instant) -> Option<(Lane, Op)> {
+    pub fn poll_start(&mut self, now: Instant, out: Out<'_>) -> Option<(Lane, Op)> {
         // A stale connection's re-send, at once.
         for i in 0..=SLOTS {
             if self.lane(i).busy.is_none()
@@ -649,7 +599,7 @@ impl<const SLOTS: usize> Lifecycle<SLOTS> {
             }
         }
         if self.heartbeat.busy.is_none()
-            && let Some(op) = self.heartbeat_poll(now)
+            && let Some(op) = self.heartbeat_poll(now, out)
         {
             return Some(self.begin(Lane::HEARTBEAT, self.fresh(op, now, false)));
         }
@@ -661,20 +611,20 @@ impl<const SLOTS: usize> Lifecycle<SLOTS> {
         }
         if !self.serial_busy() {
             let stage = self.stage;
-            if let Some((lane, op)) = self.serial_poll(now) {
+            if let Some((lane, op)) = self.serial_poll(now, out) {
                 return Some(self.begin(lane, self.fresh(op, now, true)));
             }
             if self.stage != stage {
                 // Stopping now: the final delete goes at once. (Stages
                 // only move forward, so this recursion is short.)
-                return self.poll_start(now);
+                return self.poll_start(now, out);
             }
         }
         None
     }
 
     /// The operation on `lane` ended at `now`.
-    pub fn handle(&mut self, lane: Lane, now: Instant, outcome: Outcome) {
+    pub fn handle(&mut self, lane: Lane, now: Instant, outcome: Outcome, out: Out<'_>) {
         let i = usize::from(lane.0);
         if i > SLOTS {
             return;
@@ -691,17 +641,20 @@ impl<const SLOTS: usize> Lifecycle<SLOTS> {
                 && failure.resend_once(req.may_resend())
             {
                 self.stats.stale_connection_retries += 1;
-                self.push(Notice::Event(Event::StaleConnection { what: req.endpoint() }));
+                self.push(
+                    out,
+                    Notice::Event(Event::StaleConnection { what: req.endpoint() }),
+                );
                 self.lane_mut(i).again = Some(Busy { resent: true, ..busy });
                 return;
             }
         }
         let slot = lane.slot_index();
         match (busy.op, outcome) {
-            (Op::Run, Outcome::Ran(ok)) => self.ran(lane, busy.started, now, ok),
+            (Op::Run, Outcome::Ran(ok)) => self.ran(lane, busy.started, now, ok, out),
             (Op::Run, Outcome::Cancelled) if !self.halted => {
                 // The grace ran out: abandoned, reported failed.
-                self.ran(lane, busy.started, now, false)
+                self.ran(lane, busy.started, now, false, out)
             }
             (_, Outcome::Cancelled) => {
                 if let Some(s) = slot {
@@ -712,7 +665,7 @@ impl<const SLOTS: usize> Lifecycle<SLOTS> {
                 }
             }
             (Op::Send(req), Outcome::Replied(result)) => {
-                self.replied(lane, req, busy.started, now, result);
+                self.replied(lane, req, busy.started, now, result, out);
                 self.settle(now);
             }
             (Op::Send(_), Outcome::Ran(_)) | (Op::Run, Outcome::Replied(_)) => {}
@@ -769,7 +722,8 @@ impl<const SLOTS: usize> Lifecycle<SLOTS> {
         self.rng.next_u32()
     }
 
-    fn push(&mut self, n: Notice) {
+    /// Count a notice and hand it to the runtime.
+    fn push(&mut self, out: Out<'_>, n: Notice) {
         if let Notice::Event(e) = n {
             match e {
                 Event::OutcomeHeld => self.stats.outcomes_held += 1,
@@ -777,18 +731,15 @@ impl<const SLOTS: usize> Lifecycle<SLOTS> {
                 _ => {}
             }
         }
-        if !self.queue.push(n) {
-            debug_assert!(false, "the lifecycle's event queue overflowed");
-            self.lost_events = self.lost_events.saturating_add(1);
-        }
+        out(n);
     }
 
     /// Log a machine step's events and act on its wake-up (a halt cancels
     /// everything in flight; other wake-ups are implicit: every idle lane
     /// is polled again after anything happens).
-    fn apply<A>(&mut self, step: Step<A>) {
+    fn apply<A>(&mut self, out: Out<'_>, step: Step<A>) {
         for e in step.events.iter() {
-            self.push(Notice::Event(*e));
+            self.push(out, Notice::Event(*e));
         }
         if step.wake == Wake::Halt {
             self.halt();
@@ -848,7 +799,7 @@ impl<const SLOTS: usize> Lifecycle<SLOTS> {
             )
     }
 
-    fn heartbeat_poll(&mut self, now: Instant) -> Option<Op> {
+    fn heartbeat_poll(&mut self, now: Instant, out: Out<'_>) -> Option<Op> {
         self.heartbeat_at = None;
         if self.heartbeat_done {
             return None;
@@ -871,7 +822,7 @@ impl<const SLOTS: usize> Lifecycle<SLOTS> {
                 HeartbeatAction::Login => return Some(Op::Send(Request::Login)),
                 HeartbeatAction::Expire => {
                     let step = self.machine.on_expired(now);
-                    self.apply(step);
+                    self.apply(out, step);
                 }
                 HeartbeatAction::Stop(_) => {
                     self.heartbeat_done = true;
@@ -919,7 +870,7 @@ impl<const SLOTS: usize> Lifecycle<SLOTS> {
     }
 
     /// The claim loop's next request, and the lane it goes on.
-    fn serial_poll(&mut self, now: Instant) -> Option<(Lane, Op)> {
+    fn serial_poll(&mut self, now: Instant, out: Out<'_>) -> Option<(Lane, Op)> {
         self.serial_at = None;
         if self.serial_done {
             return None;
@@ -953,7 +904,7 @@ impl<const SLOTS: usize> Lifecycle<SLOTS> {
                 self.slots[i] = Slot::Focus;
                 self.focus = Some(i);
                 let step = self.machine.report_executed(now, ok);
-                self.apply(step);
+                self.apply(out, step);
             }
         }
         if let Some((n, _)) = self.reregister
@@ -992,7 +943,7 @@ impl<const SLOTS: usize> Lifecycle<SLOTS> {
                 }
                 ClaimAction::Expire => {
                     let step = self.machine.on_expired(now);
-                    self.apply(step);
+                    self.apply(out, step);
                     continue;
                 }
                 ClaimAction::Claim => {
@@ -1029,16 +980,19 @@ impl<const SLOTS: usize> Lifecycle<SLOTS> {
         }
     }
 
-    fn ran(&mut self, lane: Lane, started: Instant, now: Instant, ok: bool) {
+    fn ran(&mut self, lane: Lane, started: Instant, now: Instant, ok: bool, out: Out<'_>) {
         if ok {
             self.stats.tasks_completed += 1;
         } else {
             self.stats.tasks_failed += 1;
         }
-        self.push(Notice::TaskFinished {
-            lane,
-            took: now - started,
-        });
+        self.push(
+            out,
+            Notice::TaskFinished {
+                lane,
+                took: now - started,
+            },
+        );
         if let Some(i) = lane.slot_index() {
             self.slots[i] = Slot::Finished(ok);
         }
@@ -1052,15 +1006,19 @@ impl<const SLOTS: usize> Lifecycle<SLOTS> {
         started: Instant,
         now: Instant,
         result: Result<Reply, Failure>,
+        out: Out<'_>,
     ) {
         match self.stage {
-            Stage::Starting => self.startup_replied(req, started, now, result),
-            Stage::Running => self.running_replied(lane, req, started, now, result),
+            Stage::Starting => self.startup_replied(req, started, now, result, out),
+            Stage::Running => self.running_replied(lane, req, started, now, result, out),
             Stage::Stopping => {
-                self.push(match result {
-                    Ok(_) => Notice::Disconnected,
-                    Err(f) => Notice::DisconnectFailed(f),
-                });
+                self.push(
+                    out,
+                    match result {
+                        Ok(_) => Notice::Disconnected,
+                        Err(f) => Notice::DisconnectFailed(f),
+                    },
+                );
                 self.serial_done = true;
                 self.stage = Stage::Done;
             }
@@ -1074,6 +1032,7 @@ impl<const SLOTS: usize> Lifecycle<SLOTS> {
         started: Instant,
         now: Instant,
         result: Result<Reply, Failure>,
+        out: Out<'_>,
     ) {
         match result {
             Ok(_) => {
@@ -1093,10 +1052,13 @@ impl<const SLOTS: usize> Lifecycle<SLOTS> {
                             self.machine.set_push(pushing, now);
                         }
                         self.stage = Stage::Running;
-                        self.push(Notice::Adopt);
-                        self.push(Notice::Registered {
-                            jobs: u32::from(self.jobs),
-                        });
+                        self.push(out, Notice::Adopt);
+                        self.push(
+                            out,
+                            Notice::Registered {
+                                jobs: u32::from(self.jobs),
+                            },
+                        );
                         return;
                     }
                 };
@@ -1106,7 +1068,7 @@ impl<const SLOTS: usize> Lifecycle<SLOTS> {
                 let (step, event) =
                     self.retry
                         .on_failure(self.machine.config(), req.endpoint(), started, failure, rand);
-                self.push(Notice::Event(event));
+                self.push(out, Notice::Event(event));
                 match step {
                     StartupStep::RetryAt(t) => self.startup_at = t,
                     StartupStep::GiveUp(e) => {
@@ -1126,17 +1088,18 @@ impl<const SLOTS: usize> Lifecycle<SLOTS> {
         started: Instant,
         now: Instant,
         result: Result<Reply, Failure>,
+        out: Out<'_>,
     ) {
         let rand = self.rand();
         let done = result.map(drop);
         match (lane, req) {
             (Lane::HEARTBEAT, Request::Heartbeat) => {
                 let step = self.machine.report_heartbeat(started, now, done);
-                self.apply(step);
+                self.apply(out, step);
             }
             (Lane::HEARTBEAT, _) => {
                 let step = self.machine.report_login(started, now, done, rand);
-                self.apply(step);
+                self.apply(out, step);
             }
             (_, Request::CreateWorker | Request::RegisterJob(_)) => {
                 let Some((n, began)) = self.reregister else { return };
@@ -1146,14 +1109,14 @@ impl<const SLOTS: usize> Lifecycle<SLOTS> {
                         return;
                     }
                     Ok(()) => {
-                        self.push(Notice::Adopt);
+                        self.push(out, Notice::Adopt);
                         Ok(())
                     }
                     Err(f) => Err((req.endpoint(), f)),
                 };
                 self.reregister = None;
                 let step = self.machine.report_registered(began, now, result, rand);
-                self.apply(step);
+                self.apply(out, step);
             }
             (_, Request::Claim) => {
                 let got = answer(result, |r| match r {
@@ -1161,15 +1124,15 @@ impl<const SLOTS: usize> Lifecycle<SLOTS> {
                     _ => None,
                 });
                 let step = self.machine.report_claim(started, now, got, rand);
-                self.apply(step);
+                self.apply(out, step);
             }
             (_, Request::Update(TaskStatus::Running)) => {
                 let step = self.machine.report_started(started, now, done, rand);
-                self.apply(step);
+                self.apply(out, step);
             }
             (_, Request::Update(_)) => {
                 let step = self.machine.report_delivered(started, now, done, rand);
-                self.apply(step);
+                self.apply(out, step);
             }
             (_, Request::GetTask) => {
                 let state = answer(result, |r| match r {
@@ -1177,11 +1140,11 @@ impl<const SLOTS: usize> Lifecycle<SLOTS> {
                     _ => None,
                 });
                 let step = self.machine.report_verified(started, now, state, rand);
-                self.apply(step);
+                self.apply(out, step);
             }
             (_, Request::Retire) => {
                 let step = self.machine.report_retired(started, now, done, rand);
-                self.apply(step);
+                self.apply(out, step);
             }
             (_, Request::Login | Request::Heartbeat | Request::Disconnect) => {}
         }
