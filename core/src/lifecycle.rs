@@ -401,7 +401,14 @@ impl<const SLOTS: usize> Lifecycle<SLOTS> {
 
     /// How many tasks run at once.
     pub const fn concurrency(&self) -> usize {
-        self.concurrency
+        self.used()
+    }
+
+    /// The slots in use: `concurrency`, which with one slot is always 1
+    /// (`new` and `limit_slots` clamp it), said so that a one-slot build
+    /// (a device) folds its loops over the slots away.
+    const fn used(&self) -> usize {
+        if SLOTS == 1 { 1 } else { self.concurrency }
     }
 
     /// The configuration.
@@ -604,7 +611,7 @@ impl<const SLOTS: usize> Lifecycle<SLOTS> {
             return Some(self.begin(Lane::HEARTBEAT, self.fresh(op, now, false)));
         }
         // Handlers of tasks that started.
-        for i in 0..self.concurrency {
+        for i in 0..self.used() {
             if self.slots[i] == Slot::Running && self.lanes[i].busy.is_none() && !self.halted {
                 return Some(self.begin(Lane::slot(i), self.fresh(Op::Run, now, false)));
             }
@@ -837,10 +844,10 @@ impl<const SLOTS: usize> Lifecycle<SLOTS> {
     /// (for requests that concern no task), preferring free slots.
     fn idle_lane(&self) -> Option<Lane> {
         let idle = |i: &usize| self.lanes[*i].busy.is_none() && self.lanes[*i].again.is_none();
-        (0..self.concurrency)
+        (0..self.used())
             .filter(idle)
             .find(|i| self.slots[*i] == Slot::Free)
-            .or_else(|| (0..self.concurrency).find(|i| idle(i) && self.slots[*i] != Slot::Running))
+            .or_else(|| (0..self.used()).find(|i| idle(i) && self.slots[*i] != Slot::Running))
             .map(Lane::slot)
     }
 
@@ -865,7 +872,7 @@ impl<const SLOTS: usize> Lifecycle<SLOTS> {
                 _ => {}
             }
         }
-        let free = self.slots[..self.concurrency].contains(&Slot::Free);
+        let free = self.slots[..self.used()].contains(&Slot::Free);
         self.machine.set_saturated(!free);
     }
 
@@ -896,7 +903,7 @@ impl<const SLOTS: usize> Lifecycle<SLOTS> {
         let stopped = self.machine.stop_reason().is_some();
         // An outcome waiting in a slot comes before anything new.
         if self.focus.is_none() && self.machine.phase() == crate::Phase::Idle && !self.halted {
-            let finished = (0..self.concurrency).find(|i| matches!(self.slots[*i], Slot::Finished(_)));
+            let finished = (0..self.used()).find(|i| matches!(self.slots[*i], Slot::Finished(_)));
             if let Some(i) = finished {
                 let Slot::Finished(ok) = self.slots[i] else {
                     return None;
@@ -928,7 +935,7 @@ impl<const SLOTS: usize> Lifecycle<SLOTS> {
                         // Claimed, not started: the delete fails it.
                         self.slots[f] = Slot::Free;
                     }
-                    if self.slots[..self.concurrency]
+                    if self.slots[..self.used()]
                         .iter()
                         .any(|s| matches!(s, Slot::Running | Slot::Finished(_)))
                         && !self.halted
@@ -947,7 +954,7 @@ impl<const SLOTS: usize> Lifecycle<SLOTS> {
                     continue;
                 }
                 ClaimAction::Claim => {
-                    let free = (0..self.concurrency)
+                    let free = (0..self.used())
                         .find(|i| self.slots[*i] == Slot::Free && self.lanes[*i].busy.is_none());
                     let Some(i) = free else {
                         // Every slot is busy: claim when one is free.
