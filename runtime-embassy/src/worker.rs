@@ -402,41 +402,46 @@ impl<'a, T: TcpConnect, D: Dns> Worker<'a, T, D> {
     /// A task that was running when the worker stopped is not resumed: the
     /// server fails it when it sweeps the old worker (or at once, when the
     /// old worker is deleted).
-    pub async fn supervise<H: Handler>(
+    // Not an `async fn`: that would move each argument into the future's
+    // locals and keep its first copy too (68 bytes of the task's RAM); an
+    // `async move` block uses them where they are.
+    #[allow(clippy::manual_async_fn)]
+    pub fn supervise<H: Handler>(
         &self,
         heartbeat_rx: &mut [u8],
         bufs: ClaimBuffers<'_>,
         handler: &mut H,
         policy: Restart,
-    ) {
-        let ClaimBuffers { rx, tx, payload } = bufs;
-        let mut streak = 0u32;
-        while !self.stop_requested.load(Ordering::SeqCst) {
-            let bufs = ClaimBuffers {
-                rx: &mut *rx,
-                tx: &mut *tx,
-                payload: &mut *payload,
-            };
-            let why = match self.run(heartbeat_rx, bufs, handler).await {
-                Ok(StopReason::Requested) => break,
-                Ok(reason) => Stopped::Stop(reason),
-                Err(e) => Stopped::Startup(e),
-            };
-            if self.stop_requested.load(Ordering::SeqCst) {
-                break;
-            }
-            let ran = self.with_view(|v| v.registered_at.map(|at| EmbassyClock.now() - at));
-            streak = policy.streak_after(streak, ran.unwrap_or_default());
-            let wait = policy.wait(streak, self.config.jitter, self.rand());
-            streak = streak.saturating_add(1);
-            let restarts = self.with_view(|v| {
-                v.stats.restarts += 1;
-                v.stats.restarts
-            });
-            emit_restart(&why, wait, restarts as u32);
-            let wait = embassy_time::Timer::after(embassy_time::Duration::from_millis(wait.as_millis()));
-            if let Either::Second(()) = select(wait, self.until_stop_requested()).await {
-                break;
+    ) -> impl Future<Output = ()> {
+        async move {
+            let mut streak = 0u32;
+            while !self.stop_requested.load(Ordering::SeqCst) {
+                let run = ClaimBuffers {
+                    rx: &mut *bufs.rx,
+                    tx: &mut *bufs.tx,
+                    payload: &mut *bufs.payload,
+                };
+                let why = match self.run(&mut *heartbeat_rx, run, &mut *handler).await {
+                    Ok(StopReason::Requested) => break,
+                    Ok(reason) => Stopped::Stop(reason),
+                    Err(e) => Stopped::Startup(e),
+                };
+                if self.stop_requested.load(Ordering::SeqCst) {
+                    break;
+                }
+                let ran = self.with_view(|v| v.registered_at.map(|at| EmbassyClock.now() - at));
+                streak = policy.streak_after(streak, ran.unwrap_or_default());
+                let wait = policy.wait(streak, self.config.jitter, self.rand());
+                streak = streak.saturating_add(1);
+                let restarts = self.with_view(|v| {
+                    v.stats.restarts += 1;
+                    v.stats.restarts
+                });
+                emit_restart(&why, wait, restarts as u32);
+                let wait = embassy_time::Timer::after(embassy_time::Duration::from_millis(wait.as_millis()));
+                if let Either::Second(()) = select(wait, self.until_stop_requested()).await {
+                    break;
+                }
             }
         }
     }
