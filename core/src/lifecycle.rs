@@ -19,7 +19,7 @@
 use crate::protocol::TaskStatus;
 use crate::{
     ClaimAction, Config, ConfigError, Duration, Endpoint, Event, Failure, HeartbeatAction, Instant, Machine,
-    SplitMix64, StartupError, StartupRetry, StartupStep, Step, StopReason, TaskState, Wake,
+    SplitMix64, StartupError, StartupRetry, StartupStep, Step, StopReason, TaskState, ValidConfig, Wake,
 };
 
 /// A request a [`Lifecycle`] asks the runtime to send. The runtime keeps
@@ -355,8 +355,14 @@ impl<const SLOTS: usize> Lifecycle<SLOTS> {
         seed: u64,
         now: Instant,
     ) -> Result<Self, ConfigError> {
-        let machine = Machine::new(cfg, now, 0)?;
-        Ok(Lifecycle {
+        Ok(Self::with_valid(cfg.validated()?, jobs, login_first, seed, now))
+    }
+
+    /// [`Lifecycle::new`] with a configuration checked already (when the
+    /// runtime was set up): it cannot fail.
+    pub fn with_valid(cfg: ValidConfig, jobs: u16, login_first: bool, seed: u64, now: Instant) -> Self {
+        let machine = Machine::with_valid(cfg, now, 0);
+        Lifecycle {
             jobs,
             stage: Stage::Starting,
             machine,
@@ -384,7 +390,7 @@ impl<const SLOTS: usize> Lifecycle<SLOTS> {
             heartbeat_at: None,
             serial_at: None,
             stats: Stats::default(),
-        })
+        }
     }
 
     /// The same lifecycle, counting on from `stats` (a worker run again).
@@ -1053,11 +1059,10 @@ impl<const SLOTS: usize> Lifecycle<SLOTS> {
                         let rand = self.rand();
                         #[cfg(feature = "push")]
                         let pushing = self.machine.is_push_connected();
-                        if let Ok(m) = Machine::new(*self.machine.config(), now, rand) {
-                            self.machine = m;
-                            #[cfg(feature = "push")]
-                            self.machine.set_push(pushing, now);
-                        }
+                        let cfg = self.machine.valid_config();
+                        self.machine = Machine::with_valid(cfg, now, rand);
+                        #[cfg(feature = "push")]
+                        self.machine.set_push(pushing, now);
                         self.stage = Stage::Running;
                         self.push(out, Notice::Adopt);
                         self.push(

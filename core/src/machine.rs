@@ -13,7 +13,7 @@ use crate::backoff::{backoff, first_phase};
 use crate::protocol::TaskStatus;
 use crate::{
     Class, Config, ConfigError, Duration, Endpoint, Event, Failure, Fatal, Instant, OnRegistrationLost,
-    Outage, StopReason,
+    Outage, StopReason, ValidConfig,
 };
 
 /// What the heartbeat loop does next.
@@ -247,7 +247,12 @@ impl Machine {
     /// A machine for a worker that registered at `now`. `rand` picks each
     /// loop's first phase (ignored with `Jitter::Off`).
     pub fn new(cfg: Config, now: Instant, rand: u32) -> Result<Self, ConfigError> {
-        cfg.validate()?;
+        Ok(Self::with_valid(cfg.validated()?, now, rand))
+    }
+
+    /// [`Machine::new`] with a configuration checked already.
+    pub fn with_valid(cfg: ValidConfig, now: Instant, rand: u32) -> Self {
+        let cfg = *cfg.get();
         let claim_phase = first_phase(cfg.poll_interval, cfg.jitter, rand);
         // The reference heartbeat waits one interval first; with jitter the
         // first heartbeat falls anywhere in that interval.
@@ -255,7 +260,7 @@ impl Machine {
             crate::Jitter::Off => cfg.heartbeat_interval,
             _ => first_phase(cfg.heartbeat_interval, cfg.jitter, rand.rotate_left(16)),
         };
-        Ok(Machine {
+        Machine {
             cfg,
             outage: Outage::new(),
             stop: None,
@@ -283,12 +288,17 @@ impl Machine {
             hints: 0,
             #[cfg(feature = "push")]
             claim_hints: 0,
-        })
+        }
     }
 
     /// The configuration.
     pub const fn config(&self) -> &Config {
         &self.cfg
+    }
+
+    /// The configuration, which passed validation when the machine was made.
+    pub(crate) const fn valid_config(&self) -> ValidConfig {
+        ValidConfig::checked_already(self.cfg)
     }
 
     /// The shared outage state.

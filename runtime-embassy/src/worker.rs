@@ -15,7 +15,7 @@ use embassy_sync::watch::Watch;
 use embedded_nal_async::{Dns, TcpConnect};
 use outage_core::{
     Clock, Config, ConfigError, Control, Instant, Lifecycle, SplitMix64, Stage, StartupError, Stats,
-    StopReason,
+    StopReason, ValidConfig,
 };
 
 use crate::adapter::{Driver, Lane};
@@ -192,7 +192,9 @@ pub struct Worker<'a, T: TcpConnect, D: Dns> {
     pub(crate) server: Server<'a>,
     pub(crate) token: &'a str,
     pub(crate) jobs: &'a [Job<'a>],
-    pub(crate) config: Config,
+    /// Checked once, here: a constant configuration (a device's) then
+    /// costs no validation at run time.
+    pub(crate) config: ValidConfig,
     /// The server's address from the last name lookup, until a request
     /// fails below HTTP.
     pub(crate) address: Mutex<CS, Cell<Option<IpAddr>>>,
@@ -223,7 +225,7 @@ impl<'a, T: TcpConnect, D: Dns> Worker<'a, T, D> {
         config: Config,
         seed: u64,
     ) -> Result<Self, SetupError> {
-        config.validate().map_err(SetupError::Config)?;
+        let config = config.validated().map_err(SetupError::Config)?;
         if config.concurrency != 1 {
             // One task slot: a device runs one task at a time (its RAM).
             return Err(SetupError::Config(ConfigError::Concurrency(config.concurrency)));
@@ -350,13 +352,9 @@ impl<'a, T: TcpConnect, D: Dns> Worker<'a, T, D> {
     ) -> Result<StopReason, StartupError> {
         let seed = (u64::from(self.rand()) << 32) | u64::from(self.rand());
         let jobs = self.jobs.len() as u16;
-        // One expression, so the future stores one lifecycle, not the
-        // result and the value too. (The configuration was validated in
-        // `new`.)
-        let mut lc = match Lifecycle::<1>::new(self.config, jobs, self.logs_in(), seed, EmbassyClock.now()) {
-            Ok(lc) => lc.with_stats(self.stats()),
-            Err(_) => return Ok(StopReason::Requested),
-        };
+        // (The configuration was validated in `new`.)
+        let mut lc = Lifecycle::<1>::with_valid(self.config, jobs, self.logs_in(), seed, EmbassyClock.now())
+            .with_stats(self.stats());
         self.with_view(|v| {
             v.stop = None;
             v.registered_at = None;
