@@ -133,6 +133,7 @@ impl<'l, 'b: 'l, T: TcpConnect, D: Dns, H: Handler> Io for Driver<'_, '_, 'l, 'b
 
     fn emit(&self, event: &Event<'_>) {
         emit(event);
+        #[cfg(feature = "observer")]
         if let Some(observe) = self.w.observer {
             observe(event);
         }

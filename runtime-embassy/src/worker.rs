@@ -207,6 +207,7 @@ pub struct Worker<'a, T: TcpConnect, D: Dns> {
     /// returns instead of restarting.
     stop_requested: AtomicBool,
     /// [`Worker::with_observer`]: sees every event after it is logged.
+    #[cfg(feature = "observer")]
     pub(crate) observer: Option<fn(&outage_core::Event<'_>)>,
     /// [`Worker::with_login`]'s email, password and token.
     #[cfg(feature = "login")]
@@ -274,6 +275,7 @@ impl<'a, T: TcpConnect, D: Dns> Worker<'a, T, D> {
             control_changed: Signal::new(),
             progress: Watch::new_with(0),
             stop_requested: AtomicBool::new(false),
+            #[cfg(feature = "observer")]
             observer: None,
             #[cfg(feature = "login")]
             login: None,
@@ -283,6 +285,9 @@ impl<'a, T: TcpConnect, D: Dns> Worker<'a, T, D> {
     /// Also hand every event to `observer` after it is logged (counters of
     /// the application's own, a status LED, a report upstream). Called in
     /// the worker's task: keep it short. [`Worker::stats`] has the counters.
+    /// (Feature `observer`: without it, a build that logs nothing — defmt
+    /// off — builds no event at all.)
+    #[cfg(feature = "observer")]
     pub fn with_observer(mut self, observer: fn(&outage_core::Event<'_>)) -> Self {
         self.observer = Some(observer);
         self
