@@ -568,13 +568,15 @@ impl<const SLOTS: usize> Lifecycle<SLOTS> {
             Stage::Starting => {
                 // Nothing registered yet to deliver or delete: stop here.
                 self.stage = Stage::Done;
-                let step = self.machine.request_stop();
-                self.apply(out, step);
+                if self.machine.stop_requested() {
+                    self.push(out, Notice::Event(Event::StopRequested));
+                }
                 self.halt();
             }
             Stage::Running => {
-                let step = self.machine.request_stop();
-                self.apply(out, step);
+                if self.machine.stop_requested() {
+                    self.push(out, Notice::Event(Event::StopRequested));
+                }
             }
             Stage::Stopping | Stage::Done => {}
         }
@@ -834,8 +836,10 @@ impl<const SLOTS: usize> Lifecycle<SLOTS> {
                 HeartbeatAction::Beat => return Some(Op::Send(Request::Heartbeat)),
                 HeartbeatAction::Login => return Some(Op::Send(Request::Login)),
                 HeartbeatAction::Expire => {
-                    let step = self.machine.on_expired(now);
-                    self.apply(out, step);
+                    if let Some(e) = self.machine.expire(now) {
+                        self.push(out, Notice::Event(e));
+                        self.halt();
+                    }
                 }
                 HeartbeatAction::Stop(_) => {
                     self.heartbeat_done = true;
@@ -955,8 +959,10 @@ impl<const SLOTS: usize> Lifecycle<SLOTS> {
                     return None;
                 }
                 ClaimAction::Expire => {
-                    let step = self.machine.on_expired(now);
-                    self.apply(out, step);
+                    if let Some(e) = self.machine.expire(now) {
+                        self.push(out, Notice::Event(e));
+                        self.halt();
+                    }
                     continue;
                 }
                 ClaimAction::Claim => {

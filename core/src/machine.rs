@@ -404,13 +404,8 @@ impl Machine {
     pub fn on_expired(&mut self, now: Instant) -> Step<()> {
         let mut events = Events::default();
         let mut wake = Wake::Nobody;
-        let max = self.cfg.max_unreachable;
-        if self.stop.is_none()
-            && self.outage.should_stop(now, max)
-            && let Some(last_error) = self.outage.last_error()
-        {
-            self.stop = Some(StopReason::Unreachable { last_error });
-            events.push(Event::Unreachable { max, last_error });
+        if let Some(e) = self.expire(now) {
+            events.push(e);
             wake = Wake::Halt;
         }
         Step {
@@ -420,13 +415,26 @@ impl Machine {
         }
     }
 
+    /// [`Machine::on_expired`] for the lifecycle: the event, if it stops
+    /// the worker (then it halts), without a step to fill.
+    pub(crate) fn expire(&mut self, now: Instant) -> Option<Event<'static>> {
+        let max = self.cfg.max_unreachable;
+        if self.stop.is_none()
+            && self.outage.should_stop(now, max)
+            && let Some(last_error) = self.outage.last_error()
+        {
+            self.stop = Some(StopReason::Unreachable { last_error });
+            return Some(Event::Unreachable { max, last_error });
+        }
+        None
+    }
+
     /// Stop at the application's request (disconnect, signal). Idempotent;
     /// the first call returns the event to log. Wakes every loop. A pending
     /// outcome gets one last delivery attempt.
     pub fn request_stop(&mut self) -> Step<()> {
         let mut events = Events::default();
-        if self.stop.is_none() {
-            self.stop = Some(StopReason::Requested);
+        if self.stop_requested() {
             events.push(Event::StopRequested);
         }
         Step {
@@ -434,6 +442,16 @@ impl Machine {
             events,
             wake: Wake::Everyone,
         }
+    }
+
+    /// [`Machine::request_stop`] for the lifecycle: true the first time
+    /// (log [`Event::StopRequested`]; every loop is woken anyway).
+    pub(crate) fn stop_requested(&mut self) -> bool {
+        let first = self.stop.is_none();
+        if first {
+            self.stop = Some(StopReason::Requested);
+        }
+        first
     }
 
     // ------------------------------------------------------------ heartbeat
