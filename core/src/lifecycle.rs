@@ -206,27 +206,39 @@ pub enum Notice {
 /// (the driver logs them at once with the runtime's names).
 pub type Out<'a> = &'a mut dyn FnMut(Notice);
 
-/// What a worker has done so far. The same counters on every runtime.
+/// A counter of [`Stats`]: the target's word. `u64` on a 64-bit host;
+/// `u32` on a microcontroller, where the worker's counters, kept twice
+/// (the lifecycle's and the worker's view), then take 64 bytes less RAM, and
+/// where 2^32 requests at one every second would take 136 years.
+#[cfg(target_pointer_width = "64")]
+pub type Count = u64;
+/// A counter of [`Stats`]: the target's word (`u64` on a 64-bit host,
+/// `u32` on a microcontroller).
+#[cfg(not(target_pointer_width = "64"))]
+pub type Count = u32;
+
+/// What a worker has done so far. The same counters on every runtime, each
+/// a [`Count`].
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub struct Stats {
     /// Requests sent (each re-send counts).
-    pub requests: u64,
+    pub requests: Count,
     /// Requests that failed (transport, or an unexpected status).
-    pub failed_requests: u64,
+    pub failed_requests: Count,
     /// Requests sent once more at once after meeting a closed keep-alive
     /// connection.
-    pub stale_connection_retries: u64,
+    pub stale_connection_retries: Count,
     /// Tasks whose handler succeeded.
-    pub tasks_completed: u64,
+    pub tasks_completed: Count,
     /// Tasks whose handler failed (or was abandoned at a stop).
-    pub tasks_failed: u64,
+    pub tasks_failed: Count,
     /// Outcomes held through an outage.
-    pub outcomes_held: u64,
+    pub outcomes_held: Count,
     /// Outages survived.
-    pub recoveries: u64,
+    pub recoveries: Count,
     /// Restarts after the worker stopped by itself (supervised devices).
-    pub restarts: u64,
+    pub restarts: Count,
 }
 
 /// What a runtime shows of a [`Lifecycle`] ([`crate::driver::Io::publish`]).
