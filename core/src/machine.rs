@@ -128,6 +128,8 @@ impl Wake {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Events {
     items: [Option<Event<'static>>; Events::CAPACITY],
+    /// How many there are (the first `len` items).
+    len: u8,
 }
 
 impl Events {
@@ -135,8 +137,9 @@ impl Events {
     pub const CAPACITY: usize = 4;
 
     fn push(&mut self, e: Event<'static>) {
-        if let Some(slot) = self.items.iter_mut().find(|s| s.is_none()) {
+        if let Some(slot) = self.items.get_mut(usize::from(self.len)) {
             *slot = Some(e);
+            self.len += 1;
         } else {
             debug_assert!(false, "a step produced more than {} events", Self::CAPACITY);
         }
@@ -144,7 +147,7 @@ impl Events {
 
     /// The events, in order.
     pub fn iter(&self) -> impl Iterator<Item = &Event<'static>> {
-        self.items.iter().flatten()
+        self.items[..usize::from(self.len).min(Self::CAPACITY)].iter().flatten()
     }
 
     /// True when there is nothing to log.
