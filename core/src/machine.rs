@@ -147,7 +147,9 @@ impl Events {
 
     /// The events, in order.
     pub fn iter(&self) -> impl Iterator<Item = &Event<'static>> {
-        self.items[..usize::from(self.len).min(Self::CAPACITY)].iter().flatten()
+        self.items[..usize::from(self.len).min(Self::CAPACITY)]
+            .iter()
+            .flatten()
     }
 
     /// True when there is nothing to log.
