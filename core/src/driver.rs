@@ -20,6 +20,7 @@ use core::sync::atomic::{AtomicBool, Ordering};
 use core::task::Poll;
 
 use crate::lifecycle::{Control, Lane, Lifecycle, Notice, Op, Outcome, Reply, Request, Snapshot};
+#[cfg(feature = "push")]
 use crate::push::PushInput;
 use crate::{Event, Failure, Instant};
 
@@ -115,6 +116,8 @@ pub trait Io {
     /// whether its connection is up, and a counter of hints. Read whenever
     /// the driver wakes; a runtime wakes it through [`Io::control_changed`]
     /// when either changes. Default: no push (the claim loop polls).
+    /// (Feature `push`.)
+    #[cfg(feature = "push")]
     fn push(&self) -> PushInput {
         PushInput::default()
     }
@@ -152,15 +155,18 @@ pub async fn drive<I: Io, const SLOTS: usize>(
     let mut hb = pin!(None);
     let mut futs = pin!(core::array::from_fn::<_, SLOTS, _>(|_| None));
     let mut seen = Control::Run;
+    #[cfg(feature = "push")]
     let mut seen_push = PushInput::default();
     loop {
         let now = io.now();
         let control = io.control();
         if control != seen {
             seen = control;
-            lc.control(now, control);
+            lc.control(now, control, &mut |n| notify(io, &res, n));
         }
+        #[cfg(feature = "push")]
         let push = io.push();
+        #[cfg(feature = "push")]
         if push != seen_push {
             if push.connected != seen_push.connected {
                 lc.push_connected(now, push.connected);
@@ -171,8 +177,7 @@ pub async fn drive<I: Io, const SLOTS: usize>(
             seen_push = push;
         }
         lc.handle_timeout(now);
-        while let Some((lane, op)) = lc.poll_start(now) {
-            flush(io, lc, &res);
+        while let Some((lane, op)) = lc.poll_start(now, &mut |n| notify(io, &res, n)) {
             match lane.slot_index() {
                 None => {
                     if let Some(r) = hb_res.take() {
@@ -200,7 +205,6 @@ pub async fn drive<I: Io, const SLOTS: usize>(
                 cancel.store(true, Ordering::Relaxed);
             }
         }
-        flush(io, lc, &res);
         io.publish(&lc.snapshot());
         let idle = hb.is_none() && (0..SLOTS).all(|i| element(futs.as_mut(), i).is_none());
         if lc.is_done() && idle {
@@ -247,8 +251,8 @@ pub async fn drive<I: Io, const SLOTS: usize>(
                 (Lane::slot(i), outcome)
             }
         };
-        lc.handle(lane, io.now(), outcome.unwrap_or(Outcome::Cancelled));
-        flush(io, lc, &res);
+        let outcome = outcome.unwrap_or(Outcome::Cancelled);
+        lc.handle(lane, io.now(), outcome, &mut |n| notify(io, &res, n));
     }
     io.publish(&lc.snapshot());
     let (Some(heartbeat), true) = (hb_res, res.iter().all(Option::is_some)) else {
@@ -310,33 +314,32 @@ async fn operate<I: Io>(io: &I, mut res: I::Lane, op: Op, cancel: &AtomicBool) -
     (res, outcome)
 }
 
-/// Log the lifecycle's notices, in order, with the runtime's names.
-fn flush<I: Io, const SLOTS: usize>(io: &I, lc: &mut Lifecycle<SLOTS>, res: &[Option<I::Lane>; SLOTS]) {
-    while let Some(n) = lc.poll_event() {
-        match n {
-            Notice::Event(e) => io.emit(&e),
-            Notice::Adopt => io.adopt(),
-            Notice::TaskFinished { lane, took } => {
-                let held = lane.slot_index().and_then(|i| res.get(i)?.as_ref());
-                let names = held.map(|r| io.task(r)).unwrap_or_default();
-                io.emit(&Event::TaskFinished {
-                    task_id: names.id,
-                    job: names.job,
-                    room: names.room,
-                    took,
-                    error: names.error,
-                });
-            }
-            Notice::Registered { jobs } => io.with_worker_id(&mut |worker_id| {
-                io.emit(&Event::Registered { worker_id, jobs });
-            }),
-            Notice::Disconnected => io.with_worker_id(&mut |worker_id| {
-                io.emit(&Event::Disconnected { worker_id });
-            }),
-            Notice::DisconnectFailed(error) => io.with_worker_id(&mut |worker_id| {
-                io.emit(&Event::DisconnectFailed { worker_id, error });
-            }),
+/// Log one of the lifecycle's notices as it is produced, with the
+/// runtime's names.
+fn notify<I: Io, const SLOTS: usize>(io: &I, res: &[Option<I::Lane>; SLOTS], n: Notice) {
+    match n {
+        Notice::Event(e) => io.emit(&e),
+        Notice::Adopt => io.adopt(),
+        Notice::TaskFinished { lane, took } => {
+            let held = lane.slot_index().and_then(|i| res.get(i)?.as_ref());
+            let names = held.map(|r| io.task(r)).unwrap_or_default();
+            io.emit(&Event::TaskFinished {
+                task_id: names.id,
+                job: names.job,
+                room: names.room,
+                took,
+                error: names.error,
+            });
         }
+        Notice::Registered { jobs } => io.with_worker_id(&mut |worker_id| {
+            io.emit(&Event::Registered { worker_id, jobs });
+        }),
+        Notice::Disconnected => io.with_worker_id(&mut |worker_id| {
+            io.emit(&Event::Disconnected { worker_id });
+        }),
+        Notice::DisconnectFailed(error) => io.with_worker_id(&mut |worker_id| {
+            io.emit(&Event::DisconnectFailed { worker_id, error });
+        }),
     }
 }
 

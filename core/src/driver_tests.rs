@@ -49,6 +49,7 @@ struct Sim {
     running: Cell<u32>,
     most_running: Cell<u32>,
     /// (from ms, push input).
+    #[cfg(feature = "push")]
     pushes: RefCell<Vec<(u64, crate::push::PushInput)>>,
 }
 
@@ -75,6 +76,7 @@ impl Sim {
             applied: RefCell::new(Vec::new()),
             running: Cell::new(0),
             most_running: Cell::new(0),
+            #[cfg(feature = "push")]
             pushes: RefCell::new(Vec::new()),
         }
     }
@@ -191,6 +193,7 @@ impl Io for Sim {
         }
     }
 
+    #[cfg(feature = "push")]
     fn push(&self) -> crate::push::PushInput {
         let now = self.now.get();
         self.pushes
@@ -214,8 +217,13 @@ impl Io for Sim {
     async fn control_changed(&self) {
         let now = self.now.get();
         let controls = self.controls.borrow().iter().map(|(t, _)| *t).collect::<Vec<_>>();
-        let pushes = self.pushes.borrow().iter().map(|(t, _)| *t).collect::<Vec<_>>();
-        let next = controls.into_iter().chain(pushes).filter(|t| *t > now).min();
+        #[cfg(feature = "push")]
+        let controls = {
+            let mut all = controls;
+            all.extend(self.pushes.borrow().iter().map(|(t, _)| *t));
+            all
+        };
+        let next = controls.into_iter().filter(|t| *t > now).min();
         match next {
             Some(t) => self.sleep_ms(t).await,
             None => core::future::pending().await,
@@ -315,7 +323,6 @@ fn a_whole_life_startup_task_stop_delete() {
     let stats = lc.stats();
     assert_eq!(stats.tasks_completed, 1);
     assert_eq!(stats.requests, reqs.len() as u64);
-    assert_eq!(lc.lost_events(), 0);
     // Nothing after the delete; the stop came at 10 s, the delete at once.
     let (t, r) = *sim.sent.borrow().last().unwrap();
     assert_eq!((t, r), (10_000, Request::Disconnect));
@@ -632,9 +639,10 @@ fn a_verified_conflict_counts_as_applied() {
     );
 }
 
-/// No event is ever dropped: random servers (every failure class, random
-/// delays, stops at random times) never overflow the queue. With
-/// `debug_assert` on, an overflow panics; the counter is checked too.
+/// Random servers (every failure class, random delays, stops at random
+/// times): the worker always finishes. (No event can be dropped: the
+/// lifecycle hands each to the driver as it is produced, with no queue to
+/// overflow.)
 #[test]
 fn no_event_is_ever_dropped() {
     let failures = [
@@ -709,7 +717,6 @@ fn no_event_is_ever_dropped() {
                 sim.now.get()
             );
         }
-        assert_eq!(lc.lost_events(), 0, "seed {seed}");
         assert_eq!(lc.stage(), Stage::Done, "seed {seed}");
     }
     // The random servers did exercise the running worker.
@@ -816,7 +823,7 @@ fn four_slots_ride_out_an_outage_and_deliver_every_outcome_once() {
 #[test]
 fn sizes_for_the_record() {
     std::println!(
-        "Lifecycle<1> {} Lifecycle {} Machine {} Notice {} Event {} Queue? LaneStates {}",
+        "Lifecycle<1> {} Lifecycle {} Machine {} Notice {} Event {} LaneStates {}",
         core::mem::size_of::<Lifecycle<1>>(),
         core::mem::size_of::<Lifecycle>(),
         core::mem::size_of::<crate::Machine>(),
@@ -853,6 +860,7 @@ fn an_outcome_that_cannot_be_written_stops_the_worker() {
 /// stretches while push is up, losing it polls again at once; a hint for a
 /// task someone else took costs one empty claim.
 #[test]
+#[cfg(feature = "push")]
 fn push_hints_claim_at_once_and_stretch_the_idle_poll() {
     use crate::push::PushInput;
     // One task appears at 40 s (and is claimable); at 45 s a hint comes for

@@ -44,17 +44,19 @@ mod lifecycle;
 mod machine;
 mod outage;
 pub mod protocol;
+#[cfg(feature = "push")]
 pub mod push;
 pub mod render;
 mod startup;
 pub mod time;
 
 pub use backoff::{SplitMix64, backoff, first_phase};
-pub use config::{Config, ConfigError, Jitter, OnRegistrationLost};
+pub use config::{Config, ConfigError, Jitter, OnRegistrationLost, ValidConfig};
 pub use error::{Class, Endpoint, Failure, Fatal, Local, Transport, classify, parse_retry_after};
 pub use event::{Event, Level, NO_HANDLER_ERROR, Only, SHUTDOWN_ERROR, StopReason, keep};
 pub use lifecycle::{
-    Control, Lane, Lifecycle, MAX_SLOTS, Notice, Op, Outcome, Reply, Request, Snapshot, Stage, Stats,
+    Control, Count, Lane, Lifecycle, MAX_SLOTS, Notice, Op, Out, Outcome, Reply, Request, Snapshot, Stage,
+    Stats,
 };
 pub use machine::{ClaimAction, Events, HeartbeatAction, Machine, Phase, Step, TaskState, Wake};
 pub use outage::Outage;

@@ -7,7 +7,8 @@
 //! fresh start once registered, re-registration as a request sequence, which
 //! statuses each request accepts, the stale-connection re-send, the grace
 //! period and the hard limit of a stop, whether to delete the worker at the
-//! end, the counters, and an event queue that never drops.
+//! end, the counters, and the events to log, handed to the runtime as
+//! they are produced (an `out` sink: no queue to size, nothing dropped).
 //!
 //! In the style of quinn-proto's `Connection`: the runtime asks what each
 //! lane does next ([`Lifecycle::poll_lane`]), performs it, and reports the
@@ -18,7 +19,7 @@
 use crate::protocol::TaskStatus;
 use crate::{
     ClaimAction, Config, ConfigError, Duration, Endpoint, Event, Failure, HeartbeatAction, Instant, Machine,
-    SplitMix64, StartupError, StartupRetry, StartupStep, Step, StopReason, TaskState, Wake,
+    SplitMix64, StartupError, StartupRetry, StartupStep, Step, StopReason, TaskState, ValidConfig, Wake,
 };
 
 /// A request a [`Lifecycle`] asks the runtime to send. The runtime keeps
@@ -201,27 +202,43 @@ pub enum Notice {
     Adopt,
 }
 
-/// What a worker has done so far. The same counters on every runtime.
+/// Where a [`Lifecycle`] hands its notices, in order, as they are produced
+/// (the driver logs them at once with the runtime's names).
+pub type Out<'a> = &'a mut dyn FnMut(Notice);
+
+/// A counter of [`Stats`]: the target's word. `u64` on a 64-bit host;
+/// `u32` on a microcontroller, where the worker's counters, kept twice
+/// (the lifecycle's and the worker's view), then take 64 bytes less RAM, and
+/// where 2^32 requests at one every second would take 136 years.
+#[cfg(target_pointer_width = "64")]
+pub type Count = u64;
+/// A counter of [`Stats`]: the target's word (`u64` on a 64-bit host,
+/// `u32` on a microcontroller).
+#[cfg(not(target_pointer_width = "64"))]
+pub type Count = u32;
+
+/// What a worker has done so far. The same counters on every runtime, each
+/// a [`Count`].
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub struct Stats {
     /// Requests sent (each re-send counts).
-    pub requests: u64,
+    pub requests: Count,
     /// Requests that failed (transport, or an unexpected status).
-    pub failed_requests: u64,
+    pub failed_requests: Count,
     /// Requests sent once more at once after meeting a closed keep-alive
     /// connection.
-    pub stale_connection_retries: u64,
+    pub stale_connection_retries: Count,
     /// Tasks whose handler succeeded.
-    pub tasks_completed: u64,
+    pub tasks_completed: Count,
     /// Tasks whose handler failed (or was abandoned at a stop).
-    pub tasks_failed: u64,
+    pub tasks_failed: Count,
     /// Outcomes held through an outage.
-    pub outcomes_held: u64,
+    pub outcomes_held: Count,
     /// Outages survived.
-    pub recoveries: u64,
+    pub recoveries: Count,
     /// Restarts after the worker stopped by itself (supervised devices).
-    pub restarts: u64,
+    pub restarts: Count,
 }
 
 /// What a runtime shows of a [`Lifecycle`] ([`crate::driver::Io::publish`]).
@@ -248,47 +265,6 @@ pub enum Stage {
     Stopping,
     /// Finished: [`Lifecycle::stop_reason`] says why.
     Done,
-}
-
-/// The most events queued at once: a step of [`Machine`] makes at most
-/// [`crate::Events::CAPACITY`], and the driver drains the queue after every
-/// outcome and every poll. Overflowing it is a bug, caught in tests
-/// (`debug_assert`) and counted, never silent, in release builds.
-const QUEUE: usize = 6;
-
-/// A fixed queue of notices.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-struct Queue {
-    items: [Option<Notice>; QUEUE],
-    head: usize,
-    len: usize,
-}
-
-impl Queue {
-    const EMPTY: Queue = Queue {
-        items: [None; QUEUE],
-        head: 0,
-        len: 0,
-    };
-
-    fn push(&mut self, n: Notice) -> bool {
-        if self.len == QUEUE {
-            return false;
-        }
-        self.items[(self.head + self.len) % QUEUE] = Some(n);
-        self.len += 1;
-        true
-    }
-
-    fn pop(&mut self) -> Option<Notice> {
-        if self.len == 0 {
-            return None;
-        }
-        let n = self.items[self.head].take();
-        self.head = (self.head + 1) % QUEUE;
-        self.len -= 1;
-        n
-    }
 }
 
 /// The most task slots (lanes `1..=MAX_SLOTS`), and the default of
@@ -378,8 +354,6 @@ pub struct Lifecycle<const SLOTS: usize = MAX_SLOTS> {
     heartbeat_at: Option<Instant>,
     serial_at: Option<Instant>,
     stats: Stats,
-    queue: Queue,
-    lost_events: u32,
 }
 
 impl<const SLOTS: usize> Lifecycle<SLOTS> {
@@ -393,8 +367,14 @@ impl<const SLOTS: usize> Lifecycle<SLOTS> {
         seed: u64,
         now: Instant,
     ) -> Result<Self, ConfigError> {
-        let machine = Machine::new(cfg, now, 0)?;
-        Ok(Lifecycle {
+        Ok(Self::with_valid(cfg.validated()?, jobs, login_first, seed, now))
+    }
+
+    /// [`Lifecycle::new`] with a configuration checked already (when the
+    /// runtime was set up): it cannot fail.
+    pub fn with_valid(cfg: ValidConfig, jobs: u16, login_first: bool, seed: u64, now: Instant) -> Self {
+        let machine = Machine::with_valid(cfg, now, 0);
+        Lifecycle {
             jobs,
             stage: Stage::Starting,
             machine,
@@ -422,9 +402,7 @@ impl<const SLOTS: usize> Lifecycle<SLOTS> {
             heartbeat_at: None,
             serial_at: None,
             stats: Stats::default(),
-            queue: Queue::EMPTY,
-            lost_events: 0,
-        })
+        }
     }
 
     /// The same lifecycle, counting on from `stats` (a worker run again).
@@ -441,7 +419,14 @@ impl<const SLOTS: usize> Lifecycle<SLOTS> {
 
     /// How many tasks run at once.
     pub const fn concurrency(&self) -> usize {
-        self.concurrency
+        self.used()
+    }
+
+    /// The slots in use: `concurrency`, which with one slot is always 1
+    /// (`new` and `limit_slots` clamp it), said so that a one-slot build
+    /// (a device) folds its loops over the slots away.
+    const fn used(&self) -> usize {
+        if SLOTS == 1 { 1 } else { self.concurrency }
     }
 
     /// The configuration.
@@ -504,16 +489,6 @@ impl<const SLOTS: usize> Lifecycle<SLOTS> {
         self.stage == Stage::Done && self.all_lanes().all(|l| l.busy.is_none())
     }
 
-    /// Events lost to a full queue (always 0: a nonzero count is a bug).
-    pub const fn lost_events(&self) -> u32 {
-        self.lost_events
-    }
-
-    /// The next thing to log, in order.
-    pub fn poll_event(&mut self) -> Option<Notice> {
-        self.queue.pop()
-    }
-
     /// Should the operation on `lane` be cancelled (a stop's grace ran
     /// out, or the worker halts)? The runtime then drops it and reports
     /// [`Outcome::Cancelled`].
@@ -554,22 +529,22 @@ impl<const SLOTS: usize> Lifecycle<SLOTS> {
 
     /// What the application asks ([`Control`]); repeated asks change
     /// nothing.
-    pub fn control(&mut self, now: Instant, control: Control) {
+    pub fn control(&mut self, now: Instant, control: Control, out: Out<'_>) {
         match control {
             Control::Run => {}
-            Control::Stop { grace } => self.request_stop(now, grace),
+            Control::Stop { grace } => self.request_stop(now, grace, out),
             Control::StopNow => {
                 match self.grace_at {
-                    None => self.request_stop(now, Duration::ZERO),
+                    None => self.request_stop(now, Duration::ZERO, out),
                     Some(g) if g > now => self.grace_at = Some(now),
                     Some(_) => return,
                 }
-                self.push(Notice::Event(Event::StopNow));
+                self.push(out, Notice::Event(Event::StopNow));
                 self.handle_timeout(now);
             }
             Control::Halt => {
                 self.dropped = true;
-                self.request_stop(now, Duration::ZERO);
+                self.request_stop(now, Duration::ZERO, out);
                 self.halt();
             }
         }
@@ -577,12 +552,14 @@ impl<const SLOTS: usize> Lifecycle<SLOTS> {
 
     /// Task-available push is connected (`true`) or lost at `now`
     /// ([`Machine::set_push`], [`crate::push`]). Repeats change nothing.
+    #[cfg(feature = "push")]
     pub fn push_connected(&mut self, now: Instant, connected: bool) {
         self.machine.set_push(connected, now);
     }
 
     /// A push hint for one of the worker's jobs at `now`: an idle claim
     /// loop claims at once ([`Machine::hint`]).
+    #[cfg(feature = "push")]
     pub fn push_hint(&mut self, now: Instant) {
         if self.stage == Stage::Running {
             self.machine.hint(now);
@@ -593,7 +570,7 @@ impl<const SLOTS: usize> Lifecycle<SLOTS> {
     /// (then they are abandoned and reported failed), every request in
     /// flight at most `grace + request_timeout + 1 s` in all; then the
     /// worker is deleted from the server.
-    pub fn request_stop(&mut self, now: Instant, grace: Duration) {
+    pub fn request_stop(&mut self, now: Instant, grace: Duration, out: Out<'_>) {
         if self.grace_at.is_some() {
             return;
         }
@@ -603,13 +580,15 @@ impl<const SLOTS: usize> Lifecycle<SLOTS> {
             Stage::Starting => {
                 // Nothing registered yet to deliver or delete: stop here.
                 self.stage = Stage::Done;
-                let step = self.machine.request_stop();
-                self.apply(step);
+                if self.machine.stop_requested() {
+                    self.push(out, Notice::Event(Event::StopRequested));
+                }
                 self.halt();
             }
             Stage::Running => {
-                let step = self.machine.request_stop();
-                self.apply(step);
+                if self.machine.stop_requested() {
+                    self.push(out, Notice::Event(Event::StopRequested));
+                }
             }
             Stage::Stopping | Stage::Done => {}
         }
@@ -637,7 +616,7 @@ impl<const SLOTS: usize> Lifecycle<SLOTS> {
     /// The next operation to start now on an idle lane; call until `None`,
     /// then sleep until [`Lifecycle::poll_timeout`] or until anything
     /// happens.
-    pub fn poll_start(&mut self, now: Instant) -> Option<(Lane, Op)> {
+    pub fn poll_start(&mut self, now: Instant, out: Out<'_>) -> Option<(Lane, Op)> {
         // A stale connection's re-send, at once.
         for i in 0..=SLOTS {
             if self.lane(i).busy.is_none()
@@ -647,32 +626,32 @@ impl<const SLOTS: usize> Lifecycle<SLOTS> {
             }
         }
         if self.heartbeat.busy.is_none()
-            && let Some(op) = self.heartbeat_poll(now)
+            && let Some(op) = self.heartbeat_poll(now, out)
         {
             return Some(self.begin(Lane::HEARTBEAT, self.fresh(op, now, false)));
         }
         // Handlers of tasks that started.
-        for i in 0..self.concurrency {
+        for i in 0..self.used() {
             if self.slots[i] == Slot::Running && self.lanes[i].busy.is_none() && !self.halted {
                 return Some(self.begin(Lane::slot(i), self.fresh(Op::Run, now, false)));
             }
         }
         if !self.serial_busy() {
             let stage = self.stage;
-            if let Some((lane, op)) = self.serial_poll(now) {
+            if let Some((lane, op)) = self.serial_poll(now, out) {
                 return Some(self.begin(lane, self.fresh(op, now, true)));
             }
             if self.stage != stage {
                 // Stopping now: the final delete goes at once. (Stages
                 // only move forward, so this recursion is short.)
-                return self.poll_start(now);
+                return self.poll_start(now, out);
             }
         }
         None
     }
 
     /// The operation on `lane` ended at `now`.
-    pub fn handle(&mut self, lane: Lane, now: Instant, outcome: Outcome) {
+    pub fn handle(&mut self, lane: Lane, now: Instant, outcome: Outcome, out: Out<'_>) {
         let i = usize::from(lane.0);
         if i > SLOTS {
             return;
@@ -689,17 +668,20 @@ impl<const SLOTS: usize> Lifecycle<SLOTS> {
                 && failure.resend_once(req.may_resend())
             {
                 self.stats.stale_connection_retries += 1;
-                self.push(Notice::Event(Event::StaleConnection { what: req.endpoint() }));
+                self.push(
+                    out,
+                    Notice::Event(Event::StaleConnection { what: req.endpoint() }),
+                );
                 self.lane_mut(i).again = Some(Busy { resent: true, ..busy });
                 return;
             }
         }
         let slot = lane.slot_index();
         match (busy.op, outcome) {
-            (Op::Run, Outcome::Ran(ok)) => self.ran(lane, busy.started, now, ok),
+            (Op::Run, Outcome::Ran(ok)) => self.ran(lane, busy.started, now, ok, out),
             (Op::Run, Outcome::Cancelled) if !self.halted => {
                 // The grace ran out: abandoned, reported failed.
-                self.ran(lane, busy.started, now, false)
+                self.ran(lane, busy.started, now, false, out)
             }
             (_, Outcome::Cancelled) => {
                 if let Some(s) = slot {
@@ -710,7 +692,7 @@ impl<const SLOTS: usize> Lifecycle<SLOTS> {
                 }
             }
             (Op::Send(req), Outcome::Replied(result)) => {
-                self.replied(lane, req, busy.started, now, result);
+                self.replied(lane, req, busy.started, now, result, out);
                 self.settle(now);
             }
             (Op::Send(_), Outcome::Ran(_)) | (Op::Run, Outcome::Replied(_)) => {}
@@ -767,7 +749,8 @@ impl<const SLOTS: usize> Lifecycle<SLOTS> {
         self.rng.next_u32()
     }
 
-    fn push(&mut self, n: Notice) {
+    /// Count a notice and hand it to the runtime.
+    fn push(&mut self, out: Out<'_>, n: Notice) {
         if let Notice::Event(e) = n {
             match e {
                 Event::OutcomeHeld => self.stats.outcomes_held += 1,
@@ -775,18 +758,15 @@ impl<const SLOTS: usize> Lifecycle<SLOTS> {
                 _ => {}
             }
         }
-        if !self.queue.push(n) {
-            debug_assert!(false, "the lifecycle's event queue overflowed");
-            self.lost_events = self.lost_events.saturating_add(1);
-        }
+        out(n);
     }
 
     /// Log a machine step's events and act on its wake-up (a halt cancels
     /// everything in flight; other wake-ups are implicit: every idle lane
     /// is polled again after anything happens).
-    fn apply<A>(&mut self, step: Step<A>) {
+    fn apply<A>(&mut self, out: Out<'_>, step: Step<A>) {
         for e in step.events.iter() {
-            self.push(Notice::Event(*e));
+            self.push(out, Notice::Event(*e));
         }
         if step.wake == Wake::Halt {
             self.halt();
@@ -846,7 +826,7 @@ impl<const SLOTS: usize> Lifecycle<SLOTS> {
             )
     }
 
-    fn heartbeat_poll(&mut self, now: Instant) -> Option<Op> {
+    fn heartbeat_poll(&mut self, now: Instant, out: Out<'_>) -> Option<Op> {
         self.heartbeat_at = None;
         if self.heartbeat_done {
             return None;
@@ -868,8 +848,10 @@ impl<const SLOTS: usize> Lifecycle<SLOTS> {
                 HeartbeatAction::Beat => return Some(Op::Send(Request::Heartbeat)),
                 HeartbeatAction::Login => return Some(Op::Send(Request::Login)),
                 HeartbeatAction::Expire => {
-                    let step = self.machine.on_expired(now);
-                    self.apply(step);
+                    if let Some(e) = self.machine.expire(now) {
+                        self.push(out, Notice::Event(e));
+                        self.halt();
+                    }
                 }
                 HeartbeatAction::Stop(_) => {
                     self.heartbeat_done = true;
@@ -884,10 +866,10 @@ impl<const SLOTS: usize> Lifecycle<SLOTS> {
     /// (for requests that concern no task), preferring free slots.
     fn idle_lane(&self) -> Option<Lane> {
         let idle = |i: &usize| self.lanes[*i].busy.is_none() && self.lanes[*i].again.is_none();
-        (0..self.concurrency)
+        (0..self.used())
             .filter(idle)
             .find(|i| self.slots[*i] == Slot::Free)
-            .or_else(|| (0..self.concurrency).find(|i| idle(i) && self.slots[*i] != Slot::Running))
+            .or_else(|| (0..self.used()).find(|i| idle(i) && self.slots[*i] != Slot::Running))
             .map(Lane::slot)
     }
 
@@ -912,12 +894,12 @@ impl<const SLOTS: usize> Lifecycle<SLOTS> {
                 _ => {}
             }
         }
-        let free = self.slots[..self.concurrency].contains(&Slot::Free);
+        let free = self.slots[..self.used()].contains(&Slot::Free);
         self.machine.set_saturated(!free);
     }
 
     /// The claim loop's next request, and the lane it goes on.
-    fn serial_poll(&mut self, now: Instant) -> Option<(Lane, Op)> {
+    fn serial_poll(&mut self, now: Instant, out: Out<'_>) -> Option<(Lane, Op)> {
         self.serial_at = None;
         if self.serial_done {
             return None;
@@ -943,15 +925,15 @@ impl<const SLOTS: usize> Lifecycle<SLOTS> {
         let stopped = self.machine.stop_reason().is_some();
         // An outcome waiting in a slot comes before anything new.
         if self.focus.is_none() && self.machine.phase() == crate::Phase::Idle && !self.halted {
-            let finished = (0..self.concurrency).find(|i| matches!(self.slots[*i], Slot::Finished(_)));
+            let finished = (0..self.used()).find(|i| matches!(self.slots[*i], Slot::Finished(_)));
             if let Some(i) = finished {
                 let Slot::Finished(ok) = self.slots[i] else {
                     return None;
                 };
                 self.slots[i] = Slot::Focus;
                 self.focus = Some(i);
-                let step = self.machine.on_executed(now, ok);
-                self.apply(step);
+                let step = self.machine.report_executed(now, ok);
+                self.apply(out, step);
             }
         }
         if let Some((n, _)) = self.reregister
@@ -975,7 +957,7 @@ impl<const SLOTS: usize> Lifecycle<SLOTS> {
                         // Claimed, not started: the delete fails it.
                         self.slots[f] = Slot::Free;
                     }
-                    if self.slots[..self.concurrency]
+                    if self.slots[..self.used()]
                         .iter()
                         .any(|s| matches!(s, Slot::Running | Slot::Finished(_)))
                         && !self.halted
@@ -989,12 +971,14 @@ impl<const SLOTS: usize> Lifecycle<SLOTS> {
                     return None;
                 }
                 ClaimAction::Expire => {
-                    let step = self.machine.on_expired(now);
-                    self.apply(step);
+                    if let Some(e) = self.machine.expire(now) {
+                        self.push(out, Notice::Event(e));
+                        self.halt();
+                    }
                     continue;
                 }
                 ClaimAction::Claim => {
-                    let free = (0..self.concurrency)
+                    let free = (0..self.used())
                         .find(|i| self.slots[*i] == Slot::Free && self.lanes[*i].busy.is_none());
                     let Some(i) = free else {
                         // Every slot is busy: claim when one is free.
@@ -1027,16 +1011,19 @@ impl<const SLOTS: usize> Lifecycle<SLOTS> {
         }
     }
 
-    fn ran(&mut self, lane: Lane, started: Instant, now: Instant, ok: bool) {
+    fn ran(&mut self, lane: Lane, started: Instant, now: Instant, ok: bool, out: Out<'_>) {
         if ok {
             self.stats.tasks_completed += 1;
         } else {
             self.stats.tasks_failed += 1;
         }
-        self.push(Notice::TaskFinished {
-            lane,
-            took: now - started,
-        });
+        self.push(
+            out,
+            Notice::TaskFinished {
+                lane,
+                took: now - started,
+            },
+        );
         if let Some(i) = lane.slot_index() {
             self.slots[i] = Slot::Finished(ok);
         }
@@ -1050,15 +1037,19 @@ impl<const SLOTS: usize> Lifecycle<SLOTS> {
         started: Instant,
         now: Instant,
         result: Result<Reply, Failure>,
+        out: Out<'_>,
     ) {
         match self.stage {
-            Stage::Starting => self.startup_replied(req, started, now, result),
-            Stage::Running => self.running_replied(lane, req, started, now, result),
+            Stage::Starting => self.startup_replied(req, started, now, result, out),
+            Stage::Running => self.running_replied(lane, req, started, now, result, out),
             Stage::Stopping => {
-                self.push(match result {
-                    Ok(_) => Notice::Disconnected,
-                    Err(f) => Notice::DisconnectFailed(f),
-                });
+                self.push(
+                    out,
+                    match result {
+                        Ok(_) => Notice::Disconnected,
+                        Err(f) => Notice::DisconnectFailed(f),
+                    },
+                );
                 self.serial_done = true;
                 self.stage = Stage::Done;
             }
@@ -1072,6 +1063,7 @@ impl<const SLOTS: usize> Lifecycle<SLOTS> {
         started: Instant,
         now: Instant,
         result: Result<Reply, Failure>,
+        out: Out<'_>,
     ) {
         match result {
             Ok(_) => {
@@ -1083,15 +1075,20 @@ impl<const SLOTS: usize> Lifecycle<SLOTS> {
                     Startup::Register(_) => {
                         // Registered: the loops' clocks start now.
                         let rand = self.rand();
-                        if let Ok(mut m) = Machine::new(*self.machine.config(), now, rand) {
-                            m.set_push(self.machine.is_push_connected(), now);
-                            self.machine = m;
-                        }
+                        #[cfg(feature = "push")]
+                        let pushing = self.machine.is_push_connected();
+                        let cfg = self.machine.valid_config();
+                        self.machine = Machine::with_valid(cfg, now, rand);
+                        #[cfg(feature = "push")]
+                        self.machine.set_push(pushing, now);
                         self.stage = Stage::Running;
-                        self.push(Notice::Adopt);
-                        self.push(Notice::Registered {
-                            jobs: u32::from(self.jobs),
-                        });
+                        self.push(out, Notice::Adopt);
+                        self.push(
+                            out,
+                            Notice::Registered {
+                                jobs: u32::from(self.jobs),
+                            },
+                        );
                         return;
                     }
                 };
@@ -1101,7 +1098,7 @@ impl<const SLOTS: usize> Lifecycle<SLOTS> {
                 let (step, event) =
                     self.retry
                         .on_failure(self.machine.config(), req.endpoint(), started, failure, rand);
-                self.push(Notice::Event(event));
+                self.push(out, Notice::Event(event));
                 match step {
                     StartupStep::RetryAt(t) => self.startup_at = t,
                     StartupStep::GiveUp(e) => {
@@ -1121,64 +1118,63 @@ impl<const SLOTS: usize> Lifecycle<SLOTS> {
         started: Instant,
         now: Instant,
         result: Result<Reply, Failure>,
+        out: Out<'_>,
     ) {
         let rand = self.rand();
         let done = result.map(drop);
         match (lane, req) {
             (Lane::HEARTBEAT, Request::Heartbeat) => {
-                let step = self.machine.on_heartbeat(started, now, done);
-                self.apply(step);
+                let step = self.machine.report_heartbeat(started, now, done);
+                self.apply(out, step);
             }
             (Lane::HEARTBEAT, _) => {
-                let step = self.machine.on_login(started, now, done, rand);
-                self.apply(step);
+                let step = self.machine.report_login(started, now, done, rand);
+                self.apply(out, step);
             }
             (_, Request::CreateWorker | Request::RegisterJob(_)) => {
                 let Some((n, began)) = self.reregister else { return };
-                match done {
-                    Ok(()) if n < self.jobs => self.reregister = Some((n + 1, began)),
+                let result = match done {
+                    Ok(()) if n < self.jobs => {
+                        self.reregister = Some((n + 1, began));
+                        return;
+                    }
                     Ok(()) => {
-                        self.reregister = None;
-                        self.push(Notice::Adopt);
-                        let step = self.machine.on_registered(began, now, Ok(()), rand);
-                        self.apply(step);
+                        self.push(out, Notice::Adopt);
+                        Ok(())
                     }
-                    Err(f) => {
-                        self.reregister = None;
-                        let step = self
-                            .machine
-                            .on_registered(began, now, Err((req.endpoint(), f)), rand);
-                        self.apply(step);
-                    }
-                }
+                    Err(f) => Err((req.endpoint(), f)),
+                };
+                self.reregister = None;
+                let step = self.machine.report_registered(began, now, result, rand);
+                self.apply(out, step);
             }
             (_, Request::Claim) => {
                 let got = answer(result, |r| match r {
                     Reply::Claimed(got) => Some(got),
                     _ => None,
                 });
-                let step = self.machine.on_claim(started, now, got, rand);
-                self.apply(step);
+                let step = self.machine.report_claim(started, now, got, rand);
+                self.apply(out, step);
             }
             (_, Request::Update(TaskStatus::Running)) => {
-                let step = self.machine.on_started(started, now, done, rand);
-                self.apply(step);
+                let step = self.machine.report_started(started, now, done, rand);
+                self.apply(out, step);
             }
             (_, Request::Update(_)) => {
-                let step = self.machine.on_delivered(started, now, done, rand);
-                self.apply(step);
+                let step = self.machine.report_delivered(started, now, done, rand);
+                self.apply(out, step);
             }
             (_, Request::GetTask) => {
                 let state = answer(result, |r| match r {
                     Reply::Task(s) => Some(s),
                     _ => None,
                 });
-                let step = self.machine.on_verified(started, now, state, rand);
-                self.apply(step);
+                let step = self.machine.report_verified(started, now, state, rand);
+                self.apply(out, step);
             }
             (_, Request::Retire) => {
-                let step = self.machine.on_retired(started, now, done, rand);
-                self.apply(step);
+                let step = self.machine.report_retired(started, now, done, rand);
+                self.apply(out, step);
             }
             (_, Request::Login | Request::Heartbeat | Request::Disconnect) => {}
         }

@@ -13,7 +13,7 @@ use crate::backoff::{backoff, first_phase};
 use crate::protocol::TaskStatus;
 use crate::{
     Class, Config, ConfigError, Duration, Endpoint, Event, Failure, Fatal, Instant, OnRegistrationLost,
-    Outage, StopReason,
+    Outage, StopReason, ValidConfig,
 };
 
 /// What the heartbeat loop does next.
@@ -128,6 +128,8 @@ impl Wake {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Events {
     items: [Option<Event<'static>>; Events::CAPACITY],
+    /// How many there are (the first `len` items).
+    len: u8,
 }
 
 impl Events {
@@ -135,8 +137,9 @@ impl Events {
     pub const CAPACITY: usize = 4;
 
     fn push(&mut self, e: Event<'static>) {
-        if let Some(slot) = self.items.iter_mut().find(|s| s.is_none()) {
+        if let Some(slot) = self.items.get_mut(usize::from(self.len)) {
             *slot = Some(e);
+            self.len += 1;
         } else {
             debug_assert!(false, "a step produced more than {} events", Self::CAPACITY);
         }
@@ -144,7 +147,9 @@ impl Events {
 
     /// The events, in order.
     pub fn iter(&self) -> impl Iterator<Item = &Event<'static>> {
-        self.items.iter().flatten()
+        self.items[..usize::from(self.len).min(Self::CAPACITY)]
+            .iter()
+            .flatten()
     }
 
     /// True when there is nothing to log.
@@ -232,11 +237,14 @@ pub struct Machine {
     /// (see [`Machine::set_saturated`]).
     saturated: bool,
     /// Task-available push is connected ([`Machine::set_push`]).
+    #[cfg(feature = "push")]
     push: bool,
     /// Push hints so far ([`Machine::hint`]), and their count when the
     /// last claim was asked for: one that arrived since may be for a task
     /// that claim missed.
+    #[cfg(feature = "push")]
     hints: u32,
+    #[cfg(feature = "push")]
     claim_hints: u32,
 }
 
@@ -244,7 +252,12 @@ impl Machine {
     /// A machine for a worker that registered at `now`. `rand` picks each
     /// loop's first phase (ignored with `Jitter::Off`).
     pub fn new(cfg: Config, now: Instant, rand: u32) -> Result<Self, ConfigError> {
-        cfg.validate()?;
+        Ok(Self::with_valid(cfg.validated()?, now, rand))
+    }
+
+    /// [`Machine::new`] with a configuration checked already.
+    pub fn with_valid(cfg: ValidConfig, now: Instant, rand: u32) -> Self {
+        let cfg = *cfg.get();
         let claim_phase = first_phase(cfg.poll_interval, cfg.jitter, rand);
         // The reference heartbeat waits one interval first; with jitter the
         // first heartbeat falls anywhere in that interval.
@@ -252,7 +265,7 @@ impl Machine {
             crate::Jitter::Off => cfg.heartbeat_interval,
             _ => first_phase(cfg.heartbeat_interval, cfg.jitter, rand.rotate_left(16)),
         };
-        Ok(Machine {
+        Machine {
             cfg,
             outage: Outage::new(),
             stop: None,
@@ -274,15 +287,23 @@ impl Machine {
             login_next: now,
             login_attempt: 0,
             saturated: false,
+            #[cfg(feature = "push")]
             push: false,
+            #[cfg(feature = "push")]
             hints: 0,
+            #[cfg(feature = "push")]
             claim_hints: 0,
-        })
+        }
     }
 
     /// The configuration.
     pub const fn config(&self) -> &Config {
         &self.cfg
+    }
+
+    /// The configuration, which passed validation when the machine was made.
+    pub(crate) const fn valid_config(&self) -> ValidConfig {
+        ValidConfig::checked_already(self.cfg)
     }
 
     /// The shared outage state.
@@ -388,13 +409,8 @@ impl Machine {
     pub fn on_expired(&mut self, now: Instant) -> Step<()> {
         let mut events = Events::default();
         let mut wake = Wake::Nobody;
-        let max = self.cfg.max_unreachable;
-        if self.stop.is_none()
-            && self.outage.should_stop(now, max)
-            && let Some(last_error) = self.outage.last_error()
-        {
-            self.stop = Some(StopReason::Unreachable { last_error });
-            events.push(Event::Unreachable { max, last_error });
+        if let Some(e) = self.expire(now) {
+            events.push(e);
             wake = Wake::Halt;
         }
         Step {
@@ -404,13 +420,26 @@ impl Machine {
         }
     }
 
+    /// [`Machine::on_expired`] for the lifecycle: the event, if it stops
+    /// the worker (then it halts), without a step to fill.
+    pub(crate) fn expire(&mut self, now: Instant) -> Option<Event<'static>> {
+        let max = self.cfg.max_unreachable;
+        if self.stop.is_none()
+            && self.outage.should_stop(now, max)
+            && let Some(last_error) = self.outage.last_error()
+        {
+            self.stop = Some(StopReason::Unreachable { last_error });
+            return Some(Event::Unreachable { max, last_error });
+        }
+        None
+    }
+
     /// Stop at the application's request (disconnect, signal). Idempotent;
     /// the first call returns the event to log. Wakes every loop. A pending
     /// outcome gets one last delivery attempt.
     pub fn request_stop(&mut self) -> Step<()> {
         let mut events = Events::default();
-        if self.stop.is_none() {
-            self.stop = Some(StopReason::Requested);
+        if self.stop_requested() {
             events.push(Event::StopRequested);
         }
         Step {
@@ -418,6 +447,16 @@ impl Machine {
             events,
             wake: Wake::Everyone,
         }
+    }
+
+    /// [`Machine::request_stop`] for the lifecycle: true the first time
+    /// (log [`Event::StopRequested`]; every loop is woken anyway).
+    pub(crate) fn stop_requested(&mut self) -> bool {
+        let first = self.stop.is_none();
+        if first {
+            self.stop = Some(StopReason::Requested);
+        }
+        first
     }
 
     // ------------------------------------------------------------ heartbeat
@@ -462,6 +501,18 @@ impl Machine {
         now: Instant,
         result: Result<(), Failure>,
     ) -> Step<HeartbeatAction> {
+        let step = self.report_heartbeat(started, now, result);
+        self.heartbeat_step(now, step)
+    }
+
+    /// [`Machine::on_heartbeat`] without the next action (the lifecycle polls
+    /// for it itself).
+    pub(crate) fn report_heartbeat(
+        &mut self,
+        started: Instant,
+        now: Instant,
+        result: Result<(), Failure>,
+    ) -> Step<()> {
         let mut events = Events::default();
         let mut wake = Wake::Nobody;
         if self.stop.is_none() {
@@ -511,7 +562,7 @@ impl Machine {
             }
         }
         Step {
-            action: self.heartbeat_poll(now),
+            action: (),
             events,
             wake,
         }
@@ -545,7 +596,10 @@ impl Machine {
                 Phase::Idle if self.reregister || self.ambiguous => ClaimAction::Register,
                 Phase::Idle if self.retire => ClaimAction::Retire,
                 Phase::Idle => {
-                    self.claim_hints = self.hints;
+                    #[cfg(feature = "push")]
+                    {
+                        self.claim_hints = self.hints;
+                    }
                     ClaimAction::Claim
                 }
             },
@@ -570,6 +624,19 @@ impl Machine {
         result: Result<bool, Failure>,
         rand: u32,
     ) -> Step<ClaimAction> {
+        let step = self.report_claim(started, now, result, rand);
+        self.claim_step(now, step)
+    }
+
+    /// [`Machine::on_claim`] without the next action (the lifecycle polls
+    /// for it itself).
+    pub(crate) fn report_claim(
+        &mut self,
+        started: Instant,
+        now: Instant,
+        result: Result<bool, Failure>,
+        rand: u32,
+    ) -> Step<()> {
         let mut events = Events::default();
         let mut wake = Wake::Nobody;
         if self.stop.is_none() {
@@ -583,6 +650,7 @@ impl Machine {
                         self.claim_next = started + self.idle_poll_interval();
                         // A hint that arrived while this claim was out may
                         // be for a task submitted after it: claim again.
+                        #[cfg(feature = "push")]
                         if self.hints != self.claim_hints {
                             self.claim_next = now;
                         }
@@ -600,7 +668,11 @@ impl Machine {
                 }
             }
         }
-        self.claim_step(now, events, wake)
+        Step {
+            action: (),
+            events,
+            wake,
+        }
     }
 
     /// Report the `running` update of the claimed task.
@@ -611,6 +683,19 @@ impl Machine {
         result: Result<(), Failure>,
         rand: u32,
     ) -> Step<ClaimAction> {
+        let step = self.report_started(started, now, result, rand);
+        self.claim_step(now, step)
+    }
+
+    /// [`Machine::on_started`] without the next action (the lifecycle polls
+    /// for it itself).
+    pub(crate) fn report_started(
+        &mut self,
+        started: Instant,
+        now: Instant,
+        result: Result<(), Failure>,
+        rand: u32,
+    ) -> Step<()> {
         let mut events = Events::default();
         let mut wake = Wake::Nobody;
         if self.stop.is_some() {
@@ -645,17 +730,32 @@ impl Machine {
                 }
             }
         }
-        self.claim_step(now, events, wake)
+        Step {
+            action: (),
+            events,
+            wake,
+        }
     }
 
     /// The handler finished at `now` (`ok`: it succeeded); its outcome is
     /// to be delivered.
     pub fn on_executed(&mut self, now: Instant, ok: bool) -> Step<ClaimAction> {
+        let step = self.report_executed(now, ok);
+        self.claim_step(now, step)
+    }
+
+    /// [`Machine::on_executed`] without the next action (the lifecycle polls
+    /// for it itself).
+    pub(crate) fn report_executed(&mut self, now: Instant, ok: bool) -> Step<()> {
         self.phase = Phase::Delivering;
         self.outcome_ok = ok;
         self.held = false;
         self.claim_next = now;
-        self.claim_step(now, Events::default(), Wake::Nobody)
+        Step {
+            action: (),
+            events: Events::default(),
+            wake: Wake::Nobody,
+        }
     }
 
     /// Report the delivery of a task's outcome.
@@ -666,6 +766,19 @@ impl Machine {
         result: Result<(), Failure>,
         rand: u32,
     ) -> Step<ClaimAction> {
+        let step = self.report_delivered(started, now, result, rand);
+        self.claim_step(now, step)
+    }
+
+    /// [`Machine::on_delivered`] without the next action (the lifecycle polls
+    /// for it itself).
+    pub(crate) fn report_delivered(
+        &mut self,
+        started: Instant,
+        now: Instant,
+        result: Result<(), Failure>,
+        rand: u32,
+    ) -> Step<()> {
         let mut events = Events::default();
         let mut wake = Wake::Nobody;
         match result {
@@ -703,7 +816,11 @@ impl Machine {
                 wake = self.claim_loop_failed(Endpoint::TaskStatus, started, now, failure, rand, &mut events);
             }
         }
-        self.claim_step(now, events, wake)
+        Step {
+            action: (),
+            events,
+            wake,
+        }
     }
 
     /// Report registering again (create worker, then every job); on failure
@@ -715,6 +832,19 @@ impl Machine {
         result: Result<(), (Endpoint, Failure)>,
         rand: u32,
     ) -> Step<ClaimAction> {
+        let step = self.report_registered(started, now, result, rand);
+        self.claim_step(now, step)
+    }
+
+    /// [`Machine::on_registered`] without the next action (the lifecycle polls
+    /// for it itself).
+    pub(crate) fn report_registered(
+        &mut self,
+        started: Instant,
+        now: Instant,
+        result: Result<(), (Endpoint, Failure)>,
+        rand: u32,
+    ) -> Step<()> {
         let mut events = Events::default();
         let mut wake = Wake::Nobody;
         if self.stop.is_none() {
@@ -742,7 +872,11 @@ impl Machine {
                 },
             }
         }
-        self.claim_step(now, events, wake)
+        Step {
+            action: (),
+            events,
+            wake,
+        }
     }
 
     /// Report the [`ClaimAction::Verify`] check of the current task:
@@ -754,6 +888,19 @@ impl Machine {
         result: Result<TaskState, Failure>,
         rand: u32,
     ) -> Step<ClaimAction> {
+        let step = self.report_verified(started, now, result, rand);
+        self.claim_step(now, step)
+    }
+
+    /// [`Machine::on_verified`] without the next action (the lifecycle polls
+    /// for it itself).
+    pub(crate) fn report_verified(
+        &mut self,
+        started: Instant,
+        now: Instant,
+        result: Result<TaskState, Failure>,
+        rand: u32,
+    ) -> Step<()> {
         let mut events = Events::default();
         let mut wake = Wake::Nobody;
         let wanted = self.verify_wanted;
@@ -804,7 +951,11 @@ impl Machine {
                 }
             }
         }
-        self.claim_step(now, events, wake)
+        Step {
+            action: (),
+            events,
+            wake,
+        }
     }
 
     /// Report the [`ClaimAction::Retire`] deletion of the old worker id.
@@ -815,6 +966,19 @@ impl Machine {
         result: Result<(), Failure>,
         rand: u32,
     ) -> Step<ClaimAction> {
+        let step = self.report_retired(started, now, result, rand);
+        self.claim_step(now, step)
+    }
+
+    /// [`Machine::on_retired`] without the next action (the lifecycle polls
+    /// for it itself).
+    pub(crate) fn report_retired(
+        &mut self,
+        started: Instant,
+        now: Instant,
+        result: Result<(), Failure>,
+        rand: u32,
+    ) -> Step<()> {
         let mut events = Events::default();
         let mut wake = Wake::Nobody;
         match result {
@@ -849,7 +1013,11 @@ impl Machine {
                 }
             },
         }
-        self.claim_step(now, events, wake)
+        Step {
+            action: (),
+            events,
+            wake,
+        }
     }
 
     /// Report renewing the credentials ([`HeartbeatAction::Login`]) that
@@ -861,6 +1029,19 @@ impl Machine {
         result: Result<(), Failure>,
         rand: u32,
     ) -> Step<HeartbeatAction> {
+        let step = self.report_login(started, now, result, rand);
+        self.heartbeat_step(now, step)
+    }
+
+    /// [`Machine::on_login`] without the next action (the lifecycle polls
+    /// for it itself).
+    pub(crate) fn report_login(
+        &mut self,
+        started: Instant,
+        now: Instant,
+        result: Result<(), Failure>,
+        rand: u32,
+    ) -> Step<()> {
         let mut events = Events::default();
         let mut wake = Wake::Nobody;
         if self.stop.is_none() {
@@ -910,19 +1091,21 @@ impl Machine {
             }
         }
         Step {
-            action: self.heartbeat_poll(now),
+            action: (),
             events,
             wake,
         }
     }
 
     // ----------------------------------------------------------------- push
+    // (Feature `push`: a device that never uses push carries none of it.)
 
     /// Task-available push is connected (`true`) or lost at `now` (see
     /// [`crate::push`]). While it is, an empty claim waits
     /// [`Config::push_poll_interval`] instead of `poll_interval`. When it
     /// comes or goes, an idle claim loop claims at once (as on a
     /// [`Machine::hint`]): events sent while nobody listened are lost.
+    #[cfg(feature = "push")]
     pub fn set_push(&mut self, connected: bool, now: Instant) {
         if self.push != connected {
             self.push = connected;
@@ -931,6 +1114,7 @@ impl Machine {
     }
 
     /// True while task-available push is connected.
+    #[cfg(feature = "push")]
     pub const fn is_push_connected(&self) -> bool {
         self.push
     }
@@ -939,6 +1123,7 @@ impl Machine {
     /// claims at once — not during an outage (the backoff stands), nor
     /// before a `Retry-After` has passed. The claim stays the authority: a
     /// hint for a task someone else took costs one empty claim.
+    #[cfg(feature = "push")]
     pub fn hint(&mut self, now: Instant) {
         self.hints = self.hints.wrapping_add(1);
         if self.phase == Phase::Idle && self.outage.started_at().is_none() && now < self.claim_next {
@@ -948,11 +1133,11 @@ impl Machine {
 
     /// How long an empty claim waits: longer while push is connected.
     const fn idle_poll_interval(&self) -> Duration {
+        #[cfg(feature = "push")]
         if self.push {
-            self.cfg.push_poll_interval
-        } else {
-            self.cfg.poll_interval
+            return self.cfg.push_poll_interval;
         }
+        self.cfg.poll_interval
     }
 
     // -------------------------------------------------------------- private
@@ -985,11 +1170,21 @@ impl Machine {
         self.claim_next = now;
     }
 
-    fn claim_step(&mut self, now: Instant, events: Events, wake: Wake) -> Step<ClaimAction> {
+    /// A reported step, with the claim loop's next action.
+    fn claim_step(&mut self, now: Instant, step: Step<()>) -> Step<ClaimAction> {
         Step {
             action: self.claim_poll(now),
-            events,
-            wake,
+            events: step.events,
+            wake: step.wake,
+        }
+    }
+
+    /// A reported step, with the heartbeat loop's next action.
+    fn heartbeat_step(&mut self, now: Instant, step: Step<()>) -> Step<HeartbeatAction> {
+        Step {
+            action: self.heartbeat_poll(now),
+            events: step.events,
+            wake: step.wake,
         }
     }
 

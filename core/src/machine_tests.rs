@@ -892,6 +892,7 @@ fn without_renewable_credentials_401_stops_at_once() {
 // ------------------------------------------------------------------ push
 
 #[test]
+#[cfg(feature = "push")]
 fn push_stretches_the_idle_poll_and_a_hint_claims_at_once() {
     let mut m = reference();
     assert_eq!(m.claim_poll(ms(0)), ClaimAction::Claim);
@@ -930,6 +931,7 @@ fn push_stretches_the_idle_poll_and_a_hint_claims_at_once() {
 }
 
 #[test]
+#[cfg(feature = "push")]
 fn a_hint_during_a_claim_in_flight_claims_again() {
     let mut m = reference();
     m.set_push(true, ms(0));
@@ -945,6 +947,7 @@ fn a_hint_during_a_claim_in_flight_claims_again() {
 }
 
 #[test]
+#[cfg(feature = "push")]
 fn a_hint_does_not_override_the_outage_backoff_or_retry_after() {
     let mut m = reference();
     m.set_push(true, ms(0));
@@ -991,6 +994,7 @@ fn push_poll_interval_is_validated() {
 }
 
 #[test]
+#[cfg(feature = "push")]
 fn a_registration_lost_on_a_heartbeat_registers_at_once_not_after_the_idle_poll() {
     let cfg = Config {
         on_registration_lost: OnRegistrationLost::Register,

@@ -20,8 +20,8 @@
 //!   claim backoff, jittered.
 //!
 //! A runtime feeds the driver through [`crate::driver::Io::push`]
-//! ([`PushInput`]); a runtime without push (the embassy one) leaves the
-//! default, and the core polls exactly as before.
+//! ([`PushInput`]); a runtime without push (the embassy one) builds the core
+//! without this feature (`push`), and the core polls exactly as before.
 
 use crate::{Config, Duration, Instant, backoff};
 

@@ -70,13 +70,18 @@ impl<'w, 'a, T: TcpConnect, D: Dns, H> Driver<'w, 'a, '_, '_, T, D, H> {
     /// One exchange of `route` (with `body` from the lane's `tx`), its
     /// answer in `rx`, within `req`'s timeout; an answer `req` does not
     /// accept is a [`Failure::Status`]. Returns the answer's body range.
-    async fn call(
-        &self,
-        route: Route<'_>,
+    ///
+    /// Not an `async fn`: that would keep each argument twice in the
+    /// future (moved into its locals, its first copy kept too), on both
+    /// lanes; an `async move` block uses them where they are.
+    #[allow(clippy::manual_async_fn)]
+    fn call<'c>(
+        &'c self,
+        route: Route<'c>,
         req: Request,
-        body: Option<&[u8]>,
-        rx: &mut [u8],
-    ) -> Result<core::ops::Range<usize>, Failure> {
+        body: Option<&'c [u8]>,
+        rx: &'c mut [u8],
+    ) -> impl Future<Output = Result<core::ops::Range<usize>, Failure>> + 'c {
         let w = self.w;
         let http = HttpRequest {
             server: &w.server,
@@ -84,32 +89,34 @@ impl<'w, 'a, T: TcpConnect, D: Dns, H> Driver<'w, 'a, '_, '_, T, D, H> {
             token: w.bearer(),
             body,
         };
-        let work = async {
-            let ip = match w.address.lock(core::cell::Cell::get) {
-                Some(ip) => ip,
-                None => {
-                    let ip = resolve(w.dns, &w.server).await?;
-                    w.address.lock(|a| a.set(Some(ip)));
-                    ip
-                }
+        async move {
+            let limit = embassy_time::Duration::from_millis(req.timeout(&w.config).as_millis());
+            let work = async {
+                let ip = match w.address.lock(core::cell::Cell::get) {
+                    Some(ip) => ip,
+                    None => {
+                        let ip = resolve(w.dns, &w.server).await?;
+                        w.address.lock(|a| a.set(Some(ip)));
+                        ip
+                    }
+                };
+                exchange(w.tcp, ip, &http, rx).await
             };
-            exchange(w.tcp, ip, &http, rx).await
-        };
-        let limit = embassy_time::Duration::from_millis(req.timeout(&w.config).as_millis());
-        let result = embassy_time::with_timeout(limit, work)
-            .await
-            .unwrap_or(Err(Failure::Transport(outage_core::Transport::Timeout)));
-        if matches!(result, Err(Failure::Transport(_))) {
-            w.address.lock(|a| a.set(None));
-        }
-        let x = result?;
-        if req.accepts(x.status) {
-            Ok(x.body)
-        } else {
-            Err(Failure::Status {
-                status: x.status,
-                retry_after: x.retry_after,
-            })
+            let result = embassy_time::with_timeout(limit, work)
+                .await
+                .unwrap_or(Err(Failure::Transport(outage_core::Transport::Timeout)));
+            if matches!(result, Err(Failure::Transport(_))) {
+                w.address.lock(|a| a.set(None));
+            }
+            let x = result?;
+            if req.accepts(x.status) {
+                Ok(x.body)
+            } else {
+                Err(Failure::Status {
+                    status: x.status,
+                    retry_after: x.retry_after,
+                })
+            }
         }
     }
 }
@@ -126,6 +133,7 @@ impl<'l, 'b: 'l, T: TcpConnect, D: Dns, H: Handler> Io for Driver<'_, '_, 'l, 'b
 
     fn emit(&self, event: &Event<'_>) {
         emit(event);
+        #[cfg(feature = "observer")]
         if let Some(observe) = self.w.observer {
             observe(event);
         }

@@ -15,7 +15,7 @@ use embassy_sync::watch::Watch;
 use embedded_nal_async::{Dns, TcpConnect};
 use outage_core::{
     Clock, Config, ConfigError, Control, Instant, Lifecycle, SplitMix64, Stage, StartupError, Stats,
-    StopReason,
+    StopReason, ValidConfig,
 };
 
 use crate::adapter::{Driver, Lane};
@@ -192,7 +192,9 @@ pub struct Worker<'a, T: TcpConnect, D: Dns> {
     pub(crate) server: Server<'a>,
     pub(crate) token: &'a str,
     pub(crate) jobs: &'a [Job<'a>],
-    pub(crate) config: Config,
+    /// Checked once, here: a constant configuration (a device's) then
+    /// costs no validation at run time.
+    pub(crate) config: ValidConfig,
     /// The server's address from the last name lookup, until a request
     /// fails below HTTP.
     pub(crate) address: Mutex<CS, Cell<Option<IpAddr>>>,
@@ -205,6 +207,7 @@ pub struct Worker<'a, T: TcpConnect, D: Dns> {
     /// returns instead of restarting.
     stop_requested: AtomicBool,
     /// [`Worker::with_observer`]: sees every event after it is logged.
+    #[cfg(feature = "observer")]
     pub(crate) observer: Option<fn(&outage_core::Event<'_>)>,
     /// [`Worker::with_login`]'s email, password and token.
     #[cfg(feature = "login")]
@@ -223,7 +226,7 @@ impl<'a, T: TcpConnect, D: Dns> Worker<'a, T, D> {
         config: Config,
         seed: u64,
     ) -> Result<Self, SetupError> {
-        config.validate().map_err(SetupError::Config)?;
+        let config = config.validated().map_err(SetupError::Config)?;
         if config.concurrency != 1 {
             // One task slot: a device runs one task at a time (its RAM).
             return Err(SetupError::Config(ConfigError::Concurrency(config.concurrency)));
@@ -272,6 +275,7 @@ impl<'a, T: TcpConnect, D: Dns> Worker<'a, T, D> {
             control_changed: Signal::new(),
             progress: Watch::new_with(0),
             stop_requested: AtomicBool::new(false),
+            #[cfg(feature = "observer")]
             observer: None,
             #[cfg(feature = "login")]
             login: None,
@@ -281,6 +285,9 @@ impl<'a, T: TcpConnect, D: Dns> Worker<'a, T, D> {
     /// Also hand every event to `observer` after it is logged (counters of
     /// the application's own, a status LED, a report upstream). Called in
     /// the worker's task: keep it short. [`Worker::stats`] has the counters.
+    /// (Feature `observer`: without it, a build that logs nothing — defmt
+    /// off — builds no event at all.)
+    #[cfg(feature = "observer")]
     pub fn with_observer(mut self, observer: fn(&outage_core::Event<'_>)) -> Self {
         self.observer = Some(observer);
         self
@@ -350,13 +357,9 @@ impl<'a, T: TcpConnect, D: Dns> Worker<'a, T, D> {
     ) -> Result<StopReason, StartupError> {
         let seed = (u64::from(self.rand()) << 32) | u64::from(self.rand());
         let jobs = self.jobs.len() as u16;
-        // One expression, so the future stores one lifecycle, not the
-        // result and the value too. (The configuration was validated in
-        // `new`.)
-        let mut lc = match Lifecycle::<1>::new(self.config, jobs, self.logs_in(), seed, EmbassyClock.now()) {
-            Ok(lc) => lc.with_stats(self.stats()),
-            Err(_) => return Ok(StopReason::Requested),
-        };
+        // (The configuration was validated in `new`.)
+        let mut lc = Lifecycle::<1>::with_valid(self.config, jobs, self.logs_in(), seed, EmbassyClock.now())
+            .with_stats(self.stats());
         self.with_view(|v| {
             v.stop = None;
             v.registered_at = None;
@@ -402,41 +405,46 @@ impl<'a, T: TcpConnect, D: Dns> Worker<'a, T, D> {
     /// A task that was running when the worker stopped is not resumed: the
     /// server fails it when it sweeps the old worker (or at once, when the
     /// old worker is deleted).
-    pub async fn supervise<H: Handler>(
+    // Not an `async fn`: that would move each argument into the future's
+    // locals and keep its first copy too (68 bytes of the task's RAM); an
+    // `async move` block uses them where they are.
+    #[allow(clippy::manual_async_fn)]
+    pub fn supervise<H: Handler>(
         &self,
         heartbeat_rx: &mut [u8],
         bufs: ClaimBuffers<'_>,
         handler: &mut H,
         policy: Restart,
-    ) {
-        let ClaimBuffers { rx, tx, payload } = bufs;
-        let mut streak = 0u32;
-        while !self.stop_requested.load(Ordering::SeqCst) {
-            let bufs = ClaimBuffers {
-                rx: &mut *rx,
-                tx: &mut *tx,
-                payload: &mut *payload,
-            };
-            let why = match self.run(heartbeat_rx, bufs, handler).await {
-                Ok(StopReason::Requested) => break,
-                Ok(reason) => Stopped::Stop(reason),
-                Err(e) => Stopped::Startup(e),
-            };
-            if self.stop_requested.load(Ordering::SeqCst) {
-                break;
-            }
-            let ran = self.with_view(|v| v.registered_at.map(|at| EmbassyClock.now() - at));
-            streak = policy.streak_after(streak, ran.unwrap_or_default());
-            let wait = policy.wait(streak, self.config.jitter, self.rand());
-            streak = streak.saturating_add(1);
-            let restarts = self.with_view(|v| {
-                v.stats.restarts += 1;
-                v.stats.restarts
-            });
-            emit_restart(&why, wait, restarts as u32);
-            let wait = embassy_time::Timer::after(embassy_time::Duration::from_millis(wait.as_millis()));
-            if let Either::Second(()) = select(wait, self.until_stop_requested()).await {
-                break;
+    ) -> impl Future<Output = ()> {
+        async move {
+            let mut streak = 0u32;
+            while !self.stop_requested.load(Ordering::SeqCst) {
+                let run = ClaimBuffers {
+                    rx: &mut *bufs.rx,
+                    tx: &mut *bufs.tx,
+                    payload: &mut *bufs.payload,
+                };
+                let why = match self.run(&mut *heartbeat_rx, run, &mut *handler).await {
+                    Ok(StopReason::Requested) => break,
+                    Ok(reason) => Stopped::Stop(reason),
+                    Err(e) => Stopped::Startup(e),
+                };
+                if self.stop_requested.load(Ordering::SeqCst) {
+                    break;
+                }
+                let ran = self.with_view(|v| v.registered_at.map(|at| EmbassyClock.now() - at));
+                streak = policy.streak_after(streak, ran.unwrap_or_default());
+                let wait = policy.wait(streak, self.config.jitter, self.rand());
+                streak = streak.saturating_add(1);
+                let restarts = self.with_view(|v| {
+                    v.stats.restarts += 1;
+                    v.stats.restarts
+                });
+                emit_restart(&why, wait, restarts as u32);
+                let wait = embassy_time::Timer::after(embassy_time::Duration::from_millis(wait.as_millis()));
+                if let Either::Second(()) = select(wait, self.until_stop_requested()).await {
+                    break;
+                }
             }
         }
     }

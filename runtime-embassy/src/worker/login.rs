@@ -57,7 +57,12 @@ impl<'a, T: TcpConnect, D: Dns> Worker<'a, T, D> {
         };
         let mut worker = Self::new(tcp, dns, server, "unused", jobs, fixed, seed)?;
         worker.token = "";
-        worker.config.renew_credentials = true;
+        worker.config = Config {
+            renew_credentials: true,
+            ..*worker.config
+        }
+        .validated()
+        .map_err(SetupError::Config)?;
         worker.login = Some(Credentials {
             email,
             password,
