@@ -8,12 +8,13 @@
 
 use std::future::Future;
 use std::io;
-use std::time::Duration as StdDuration;
+use std::time::{Duration as StdDuration, Instant as StdInstant};
 
 use futures_lite::AsyncReadExt;
 use outage_core::protocol::Method;
 use outage_core::{Duration, Failure, Transport, parse_retry_after};
 
+use crate::deadline::Deadlines;
 use crate::h1::{H1Client, H1Error, RawStatus};
 
 /// One request.
@@ -64,6 +65,8 @@ pub trait Http: Send + Sync + 'static {
 pub struct SurfHttp {
     client: surf::Client,
     max_body: usize,
+    /// The requests' timeouts, on timers kept from request to request.
+    timers: Deadlines,
 }
 
 impl SurfHttp {
@@ -81,6 +84,7 @@ impl SurfHttp {
         Ok(SurfHttp {
             client: surf::Client::with_http_client(h1),
             max_body,
+            timers: Deadlines::default(),
         })
     }
 
@@ -154,10 +158,17 @@ impl SurfHttp {
 
 impl Http for SurfHttp {
     async fn send(&self, req: Request<'_>, bearer: &str) -> Result<Response, HttpError> {
-        match async_std::future::timeout(req.timeout, self.exchange(req, bearer)).await {
-            Ok(result) => result,
-            Err(_) => Err(Failure::Transport(Transport::Timeout)),
-        }
+        let Some(deadline) = StdInstant::now().checked_add(req.timeout) else {
+            return self.exchange(req, bearer).await; // never times out
+        };
+        let mut timer = self.timers.lease();
+        // The exchange is polled first, as async_std::future::timeout does.
+        let result = futures_lite::future::or(self.exchange(req, bearer), async {
+            timer.until(deadline).await;
+            Err(Failure::Transport(Transport::Timeout))
+        })
+        .await;
+        result
     }
 }
 

@@ -30,6 +30,7 @@
 
 mod api;
 mod builder;
+mod deadline;
 pub mod command;
 pub mod h1;
 mod handle;
