@@ -30,8 +30,8 @@
 
 mod api;
 mod builder;
-mod deadline;
 pub mod command;
+mod deadline;
 pub mod h1;
 mod handle;
 pub mod http;
