@@ -24,9 +24,12 @@
 //!
 //! # This client
 //!
-//! - `http://` only, HTTP/1.1 over [`TcpStream`] with `TCP_NODELAY`. With
-//!   the `tls` feature, `https://` URLs are handed to http-client's async-h1
-//!   TLS client (and keep its pool's flaw); without it they are refused.
+//! - `http://` only, HTTP/1.1 over TCP with `TCP_NODELAY` (async-io's
+//!   `Async<TcpStream>`: the reactor async-std runs on). With the `tls`
+//!   feature, `https://` URLs are handed to http-client's async-h1 TLS
+//!   client (and keep its pool's flaw); without it they are refused.
+//! - The answer is waited for (readiness from the reactor) before it is
+//!   read: no read that finds nothing yet.
 //! - The request (head and body) goes out in one `write_all`. A failure to
 //!   connect or to write means the server has no complete request
 //!   ([`H1Error::Refused`], [`H1Error::Dns`], [`H1Error::Connect`],
@@ -44,8 +47,10 @@
 //!   no `Connection: close`, a framed body and no byte beyond it. Any error
 //!   discards it. Idle connections older than the idle limit
 //!   ([`DEFAULT_IDLE_LIMIT`], below uvicorn's 5 s) are closed, not reused;
-//!   a younger one is checked without waiting before reuse, and discarded if
-//!   it is readable at all (EOF, an error, or bytes nobody asked for). At
+//!   a younger one idle for [`QUIET_CHECK_AFTER`] or longer is checked
+//!   without waiting before reuse, and discarded if it is readable at all
+//!   (EOF, an error, or bytes nobody asked for); one used more recently than
+//!   that is reused without the check (a system call per request). At
 //!   most [`MAX_IDLE_PER_HOST`] idle connections are kept per host and port.
 //!   When a connection fails before any byte of an answer (closed, reset,
 //!   or the write failed) — a server restart or an idle close — the other
