@@ -289,7 +289,7 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("-n", type=int, default=300)
     p.add_argument("--rounds", type=int, default=3)
-    p.add_argument("--idle-seconds", type=float, default=20.0)
+    p.add_argument("--idle-seconds", type=float, default=20.0, help="0: no idle runs")
     p.add_argument("--kinds", default="raw,python,lib,cli")
     p.add_argument("--polling-interval", type=float, default=0.01, help="JobManager's, during the drain")
     p.add_argument("--lib-bin", required=True)
@@ -318,7 +318,7 @@ def main() -> int:
             out["drain"].append(res)
             print(f"drain round {r} {kind}: {res['tasks_per_s']} tasks/s, "
                   f"{res['cpu_ms_per_task']:.3f} ms CPU/task, load {res['load']:.2f}", flush=True)
-    for kind in [k for k in kinds if k not in ("raw", "base")]:
+    for kind in [k for k in kinds if k not in ("raw", "base") and a.idle_seconds > 0]:
         res = idle(kind, a.idle_seconds, bins)
         res.update(run_id=run_id, load=os.getloadavg()[0])
         out["idle"].append(res)

@@ -270,33 +270,33 @@ def main() -> int:
             "### What stands in the way of 0.15 ms per task",
             "",
             "Running the worker's one future on a thread of its own with `block_on` removed the cross-thread "
-            "wake-ups: the executor threads are idle, the `async-io` thread's share fell to a fraction (see "
-            "*CPU per task by thread* above), and the thread that waits for an answer is the one that reads it. "
-            "What is left is the cost of each of the three requests per task, in code this change did not "
-            "touch (`runtime-std/src/h1.rs`, `http.rs`, `api.rs`, and async-io itself):",
+            "wake-ups of an executor. The per-request path was then cut down (`runtime-std/src/h1.rs`, "
+            "`http.rs`, `deadline.rs`): the answer to a request is waited for (readiness) before it is read, "
+            "so no read finds nothing; a keep-alive connection used less than 50 ms ago is reused without "
+            "the quiet-check `recvfrom`; the requests' timeouts and the driver's sleeps use timers kept from "
+            "one wait to the next instead of registering a new async-io `Timer` (which wakes the reactor: an "
+            "eventfd write and one more epoll round) each time; the URL is parsed once per origin, not twice "
+            "per request (surf's `Client::request` parsed it again). "
+            f"System calls per request now: {sum(v['per_task'] for v in st.values()) / 3:.1f} "
+            f"({per_req('epoll_ctl'):.1f} `epoll_ctl`, {per_req('timerfd_settime'):.1f} `timerfd_settime`, "
+            f"{st.get('recvfrom', {}).get('errors_per_task', 0) / 3:.1f} failed `recvfrom`). What is left:",
             "",
-            "- **The kernel, about half.** Loopback TCP (the send, the receive, the ACKs the receive sends) and "
-            "epoll, plus switching the thread out while the server works and in again when the answer comes "
-            "(at least once per request: the server takes milliseconds per request, so the worker must sleep).",
-            f"- **System calls the I/O layer adds.** {per_req('epoll_ctl'):.1f} `epoll_ctl` per request "
-            "(async-io re-arms a one-shot interest every time a read or write would block), "
-            f"{st.get('recvfrom', {}).get('errors_per_task', 0) / 3:.1f} `recvfrom` per request that find "
-            "nothing yet (reads tried before the answer is there, and the check that an idle keep-alive "
-            f"connection is still quiet), and {per_req('timerfd_settime'):.1f} `timerfd_settime` with an "
-            f"eventfd `write`/`read` pair per request ({per_req('write'):.1f} writes): every request's timeout "
-            "is a new async-io `Timer`, and registering one wakes the reactor. A blocking client needs about "
-            "three calls per request.",
-            "- **User space.** surf parses every request's URL (`url`, `idna`), the request and its answer are "
-            "allocated and copied a few times, headers are formatted with `core::fmt`; the core's own share "
-            "is about 1 %.",
-            "- **Who holds the reactor.** async-io lets whichever thread is in `block_on` (or its own `async-io` "
-            "thread) wait on epoll for everyone. When the application's thread (here the main thread in "
-            "`run_until_signal`) holds it, the worker's I/O is handed across threads again, and the round "
-            "costs more CPU and drains slower; the min–max columns above show such rounds.",
+            "- **The kernel, about half.** Loopback TCP (the send, the receive, the ACKs) and one sleep and "
+            "wake-up per request (the server takes milliseconds per request, so the worker must sleep); on "
+            "this virtual machine switching a thread in (`finish_task_switch`) is the largest single item.",
+            "- **async-io's own thread.** While any thread is in `block_on` (here the driver's thread and the "
+            "application's main thread in `run_until_signal`), the `async-io` thread wakes on a back-off timer "
+            "(50 µs up to 10 ms) to see whether the reactor is free, and now and then takes it, so an answer "
+            "is handed across threads again (a futex wake-up): see its share in *CPU per task by thread* above. "
+            "Each epoll round also costs, inside `polling`, a `timerfd_settime`, an `epoll_ctl` for the timer, "
+            "an eventfd `read` and an `epoll_ctl` to re-arm it, besides the socket's one-shot re-arm.",
+            "- **User space.** surf and http-types build a `Request` and a `Response` per request (header maps "
+            "hashed with SipHash, header names and values allocated, an async-channel pair for trailers in "
+            "each), and the bodies are copied a few times; the core's own share is about 2 %.",
             "",
-            "So 0.15 ms needs the per-request path changed, not the threading: one timeout deadline per lane "
-            "instead of a timer per request, the URL built once instead of parsed per request, no quiet-check "
-            "read on a connection used a moment ago, and fewer re-arms of epoll interest.",
+            "So below 0.15 ms needs fewer wake-ups than async-io's `block_on` gives (a reactor the worker's "
+            "thread owns alone, without the back-off thread) or fewer per-request objects than surf and "
+            "http-types make; neither was done here.",
             "",
         ]
     doc += [

@@ -24,9 +24,12 @@
 //!
 //! # This client
 //!
-//! - `http://` only, HTTP/1.1 over [`TcpStream`] with `TCP_NODELAY`. With
-//!   the `tls` feature, `https://` URLs are handed to http-client's async-h1
-//!   TLS client (and keep its pool's flaw); without it they are refused.
+//! - `http://` only, HTTP/1.1 over TCP with `TCP_NODELAY` (async-io's
+//!   `Async<TcpStream>`: the reactor async-std runs on). With the `tls`
+//!   feature, `https://` URLs are handed to http-client's async-h1 TLS
+//!   client (and keep its pool's flaw); without it they are refused.
+//! - The answer is waited for (readiness from the reactor) before it is
+//!   read: no read that finds nothing yet.
 //! - The request (head and body) goes out in one `write_all`. A failure to
 //!   connect or to write means the server has no complete request
 //!   ([`H1Error::Refused`], [`H1Error::Dns`], [`H1Error::Connect`],
@@ -44,8 +47,10 @@
 //!   no `Connection: close`, a framed body and no byte beyond it. Any error
 //!   discards it. Idle connections older than the idle limit
 //!   ([`DEFAULT_IDLE_LIMIT`], below uvicorn's 5 s) are closed, not reused;
-//!   a younger one is checked without waiting before reuse, and discarded if
-//!   it is readable at all (EOF, an error, or bytes nobody asked for). At
+//!   a younger one idle for [`QUIET_CHECK_AFTER`] or longer is checked
+//!   without waiting before reuse, and discarded if it is readable at all
+//!   (EOF, an error, or bytes nobody asked for); one used more recently than
+//!   that is reused without the check (a system call per request). At
 //!   most [`MAX_IDLE_PER_HOST`] idle connections are kept per host and port.
 //!   When a connection fails before any byte of an answer (closed, reset,
 //!   or the write failed) — a server restart or an idle close — the other
@@ -61,8 +66,10 @@ use std::io;
 use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use async_std::net::{TcpStream, ToSocketAddrs};
-use futures_lite::future::poll_once;
+use std::io::Read as _;
+
+use async_io::Async;
+use async_std::net::ToSocketAddrs;
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use http_client::http_types::headers::{HeaderName, HeaderValue, Headers};
 use http_client::http_types::url::{Host, Position};
@@ -77,6 +84,12 @@ pub const HEAD_LIMIT: usize = 16 * 1024;
 pub const DEFAULT_IDLE_LIMIT: Duration = Duration::from_secs(4);
 /// Idle connections kept per host and port.
 pub const MAX_IDLE_PER_HOST: usize = 4;
+/// An idle connection used more recently than this is reused without the
+/// quiet check (a `recvfrom` per request): it finished a complete exchange a
+/// moment ago, no server closes an idle connection that soon, and a
+/// connection the server did close fails before any byte of an answer, which
+/// the core re-sends once on a fresh connection.
+pub const QUIET_CHECK_AFTER: Duration = Duration::from_millis(50);
 /// Header lines per head (`httparse` needs a fixed table).
 const MAX_HEADERS: usize = 64;
 /// The longest chunk-size line (size and extensions).
@@ -243,7 +256,7 @@ impl H1Client {
             return Err(H1Error::InvalidRequest);
         };
         let head_request = req.method() == Method::Head;
-        let mut conn = match self.pool.checkout(host_str, port).await {
+        let mut conn = match self.pool.checkout(host_str, port) {
             Some(conn) => conn,
             None => Conn::new(connect(host, port).await?),
         };
@@ -332,11 +345,12 @@ struct Idle {
 }
 
 impl Pool {
-    /// An idle connection to `host:port` that is still quiet, if any.
-    async fn checkout(&self, host: &str, port: u16) -> Option<Conn> {
+    /// An idle connection to `host:port` that is still quiet, if any (one
+    /// idle for less than [`QUIET_CHECK_AFTER`] is taken as quiet).
+    fn checkout(&self, host: &str, port: u16) -> Option<Conn> {
         loop {
-            let conn = self.take(host, port)?;
-            if conn.quiet().await {
+            let (conn, idle) = self.take(host, port)?;
+            if idle < QUIET_CHECK_AFTER || conn.quiet() {
                 return Some(conn);
             }
             // Readable while idle: closed by the server, failed, or bytes no
@@ -344,16 +358,19 @@ impl Pool {
         }
     }
 
-    /// The most recently used idle connection under the idle limit; older
-    /// ones are dropped (closed).
-    fn take(&self, host: &str, port: u16) -> Option<Conn> {
+    /// The most recently used idle connection under the idle limit, with
+    /// how long it has been idle; older ones are dropped (closed).
+    fn take(&self, host: &str, port: u16) -> Option<(Conn, Duration)> {
         let mut hosts = self.hosts.lock().unwrap_or_else(PoisonError::into_inner);
         let entry = hosts.iter_mut().find(|h| h.port == port && h.host == host)?;
         let now = Instant::now();
         entry
             .idle
             .retain(|i| now.saturating_duration_since(i.since) < self.idle_limit);
-        entry.idle.pop().map(|i| i.conn)
+        entry
+            .idle
+            .pop()
+            .map(|i| (i.conn, now.saturating_duration_since(i.since)))
     }
 
     /// Close every idle connection to `host:port`.
@@ -393,6 +410,11 @@ impl Pool {
 
 // ------------------------------------------------------------ a connection
 
+/// A TCP stream on async-std's reactor (async-io's, which async-std runs
+/// on): it can wait for readiness before reading, so an answer that is not
+/// there yet costs no failed read.
+type TcpStream = Async<std::net::TcpStream>;
+
 /// One TCP connection with its buffers, reused with it.
 struct Conn {
     stream: TcpStream,
@@ -414,11 +436,18 @@ impl Conn {
         }
     }
 
-    /// Nothing to read right now (checked without waiting): an idle
-    /// connection that is readable is closed, failed or out of step.
-    async fn quiet(&self) -> bool {
+    /// Nothing to read right now (checked without waiting, and without
+    /// registering interest in the reactor): an idle connection that is
+    /// readable is closed, failed or out of step.
+    fn quiet(&self) -> bool {
         let mut probe = [0u8; 1];
-        poll_once(self.stream.peek(&mut probe)).await.is_none()
+        loop {
+            match self.stream.get_ref().peek(&mut probe) {
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return e.kind() == io::ErrorKind::WouldBlock,
+                Ok(_) => return false,
+            }
+        }
     }
 
     async fn write_request(&mut self) -> Result<(), H1Error> {
@@ -430,18 +459,17 @@ impl Conn {
         written.map_err(|e| H1Error::Send(e.kind()))
     }
 
-    /// Read more into `rbuf[rlen..cap]`; the number of bytes read.
-    async fn fill(&mut self, cap: usize) -> io::Result<usize> {
-        loop {
-            match (&self.stream).read(&mut self.rbuf[self.rlen..cap]).await {
-                Ok(n) => {
-                    self.rlen += n;
-                    return Ok(n);
-                }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
-            }
+    /// Read more into `rbuf[rlen..cap]`; the number of bytes read. With
+    /// `wait_first`, wait for readiness before the first read (the answer to
+    /// a request just sent is not there yet: no read that finds nothing).
+    async fn fill(&mut self, cap: usize, wait_first: bool) -> io::Result<usize> {
+        if wait_first {
+            self.stream.readable().await?;
         }
+        let buf = &mut self.rbuf[self.rlen..cap];
+        let n = self.stream.read_with(|s| (&*s).read(buf)).await?;
+        self.rlen += n;
+        Ok(n)
     }
 
     /// Drop the first `n` buffered bytes.
@@ -465,7 +493,10 @@ async fn connect(host: Host<&str>, port: u16) -> Result<TcpStream, H1Error> {
     for addr in addrs {
         match TcpStream::connect(addr).await {
             Ok(stream) => {
-                stream.set_nodelay(true).map_err(|e| H1Error::Connect(e.kind()))?;
+                stream
+                    .get_ref()
+                    .set_nodelay(true)
+                    .map_err(|e| H1Error::Connect(e.kind()))?;
                 return Ok(stream);
             }
             Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => last = H1Error::Refused,
@@ -898,7 +929,8 @@ async fn read_response(
             return Err(H1Error::HeadTooLarge);
         }
         let before = interim + conn.rlen;
-        match conn.fill(cap).await {
+        // The first read of an answer waits for it; later ones try first.
+        match conn.fill(cap, before == 0).await {
             Ok(0) if before == 0 => return Err(H1Error::Closed),
             Err(e) if before == 0 => return Err(first_read_error(&e)),
             Ok(0) | Err(_) => return Err(H1Error::Truncated),
@@ -961,7 +993,7 @@ async fn read_chunked(conn: &mut Conn, max_body: usize) -> Result<Vec<u8>, H1Err
         if decoder.done() {
             return Ok(body);
         }
-        match conn.fill(HEAD_LIMIT).await {
+        match conn.fill(HEAD_LIMIT, false).await {
             Ok(0) | Err(_) => return Err(H1Error::Truncated),
             Ok(_) => {}
         }
@@ -1448,29 +1480,29 @@ mod tests {
             // A quiet one comes back; the newest first.
             let (a, _a_peer) = pair().await;
             let (b, _b_peer) = pair().await;
-            let a_port = a.stream.local_addr().unwrap().port();
-            let b_port = b.stream.local_addr().unwrap().port();
+            let a_port = a.stream.get_ref().local_addr().unwrap().port();
+            let b_port = b.stream.get_ref().local_addr().unwrap().port();
             pool.checkin("h", 1, a);
             pool.checkin("h", 1, b);
-            assert!(pool.checkout("other", 1).await.is_none());
-            assert!(pool.checkout("h", 2).await.is_none());
-            let got = pool.checkout("h", 1).await.unwrap();
-            assert_eq!(got.stream.local_addr().unwrap().port(), b_port);
-            let got = pool.checkout("h", 1).await.unwrap();
-            assert_eq!(got.stream.local_addr().unwrap().port(), a_port);
-            assert!(pool.checkout("h", 1).await.is_none());
+            assert!(pool.checkout("other", 1).is_none());
+            assert!(pool.checkout("h", 2).is_none());
+            let got = pool.checkout("h", 1).unwrap();
+            assert_eq!(got.stream.get_ref().local_addr().unwrap().port(), b_port);
+            let got = pool.checkout("h", 1).unwrap();
+            assert_eq!(got.stream.get_ref().local_addr().unwrap().port(), a_port);
+            assert!(pool.checkout("h", 1).is_none());
 
             // At most max_idle: the oldest goes.
             let (c, _c_peer) = pair().await;
             let (d, _d_peer) = pair().await;
             let (e, _e_peer) = pair().await;
-            let c_port = c.stream.local_addr().unwrap().port();
+            let c_port = c.stream.get_ref().local_addr().unwrap().port();
             pool.checkin("h", 1, c);
             pool.checkin("h", 1, d);
             pool.checkin("h", 1, e);
             let mut ports = Vec::new();
-            while let Some(conn) = pool.checkout("h", 1).await {
-                ports.push(conn.stream.local_addr().unwrap().port());
+            while let Some(conn) = pool.checkout("h", 1) {
+                ports.push(conn.stream.get_ref().local_addr().unwrap().port());
             }
             assert_eq!(ports.len(), 2);
             assert!(!ports.contains(&c_port));
@@ -1482,8 +1514,14 @@ mod tests {
             drop(g_peer);
             pool.checkin("h", 1, f);
             pool.checkin("h", 1, g);
-            async_std::task::sleep(Duration::from_millis(50)).await;
-            assert!(pool.checkout("h", 1).await.is_none());
+            async_std::task::sleep(QUIET_CHECK_AFTER + Duration::from_millis(50)).await;
+            assert!(pool.checkout("h", 1).is_none());
+
+            // Used a moment ago: taken without the check.
+            let (k, mut k_peer) = pair().await;
+            pool.checkin("h", 1, k);
+            k_peer.write_all(b"x").await.unwrap();
+            assert!(pool.checkout("h", 1).is_some());
 
             // Forgotten: all of a host's idle connections go.
             let (i, _i_peer) = pair().await;
@@ -1491,7 +1529,7 @@ mod tests {
             pool.checkin("h", 1, i);
             pool.checkin("h", 1, j);
             pool.forget("h", 1);
-            assert!(pool.checkout("h", 1).await.is_none());
+            assert!(pool.checkout("h", 1).is_none());
 
             // Too old: discarded without a look.
             let old = Pool {
@@ -1501,7 +1539,7 @@ mod tests {
             };
             let (h, _h_peer) = pair().await;
             old.checkin("h", 1, h);
-            assert!(old.checkout("h", 1).await.is_none());
+            assert!(old.checkout("h", 1).is_none());
         });
     }
 

@@ -54,6 +54,7 @@ impl<H: Http> Worker<H> {
             }),
             progress: bounded(1),
             last_detail: Mutex::new(None),
+            sleeps: Default::default(),
         });
         let io = shared.clone();
         let (push, seed) = (l.push, l.seed);

@@ -8,12 +8,13 @@
 
 use std::future::Future;
 use std::io;
-use std::time::Duration as StdDuration;
+use std::time::{Duration as StdDuration, Instant as StdInstant};
 
 use futures_lite::AsyncReadExt;
 use outage_core::protocol::Method;
 use outage_core::{Duration, Failure, Transport, parse_retry_after};
 
+use crate::deadline::Deadlines;
 use crate::h1::{H1Client, H1Error, RawStatus};
 
 /// One request.
@@ -64,6 +65,59 @@ pub trait Http: Send + Sync + 'static {
 pub struct SurfHttp {
     client: surf::Client,
     max_body: usize,
+    /// The requests' timeouts, on timers kept from request to request.
+    timers: Deadlines,
+    /// The server's URL, parsed once.
+    urls: Urls,
+}
+
+/// Request URLs built on the last origin (`scheme://authority`) parsed:
+/// surf takes a parsed URL, and parsing one (its host with `idna`) per
+/// request is a good part of a request's CPU; a URL of the same origin gets
+/// its path and query set on a copy of the parsed origin instead, with the
+/// same parser the whole URL would go through.
+#[derive(Default)]
+struct Urls(std::sync::Mutex<Option<(String, surf::Url)>>);
+
+impl Urls {
+    /// `url` parsed, or `None` if it does not parse.
+    fn url(&self, url: &str) -> Option<surf::Url> {
+        let split = url.find("://").and_then(|at| {
+            let rest = at + 3;
+            let path = url[rest..]
+                .find(['/', '?', '#', '\\'])
+                .map_or(url.len(), |i| rest + i);
+            let (origin, tail) = url.split_at(path);
+            (!tail.contains('#') && !tail.starts_with('\\')).then_some((origin, tail))
+        });
+        if let Some((origin, tail)) = split {
+            let cached = crate::worker::lock(&self.0);
+            if let Some((o, base)) = cached.as_ref()
+                && o == origin
+            {
+                let mut built = base.clone();
+                drop(cached);
+                let (path, query) = match tail.split_once('?') {
+                    Some((path, query)) => (path, Some(query)),
+                    None => (tail, None),
+                };
+                built.set_path(path);
+                built.set_query(query);
+                return Some(built);
+            }
+        }
+        let parsed = surf::Url::parse(url).ok()?;
+        if let Some((origin, _)) = split
+            && parsed.has_host()
+            && !parsed.cannot_be_a_base()
+        {
+            let mut base = parsed.clone();
+            base.set_path("");
+            base.set_query(None);
+            *crate::worker::lock(&self.0) = Some((origin.to_owned(), base));
+        }
+        Some(parsed)
+    }
 }
 
 impl SurfHttp {
@@ -81,6 +135,8 @@ impl SurfHttp {
         Ok(SurfHttp {
             client: surf::Client::with_http_client(h1),
             max_body,
+            timers: Deadlines::default(),
+            urls: Urls::default(),
         })
     }
 
@@ -92,19 +148,22 @@ impl SurfHttp {
             Method::Patch => surf::http::Method::Patch,
             Method::Delete => surf::http::Method::Delete,
         };
-        let url = surf::Url::parse(req.url).map_err(|_| Failure::Transport(Transport::Network))?;
-        let mut builder = self
-            .client
-            .request(method, url)
-            .header("Accept", "application/json");
+        let url = self
+            .urls
+            .url(req.url)
+            .ok_or(Failure::Transport(Transport::Network))?;
+        // Not `self.client.request(method, url)`: that parses the URL again
+        // (it takes a string). The client adds no headers of its own.
+        let mut builder = surf::RequestBuilder::new(method, url).header("Accept", "application/json");
         if !bearer.is_empty() {
             builder = builder.header("Authorization", format!("Bearer {bearer}"));
         }
         if let Some(body) = req.json {
+            // Constants: a `&str` would be parsed as a MIME type every time.
             let kind = if req.form {
-                "application/x-www-form-urlencoded"
+                surf::http::mime::FORM
             } else {
-                "application/json"
+                surf::http::mime::JSON
             };
             builder = builder
                 .body(surf::Body::from_bytes(body.to_vec()))
@@ -154,10 +213,16 @@ impl SurfHttp {
 
 impl Http for SurfHttp {
     async fn send(&self, req: Request<'_>, bearer: &str) -> Result<Response, HttpError> {
-        match async_std::future::timeout(req.timeout, self.exchange(req, bearer)).await {
-            Ok(result) => result,
-            Err(_) => Err(Failure::Transport(Transport::Timeout)),
-        }
+        let Some(deadline) = StdInstant::now().checked_add(req.timeout) else {
+            return self.exchange(req, bearer).await; // never times out
+        };
+        let mut timer = self.timers.lease();
+        // The exchange is polled first, as async_std::future::timeout does.
+        futures_lite::future::or(self.exchange(req, bearer), async {
+            timer.until(deadline).await;
+            Err(Failure::Transport(Transport::Timeout))
+        })
+        .await
     }
 }
 
@@ -216,6 +281,41 @@ fn message_kind(msg: &str) -> Transport {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn urls_built_on_a_parsed_origin_are_the_urls_parsed_whole() {
+        let urls = Urls::default();
+        let cases = [
+            "http://127.0.0.1:8000/v1/joblib/workers",
+            "http://127.0.0.1:8000/v1/joblib/tasks/claim",
+            "http://127.0.0.1:8000/v1/joblib/rooms/@global/jobs",
+            "http://127.0.0.1:8000/v1/joblib/tasks/abc?worker_id=x%20y&z=1",
+            "http://127.0.0.1:8000/a/../b/./c d/%41é?q=é ü",
+            "http://127.0.0.1:8000",
+            "http://127.0.0.1:8000?x=1",
+            "http://127.0.0.1:8000/x#frag",
+            "http://127.0.0.1:8000\\x\\y",
+            "http://127.0.0.1:8000//double//slash/",
+            "http://127.0.0.1:8000/%2e%2E/x",
+            "http://user:pw@Example.COM:80/p?a",
+            "http://user:pw@Example.COM:80/q",
+            "http://bücher.example/p",
+            "http://bücher.example/p/q?r",
+            "HTTP://127.0.0.1:8000/upper",
+            "http://127.0.0.1:8000/upper",
+        ];
+        for _ in 0..2 {
+            for case in cases {
+                let parsed = surf::Url::parse(case).unwrap();
+                assert_eq!(urls.url(case).as_ref(), Some(&parsed), "{case}");
+            }
+        }
+        assert_eq!(urls.url("not a url"), None);
+        assert_eq!(
+            urls.url("http://127.0.0.1:8000/after"),
+            surf::Url::parse("http://127.0.0.1:8000/after").ok()
+        );
+    }
 
     #[test]
     fn messages_map_to_kinds() {

@@ -31,6 +31,7 @@
 mod api;
 mod builder;
 pub mod command;
+mod deadline;
 pub mod h1;
 mod handle;
 pub mod http;

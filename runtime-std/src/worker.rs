@@ -20,6 +20,7 @@ use outage_core::{
 
 use crate::api::{Api, ApiError, SharedToken, Task};
 use crate::builder::{Credentials, read_token_file};
+use crate::deadline::Deadlines;
 use crate::http::Http;
 use crate::job::{Handler, Job, TaskResult};
 use crate::{StdClock, emit};
@@ -67,6 +68,9 @@ pub(crate) struct Shared<H> {
     pub(crate) progress: (Sender<()>, Receiver<()>),
     /// The server's words on the last refused request (for startup errors).
     pub(crate) last_detail: Mutex<Option<String>>,
+    /// The driver's sleeps, on a timer kept from one turn of its loop to
+    /// the next (not a fresh one per turn, that is per request).
+    pub(crate) sleeps: Deadlines,
 }
 
 #[derive(Clone, Copy)]
@@ -201,7 +205,11 @@ impl<H: Http> Io for Shared<H> {
     }
 
     async fn sleep_until(&self, t: Instant) {
-        async_std::task::sleep(StdDuration::from_millis((t - self.now()).as_millis())).await;
+        let left = StdDuration::from_millis((t - self.now()).as_millis());
+        match StdInstant::now().checked_add(left) {
+            Some(at) => self.sleeps.sleep_until(at).await,
+            None => std::future::pending().await,
+        }
     }
 
     async fn send(&self, lane: &mut Lane, req: Request) -> Result<Reply, Failure> {
