@@ -75,6 +75,8 @@ pub struct Config {
     /// file again): a 401 then renews them once instead of stopping, and
     /// stops only if the renewed token is refused too. ZnDraw's tokens
     /// expire after an hour. Default: off (a fixed token; 401 stops).
+    /// Needs the core's `renew` feature (on by default): without it a 401
+    /// stops whatever this says.
     pub renew_credentials: bool,
     /// How many tasks run at once, under one worker id and one heartbeat
     /// (1 to [`Config::MAX_CONCURRENCY`]). Each has its own held outcome;
