@@ -1,7 +1,7 @@
 //! Worker configuration with the reference defaults, and its validation.
 
 use crate::Duration;
-use crate::render::{Render, Secs, Sink, impl_render_outputs};
+use crate::render::{Render, Secs, Sink, impl_render_outputs, words};
 
 /// How the outage backoff is randomised, with a random `u32` the caller
 /// supplies at each step (the core has no RNG).
@@ -75,6 +75,8 @@ pub struct Config {
     /// file again): a 401 then renews them once instead of stopping, and
     /// stops only if the renewed token is refused too. ZnDraw's tokens
     /// expire after an hour. Default: off (a fixed token; 401 stops).
+    /// Needs the core's `renew` feature (on by default): without it a 401
+    /// stops whatever this says.
     pub renew_credentials: bool,
     /// How many tasks run at once, under one worker id and one heartbeat
     /// (1 to [`Config::MAX_CONCURRENCY`]). Each has its own held outcome;
@@ -291,19 +293,19 @@ impl Render for ConfigError {
     fn render<S: Sink + ?Sized>(&self, out: &mut S) {
         match self {
             ConfigError::Zero(field) => {
-                out.text("invalid config: ");
+                out.words(words!("invalid config: "));
                 out.text(field);
-                out.text(" must be greater than zero");
+                out.words(words!(" must be greater than zero"));
             }
             ConfigError::TooLong(field) => {
-                out.text("invalid config: ");
+                out.words(words!("invalid config: "));
                 out.text(field);
-                out.text(" must not be longer than 30 days");
+                out.words(words!(" must not be longer than 30 days"));
             }
             ConfigError::Concurrency(n) => {
-                out.text("invalid config: concurrency ");
+                out.words(words!("invalid config: concurrency "));
                 out.num(u64::from(*n));
-                out.text(" must be between 1 and 16");
+                out.words(words!(" must be between 1 and 16"));
             }
             ConfigError::CapBelowBase {
                 cap,
@@ -311,15 +313,15 @@ impl Render for ConfigError {
                 base,
                 base_value,
             } => {
-                out.text("invalid config: ");
+                out.words(words!("invalid config: "));
                 out.text(cap);
-                out.text(" (");
+                out.words(words!(" ("));
                 Secs(*cap_value).render(out);
-                out.text(") must not be below ");
+                out.words(words!(") must not be below "));
                 out.text(base);
-                out.text(" (");
+                out.words(words!(" ("));
                 Secs(*base_value).render(out);
-                out.text(")");
+                out.words(words!(")"));
             }
         }
     }

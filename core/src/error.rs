@@ -1,7 +1,7 @@
 //! Failures and their classification, decided once for both runtimes.
 
 use crate::Duration;
-use crate::render::{Render, Sink, impl_render_outputs};
+use crate::render::{Render, Sink, Words, impl_render_outputs, words};
 
 /// Which request failed. Classification depends on it: a 404 from the
 /// heartbeat means the server forgot the worker, a 404 on a task update only
@@ -244,36 +244,36 @@ pub fn parse_retry_after(value: &[u8]) -> Option<Duration> {
     Some(Duration::from_secs(secs))
 }
 
-const fn reason(status: u16) -> &'static str {
+fn reason(status: u16) -> Words {
     match status {
-        400 => " Bad Request",
-        401 => " Unauthorized",
-        403 => " Forbidden",
-        404 => " Not Found",
-        408 => " Request Timeout",
-        409 => " Conflict",
-        422 => " Unprocessable Content",
-        429 => " Too Many Requests",
-        500 => " Internal Server Error",
-        502 => " Bad Gateway",
-        503 => " Service Unavailable",
-        504 => " Gateway Timeout",
-        _ => "",
+        400 => words!(" Bad Request"),
+        401 => words!(" Unauthorized"),
+        403 => words!(" Forbidden"),
+        404 => words!(" Not Found"),
+        408 => words!(" Request Timeout"),
+        409 => words!(" Conflict"),
+        422 => words!(" Unprocessable Content"),
+        429 => words!(" Too Many Requests"),
+        500 => words!(" Internal Server Error"),
+        502 => words!(" Bad Gateway"),
+        503 => words!(" Service Unavailable"),
+        504 => words!(" Gateway Timeout"),
+        _ => words!(""),
     }
 }
 
 impl Render for Transport {
     fn render<S: Sink + ?Sized>(&self, out: &mut S) {
-        out.text(match self {
-            Transport::ConnectionRefused => "Connection refused",
-            Transport::ConnectionReset => "Connection reset",
-            Transport::ConnectionClosed => "Connection closed",
-            Transport::Truncated => "Response cut short",
-            Transport::Timeout => "Request timed out",
-            Transport::Dns => "Host name did not resolve",
-            Transport::Tls => "TLS error",
-            Transport::SendFailed => "Request could not be sent",
-            Transport::Network => "Network error",
+        out.words(match self {
+            Transport::ConnectionRefused => words!("Connection refused"),
+            Transport::ConnectionReset => words!("Connection reset"),
+            Transport::ConnectionClosed => words!("Connection closed"),
+            Transport::Truncated => words!("Response cut short"),
+            Transport::Timeout => words!("Request timed out"),
+            Transport::Dns => words!("Host name did not resolve"),
+            Transport::Tls => words!("TLS error"),
+            Transport::SendFailed => words!("Request could not be sent"),
+            Transport::Network => words!("Network error"),
         });
     }
 }
@@ -283,17 +283,17 @@ impl Render for Failure {
         match self {
             Failure::Transport(t) => t.render(out),
             Failure::Status { status, retry_after } => {
-                out.text("HTTP ");
+                out.words(words!("HTTP "));
                 out.num(u64::from(*status));
-                out.text(reason(*status));
+                out.words(reason(*status));
                 if let Some(d) = retry_after {
-                    out.text(" (Retry-After ");
+                    out.words(words!(" (Retry-After "));
                     crate::render::WholeSecs(*d).render(out);
-                    out.text(")");
+                    out.words(words!(")"));
                 }
             }
-            Failure::ResponseTooLarge => out.text("Response too large for its buffer"),
-            Failure::MalformedResponse => out.text("Malformed response"),
+            Failure::ResponseTooLarge => out.words(words!("Response too large for its buffer")),
+            Failure::MalformedResponse => out.words(words!("Malformed response")),
             Failure::Local(local) => local.render(out),
         }
     }
@@ -301,10 +301,10 @@ impl Render for Failure {
 
 impl Render for Local {
     fn render<S: Sink + ?Sized>(&self, out: &mut S) {
-        out.text(match self {
-            Local::BodyTooLarge => "the request body does not fit the worker's buffer",
-            Local::UrlTooLong => "the request URL does not fit the worker's buffer",
-            Local::Encoding => "the request could not be encoded",
+        out.words(match self {
+            Local::BodyTooLarge => words!("the request body does not fit the worker's buffer"),
+            Local::UrlTooLong => words!("the request URL does not fit the worker's buffer"),
+            Local::Encoding => words!("the request could not be encoded"),
         });
     }
 }
@@ -312,17 +312,17 @@ impl Render for Local {
 impl Render for Fatal {
     fn render<S: Sink + ?Sized>(&self, out: &mut S) {
         match self {
-            Fatal::WorkerUnknown => out.text("the server does not know this worker"),
+            Fatal::WorkerUnknown => out.words(words!("the server does not know this worker")),
             Fatal::AuthRefused { status } => {
-                out.text("the server refused the token (HTTP ");
+                out.words(words!("the server refused the token (HTTP "));
                 out.num(u64::from(*status));
-                out.text(")");
+                out.words(words!(")"));
             }
-            Fatal::NoJobApi => out.text("no job API at the configured URL (HTTP 404)"),
+            Fatal::NoJobApi => out.words(words!("no job API at the configured URL (HTTP 404)")),
             Fatal::LoginRefused { status } => {
-                out.text("the server refused the login (HTTP ");
+                out.words(words!("the server refused the login (HTTP "));
                 out.num(u64::from(*status));
-                out.text("): check the user name and password");
+                out.words(words!("): check the user name and password"));
             }
         }
     }

@@ -1,6 +1,6 @@
 //! Every line a worker logs, as one structured type with one rendering.
 
-use crate::render::{Render, Secs, Sink, WholeSecs, impl_render_outputs};
+use crate::render::{Render, Secs, Sink, WholeSecs, impl_render_outputs, words};
 use crate::{Duration, Endpoint, Failure, Fatal};
 
 /// The error a running task is reported `failed` with when a graceful stop's
@@ -53,23 +53,23 @@ impl Render for StopReason {
     fn render<S: Sink + ?Sized>(&self, out: &mut S) {
         match self {
             StopReason::Unreachable { last_error } => {
-                out.text("server unreachable for too long (last error: ");
+                out.words(words!("server unreachable for too long (last error: "));
                 last_error.render(out);
-                out.text(")");
+                out.words(words!(")"));
             }
             StopReason::RegistrationLost(cause) => {
-                out.text("registration lost: ");
+                out.words(words!("registration lost: "));
                 cause.render(out);
             }
             StopReason::RegistrationRejected(error) => {
-                out.text("registering again was refused: ");
+                out.words(words!("registering again was refused: "));
                 error.render(out);
             }
-            StopReason::Requested => out.text("stop requested"),
+            StopReason::Requested => out.words(words!("stop requested")),
             StopReason::Local { what, error } => {
-                out.text("cannot write the ");
+                out.words(words!("cannot write the "));
                 what.render(out);
-                out.text(" request: ");
+                out.words(words!(" request: "));
                 error.render(out);
             }
         }
@@ -78,16 +78,16 @@ impl Render for StopReason {
 
 impl Render for Endpoint {
     fn render<S: Sink + ?Sized>(&self, out: &mut S) {
-        out.text(match self {
-            Endpoint::CreateWorker => "create worker",
-            Endpoint::RegisterJob => "register job",
-            Endpoint::Claim => "claim",
-            Endpoint::TaskStatus => "task status update",
-            Endpoint::Heartbeat => "heartbeat",
-            Endpoint::Disconnect => "disconnect",
-            Endpoint::Submit => "submit",
-            Endpoint::GetTask => "get task",
-            Endpoint::Login => "login",
+        out.words(match self {
+            Endpoint::CreateWorker => words!("create worker"),
+            Endpoint::RegisterJob => words!("register job"),
+            Endpoint::Claim => words!("claim"),
+            Endpoint::TaskStatus => words!("task status update"),
+            Endpoint::Heartbeat => words!("heartbeat"),
+            Endpoint::Disconnect => words!("disconnect"),
+            Endpoint::Submit => words!("submit"),
+            Endpoint::GetTask => words!("get task"),
+            Endpoint::Login => words!("login"),
         });
     }
 }
@@ -432,38 +432,38 @@ impl Event<'_> {
     fn render_kept<S: Sink + ?Sized, const KEEP: u8>(&self, out: &mut S) {
         match *self {
             Event::OutageWarning { elapsed, max } if kept(KEEP, Level::Warn, false) => {
-                out.text("Server unreachable — retrying (");
+                out.words(words!("Server unreachable — retrying ("));
                 WholeSecs(elapsed).render(out);
                 if max == crate::Config::NO_LIMIT {
-                    out.text(" elapsed, no limit)");
+                    out.words(words!(" elapsed, no limit)"));
                 } else {
-                    out.text("/");
+                    out.words(words!("/"));
                     Secs(max).render(out);
-                    out.text(" elapsed)");
+                    out.words(words!(" elapsed)"));
                 }
             }
             Event::Recovered { outage } if kept(KEEP, Level::Info, false) => {
-                out.text("Server reachable again after ");
+                out.words(words!("Server reachable again after "));
                 WholeSecs(outage).render(out);
             }
             Event::Unreachable { max, last_error } if kept(KEEP, Level::Error, false) => {
-                out.text("Server unreachable for >");
+                out.words(words!("Server unreachable for >"));
                 Secs(max).render(out);
-                out.text(", shutting down. Last error: ");
+                out.words(words!(", shutting down. Last error: "));
                 last_error.render(out);
             }
             Event::RegistrationLost { cause } if kept(KEEP, Level::Error, false) => {
-                out.text("Registration lost, shutting down: ");
+                out.words(words!("Registration lost, shutting down: "));
                 cause.render(out);
             }
             Event::Reregistering if kept(KEEP, Level::Warn, false) => {
-                out.text("Registration lost: ");
+                out.words(words!("Registration lost: "));
                 Fatal::WorkerUnknown.render(out);
-                out.text("; registering again");
+                out.words(words!("; registering again"));
             }
-            Event::Reregistered if kept(KEEP, Level::Info, false) => out.text("Registered again; serving"),
+            Event::Reregistered if kept(KEEP, Level::Info, false) => out.words(words!("Registered again; serving")),
             Event::RegistrationRejected { error } if kept(KEEP, Level::Error, false) => {
-                out.text("Registering again failed, shutting down: ");
+                out.words(words!("Registering again failed, shutting down: "));
                 error.render(out);
             }
             Event::StartupRetry {
@@ -473,27 +473,27 @@ impl Event<'_> {
                 retries,
                 wait,
             } if kept(KEEP, Level::Warn, false) => {
-                out.text("Startup: ");
+                out.words(words!("Startup: "));
                 what.render(out);
-                out.text(" failed (");
+                out.words(words!(" failed ("));
                 error.render(out);
-                out.text("); retry ");
+                out.words(words!("); retry "));
                 out.num(u64::from(retry));
-                out.text("/");
+                out.words(words!("/"));
                 out.num(u64::from(retries));
-                out.text(" in ");
+                out.words(words!(" in "));
                 Secs(wait).render(out);
             }
             Event::StartupFailed { what, error } if kept(KEEP, Level::Error, false) => {
-                out.text("Startup: ");
+                out.words(words!("Startup: "));
                 what.render(out);
-                out.text(" failed, giving up: ");
+                out.words(words!(" failed, giving up: "));
                 error.render(out);
             }
             Event::TaskSkipped { error } if kept(KEEP, Level::Warn, false) => {
-                out.text("Could not mark the claimed task running (");
+                out.words(words!("Could not mark the claimed task running ("));
                 error.render(out);
-                out.text("); skipping it");
+                out.words(words!("); skipping it"));
             }
             Event::TaskFinished {
                 task_id,
@@ -502,41 +502,41 @@ impl Event<'_> {
                 took,
                 error,
             } if kept(KEEP, if error.is_some() { Level::Warn } else { Level::Info }, false) => {
-                out.text("Task ");
+                out.words(words!("Task "));
                 out.text(task_id);
-                out.text(" (");
+                out.words(words!(" ("));
                 out.text(job);
-                out.text(", room ");
+                out.words(words!(", room "));
                 out.text(room);
                 match error {
                     None => {
-                        out.text(") completed in ");
+                        out.words(words!(") completed in "));
                         crate::render::Took(took).render(out);
                     }
                     Some(error) => {
-                        out.text(") failed after ");
+                        out.words(words!(") failed after "));
                         crate::render::Took(took).render(out);
-                        out.text(": ");
+                        out.words(words!(": "));
                         out.text(error);
                     }
                 }
             }
-            Event::OutcomeHeld if kept(KEEP, Level::Info, false) => out.text("Task outcome held until the server is reachable again"),
-            Event::OutcomeDelivered if kept(KEEP, Level::Info, false) => out.text("Delivered the task outcome held during the outage"),
+            Event::OutcomeHeld if kept(KEEP, Level::Info, false) => out.words(words!("Task outcome held until the server is reachable again")),
+            Event::OutcomeDelivered if kept(KEEP, Level::Info, false) => out.words(words!("Delivered the task outcome held during the outage")),
             Event::OutcomeRejected { error } if kept(KEEP, Level::Warn, false) => {
-                out.text("Server refused the task outcome (");
+                out.words(words!("Server refused the task outcome ("));
                 error.render(out);
-                out.text("); dropping it");
+                out.words(words!("); dropping it"));
             }
-            Event::StopRequested if kept(KEEP, Level::Info, false) => out.text("Stop requested, shutting down"),
-            Event::CredentialsExpired if kept(KEEP, Level::Info, false) => out.text("Token refused (HTTP 401): renewing the credentials"),
-            Event::CredentialsRenewed if kept(KEEP, Level::Debug, false) => out.text("Credentials renewed; serving"),
+            Event::StopRequested if kept(KEEP, Level::Info, false) => out.words(words!("Stop requested, shutting down")),
+            Event::CredentialsExpired if kept(KEEP, Level::Info, false) => out.words(words!("Token refused (HTTP 401): renewing the credentials")),
+            Event::CredentialsRenewed if kept(KEEP, Level::Debug, false) => out.words(words!("Credentials renewed; serving")),
             Event::ServerSaid { what, status, detail } if kept(KEEP, if status < 500 { Level::Warn } else { Level::Debug }, true) => {
-                out.text("The server refused the ");
+                out.words(words!("The server refused the "));
                 what.render(out);
-                out.text(" (HTTP ");
+                out.words(words!(" (HTTP "));
                 out.num(u64::from(status));
-                out.text("): ");
+                out.words(words!("): "));
                 out.text(detail);
             }
             Event::Summary {
@@ -546,100 +546,100 @@ impl Event<'_> {
                 failed_requests,
                 outages,
             } if kept(KEEP, Level::Info, true) => {
-                out.text("Summary: ");
+                out.words(words!("Summary: "));
                 out.num(completed);
-                out.text(" tasks completed, ");
+                out.words(words!(" tasks completed, "));
                 out.num(failed);
-                out.text(" failed; ");
+                out.words(words!(" failed; "));
                 out.num(requests);
-                out.text(" requests, ");
+                out.words(words!(" requests, "));
                 out.num(failed_requests);
-                out.text(" failed; ");
+                out.words(words!(" failed; "));
                 out.num(outages);
-                out.text(" outages survived");
+                out.words(words!(" outages survived"));
             }
             Event::TransportDetail { error } if kept(KEEP, Level::Debug, true) => {
-                out.text("Request failed: ");
+                out.words(words!("Request failed: "));
                 out.text(error);
             }
             Event::TokenFileUnusable { why } if kept(KEEP, Level::Warn, true) => {
-                out.text("Cannot renew the token: ");
+                out.words(words!("Cannot renew the token: "));
                 out.text(why);
             }
-            Event::StopNow if kept(KEEP, Level::Warn, false) => out.text("Asked again: stopping now, the running task is abandoned"),
+            Event::StopNow if kept(KEEP, Level::Warn, false) => out.words(words!("Asked again: stopping now, the running task is abandoned")),
             Event::Registered { worker_id, jobs } if kept(KEEP, Level::Info, false) => {
-                out.text("Registered as worker ");
+                out.words(words!("Registered as worker "));
                 out.text(worker_id);
-                out.text(" (");
+                out.words(words!(" ("));
                 out.num(u64::from(jobs));
-                out.text(if jobs == 1 { " job)" } else { " jobs)" });
+                out.words(if jobs == 1 { words!(" job)") } else { words!(" jobs)") });
             }
             Event::Disconnected { worker_id } if kept(KEEP, Level::Info, false) => {
-                out.text("Worker ");
+                out.words(words!("Worker "));
                 out.text(worker_id);
-                out.text(" deleted from the server");
+                out.words(words!(" deleted from the server"));
             }
             Event::DisconnectFailed { worker_id, error } if kept(KEEP, Level::Debug, false) => {
-                out.text("Could not delete worker ");
+                out.words(words!("Could not delete worker "));
                 out.text(worker_id);
-                out.text(" from the server: ");
+                out.words(words!(" from the server: "));
                 error.render(out);
             }
             Event::StaleConnection { what } if kept(KEEP, Level::Debug, false) => {
                 what.render(out);
-                out.text(": connection closed before an answer; sending again on a fresh one");
+                out.words(words!(": connection closed before an answer; sending again on a fresh one"));
             }
             Event::LocalError { what, error } if kept(KEEP, Level::Error, false) => {
-                out.text("Cannot write the ");
+                out.words(words!("Cannot write the "));
                 what.render(out);
-                out.text(" request (");
+                out.words(words!(" request ("));
                 error.render(out);
-                out.text("), shutting down: a worker setting is too small for it");
+                out.words(words!("), shutting down: a worker setting is too small for it"));
             }
             Event::SignalsUnavailable if kept(KEEP, Level::Warn, true) => {
-                out.text("Cannot listen for SIGINT/SIGTERM; running until the worker stops by itself")
+                out.words(words!("Cannot listen for SIGINT/SIGTERM; running until the worker stops by itself"))
             }
             Event::ClaimAnswerLost { error } if kept(KEEP, Level::Warn, false) => {
-                out.text("Claim answer lost (");
+                out.words(words!("Claim answer lost ("));
                 error.render(out);
-                out.text("); a task may be held under this worker id: registering afresh once the server answers");
+                out.words(words!("); a task may be held under this worker id: registering afresh once the server answers"));
             }
             Event::RegisteredAfresh if kept(KEEP, Level::Info, false) => {
-                out.text("Registered afresh after a lost claim answer; deleting the old worker id so the server fails any task it held")
+                out.words(words!("Registered afresh after a lost claim answer; deleting the old worker id so the server fails any task it held"))
             }
-            Event::RetiredOldWorker if kept(KEEP, Level::Info, false) => out.text("Old worker id deleted; serving"),
+            Event::RetiredOldWorker if kept(KEEP, Level::Info, false) => out.words(words!("Old worker id deleted; serving")),
             Event::RetireFailed { error } if kept(KEEP, Level::Warn, false) => {
-                out.text("Could not delete the old worker id (");
+                out.words(words!("Could not delete the old worker id ("));
                 error.render(out);
-                out.text("); the server fails its tasks once its heartbeats are stale");
+                out.words(words!("); the server fails its tasks once its heartbeats are stale"));
             }
             Event::UpdateAlreadyApplied { status } if kept(KEEP, Level::Debug, false) => {
-                out.text("Task was already ");
+                out.words(words!("Task was already "));
                 out.text(status.as_str());
-                out.text(" on the server (an earlier update's answer was lost)");
+                out.words(words!(" on the server (an earlier update's answer was lost)"));
             }
             Event::TaskOutput { output } if kept(KEEP, Level::Debug, true) => {
-                out.text("Task output: ");
+                out.words(words!("Task output: "));
                 out.text(output);
             }
             Event::PushConnected { jobs, poll } if kept(KEEP, Level::Info, true) => {
-                out.text("Push connected: claiming when a task is submitted (");
+                out.words(words!("Push connected: claiming when a task is submitted ("));
                 out.num(u64::from(jobs));
-                out.text(if jobs == 1 { " job" } else { " jobs" });
-                out.text(", polling every ");
+                out.words(if jobs == 1 { words!(" job") } else { words!(" jobs") });
+                out.words(words!(", polling every "));
                 Secs(poll).render(out);
-                out.text(" meanwhile)");
+                out.words(words!(" meanwhile)"));
             }
             Event::PushDown { why, was_up, retry_in }
                 if kept(KEEP, if was_up { Level::Info } else { Level::Debug }, true) =>
             {
-                out.text(if was_up { "Push connection lost (" } else { "Push unavailable (" });
+                out.words(if was_up { words!("Push connection lost (") } else { words!("Push unavailable (") });
                 out.text(why);
-                out.text("); polling, reconnecting in ");
+                out.words(words!("); polling, reconnecting in "));
                 Secs(retry_in).render(out);
             }
             Event::PushUnavailable if kept(KEEP, Level::Debug, true) => {
-                out.text("The server offers no push: polling");
+                out.words(words!("The server offers no push: polling"));
             }
             _ => {}
         }

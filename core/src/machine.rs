@@ -342,7 +342,15 @@ impl Machine {
     /// True while the credentials are being renewed (a 401 was seen): the
     /// claim loop sends nothing until they are.
     pub const fn is_renewing(&self) -> bool {
-        self.renew
+        // Without the `renew` feature never: the renewal's code folds away.
+        cfg!(feature = "renew") && self.renew
+    }
+
+    /// Does a 401 renew the credentials ([`Config::renew_credentials`])?
+    /// Only with the core's `renew` feature; without it a 401 stops the
+    /// worker, and a device that keeps a fixed token carries no renewal.
+    const fn renews(&self) -> bool {
+        cfg!(feature = "renew") && self.cfg.renew_credentials
     }
 
     /// True while an old worker id waits to be deleted
@@ -474,7 +482,7 @@ impl Machine {
             Some(d) if d < t => d,
             _ => t,
         };
-        if self.renew {
+        if self.is_renewing() {
             return if now < self.login_next {
                 HeartbeatAction::Wait(until(self.login_next))
             } else {
@@ -585,7 +593,7 @@ impl Machine {
                 _ if self.outage_deadline().is_some_and(|d| now >= d) => ClaimAction::Expire,
                 // The token is being renewed: no request until then (woken
                 // when it is; re-polled after a heartbeat interval anyway).
-                _ if self.renew => ClaimAction::Wait(now + self.cfg.heartbeat_interval),
+                _ if self.is_renewing() => ClaimAction::Wait(now + self.cfg.heartbeat_interval),
                 _ if !due => ClaimAction::Wait(match self.outage_deadline() {
                     Some(d) if d < self.claim_next => d,
                     _ => self.claim_next,
@@ -1289,7 +1297,7 @@ impl Machine {
         events: &mut Events,
     ) -> Verdict {
         match failure.classify(endpoint) {
-            Class::Fatal(Fatal::AuthRefused { status: 401 }) if self.cfg.renew_credentials => {
+            Class::Fatal(Fatal::AuthRefused { status: 401 }) if self.renews() => {
                 self.reached(now, events);
                 let fresh = self.renewed_at.is_some_and(|at| started >= at);
                 if self.renewed_at.is_some_and(|at| started < at) {

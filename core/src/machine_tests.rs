@@ -796,6 +796,7 @@ const UNAUTHORIZED: Failure = Failure::Status {
 };
 
 #[test]
+#[cfg(feature = "renew")]
 fn an_expired_token_is_renewed_once_and_the_request_goes_again() {
     let mut m = renewable();
     m.on_claim(ms(0), ms(5), Ok(false), 0);
@@ -829,6 +830,7 @@ fn an_expired_token_is_renewed_once_and_the_request_goes_again() {
 }
 
 #[test]
+#[cfg(feature = "renew")]
 fn a_renewed_token_that_is_refused_too_stops_the_worker() {
     let mut m = renewable();
     m.on_heartbeat(ms(0), ms(1), Err(UNAUTHORIZED));
@@ -843,6 +845,7 @@ fn a_renewed_token_that_is_refused_too_stops_the_worker() {
 }
 
 #[test]
+#[cfg(feature = "renew")]
 fn a_401_for_a_request_sent_with_the_old_token_is_sent_again() {
     let mut m = renewable();
     m.on_claim(ms(0), ms(5), Ok(false), 0);
@@ -856,6 +859,7 @@ fn a_401_for_a_request_sent_with_the_old_token_is_sent_again() {
 }
 
 #[test]
+#[cfg(feature = "renew")]
 fn a_refused_login_stops_with_a_clear_line_and_an_outage_retries() {
     let mut m = renewable();
     m.on_heartbeat(ms(0), ms(1), Err(UNAUTHORIZED));
@@ -887,6 +891,19 @@ fn without_renewable_credentials_401_stops_at_once() {
     let step = m.on_claim(ms(0), ms(1), Err(UNAUTHORIZED), 0);
     assert_eq!(step.wake, Wake::Halt);
     assert!(matches!(step.action, ClaimAction::Stop(_)));
+}
+
+#[test]
+#[cfg(not(feature = "renew"))]
+fn without_the_renew_feature_401_stops_at_once_whatever_the_config_says() {
+    let mut m = renewable();
+    let step = m.on_claim(ms(0), ms(1), Err(UNAUTHORIZED), 0);
+    assert_eq!(
+        texts(&step),
+        ["Registration lost, shutting down: the server refused the token (HTTP 401)"]
+    );
+    assert_eq!(step.wake, Wake::Halt);
+    assert!(!m.is_renewing());
 }
 
 // ------------------------------------------------------------------ push

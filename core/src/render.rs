@@ -15,7 +15,66 @@ pub trait Sink {
     fn text(&mut self, s: &str);
     /// An unsigned integer, in decimal.
     fn num(&mut self, n: u64);
+    /// A piece of the line's fixed words (a literal of the core's): the
+    /// same as [`Sink::text`] of [`Words::as_str`] unless the sink has a
+    /// cheaper way to say it (defmt: the interned string's index).
+    fn words(&mut self, w: Words) {
+        self.text(w.as_str());
+    }
 }
+
+/// A literal piece of a line, made by the core's `words!("…")`: the text,
+/// and with the `defmt` feature also its `defmt::intern!`ed index as well.
+///
+/// A device's defmt sink writes only the index (`{=istr}`), so the words
+/// stay in the ELF's `.defmt` table, which the host's decoder reads, and
+/// out of flash; `Display` writes the text, so a host prints the same
+/// words from the same rendering.
+#[derive(Clone, Copy)]
+pub struct Words {
+    text: &'static str,
+    #[cfg(feature = "defmt")]
+    interned: defmt::Str,
+}
+
+impl Words {
+    #[doc(hidden)]
+    #[inline(always)]
+    pub const fn new(text: &'static str, #[cfg(feature = "defmt")] interned: defmt::Str) -> Self {
+        Words {
+            text,
+            #[cfg(feature = "defmt")]
+            interned,
+        }
+    }
+
+    /// The text.
+    pub const fn as_str(self) -> &'static str {
+        self.text
+    }
+}
+
+impl core::fmt::Debug for Words {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self.text, f)
+    }
+}
+
+/// `words!("…")`: a [`Words`] of a string literal.
+#[cfg(feature = "defmt")]
+macro_rules! words {
+    ($text:literal) => {
+        $crate::render::Words::new($text, defmt::intern!($text))
+    };
+}
+/// `words!("…")`: a [`Words`] of a string literal.
+#[cfg(not(feature = "defmt"))]
+macro_rules! words {
+    ($text:literal) => {
+        $crate::render::Words::new($text)
+    };
+}
+pub(crate) use words;
 
 /// Something that renders itself into a [`Sink`].
 pub trait Render {
@@ -62,6 +121,19 @@ impl Sink for DefmtSink<'_> {
     fn num(&mut self, n: u64) {
         defmt::write!(self.f, "{=u64}", n);
     }
+    // Inlined into every rendering, so that the text each `words!` also
+    // carries is never referenced on a device and stays out of flash; the
+    // writing itself is one function for all of them.
+    #[inline(always)]
+    fn words(&mut self, w: Words) {
+        defmt_istr(self.f, w.interned);
+    }
+}
+
+#[cfg(feature = "defmt")]
+#[inline(never)]
+fn defmt_istr(f: defmt::Formatter<'_>, s: defmt::Str) {
+    defmt::write!(f, "{=istr}", s);
 }
 
 /// Implements `Display` (and, with the `defmt` feature, `defmt::Format`)
@@ -93,10 +165,10 @@ impl Render for Secs {
         out.num(ms / 1000);
         let tenths = (ms % 1000) / 100;
         if tenths != 0 {
-            out.text(".");
+            out.words(words!("."));
             out.num(tenths);
         }
-        out.text("s");
+        out.words(words!("s"));
     }
 }
 
@@ -106,7 +178,7 @@ pub struct WholeSecs(pub crate::Duration);
 impl Render for WholeSecs {
     fn render<S: Sink + ?Sized>(&self, out: &mut S) {
         out.num(self.0.as_secs());
-        out.text("s");
+        out.words(words!("s"));
     }
 }
 
@@ -119,14 +191,18 @@ impl Render for Took {
         let ms = self.0.as_millis();
         if ms < 1000 {
             out.num(ms);
-            out.text("ms");
+            out.words(words!("ms"));
             return;
         }
         out.num(ms / 1000);
         let hundredths = (ms % 1000) / 10;
-        out.text(if hundredths < 10 { ".0" } else { "." });
+        out.words(if hundredths < 10 {
+            words!(".0")
+        } else {
+            words!(".")
+        });
         out.num(hundredths);
-        out.text("s");
+        out.words(words!("s"));
     }
 }
 

@@ -2,7 +2,7 @@
 //! retry schedule (`min(base·2^n, cap) + U(0, base)`, 5 retries by default).
 //! Fatal and rejected answers are not retried.
 
-use crate::render::{Render, Sink, impl_render_outputs};
+use crate::render::{Render, Sink, impl_render_outputs, words};
 use crate::{Class, Config, Duration, Endpoint, Event, Failure, Instant};
 
 /// Why a worker could not start.
@@ -19,12 +19,16 @@ pub struct StartupError {
 impl Render for StartupError {
     fn render<S: Sink + ?Sized>(&self, out: &mut S) {
         self.what.render(out);
-        out.text(" failed: ");
+        out.words(words!(" failed: "));
         self.error.render(out);
         if self.retries > 0 {
-            out.text(" (after ");
+            out.words(words!(" (after "));
             out.num(u64::from(self.retries));
-            out.text(if self.retries == 1 { " retry)" } else { " retries)" });
+            out.words(if self.retries == 1 {
+                words!(" retry)")
+            } else {
+                words!(" retries)")
+            });
         }
     }
 }
