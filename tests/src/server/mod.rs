@@ -390,7 +390,8 @@ async fn serve(
         tokio::select! {
             accepted = accept(listener.as_ref()) => {
                 if let Ok((stream, _)) = accepted {
-                    tokio::spawn(connection(shared.clone(), stream));
+                    let generation = *shared.kick.borrow();
+                    tokio::spawn(connection(shared.clone(), stream, generation));
                 }
             }
             _ = tokio::time::sleep(Duration::from_millis(5)) => shared.release_held(),
@@ -407,7 +408,16 @@ async fn accept(listener: Option<&TcpListener>) -> io::Result<(TcpStream, Socket
     }
 }
 
-async fn connection(shared: Arc<Shared>, stream: TcpStream) {
+/// Serves one connection until it closes or every connection is kicked;
+/// `generation` is the kick count when it was accepted.
+async fn connection(shared: Arc<Shared>, stream: TcpStream, generation: u64) {
+    // Subscribed only now: a kick between the accept and here would be
+    // missed, and the connection would outlive a restart (a worker reusing
+    // it saw no outage at all). Dropped as that kick would have dropped it.
+    let mut kick = shared.kick.subscribe();
+    if *kick.borrow_and_update() != generation || shared.refusing(Instant::now()) {
+        return;
+    }
     let _ = stream.set_nodelay(true);
     let id = shared.connections.fetch_add(1, Ordering::SeqCst);
     let ctl = Arc::new(ConnCtl::new());
@@ -424,7 +434,6 @@ async fn connection(shared: Arc<Shared>, stream: TcpStream) {
         .keep_alive(true)
         .serve_connection(io, service);
     tokio::pin!(conn);
-    let mut kick = shared.kick.subscribe();
     let mut closing = false;
     loop {
         tokio::select! {
