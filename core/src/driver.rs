@@ -315,11 +315,16 @@ async fn operate<I: Io>(io: &I, mut res: I::Lane, op: Op, cancel: &AtomicBool) -
 }
 
 /// Log one of the lifecycle's notices as it is produced, with the
-/// runtime's names.
+/// runtime's names. (Without the `events` feature the lifecycle hands out
+/// only [`Notice::Adopt`].)
 fn notify<I: Io, const SLOTS: usize>(io: &I, res: &[Option<I::Lane>; SLOTS], n: Notice) {
+    #[cfg(not(feature = "events"))]
+    let _ = res;
     match n {
+        #[cfg(feature = "events")]
         Notice::Event(e) => io.emit(&e),
         Notice::Adopt => io.adopt(),
+        #[cfg(feature = "events")]
         Notice::TaskFinished { lane, took } => {
             let held = lane.slot_index().and_then(|i| res.get(i)?.as_ref());
             let names = held.map(|r| io.task(r)).unwrap_or_default();
@@ -331,15 +336,20 @@ fn notify<I: Io, const SLOTS: usize>(io: &I, res: &[Option<I::Lane>; SLOTS], n: 
                 error: names.error,
             });
         }
+        #[cfg(feature = "events")]
         Notice::Registered { jobs } => io.with_worker_id(&mut |worker_id| {
             io.emit(&Event::Registered { worker_id, jobs });
         }),
+        #[cfg(feature = "events")]
         Notice::Disconnected => io.with_worker_id(&mut |worker_id| {
             io.emit(&Event::Disconnected { worker_id });
         }),
+        #[cfg(feature = "events")]
         Notice::DisconnectFailed(error) => io.with_worker_id(&mut |worker_id| {
             io.emit(&Event::DisconnectFailed { worker_id, error });
         }),
+        #[cfg(not(feature = "events"))]
+        _ => {}
     }
 }
 

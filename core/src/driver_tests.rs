@@ -918,3 +918,68 @@ fn push_hints_claim_at_once_and_stretch_the_idle_poll() {
     assert_eq!(lc.stats().tasks_completed, 1);
     assert!(sim.lines().iter().all(|l| !l.contains("unreachable")));
 }
+
+/// The `events` feature changes what is logged, nothing else: the same
+/// requests at the same instants and the same counters with it or without
+/// it (CI runs this test both ways; the rest of the suite needs the
+/// events to check its log lines).
+#[test]
+fn the_same_life_with_or_without_events() {
+    // Down from 3 s to 40 s, while the one task (5 s from 20 ms) runs
+    // into it: its outcome is held, then delivered on recovery.
+    let mut tasks = 1;
+    let sim = Sim::new(move |now, req| match req {
+        _ if (3_000..40_000).contains(&now) => (0, Err(REFUSED)),
+        Request::Claim if tasks > 0 => {
+            tasks -= 1;
+            (5, Ok(Reply::Claimed(true)))
+        }
+        Request::Claim => (5, Ok(Reply::Claimed(false))),
+        _ => (5, Ok(Reply::Done)),
+    });
+    sim.task.set((5_000, true));
+    sim.at(
+        60_000,
+        Control::Stop {
+            grace: Duration::from_secs(5),
+        },
+    );
+    let mut lc = lifecycle(cfg());
+    run(&sim, &mut lc, 120_000);
+    let trace: Vec<(u64, Request)> = sim.sent.borrow().clone();
+    assert_eq!(sim.adopted.get(), 1);
+    assert_eq!(lc.stop_reason(), Some(StopReason::Requested));
+    let stats = lc.stats();
+    // Counted from the machine's steps, not from the log.
+    assert_eq!((stats.outcomes_held, stats.recoveries), (1, 1), "{stats:?}");
+    assert_eq!(stats.requests, trace.len() as u64);
+    let delivered: Vec<(u32, TaskStatus)> = sim.applied.borrow().clone();
+    assert_eq!(
+        delivered,
+        [(1, TaskStatus::Running), (1, TaskStatus::Completed)],
+        "{trace:?}"
+    );
+    // A fingerprint of the whole trace, fixed with the events on: the same
+    // without them.
+    let fingerprint = trace.iter().fold(0u64, |h, (t, r)| {
+        let r = std::format!("{r:?}");
+        r.bytes()
+            .chain(t.to_le_bytes())
+            .fold(h, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3))
+    });
+    std::println!(
+        "{} requests, fingerprint {fingerprint:#x}, {stats:?}",
+        trace.len()
+    );
+    assert_eq!(
+        (trace.len(), fingerprint),
+        (20, 0x7ae2_16e0_e450_44b6),
+        "{trace:?}"
+    );
+    assert_eq!(
+        sim.lines().is_empty(),
+        !cfg!(feature = "events"),
+        "{:#?}",
+        sim.lines()
+    );
+}

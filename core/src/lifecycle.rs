@@ -203,7 +203,8 @@ pub enum Notice {
 }
 
 /// Where a [`Lifecycle`] hands its notices, in order, as they are produced
-/// (the driver logs them at once with the runtime's names).
+/// (the driver logs them at once with the runtime's names). Without the
+/// crate's `events` feature only [`Notice::Adopt`] is handed out.
 pub type Out<'a> = &'a mut dyn FnMut(Notice);
 
 /// A counter of [`Stats`]: the target's word. `u64` on a 64-bit host;
@@ -749,22 +750,20 @@ impl<const SLOTS: usize> Lifecycle<SLOTS> {
         self.rng.next_u32()
     }
 
-    /// Count a notice and hand it to the runtime.
+    /// Hand a notice to the runtime. Without the `events` feature only
+    /// [`Notice::Adopt`] goes out: the others are only for the log.
     fn push(&mut self, out: Out<'_>, n: Notice) {
-        if let Notice::Event(e) = n {
-            match e {
-                Event::OutcomeHeld => self.stats.outcomes_held += 1,
-                Event::Recovered { .. } => self.stats.recoveries += 1,
-                _ => {}
-            }
+        if cfg!(feature = "events") || matches!(n, Notice::Adopt) {
+            out(n);
         }
-        out(n);
     }
 
-    /// Log a machine step's events and act on its wake-up (a halt cancels
-    /// everything in flight; other wake-ups are implicit: every idle lane
-    /// is polled again after anything happens).
+    /// Count and log a machine step's events and act on its wake-up (a
+    /// halt cancels everything in flight; other wake-ups are implicit:
+    /// every idle lane is polled again after anything happens).
     fn apply<A>(&mut self, out: Out<'_>, step: Step<A>) {
+        self.stats.outcomes_held += Count::from(step.events.held);
+        self.stats.recoveries += Count::from(step.events.recovered);
         for e in step.events.iter() {
             self.push(out, Notice::Event(*e));
         }

@@ -125,18 +125,41 @@ impl Wake {
 }
 
 /// The events of one step, in order (at most [`Events::CAPACITY`]).
+///
+/// Without the crate's `events` feature a step keeps none (nothing would
+/// log them): only how many outcomes were held and outages survived, for
+/// the [`crate::Stats`].
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Events {
-    items: [Option<Event<'static>>; Events::CAPACITY],
+    items: [Option<Event<'static>>; Events::KEPT],
     /// How many there are (the first `len` items).
     len: u8,
+    /// Of them, [`Event::OutcomeHeld`] and [`Event::Recovered`] (counted
+    /// with or without the feature).
+    pub(crate) held: u8,
+    pub(crate) recovered: u8,
 }
 
 impl Events {
     /// The most events one step produces.
     pub const CAPACITY: usize = 4;
 
+    /// How many this build keeps.
+    const KEPT: usize = if cfg!(feature = "events") {
+        Self::CAPACITY
+    } else {
+        0
+    };
+
     fn push(&mut self, e: Event<'static>) {
+        match e {
+            Event::OutcomeHeld => self.held += 1,
+            Event::Recovered { .. } => self.recovered += 1,
+            _ => {}
+        }
+        if !cfg!(feature = "events") {
+            return;
+        }
         if let Some(slot) = self.items.get_mut(usize::from(self.len)) {
             *slot = Some(e);
             self.len += 1;
@@ -145,16 +168,14 @@ impl Events {
         }
     }
 
-    /// The events, in order.
+    /// The events, in order (none without the `events` feature).
     pub fn iter(&self) -> impl Iterator<Item = &Event<'static>> {
-        self.items[..usize::from(self.len).min(Self::CAPACITY)]
-            .iter()
-            .flatten()
+        self.items.iter().take(usize::from(self.len)).flatten()
     }
 
     /// True when there is nothing to log.
     pub fn is_empty(&self) -> bool {
-        self.items[0].is_none()
+        self.len == 0
     }
 }
 

@@ -24,6 +24,8 @@
 //! - `dhcp` (default): the address from DHCP; without it, [`STATIC_IP`].
 //! - `dns` (default): the server may be a host name; without it the URL
 //!   must hold an IPv4 literal (no DNS socket, no resolver).
+//! - `logs` (default): the worker's log lines; without it the worker (and
+//!   its core) build no event at all (the lean build: 2 KB less flash).
 //! - `platform-only`: the same network stack and one raw HTTP request, no
 //!   worker: the baseline the worker's share of flash and RAM is measured
 //!   against.
