@@ -1126,10 +1126,13 @@ impl<const SLOTS: usize> Lifecycle<SLOTS> {
                 let step = self.machine.report_heartbeat(started, now, done);
                 self.apply(out, step);
             }
-            (Lane::HEARTBEAT, _) => {
+            // A renewal's login (never asked without the `renew` feature:
+            // its code folds away).
+            (Lane::HEARTBEAT, _) if cfg!(feature = "renew") => {
                 let step = self.machine.report_login(started, now, done, rand);
                 self.apply(out, step);
             }
+            (Lane::HEARTBEAT, _) => {}
             (_, Request::CreateWorker | Request::RegisterJob(_)) => {
                 let Some((n, began)) = self.reregister else { return };
                 let result = match done {
