@@ -64,6 +64,13 @@ type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
 
 /// Runs tasks of one job. Any `Fn(Task) -> impl Future<Output = TaskResult>`
 /// is a handler.
+///
+/// A handler that panics — before its future exists or while it runs — has
+/// its task reported `failed` ("handler panicked: …") and the worker goes
+/// on. The panic still passes through the process's panic hook first,
+/// which by default prints it (and a backtrace with `RUST_BACKTRACE`) to
+/// stderr: an application that wants it in its own log installs a hook
+/// (`std::panic::set_hook`); a library does not set a process-wide one.
 pub trait Handler: Send + Sync + 'static {
     /// Run one task.
     fn run(&self, task: Task) -> BoxFuture<TaskResult>;

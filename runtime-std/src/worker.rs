@@ -230,7 +230,12 @@ impl<H: Http> Io for Shared<H> {
         let handler = self.jobs.iter().find(|(j, _)| j.full_name() == task.job_name);
         let outcome = match handler {
             None => Err(NO_HANDLER_ERROR.to_owned()),
-            Some((_, h)) => match AssertUnwindSafe(h.run(task)).catch_unwind().await {
+            // The call inside the caught future: a handler may panic
+            // before its future exists (`|t| { t.payload().unwrap(); … }`).
+            Some((_, h)) => match AssertUnwindSafe(async move { h.run(task).await })
+                .catch_unwind()
+                .await
+            {
                 Ok(r) => r,
                 Err(panic) => Err(panic_text(&*panic)),
             },

@@ -93,7 +93,8 @@ fn start<R: Runtime>(s: &Setup, log: &Session) -> R::Worker {
     R::start(s).unwrap_or_else(|e| panic!("{}: start failed: {e}\n{}", R::NAME, log.dump()))
 }
 
-fn wait_until(what: &str, limit: Duration, mut cond: impl FnMut() -> bool) {
+/// Poll `cond` every 10 ms until it holds; fail after `limit`.
+pub fn wait_until(what: &str, limit: Duration, mut cond: impl FnMut() -> bool) {
     let deadline = Instant::now() + limit;
     while !cond() {
         assert!(
