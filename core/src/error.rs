@@ -39,8 +39,12 @@ pub enum Transport {
     ConnectionClosed,
     /// The response started but was cut short (closed or reset mid-body).
     Truncated,
-    /// No answer within the request timeout.
+    /// No answer within the request timeout (the request was being sent,
+    /// or had been: the server may have acted on it).
     Timeout,
+    /// No connection within the request timeout (the host drops
+    /// connection attempts, a network partition): nothing was sent.
+    ConnectTimeout,
     /// The host name did not resolve.
     Dns,
     /// TLS failed.
@@ -104,13 +108,18 @@ impl Failure {
     }
 
     /// The request provably never reached the server: nothing listened,
-    /// the name did not resolve, or the request could not be written in
-    /// full. Anything else may have been acted on, even without an answer.
+    /// the name did not resolve, no connection came up in time, or the
+    /// request could not be written in full. Anything else may have been
+    /// acted on, even without an answer.
     pub const fn never_sent(self) -> bool {
         matches!(
             self,
-            Failure::Transport(Transport::ConnectionRefused | Transport::Dns | Transport::SendFailed)
-                | Failure::Local(_)
+            Failure::Transport(
+                Transport::ConnectionRefused
+                    | Transport::Dns
+                    | Transport::ConnectTimeout
+                    | Transport::SendFailed
+            ) | Failure::Local(_)
         )
     }
 
@@ -270,6 +279,7 @@ impl Render for Transport {
             Transport::ConnectionClosed => words!("Connection closed"),
             Transport::Truncated => words!("Response cut short"),
             Transport::Timeout => words!("Request timed out"),
+            Transport::ConnectTimeout => words!("Connection timed out"),
             Transport::Dns => words!("Host name did not resolve"),
             Transport::Tls => words!("TLS error"),
             Transport::SendFailed => words!("Request could not be sent"),
@@ -353,6 +363,7 @@ mod tests {
             for t in [
                 Transport::ConnectionRefused,
                 Transport::Timeout,
+                Transport::ConnectTimeout,
                 Transport::Dns,
                 Transport::ConnectionReset,
             ] {
@@ -434,6 +445,9 @@ mod tests {
             Failure::Transport(Transport::Truncated),
             Failure::Transport(Transport::ConnectionRefused),
             Failure::Transport(Transport::Timeout),
+            // Never sent, but a second wait for a connection would only
+            // delay the outage's clock: reported at once.
+            Failure::Transport(Transport::ConnectTimeout),
             Failure::status(503),
             Failure::MalformedResponse,
         ] {
@@ -447,6 +461,7 @@ mod tests {
         for f in [
             Failure::Transport(Transport::ConnectionRefused),
             Failure::Transport(Transport::Dns),
+            Failure::Transport(Transport::ConnectTimeout),
             Failure::Transport(Transport::SendFailed),
             Failure::status(400),
             Failure::status(404),

@@ -620,6 +620,8 @@ fn only_claims_that_may_have_been_acted_on_are_ambiguous() {
         (REFUSED, false),
         (Failure::Transport(Transport::Dns), false),
         (Failure::Transport(Transport::SendFailed), false),
+        // The timeout ran out before a connection came up.
+        (Failure::Transport(Transport::ConnectTimeout), false),
         (Failure::status(503), false),
         (Failure::status(429), false),
         (Failure::status(400), false),

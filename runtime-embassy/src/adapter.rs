@@ -91,6 +91,7 @@ impl<'w, 'a, T: TcpConnect, D: Dns, H> Driver<'w, 'a, '_, '_, T, D, H> {
         };
         async move {
             let limit = embassy_time::Duration::from_millis(req.timeout(&w.config).as_millis());
+            let connected = core::cell::Cell::new(false);
             let work = async {
                 let ip = match w.address.lock(core::cell::Cell::get) {
                     Some(ip) => ip,
@@ -100,11 +101,16 @@ impl<'w, 'a, T: TcpConnect, D: Dns, H> Driver<'w, 'a, '_, '_, T, D, H> {
                         ip
                     }
                 };
-                exchange(w.tcp, ip, &http, rx).await
+                exchange(w.tcp, ip, &http, rx, &connected).await
             };
-            let result = embassy_time::with_timeout(limit, work)
-                .await
-                .unwrap_or(Err(Failure::Transport(outage_core::Transport::Timeout)));
+            let result = embassy_time::with_timeout(limit, work).await.unwrap_or_else(|_| {
+                // Before a connection came up nothing was sent (a claim is
+                // not ambiguous); after, the server may have acted.
+                Err(Failure::Transport(match connected.get() {
+                    true => outage_core::Transport::Timeout,
+                    false => outage_core::Transport::ConnectTimeout,
+                }))
+            });
             if matches!(result, Err(Failure::Transport(_))) {
                 w.address.lock(|a| a.set(None));
             }

@@ -202,31 +202,35 @@ pub struct Request<'r> {
 }
 
 /// Send one request to `ip` and read its response into `rx` (which also
-/// gathers the request on its way out), on a connection of its own.
+/// gathers the request on its way out), on a connection of its own;
+/// `connected` is set once the connection is up (before that, nothing was
+/// sent: a caller's timeout then is [`Transport::ConnectTimeout`]).
 pub async fn exchange<T: TcpConnect>(
     tcp: &T,
     ip: IpAddr,
     req: &Request<'_>,
     rx: &mut [u8],
+    connected: &core::cell::Cell<bool>,
 ) -> Result<Exchange, Failure> {
-    let mut conn = tcp
-        .connect(SocketAddr::new(ip, req.server.port))
-        .await
-        .map_err(|e| fail(kind(embedded_io::Error::kind(&e))))?;
+    let mut conn = connect(tcp, ip, req.server.port).await?;
+    connected.set(true);
     on_connection(&mut conn, req, rx).await
 }
 
-/// A connection of its own to `ip`, `port` (for the login, whose request
-/// is not a [`Request`]).
-#[cfg(feature = "login")]
+/// A connection of its own to `ip`, `port`. Its failures all mean nothing
+/// was sent: refused, timed out, or [`Transport::SendFailed`].
 pub(crate) async fn connect<T: TcpConnect>(
     tcp: &T,
     ip: IpAddr,
     port: u16,
 ) -> Result<T::Connection<'_>, Failure> {
-    tcp.connect(SocketAddr::new(ip, port))
-        .await
-        .map_err(|e| fail(kind(embedded_io::Error::kind(&e))))
+    tcp.connect(SocketAddr::new(ip, port)).await.map_err(|e| {
+        fail(match embedded_io::Error::kind(&e) {
+            embedded_io::ErrorKind::ConnectionRefused => Transport::ConnectionRefused,
+            embedded_io::ErrorKind::TimedOut => Transport::ConnectTimeout,
+            _ => Transport::SendFailed,
+        })
+    })
 }
 
 /// Name lookups for a device without them (embassy-net without `dns`):

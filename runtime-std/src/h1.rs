@@ -66,7 +66,8 @@
 
 use std::fmt;
 use std::io;
-use std::sync::{Mutex, PoisonError};
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use std::io::Read as _;
@@ -91,6 +92,33 @@ pub const MAX_IDLE_PER_HOST: usize = 4;
 const MAX_HEADERS: usize = 64;
 /// The longest chunk-size line (size and extensions).
 const MAX_CHUNK_LINE: usize = 1024;
+
+/// How far an exchange got, for a caller whose timeout may cut it short:
+/// put one in the request's extensions and read it after the timeout.
+/// This client marks [`Progress::CONNECTING`] as it starts (name lookup,
+/// pool, connect) and [`Progress::SENDING`] just before the request's first
+/// byte goes out; a client that does not mark it (the `tls` feature's)
+/// leaves [`Progress::UNKNOWN`], which a caller must take as "maybe sent".
+#[derive(Clone, Debug, Default)]
+pub struct Progress(Arc<AtomicU8>);
+
+impl Progress {
+    /// Not marked by the client.
+    pub const UNKNOWN: u8 = 0;
+    /// Looking the host up, taking a connection or connecting: nothing sent.
+    pub const CONNECTING: u8 = 1;
+    /// Writing the request, or waiting for its answer.
+    pub const SENDING: u8 = 2;
+
+    /// Where the exchange is.
+    pub fn get(&self) -> u8 {
+        self.0.load(Ordering::Relaxed)
+    }
+
+    fn set(&self, stage: u8) {
+        self.0.store(stage, Ordering::Relaxed);
+    }
+}
 
 /// Why an exchange failed. `Copy`; [`H1Error::failure`] is the core's view.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -240,6 +268,10 @@ impl H1Client {
     }
 
     async fn send_http(&self, mut req: Request) -> Result<Response, H1Error> {
+        let progress = req.ext().get::<Progress>().cloned();
+        if let Some(p) = &progress {
+            p.set(Progress::CONNECTING);
+        }
         check_request(req.as_ref())?;
         let body = req
             .take_body()
@@ -267,6 +299,9 @@ impl H1Client {
             req.as_ref(),
             &body,
         );
+        if let Some(p) = &progress {
+            p.set(Progress::SENDING);
+        }
         let exchanged = match conn.write_request().await {
             Ok(()) => read_response(&mut conn, head_request, self.max_body).await,
             Err(e) => Err(e),

@@ -15,7 +15,7 @@ use outage_core::protocol::Method;
 use outage_core::{Duration, Failure, Transport, parse_retry_after};
 
 use crate::deadline::Deadlines;
-use crate::h1::{H1Client, H1Error, RawStatus};
+use crate::h1::{H1Client, H1Error, Progress, RawStatus};
 
 /// One request.
 #[derive(Debug, Clone, Copy)]
@@ -140,7 +140,12 @@ impl SurfHttp {
         })
     }
 
-    async fn exchange(&self, req: Request<'_>, bearer: &str) -> Result<Response, HttpError> {
+    async fn exchange(
+        &self,
+        req: Request<'_>,
+        bearer: &str,
+        progress: Progress,
+    ) -> Result<Response, HttpError> {
         let method = match req.method {
             Method::Get => surf::http::Method::Get,
             Method::Post => surf::http::Method::Post,
@@ -169,7 +174,9 @@ impl SurfHttp {
                 .body(surf::Body::from_bytes(body.to_vec()))
                 .content_type(kind);
         }
-        let mut res = self.client.send(builder).await.map_err(|e| {
+        let mut request = builder.build();
+        request.set_ext(progress);
+        let mut res = self.client.send(request).await.map_err(|e| {
             // The underlying words, at debug level; the core gets the kind.
             crate::emit(&outage_core::Event::TransportDetail {
                 error: &e.to_string(),
@@ -213,14 +220,22 @@ impl SurfHttp {
 
 impl Http for SurfHttp {
     async fn send(&self, req: Request<'_>, bearer: &str) -> Result<Response, HttpError> {
+        let progress = Progress::default();
         let Some(deadline) = StdInstant::now().checked_add(req.timeout) else {
-            return self.exchange(req, bearer).await; // never times out
+            return self.exchange(req, bearer, progress).await; // never times out
         };
         let mut timer = self.timers.lease();
         // The exchange is polled first, as async_std::future::timeout does.
-        futures_lite::future::or(self.exchange(req, bearer), async {
+        futures_lite::future::or(self.exchange(req, bearer, progress.clone()), async {
             timer.until(deadline).await;
-            Err(Failure::Transport(Transport::Timeout))
+            // Timed out before the first byte went out (a host that drops
+            // connection attempts): nothing was sent, so a claim is not
+            // ambiguous. Otherwise the server may have acted.
+            let kind = match progress.get() {
+                Progress::CONNECTING => Transport::ConnectTimeout,
+                _ => Transport::Timeout,
+            };
+            Err(Failure::Transport(kind))
         })
         .await
     }
