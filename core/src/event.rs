@@ -1,7 +1,7 @@
 //! Every line a worker logs, as one structured type with one rendering.
 
 use crate::render::{Render, Secs, Sink, WholeSecs, impl_render_outputs, words};
-use crate::{Duration, Endpoint, Failure, Fatal};
+use crate::{Duration, Endpoint, Failure, Fatal, StartupError};
 
 /// The error a running task is reported `failed` with when a graceful stop's
 /// grace period runs out before it finishes.
@@ -304,6 +304,50 @@ pub enum Event<'a> {
     /// The server offers no push: the worker polls (at debug level: the
     /// automatic choice).
     PushUnavailable,
+    /// What the push connection did, for troubleshooting: a packet sent or
+    /// received, in the runtime's words (never the token).
+    PushTrace {
+        /// What happened.
+        detail: &'a str,
+    },
+    /// A `task_available` push event without its job, room and task: not
+    /// ZnDraw's; skipped (the claim loop's polling still finds the task).
+    PushMalformed,
+    /// A supervised worker (a device) starts again after it stopped by
+    /// itself.
+    Restarting {
+        /// Why it stopped.
+        why: Stopped,
+        /// How long it waits first.
+        wait: Duration,
+        /// Restarts so far, this one included.
+        restart: u32,
+    },
+}
+
+/// Why a supervised worker is started again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stopped {
+    /// It could not start: registering failed for good.
+    Startup(StartupError),
+    /// It stopped by itself (an outage longer than `max_unreachable`, the
+    /// registration lost).
+    Stop(StopReason),
+}
+
+impl Render for Stopped {
+    fn render<S: Sink + ?Sized>(&self, out: &mut S) {
+        match self {
+            Stopped::Startup(e) => {
+                out.words(words!("could not start: "));
+                e.render(out);
+            }
+            Stopped::Stop(reason) => {
+                out.words(words!("stopped: "));
+                reason.render(out);
+            }
+        }
+    }
 }
 
 impl Event<'_> {
@@ -346,7 +390,8 @@ impl Event<'_> {
                 Level::Debug
             }
             Event::PushConnected { .. } | Event::PushDown { was_up: true, .. } => Level::Info,
-            Event::PushDown { .. } | Event::PushUnavailable => Level::Debug,
+            Event::PushDown { .. } | Event::PushUnavailable | Event::PushTrace { .. } => Level::Debug,
+            Event::PushMalformed | Event::Restarting { .. } => Level::Warn,
         }
     }
 }
@@ -641,12 +686,30 @@ impl Event<'_> {
             Event::PushUnavailable if kept(KEEP, Level::Debug, true) => {
                 out.words(words!("The server offers no push: polling"));
             }
+            Event::PushTrace { detail } if kept(KEEP, Level::Debug, true) => {
+                out.words(words!("Push: "));
+                out.text(detail);
+            }
+            Event::PushMalformed if kept(KEEP, Level::Warn, true) => {
+                out.words(words!(
+                    "Push: a task_available event without job_name, room_id and task_id; skipped"
+                ));
+            }
+            Event::Restarting { why, wait, restart } if kept(KEEP, Level::Warn, false) => {
+                out.words(words!("Worker "));
+                why.render(out);
+                out.words(words!("; starting again in "));
+                Secs(wait).render(out);
+                out.words(words!(" (restart "));
+                out.num(u64::from(restart));
+                out.words(words!(")"));
+            }
             _ => {}
         }
     }
 }
 
-impl_render_outputs!(StopReason, Endpoint, Event<'_>);
+impl_render_outputs!(StopReason, Stopped, Endpoint, Event<'_>);
 
 #[cfg(test)]
 mod tests {
@@ -654,6 +717,38 @@ mod tests {
     use super::*;
     use crate::Transport;
     use std::string::{String, ToString};
+
+    /// A supervised device's restart line, the same words it had when the
+    /// embassy runtime wrote it itself.
+    #[test]
+    fn restart_lines() {
+        let refused = Failure::Transport(Transport::ConnectionRefused);
+        let e = Event::Restarting {
+            why: Stopped::Stop(StopReason::Unreachable { last_error: refused }),
+            wait: Duration::from_millis(7_500),
+            restart: 3,
+        };
+        assert_eq!(e.level(), Level::Warn);
+        assert_eq!(
+            e.to_string(),
+            "Worker stopped: server unreachable for too long (last error: Connection refused); \
+             starting again in 7.5s (restart 3)"
+        );
+        let startup = StartupError {
+            what: Endpoint::CreateWorker,
+            error: refused,
+            retries: 5,
+        };
+        let e = Event::Restarting {
+            why: Stopped::Startup(startup),
+            wait: Duration::from_secs(60),
+            restart: 9,
+        };
+        assert_eq!(
+            e.to_string(),
+            std::format!("Worker could not start: {startup}; starting again in 60s (restart 9)")
+        );
+    }
 
     /// Golden texts from the reference worker.
     #[test]
@@ -838,6 +933,15 @@ mod tests {
                 retry_in: Duration::from_secs(4),
             },
             Event::PushUnavailable,
+            Event::PushTrace {
+                detail: "received ack 3",
+            },
+            Event::PushMalformed,
+            Event::Restarting {
+                why: Stopped::Stop(StopReason::Unreachable { last_error: refused }),
+                wait: Duration::from_secs(5),
+                restart: 1,
+            },
         ];
         for e in events {
             let mut p = Pieces::default();
@@ -869,6 +973,8 @@ mod tests {
                     | Event::PushConnected { .. }
                     | Event::PushDown { .. }
                     | Event::PushUnavailable
+                    | Event::PushTrace { .. }
+                    | Event::PushMalformed
             );
             let full = e.to_string();
             let by_level = [

@@ -15,7 +15,6 @@ use outage_core::{
     Snapshot, Stage, TaskState,
 };
 
-use crate::fmt::emit;
 use crate::json::{member, string};
 use crate::net::{Request as HttpRequest, exchange, resolve};
 use crate::wire::{Held, Id, claim_body, error_text, registration_body, status_body, take_task, task_info};
@@ -138,11 +137,7 @@ impl<'l, 'b: 'l, T: TcpConnect, D: Dns, H: Handler> Io for Driver<'_, '_, 'l, 'b
     }
 
     fn emit(&self, event: &Event<'_>) {
-        emit(event);
-        #[cfg(feature = "observer")]
-        if let Some(observe) = self.w.observer {
-            observe(event);
-        }
+        self.w.emit(event);
     }
 
     async fn sleep_until(&self, t: Instant) {

@@ -38,20 +38,3 @@ pub fn emit(event: &Event<'_>) {
     #[cfg(not(any(feature = "defmt", feature = "log")))]
     let _ = event;
 }
-
-/// Log that a supervised worker starts again, and why (a warning: the
-/// worker copes; the stop itself was logged by the core as an error).
-pub(crate) fn emit_restart(why: &crate::Stopped, wait: outage_core::Duration, restart: u32) {
-    let wait = outage_core::render::Secs(wait);
-    #[cfg(feature = "defmt")]
-    defmt::warn!(
-        "Worker {}; starting again in {} (restart {=u32})",
-        why,
-        wait,
-        restart
-    );
-    #[cfg(feature = "log")]
-    log::warn!(target: "outage", "Worker {why}; starting again in {wait} (restart {restart})");
-    #[cfg(not(any(feature = "defmt", feature = "log")))]
-    let _ = (why, wait, restart);
-}

@@ -2,7 +2,7 @@
 //! manager to start it again, so [`Worker::supervise`](crate::Worker::supervise)
 //! does, after a capped backoff, for as long as the device runs.
 
-use outage_core::{Duration, Jitter, StartupError, StopReason, backoff};
+use outage_core::{Duration, Jitter, backoff};
 
 /// When a stopped worker starts again: a capped exponential backoff between
 /// restarts, reset by a run that stayed up long enough.
@@ -55,40 +55,15 @@ impl Default for Restart {
     }
 }
 
-/// Why a supervised worker is started again.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Stopped {
-    /// It could not start: registering failed for good.
-    Startup(StartupError),
-    /// It stopped by itself (an outage longer than `max_unreachable`, the
-    /// registration lost).
-    Stop(StopReason),
-}
-
-impl core::fmt::Display for Stopped {
-    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        match self {
-            Stopped::Startup(e) => write!(f, "could not start: {e}"),
-            Stopped::Stop(reason) => write!(f, "stopped: {reason}"),
-        }
-    }
-}
-
-#[cfg(feature = "defmt")]
-impl defmt::Format for Stopped {
-    fn format(&self, f: defmt::Formatter<'_>) {
-        match self {
-            Stopped::Startup(e) => defmt::write!(f, "could not start: {}", e),
-            Stopped::Stop(reason) => defmt::write!(f, "stopped: {}", reason),
-        }
-    }
-}
+/// Why a supervised worker is started again (the core's: its restart line
+/// is the core's [`outage_core::Event::Restarting`]).
+pub use outage_core::Stopped;
 
 #[cfg(test)]
 mod tests {
     extern crate std;
     use super::*;
-    use outage_core::{Endpoint, Failure, Transport};
+    use outage_core::{Endpoint, Failure, StartupError, StopReason, Transport};
     use std::string::ToString;
 
     #[test]

@@ -19,7 +19,6 @@ use outage_core::{
 };
 
 use crate::adapter::{Driver, Lane};
-use crate::fmt::emit_restart;
 use crate::net::Server;
 use crate::restart::{Restart, Stopped};
 use crate::wire::Id;
@@ -293,6 +292,15 @@ impl<'a, T: TcpConnect, D: Dns> Worker<'a, T, D> {
         self
     }
 
+    /// Log `event` and hand it to the observer, if any.
+    pub(crate) fn emit(&self, event: &outage_core::Event<'_>) {
+        crate::fmt::emit(event);
+        #[cfg(feature = "observer")]
+        if let Some(observe) = self.observer {
+            observe(event);
+        }
+    }
+
     /// The token requests carry (with feature `login`, see `login.rs`).
     #[cfg(not(feature = "login"))]
     pub(crate) fn bearer(&self) -> crate::net::Bearer<'_> {
@@ -440,7 +448,11 @@ impl<'a, T: TcpConnect, D: Dns> Worker<'a, T, D> {
                     v.stats.restarts += 1;
                     v.stats.restarts
                 });
-                emit_restart(&why, wait, restarts as u32);
+                self.emit(&outage_core::Event::Restarting {
+                    why,
+                    wait,
+                    restart: restarts as u32,
+                });
                 let wait = embassy_time::Timer::after(embassy_time::Duration::from_millis(wait.as_millis()));
                 if let Either::Second(()) = select(wait, self.until_stop_requested()).await {
                     break;

@@ -69,6 +69,7 @@ use async_tungstenite::tungstenite::client::IntoClientRequest;
 use async_tungstenite::tungstenite::error::ProtocolError;
 use async_tungstenite::tungstenite::{Error as WsError, Message};
 use futures_lite::StreamExt;
+use outage_core::Event;
 use serde::Deserialize;
 use serde_json::Value;
 
@@ -246,11 +247,30 @@ enum EnginePacket<'a> {
     Ignored,
 }
 
-fn short(text: &str) -> String {
+/// Server text fit for one log line: at most 80 characters, control
+/// characters escaped (`\n`, `\u{1b}`), an ellipsis where it was cut.
+fn excerpt(text: &str) -> String {
     const MAX: usize = 80;
-    match text.char_indices().nth(MAX) {
-        Some((i, _)) => format!("{:?}…", &text[..i]),
-        None => format!("{text:?}"),
+    let mut out = String::with_capacity(text.len().min(MAX + 3));
+    for (n, c) in text.chars().enumerate() {
+        if n == MAX {
+            out.push('…');
+            break;
+        }
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// A [`Event::PushTrace`] line, its text made only when debug lines are
+/// logged.
+fn trace(detail: impl FnOnce() -> String) {
+    if log::log_enabled!(target: LOG, log::Level::Debug) {
+        crate::emit(&Event::PushTrace { detail: &detail() });
     }
 }
 
@@ -269,7 +289,7 @@ fn decode_engine(text: &str) -> Result<EnginePacket<'_>, PushError> {
         Some('5' | '6') => Ok(EnginePacket::Ignored),
         _ => Err(PushError::Protocol(format!(
             "not an Engine.IO packet: {}",
-            short(text)
+            excerpt(text)
         ))),
     }
 }
@@ -296,7 +316,7 @@ enum SocketPacket {
 }
 
 fn decode_socket(text: &str) -> Result<SocketPacket, PushError> {
-    let bad = |why: &str| PushError::Protocol(format!("{why}: {}", short(text)));
+    let bad = |why: &str| PushError::Protocol(format!("{why}: {}", excerpt(text)));
     let mut chars = text.chars();
     let kind = chars.next().ok_or_else(|| bad("empty Socket.IO packet"))?;
     let mut rest = chars.as_str();
@@ -575,7 +595,7 @@ impl Push {
             ack_timeout: timeout_after,
             failed: false,
         };
-        log::debug!(target: LOG, "push: Engine.IO open (ping every {} ms)", open.ping_interval);
+        trace(|| format!("Engine.IO open, ping every {} ms", open.ping_interval));
         // Not logged: it holds the token.
         push.send_text(encode_connect(token)).await?;
         let sid = timeout(left(), async {
@@ -596,7 +616,7 @@ impl Push {
         .map_err(|_| PushError::Timeout {
             waiting_for: "the Socket.IO CONNECT answer",
         })??;
-        log::debug!(target: LOG, "push: Socket.IO connected");
+        trace(|| "Socket.IO connected".to_owned());
         push.sid = sid;
         Ok(push)
     }
@@ -649,7 +669,7 @@ impl Push {
         let id = self.next_ack;
         self.next_ack += 1;
         let frame = encode_room_event(event, id, job_name, worker_id);
-        log::debug!(target: LOG, "push: -> {frame}");
+        trace(|| format!("sent {event} for job {} (ack {id})", excerpt(job_name)));
         self.send_text(frame).await?;
         let waited = timeout(self.ack_timeout, async {
             loop {
@@ -782,8 +802,14 @@ impl Push {
             EnginePacket::Close => Err(PushError::Closed(CloseReason::EngineClose)),
             EnginePacket::Message(m) => {
                 let packet = decode_socket(m)?;
-                if !matches!(packet, SocketPacket::Event { .. }) {
-                    log::debug!(target: LOG, "push: <- {}", short(&text));
+                match &packet {
+                    SocketPacket::Connect { .. } => trace(|| "received the connect answer".to_owned()),
+                    SocketPacket::Disconnect => trace(|| "received a disconnect".to_owned()),
+                    SocketPacket::Ack { id } => trace(|| format!("received ack {id}")),
+                    SocketPacket::ConnectError { message } => {
+                        trace(|| format!("received a connect error: {}", excerpt(message)))
+                    }
+                    SocketPacket::Event { .. } | SocketPacket::Ignored => {}
                 }
                 Ok(Some(packet))
             }
@@ -796,12 +822,24 @@ impl Push {
             Some(SocketPacket::Event { name, args }) => {
                 if name == "task_available" {
                     if let Some(event) = task_available(&args) {
-                        log::debug!(target: LOG, "push: <- {event:?}");
+                        let PushEvent::TaskAvailable {
+                            job_name,
+                            room_id,
+                            task_id,
+                        } = &event;
+                        trace(|| {
+                            format!(
+                                "task {} available for job {} in room {}",
+                                excerpt(task_id),
+                                excerpt(job_name),
+                                excerpt(room_id)
+                            )
+                        });
                         return Ok(Incoming::Event(event));
                     }
-                    log::warn!(target: LOG, "push: task_available without job_name, room_id and task_id; skipped");
+                    crate::emit(&Event::PushMalformed);
                 } else {
-                    log::debug!(target: LOG, "push: event {name:?} skipped");
+                    trace(|| format!("event {} skipped", excerpt(&name)));
                 }
                 Ok(Incoming::Nothing)
             }
