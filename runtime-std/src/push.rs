@@ -669,7 +669,13 @@ impl Push {
         let id = self.next_ack;
         self.next_ack += 1;
         let frame = encode_room_event(event, id, job_name, worker_id);
-        trace(|| format!("sent {event} for job {} (ack {id})", excerpt(job_name)));
+        trace(|| {
+            format!(
+                "sent {event} for job {} as worker {} (ack {id})",
+                excerpt(job_name),
+                excerpt(worker_id)
+            )
+        });
         self.send_text(frame).await?;
         let waited = timeout(self.ack_timeout, async {
             loop {

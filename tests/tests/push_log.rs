@@ -69,7 +69,7 @@ fn push_logs_the_cores_words() {
     for want in [
         "Push: Engine.IO open, ping every 25000 ms",
         "Push: Socket.IO connected",
-        "Push: sent join_job_room for job r:modifiers:E (ack 0)",
+        "Push: sent join_job_room for job r:modifiers:E as worker w1 (ack 0)",
         "Push: received ack 0",
         "Push: event odd\\nname skipped",
         "Push: a task_available event without job_name, room_id and task_id; skipped",

@@ -334,7 +334,7 @@ fn after_registering_again_push_joins_under_the_new_id() {
     assert_ne!(old, new);
     wait_count(
         &log,
-        &format!("\"worker_id\":\"{new}\""),
+        &format!("sent join_job_room for job {JOB} as worker {new} "),
         1,
         Duration::from_secs(10),
     );
