@@ -2,12 +2,19 @@
 //! reported completed, nothing new is claimed, and the worker is deleted.
 //! (One signal test per file: each runs in its own process.)
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use outage_core::protocol::TaskStatus;
 use outage_runtime_std::{Job, Task, WorkerBuilder};
 use outage_tests::server::TestServer;
 use serde_json::json;
+
+/// Set by the handler when it starts: the server says `running` as soon
+/// as it processes the worker's PATCH, before the worker has read the
+/// answer and started the handler; a stop in between leaves the task to
+/// the delete ("Worker disconnected"), by design (core machine.rs).
+static STARTED: AtomicBool = AtomicBool::new(false);
 
 #[test]
 fn sigterm_lets_the_running_task_finish_within_grace() {
@@ -18,6 +25,7 @@ fn sigterm_lets_the_running_task_finish_within_grace() {
             .job(
                 Job::parse("@global:modifiers:Short").unwrap(),
                 |_task: Task| async {
+                    STARTED.store(true, Ordering::SeqCst);
                     async_std::task::sleep(Duration::from_millis(500)).await;
                     Ok(())
                 },
@@ -32,7 +40,9 @@ fn sigterm_lets_the_running_task_finish_within_grace() {
         worker
     });
     let deadline = std::time::Instant::now() + Duration::from_secs(5);
-    while server.state().tasks[&first].status != TaskStatus::Running {
+    while server.state().tasks[&first].status != TaskStatus::Running
+        || !STARTED.load(Ordering::SeqCst)
+    {
         assert!(std::time::Instant::now() < deadline, "the task never ran");
         std::thread::sleep(Duration::from_millis(10));
     }

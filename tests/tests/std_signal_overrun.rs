@@ -2,6 +2,7 @@
 //! reported failed ("worker shutting down") and the worker is deleted.
 //! (One signal test per file: each runs in its own process.)
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use outage_core::StopReason;
@@ -10,6 +11,12 @@ use outage_runtime_std::{Job, Task, WorkerBuilder};
 use outage_tests::capture;
 use outage_tests::server::TestServer;
 use serde_json::json;
+
+/// Set by the handler when it starts: the server says `running` as soon
+/// as it processes the worker's PATCH, before the worker has read the
+/// answer and started the handler; a stop in between leaves the task to
+/// the delete ("Worker disconnected"), by design (core machine.rs).
+static STARTED: AtomicBool = AtomicBool::new(false);
 
 #[test]
 fn sigterm_gives_the_running_task_its_grace_then_reports_it_failed() {
@@ -21,6 +28,7 @@ fn sigterm_gives_the_running_task_its_grace_then_reports_it_failed() {
             .job(
                 Job::parse("@global:modifiers:Long").unwrap(),
                 |_task: Task| async {
+                    STARTED.store(true, Ordering::SeqCst);
                     async_std::task::sleep(Duration::from_secs(30)).await;
                     Ok(())
                 },
@@ -34,7 +42,9 @@ fn sigterm_gives_the_running_task_its_grace_then_reports_it_failed() {
         (reason, worker)
     });
     let deadline = std::time::Instant::now() + Duration::from_secs(5);
-    while server.state().tasks[&id].status != TaskStatus::Running {
+    while server.state().tasks[&id].status != TaskStatus::Running
+        || !STARTED.load(Ordering::SeqCst)
+    {
         assert!(std::time::Instant::now() < deadline, "the task never ran");
         std::thread::sleep(Duration::from_millis(10));
     }
