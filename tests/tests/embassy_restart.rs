@@ -162,7 +162,9 @@ fn restarts_after_the_registration_is_lost_then_serves() {
         !w.worker().worker_id().is_empty()
     });
     let first = w.worker().worker_id().as_str().to_owned();
-    server.forget_state();
+    // Not `forget_state`: a claim cut off by its restart would be
+    // ambiguous, and the worker would register afresh without stopping.
+    server.forget_workers();
     wait_until("registered again", Duration::from_secs(10), &log, || {
         let id = w.worker().worker_id();
         !id.is_empty() && id.as_str() != first

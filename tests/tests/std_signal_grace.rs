@@ -40,9 +40,7 @@ fn sigterm_lets_the_running_task_finish_within_grace() {
         worker
     });
     let deadline = std::time::Instant::now() + Duration::from_secs(5);
-    while server.state().tasks[&first].status != TaskStatus::Running
-        || !STARTED.load(Ordering::SeqCst)
-    {
+    while server.state().tasks[&first].status != TaskStatus::Running || !STARTED.load(Ordering::SeqCst) {
         assert!(std::time::Instant::now() < deadline, "the task never ran");
         std::thread::sleep(Duration::from_millis(10));
     }

@@ -42,9 +42,7 @@ fn sigterm_gives_the_running_task_its_grace_then_reports_it_failed() {
         (reason, worker)
     });
     let deadline = std::time::Instant::now() + Duration::from_secs(5);
-    while server.state().tasks[&id].status != TaskStatus::Running
-        || !STARTED.load(Ordering::SeqCst)
-    {
+    while server.state().tasks[&id].status != TaskStatus::Running || !STARTED.load(Ordering::SeqCst) {
         assert!(std::time::Instant::now() < deadline, "the task never ran");
         std::thread::sleep(Duration::from_millis(10));
     }

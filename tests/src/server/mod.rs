@@ -309,10 +309,19 @@ impl TestServer {
     }
 
     /// Restart losing all state (every worker, job and task is forgotten:
-    /// workers get 404 from then on). Open connections drop.
+    /// workers get 404 from then on). Open connections drop: a claim cut
+    /// off then may have been acted on, and a worker registers afresh for
+    /// it (on the empty server: it never hears 404).
     pub fn forget_state(&self) {
         *self.shared.state.lock().unwrap() = api::State::default();
         self.shared.kick_all();
+    }
+
+    /// Forget every worker, job and task while staying up (what deleting
+    /// or sweeping the workers does): every request in flight is answered,
+    /// a worker's next one with 404.
+    pub fn forget_workers(&self) {
+        *self.shared.state.lock().unwrap() = api::State::default();
     }
 
     /// Refuse the token from now on (every request: 401).
