@@ -107,6 +107,28 @@ impl Failure {
         classify(endpoint, self)
     }
 
+    /// A request's timeout ran out: before its connection came up nothing
+    /// was sent ([`Transport::ConnectTimeout`]); after, the server may have
+    /// acted on it ([`Transport::Timeout`]). Both runtimes report a timeout
+    /// so.
+    pub const fn timed_out(connected: bool) -> Failure {
+        Failure::Transport(if connected {
+            Transport::Timeout
+        } else {
+            Transport::ConnectTimeout
+        })
+    }
+
+    /// Connecting failed, so nothing was sent: refused, timed out, or any
+    /// other failure ([`Transport::SendFailed`]: the one re-send at once).
+    pub const fn connect_failed(refused: bool, timed_out: bool) -> Failure {
+        Failure::Transport(match (refused, timed_out) {
+            (true, _) => Transport::ConnectionRefused,
+            (false, true) => Transport::ConnectTimeout,
+            (false, false) => Transport::SendFailed,
+        })
+    }
+
     /// The request provably never reached the server: nothing listened,
     /// the name did not resolve, no connection came up in time, or the
     /// request could not be written in full. Anything else may have been
@@ -454,6 +476,19 @@ mod tests {
             assert!(!f.resend_once(true), "{f:?}");
             assert!(!f.resend_once(false), "{f:?}");
         }
+    }
+
+    #[test]
+    fn timeouts_and_failed_connects_say_whether_anything_was_sent() {
+        assert!(Failure::timed_out(true).maybe_acted());
+        assert!(Failure::timed_out(false).never_sent());
+        for (refused, timed_out) in [(true, false), (true, true), (false, true), (false, false)] {
+            assert!(Failure::connect_failed(refused, timed_out).never_sent());
+        }
+        assert_eq!(
+            Failure::connect_failed(true, false),
+            Failure::Transport(Transport::ConnectionRefused)
+        );
     }
 
     #[test]

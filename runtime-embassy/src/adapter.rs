@@ -102,14 +102,9 @@ impl<'w, 'a, T: TcpConnect, D: Dns, H> Driver<'w, 'a, '_, '_, T, D, H> {
                 };
                 exchange(w.tcp, ip, &http, rx, &connected).await
             };
-            let result = embassy_time::with_timeout(limit, work).await.unwrap_or_else(|_| {
-                // Before a connection came up nothing was sent (a claim is
-                // not ambiguous); after, the server may have acted.
-                Err(Failure::Transport(match connected.get() {
-                    true => outage_core::Transport::Timeout,
-                    false => outage_core::Transport::ConnectTimeout,
-                }))
-            });
+            let result = embassy_time::with_timeout(limit, work)
+                .await
+                .unwrap_or_else(|_| Err(Failure::timed_out(connected.get())));
             if matches!(result, Err(Failure::Transport(_))) {
                 w.address.lock(|a| a.set(None));
             }

@@ -218,18 +218,18 @@ pub async fn exchange<T: TcpConnect>(
 }
 
 /// A connection of its own to `ip`, `port`. Its failures all mean nothing
-/// was sent: refused, timed out, or [`Transport::SendFailed`].
+/// was sent ([`Failure::connect_failed`]).
 pub(crate) async fn connect<T: TcpConnect>(
     tcp: &T,
     ip: IpAddr,
     port: u16,
 ) -> Result<T::Connection<'_>, Failure> {
     tcp.connect(SocketAddr::new(ip, port)).await.map_err(|e| {
-        fail(match embedded_io::Error::kind(&e) {
-            embedded_io::ErrorKind::ConnectionRefused => Transport::ConnectionRefused,
-            embedded_io::ErrorKind::TimedOut => Transport::ConnectTimeout,
-            _ => Transport::SendFailed,
-        })
+        let kind = embedded_io::Error::kind(&e);
+        Failure::connect_failed(
+            kind == embedded_io::ErrorKind::ConnectionRefused,
+            kind == embedded_io::ErrorKind::TimedOut,
+        )
     })
 }
 

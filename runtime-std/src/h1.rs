@@ -157,7 +157,8 @@ impl H1Error {
     /// The core's [`Failure`] for this error.
     ///
     /// - Connecting or writing failed — the server has no complete request:
-    ///   [`Transport::Dns`], [`Transport::ConnectionRefused`], or
+    ///   [`Transport::Dns`], [`Transport::ConnectionRefused`], a connect
+    ///   that timed out ([`Failure::connect_failed`]), or
     ///   [`Transport::SendFailed`] for any other failure to connect or write.
     /// - Closed or reset before any response byte: [`Transport::ConnectionClosed`],
     ///   [`Transport::ConnectionReset`] (a stale keep-alive connection looks so).
@@ -171,7 +172,10 @@ impl H1Error {
         let t = match self {
             H1Error::Dns => Transport::Dns,
             H1Error::Refused => Transport::ConnectionRefused,
-            H1Error::Connect(_) | H1Error::Send(_) => Transport::SendFailed,
+            H1Error::Connect(kind) => {
+                return Failure::connect_failed(false, matches!(kind, io::ErrorKind::TimedOut));
+            }
+            H1Error::Send(_) => Transport::SendFailed,
             H1Error::Closed => Transport::ConnectionClosed,
             H1Error::Reset => Transport::ConnectionReset,
             H1Error::Read(io::ErrorKind::TimedOut) => Transport::Timeout,

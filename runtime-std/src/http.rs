@@ -228,14 +228,10 @@ impl Http for SurfHttp {
         // The exchange is polled first, as async_std::future::timeout does.
         futures_lite::future::or(self.exchange(req, bearer, progress.clone()), async {
             timer.until(deadline).await;
-            // Timed out before the first byte went out (a host that drops
-            // connection attempts): nothing was sent, so a claim is not
-            // ambiguous. Otherwise the server may have acted.
-            let kind = match progress.get() {
-                Progress::CONNECTING => Transport::ConnectTimeout,
-                _ => Transport::Timeout,
-            };
-            Err(Failure::Transport(kind))
+            // Before the first byte went out (a host that drops connection
+            // attempts) nothing was sent; a client that does not mark its
+            // progress may have sent it.
+            Err(Failure::timed_out(progress.get() != Progress::CONNECTING))
         })
         .await
     }
