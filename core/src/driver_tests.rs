@@ -51,6 +51,8 @@ struct Sim {
     /// (from ms, push input).
     #[cfg(feature = "push")]
     pushes: RefCell<Vec<(u64, crate::push::PushInput)>>,
+    /// (ms, snapshot) of every publish.
+    snapshots: RefCell<Vec<(u64, Snapshot)>>,
 }
 
 /// A slot's resources in the simulation: the held task and its outcome.
@@ -78,7 +80,19 @@ impl Sim {
             most_running: Cell::new(0),
             #[cfg(feature = "push")]
             pushes: RefCell::new(Vec::new()),
+            snapshots: RefCell::new(Vec::new()),
         }
+    }
+
+    /// The last snapshot published at or before `ms`.
+    fn snapshot_at(&self, ms: u64) -> Snapshot {
+        let snaps = self.snapshots.borrow();
+        snaps
+            .iter()
+            .rev()
+            .find(|(t, _)| *t <= ms)
+            .expect("published by then")
+            .1
     }
 
     fn at(&self, ms: u64, control: Control) {
@@ -124,6 +138,10 @@ impl Io for Sim {
 
     fn emit(&self, event: &Event<'_>) {
         self.lines.borrow_mut().push((self.now.get(), event.to_string()));
+    }
+
+    fn publish(&self, now: &Snapshot) {
+        self.snapshots.borrow_mut().push((self.now.get(), *now));
     }
 
     async fn sleep_until(&self, t: Instant) {
@@ -587,6 +605,7 @@ fn a_forgotten_worker_stops_without_a_delete_or_registers_again() {
     );
     assert_eq!(sim.adopted.get(), 2);
     assert!(sim.lines().contains(&"Registered again; serving".to_string()));
+    assert_eq!(lc.stats().reregistrations, 1);
 }
 
 #[test]
@@ -982,4 +1001,85 @@ fn the_same_life_with_or_without_events() {
         "{:#?}",
         sim.lines()
     );
+}
+
+/// What a host's metrics and probes read, through an outage: readiness, the
+/// outage's start, the server's last confirmation, the held outcome, and
+/// (feature `route-stats`) every request by route and class.
+#[test]
+fn snapshots_show_readiness_and_the_outage_and_count_routes() {
+    let mut tasks = 1;
+    let sim = Sim::new(move |now, req| match req {
+        _ if (3_000..40_000).contains(&now) => (0, Err(REFUSED)),
+        Request::Claim if tasks > 0 => {
+            tasks -= 1;
+            (5, Ok(Reply::Claimed(true)))
+        }
+        Request::Claim => (5, Ok(Reply::Claimed(false))),
+        _ => (5, Ok(Reply::Done)),
+    });
+    sim.task.set((5_000, true));
+    sim.at(
+        100_000,
+        Control::Stop {
+            grace: Duration::from_secs(5),
+        },
+    );
+    let mut lc = lifecycle(cfg());
+    run(&sim, &mut lc, 160_000);
+    let first = sim.snapshot_at(0);
+    assert_eq!((first.stage, first.jobs), (Stage::Starting, 2));
+    assert!(!first.is_ready());
+    let before = sim.snapshot_at(2_900);
+    assert!(before.is_ready(), "{before:?}");
+    assert_eq!(before.running, 1);
+    let during = sim.snapshot_at(20_000);
+    assert!(!during.is_ready());
+    let since = during.outage_since.expect("in an outage").as_millis();
+    // The first request after 3 s is the held outcome's delivery.
+    assert!((3_000..6_000).contains(&since), "{during:?}");
+    assert!(during.confirmed_at.expect("registered").as_millis() < 3_000);
+    assert_eq!((during.running, during.waiting), (0, 1), "the outcome is held");
+    let now = Instant::from_millis(20_000);
+    assert_eq!(
+        during.status(now).to_string(),
+        std::format!(
+            "Server unreachable — retrying ({}s/120s elapsed); 1 outcome held",
+            (20_000 - since) / 1000
+        )
+    );
+    let after = sim.snapshot_at(50_000);
+    assert!(after.is_ready(), "{after:?}");
+    assert_eq!((after.outage_since, after.waiting), (None, 0));
+    // The next heartbeat (every 30 s) is accepted again.
+    let later = sim.snapshot_at(99_000);
+    assert!(
+        later.confirmed_at.expect("confirmed").as_millis() >= 60_000,
+        "{later:?}"
+    );
+    let end = sim.snapshot_at(160_000);
+    assert_eq!(end.stage, Stage::Done);
+    assert!(
+        end.status(Instant::from_millis(160_000))
+            .to_string()
+            .starts_with("Stopped: stop requested")
+    );
+    #[cfg(feature = "route-stats")]
+    {
+        use crate::{AnswerClass as A, Endpoint as E};
+        let stats = lc.stats();
+        let r = stats.routes;
+        assert_eq!(
+            r.total(),
+            stats.requests,
+            "every request ended, each counted once"
+        );
+        assert_eq!(r.get(E::CreateWorker, A::Ok), 1);
+        assert_eq!(r.get(E::RegisterJob, A::Ok), 2);
+        assert_eq!(r.get(E::TaskStatus, A::Ok), 2, "running, then the held outcome");
+        assert_eq!(r.get(E::Disconnect, A::Ok), 1);
+        let transient: u64 = E::ALL.iter().map(|e| r.get(*e, A::Transient)).sum();
+        assert_eq!(transient, stats.failed_requests);
+        assert!(r.get(E::Heartbeat, A::Transient) > 0 && r.get(E::TaskStatus, A::Transient) > 0);
+    }
 }

@@ -39,6 +39,7 @@ mod config;
 pub mod driver;
 mod error;
 mod event;
+mod fields;
 pub mod fuzz;
 mod lifecycle;
 mod machine;
@@ -47,13 +48,16 @@ pub mod protocol;
 #[cfg(feature = "push")]
 pub mod push;
 pub mod render;
+mod routes;
 mod startup;
+mod status;
 pub mod time;
 
 pub use backoff::{SplitMix64, backoff, first_phase};
 pub use config::{Config, ConfigError, Jitter, OnRegistrationLost, ValidConfig};
 pub use error::{Class, Endpoint, Failure, Fatal, Local, Transport, classify, parse_retry_after};
 pub use event::{Event, Level, NO_HANDLER_ERROR, Only, SHUTDOWN_ERROR, StopReason, Stopped, keep};
+pub use fields::FieldSink;
 pub use lifecycle::{
     Control, Count, Lane, Lifecycle, MAX_SLOTS, Notice, Op, Out, Outcome, Reply, Request, Snapshot, Stage,
     Stats,
@@ -61,5 +65,7 @@ pub use lifecycle::{
 pub use machine::{ClaimAction, Events, HeartbeatAction, Machine, Phase, Step, TaskState, Wake};
 pub use outage::Outage;
 pub use render::{Render, Sink};
+pub use routes::{AnswerClass, RouteStats};
 pub use startup::{StartupError, StartupRetry, StartupStep, startup_wait_floor};
+pub use status::Status;
 pub use time::{Clock, Duration, Instant, ManualClock};

@@ -240,6 +240,16 @@ pub struct Stats {
     pub recoveries: Count,
     /// Restarts after the worker stopped by itself (supervised devices).
     pub restarts: Count,
+    /// Times the worker registered again under a new id: after the server
+    /// forgot it (policy `Register`), or afresh after a lost claim answer.
+    pub reregistrations: Count,
+    /// Credential renewals that succeeded (a login again, a token file read
+    /// again).
+    pub renewals: Count,
+    /// Requests by route and by what their answer meant (feature
+    /// `route-stats`; a host's metrics read them).
+    #[cfg(feature = "route-stats")]
+    pub routes: crate::RouteStats,
 }
 
 /// What a runtime shows of a [`Lifecycle`] ([`crate::driver::Io::publish`]).
@@ -253,6 +263,22 @@ pub struct Snapshot {
     pub startup_error: Option<StartupError>,
     /// The counters.
     pub stats: Stats,
+    /// When the running outage began (`None`: no outage).
+    pub outage_since: Option<Instant>,
+    /// When the server last confirmed the worker: its registration, or the
+    /// last heartbeat it accepted (`None` before registering).
+    pub confirmed_at: Option<Instant>,
+    /// Task-available push is connected.
+    pub push_connected: bool,
+    /// Tasks whose handler runs now.
+    pub running: u8,
+    /// Outcomes finished and not yet delivered (held through an outage,
+    /// or waiting their turn).
+    pub waiting: u8,
+    /// Jobs served.
+    pub jobs: u16,
+    /// [`Config::max_unreachable`].
+    pub max_unreachable: Duration,
 }
 
 /// Where a worker's life is.
@@ -355,6 +381,8 @@ pub struct Lifecycle<const SLOTS: usize = MAX_SLOTS> {
     heartbeat_at: Option<Instant>,
     serial_at: Option<Instant>,
     stats: Stats,
+    /// When the server last confirmed the worker ([`Snapshot::confirmed_at`]).
+    confirmed_at: Option<Instant>,
 }
 
 impl<const SLOTS: usize> Lifecycle<SLOTS> {
@@ -403,6 +431,7 @@ impl<const SLOTS: usize> Lifecycle<SLOTS> {
             heartbeat_at: None,
             serial_at: None,
             stats: Stats::default(),
+            confirmed_at: None,
         }
     }
 
@@ -471,12 +500,27 @@ impl<const SLOTS: usize> Lifecycle<SLOTS> {
     }
 
     /// What a runtime shows of it.
-    pub const fn snapshot(&self) -> Snapshot {
+    pub fn snapshot(&self) -> Snapshot {
+        let count = |f: fn(&Slot) -> bool| self.slots.iter().filter(|s| f(s)).count() as u8;
         Snapshot {
             stage: self.stage,
             stop: self.stop_reason(),
             startup_error: self.startup_error,
             stats: self.stats,
+            outage_since: self.machine.outage().started_at(),
+            confirmed_at: self.confirmed_at,
+            #[cfg(feature = "push")]
+            push_connected: self.machine.is_push_connected(),
+            #[cfg(not(feature = "push"))]
+            push_connected: false,
+            running: count(|s| *s == Slot::Running),
+            waiting: count(|s| matches!(s, Slot::Finished(_)))
+                + u8::from(matches!(
+                    self.machine.phase(),
+                    crate::Phase::Delivering | crate::Phase::Verifying
+                )),
+            jobs: self.jobs,
+            max_unreachable: self.machine.config().max_unreachable,
         }
     }
 
@@ -661,6 +705,12 @@ impl<const SLOTS: usize> Lifecycle<SLOTS> {
             return;
         };
         self.lane_mut(i).cancel = false;
+        #[cfg(feature = "route-stats")]
+        if let Op::Send(req) = busy.op {
+            let what = req.endpoint();
+            let class = crate::AnswerClass::of_outcome(what, &outcome);
+            self.stats.routes.count(what, class);
+        }
         if let Outcome::Replied(Err(failure)) = outcome {
             self.stats.failed_requests += 1;
             if let Op::Send(req) = busy.op
@@ -764,6 +814,8 @@ impl<const SLOTS: usize> Lifecycle<SLOTS> {
     fn apply<A>(&mut self, out: Out<'_>, step: Step<A>) {
         self.stats.outcomes_held += Count::from(step.events.held);
         self.stats.recoveries += Count::from(step.events.recovered);
+        self.stats.reregistrations += Count::from(step.events.reregistered);
+        self.stats.renewals += Count::from(step.events.renewed);
         for e in step.events.iter() {
             self.push(out, Notice::Event(*e));
         }
@@ -1081,6 +1133,7 @@ impl<const SLOTS: usize> Lifecycle<SLOTS> {
                         #[cfg(feature = "push")]
                         self.machine.set_push(pushing, now);
                         self.stage = Stage::Running;
+                        self.confirmed_at = Some(now);
                         self.push(out, Notice::Adopt);
                         self.push(
                             out,
@@ -1123,6 +1176,9 @@ impl<const SLOTS: usize> Lifecycle<SLOTS> {
         let done = result.map(drop);
         match (lane, req) {
             (Lane::HEARTBEAT, Request::Heartbeat) => {
+                if done.is_ok() {
+                    self.confirmed_at = Some(now);
+                }
                 let step = self.machine.report_heartbeat(started, now, done);
                 self.apply(out, step);
             }
@@ -1141,6 +1197,7 @@ impl<const SLOTS: usize> Lifecycle<SLOTS> {
                         return;
                     }
                     Ok(()) => {
+                        self.confirmed_at = Some(now);
                         self.push(out, Notice::Adopt);
                         Ok(())
                     }

@@ -138,6 +138,10 @@ pub struct Events {
     /// with or without the feature).
     pub(crate) held: u8,
     pub(crate) recovered: u8,
+    /// [`Event::Reregistered`] and [`Event::RegisteredAfresh`], and
+    /// [`Event::CredentialsRenewed`] (counted the same way).
+    pub(crate) reregistered: u8,
+    pub(crate) renewed: u8,
 }
 
 impl Events {
@@ -155,6 +159,8 @@ impl Events {
         match e {
             Event::OutcomeHeld => self.held += 1,
             Event::Recovered { .. } => self.recovered += 1,
+            Event::Reregistered | Event::RegisteredAfresh => self.reregistered += 1,
+            Event::CredentialsRenewed => self.renewed += 1,
             _ => {}
         }
         if !cfg!(feature = "events") {
