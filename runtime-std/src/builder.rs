@@ -119,6 +119,7 @@ pub struct WorkerBuilder {
     seed: Option<u64>,
     observer: Option<crate::worker::Observer>,
     push: PushMode,
+    ops: crate::ops::OpsConfig,
 }
 
 impl fmt::Debug for WorkerBuilder {
@@ -149,7 +150,27 @@ impl WorkerBuilder {
             seed: None,
             observer: None,
             push: PushMode::Off,
+            ops: Default::default(),
         }
+    }
+
+    /// Feed `metrics` (feature `metrics`): the core's counters and
+    /// snapshot for Prometheus, and the worker's health and readiness
+    /// ([`crate::metrics`]). The worker's driver then wakes at least every
+    /// 5 s, so that a stalled driver shows.
+    #[cfg(feature = "metrics")]
+    pub fn metrics(mut self, metrics: &crate::metrics::Metrics) -> Self {
+        self.ops.metrics = Some(metrics.clone());
+        self
+    }
+
+    /// Tell systemd what the worker does ([`crate::systemd`]): `READY=1`
+    /// once registered, `STATUS=` lines, `STOPPING=1`, and `WATCHDOG=1`
+    /// from the driver's loop when the notifier has a watchdog interval.
+    /// Usually `Notifier::from_env()`.
+    pub fn systemd(mut self, notifier: crate::systemd::Notifier) -> Self {
+        self.ops.systemd = Some(notifier);
+        self
     }
 
     /// Serve `job` with `handler`.
@@ -263,6 +284,7 @@ impl WorkerBuilder {
             seed,
             observer: self.observer,
             push: self.push,
+            ops: self.ops,
         })
         .await
     }

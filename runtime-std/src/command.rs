@@ -110,6 +110,15 @@ pub fn tail(text: &str, max: usize) -> &str {
     &text[start..]
 }
 
+/// systemd's variables for the worker itself: a command must not notify
+/// the service manager as if it were the worker, nor read its credentials.
+const SERVICE_VARS: [&str; 4] = [
+    "NOTIFY_SOCKET",
+    "WATCHDOG_USEC",
+    "WATCHDOG_PID",
+    "CREDENTIALS_DIRECTORY",
+];
+
 /// A command's environment: the worker's (`parent`) without credentials,
 /// plus the task's and ZnDraw's variables.
 fn environment(
@@ -118,7 +127,7 @@ fn environment(
     server: Option<&(Arc<str>, SharedToken)>,
 ) -> Vec<(std::ffi::OsString, std::ffi::OsString)> {
     let mut env: Vec<_> = parent
-        .filter(|(k, _)| !SECRET_VARS.iter().any(|s| k == s))
+        .filter(|(k, _)| !SECRET_VARS.iter().chain(&SERVICE_VARS).any(|s| k == s))
         .collect();
     let mut set = |k: &str, v: &str| env.push((k.into(), v.into()));
     for (names, value) in [
@@ -346,6 +355,8 @@ mod tests {
             ("ZNDRAW_TOKEN", "secret-2"),
             ("ZNDRAW_PASSWORD", "secret-3"),
             ("OUTAGE_PASSWORD", "secret-4"),
+            ("CREDENTIALS_DIRECTORY", "/run/credentials/secret-5"),
+            ("NOTIFY_SOCKET", "/run/systemd/notify-secret-6"),
             ("HOME", "/root"),
         ]
         .map(|(k, v)| (k.into(), v.into()));

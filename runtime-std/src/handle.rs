@@ -31,6 +31,9 @@ impl<H: Http> Worker<H> {
         let jobs = u16::try_from(l.jobs.len()).map_err(|_| StartError::NoJobs)?;
         let mut lc = Lifecycle::<SLOTS>::new(l.config, jobs, login_first, l.seed, clock.now())
             .map_err(StartError::Config)?;
+        let job_names: Vec<String> = l.jobs.iter().map(|(j, _)| j.full_name()).collect();
+        let request_timeout = StdDuration::from_millis(l.config.request_timeout.as_millis());
+        let ops = crate::ops::Ops::new(l.ops, clock, &job_names, request_timeout);
         let shared = Arc::new(Shared {
             api: Api::new(l.http, &l.url, l.token, l.config),
             config: l.config,
@@ -55,6 +58,7 @@ impl<H: Http> Worker<H> {
             progress: bounded(1),
             last_detail: Mutex::new(None),
             sleeps: Default::default(),
+            ops,
         });
         let io = shared.clone();
         let (push, seed) = (l.push, l.seed);
@@ -77,6 +81,7 @@ impl<H: Http> Worker<H> {
                 let mut view = lock(&io.view);
                 (view.finished, view.startup_error) = (true, lc.startup_error());
                 drop(view);
+                io.ops.on_finish();
                 io.progress.0.close();
                 io.wake_push();
             })

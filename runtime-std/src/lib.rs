@@ -24,7 +24,12 @@
 //! ```
 //!
 //! Logs go through the `log` crate (target `outage`) with the core's event
-//! texts. The token never appears in a log line or an error message.
+//! texts, and each event's fields as the record's key-values. The token
+//! never appears in a log line or an error message.
+//!
+//! For operators: [`metrics`] (feature `metrics`: Prometheus metrics of the
+//! core's counters, `/healthz` and `/readyz`) and [`systemd`] (`Type=notify`
+//! readiness, status, watchdog, credentials).
 
 #![forbid(unsafe_code)]
 
@@ -37,7 +42,14 @@ mod handle;
 pub mod http;
 mod job;
 mod listen;
+#[cfg(feature = "metrics")]
+pub mod metrics;
+mod ops;
 pub mod push;
+mod record;
+#[cfg(feature = "metrics")]
+mod serve;
+pub mod systemd;
 mod worker;
 
 pub use api::{ApiError, SharedToken, Task};
@@ -48,7 +60,7 @@ pub use outage_core::Stats;
 pub use outage_core::push::PushMode;
 pub use outage_core::{Config, Duration, Jitter, OnRegistrationLost, StopReason};
 
-use outage_core::{Clock, Event, Instant, Level};
+use outage_core::{Clock, Event, Instant};
 
 /// The core's clock over `std::time::Instant`.
 #[derive(Debug, Clone, Copy)]
@@ -77,13 +89,9 @@ impl Clock for StdClock {
     }
 }
 
-/// Log one event through `log`, at its level, with its one rendering.
+/// Log one event through `log`, at its level, with its one rendering,
+/// and its fields ([`outage_core::Event::fields`], plus `event`: its name)
+/// as the record's key-values for a structured logger.
 pub fn emit(event: &Event<'_>) {
-    let level = match event.level() {
-        Level::Error => log::Level::Error,
-        Level::Warn => log::Level::Warn,
-        Level::Info => log::Level::Info,
-        Level::Debug => log::Level::Debug,
-    };
-    log::log!(target: "outage", level, "{event}");
+    record::emit_as(event, None);
 }

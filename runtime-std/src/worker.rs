@@ -18,12 +18,12 @@ use outage_core::{
     Snapshot, Stage, Stats, StopReason,
 };
 
+use crate::StdClock;
 use crate::api::{Api, ApiError, SharedToken, Task};
 use crate::builder::{Credentials, read_token_file};
 use crate::deadline::Deadlines;
 use crate::http::Http;
 use crate::job::{Handler, Job, TaskResult};
-use crate::{StdClock, emit};
 
 /// Task slots the host driver has: [`Config::concurrency`] of them are used.
 pub(crate) const SLOTS: usize = Config::MAX_CONCURRENCY as usize;
@@ -42,6 +42,7 @@ pub(crate) struct Launch<H> {
     pub seed: u64,
     pub observer: Option<Observer>,
     pub push: outage_core::push::PushMode,
+    pub ops: crate::ops::OpsConfig,
 }
 
 /// What the worker's task shares with its handle.
@@ -71,6 +72,8 @@ pub(crate) struct Shared<H> {
     /// The driver's sleeps, on a timer kept from one turn of its loop to
     /// the next (not a fresh one per turn, that is per request).
     pub(crate) sleeps: Deadlines,
+    /// Metrics, systemd, the worker id of log lines.
+    pub(crate) ops: crate::ops::Ops,
 }
 
 #[derive(Clone, Copy)]
@@ -173,7 +176,8 @@ impl<H: Http> Shared<H> {
     }
 
     pub(crate) fn emit(&self, event: &Event<'_>) {
-        emit(event);
+        crate::record::emit_as(event, Some(&self.ops.worker_id()));
+        self.ops.on_event(event);
         if let Event::Recovered { .. } = event {
             lock(&self.view).last_recovery = Some(StdInstant::now());
         }
@@ -207,7 +211,7 @@ impl<H: Http> Io for Shared<H> {
     async fn sleep_until(&self, t: Instant) {
         let left = StdDuration::from_millis((t - self.now()).as_millis());
         match StdInstant::now().checked_add(left) {
-            Some(at) => self.sleeps.sleep_until(at).await,
+            Some(at) => self.sleeps.sleep_until(self.ops.cap(at)).await,
             None => std::future::pending().await,
         }
     }
@@ -253,6 +257,7 @@ impl<H: Http> Io for Shared<H> {
         {
             let ids = &mut *lock(&self.ids);
             ids.old = std::mem::replace(&mut ids.current, std::mem::take(&mut ids.pending));
+            self.ops.on_adopt(&ids.current);
         }
         // Push joins the rooms under the new id.
         self.wake_push();
@@ -281,6 +286,7 @@ impl<H: Http> Io for Shared<H> {
     }
 
     fn publish(&self, now: &Snapshot) {
+        self.ops.on_publish(now);
         let mut view = lock(&self.view);
         if view.stage != now.stage {
             self.wake_push();

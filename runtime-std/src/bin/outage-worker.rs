@@ -3,6 +3,9 @@
 
 use std::process::ExitCode;
 
+#[path = "../cli/mod.rs"]
+mod cli;
+
 use clap::Parser;
 use outage_core::Fatal;
 use outage_runtime_std::command::Command;
@@ -32,8 +35,10 @@ outage-worker registers with a ZnDraw job server (zndraw-joblib, REST under
     the end of the command's stderr as the task's error; --task-timeout
     fails a task that runs too long.
 
-The command runs directly, never through a shell: its words are split on
-spaces, without quoting. Wrap anything more complex in a script.
+The command runs directly, never through a shell: its words are split as a
+shell would split them ('a b', \"a b\" and a\\ b are one word), but no
+shell runs it: no variables, globs, pipes or redirections. Wrap anything
+more complex in a script.
 
 When the server goes away the worker keeps trying with capped, jittered
 backoff, warns with a countdown (\"Server unreachable — retrying (30s/120s
@@ -56,6 +61,15 @@ Environment: OUTAGE_SERVER or ZNDRAW_URL for --server; OUTAGE_TOKEN or
 ZNDRAW_TOKEN for --token; ZNDRAW_USER and ZNDRAW_PASSWORD for --user (ZnDraw's
 own client reads the ZNDRAW_ ones).
 
+Operating it: --metrics-addr 127.0.0.1:9100 serves /metrics (Prometheus),
+/healthz (the worker's driver is alive) and /readyz (registered and the
+server answers). Under systemd (Type=notify) it reports READY=1 once
+registered, STATUS= lines with the outage countdown, WATCHDOG=1 while its
+loop runs (WatchdogSec=), STOPPING=1; credentials from LoadCredential=
+(`password`, `token`) in $CREDENTIALS_DIRECTORY are read when no flag or
+variable gives them. `outage-worker completions bash` and `outage-worker
+man` write shell completions and the man page.
+
 Exit status: 0 stopped on request; 1 server unreachable for too long (or at
 startup); 2 usage or configuration error; 3 credentials refused; 4
 registration lost or refused.";
@@ -69,7 +83,12 @@ Examples:
 
 #[derive(Parser, Debug)]
 #[command(name = "outage-worker", version, about = ABOUT, long_about = LONG_ABOUT, after_long_help = EXAMPLES)]
+#[command(subcommand_negates_reqs = true, args_conflicts_with_subcommands = true)]
 struct Cli {
+    /// Not serving: write shell completions or the man page.
+    #[command(subcommand)]
+    command: Option<Sub>,
+
     /// URL of the ZnDraw job server (without /v1/joblib). Also read from
     /// OUTAGE_SERVER, then ZNDRAW_URL; default http://127.0.0.1:8765.
     #[arg(long, env = "OUTAGE_SERVER", value_name = "URL")]
@@ -170,6 +189,25 @@ struct Cli {
     /// jitter on, so that they do not retry in lockstep.
     #[arg(long)]
     no_jitter: bool,
+
+    /// Serve Prometheus metrics on HOST:PORT (/metrics), with /healthz (the
+    /// worker's driver is alive) and /readyz (registered, and the server
+    /// answers). Off by default; nothing it serves is secret, but keep it on
+    /// loopback or a private network (0.0.0.0:9100 in a container).
+    #[arg(long, value_name = "HOST:PORT", value_parser = cli::ops::parse_addr)]
+    metrics_addr: Option<std::net::SocketAddr>,
+}
+
+#[derive(clap::Subcommand, Debug)]
+enum Sub {
+    /// Write shell completions to stdout (e.g. `outage-worker completions bash
+    /// > /etc/bash_completion.d/outage-worker`).
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+    /// Write the man page (roff) to stdout (`outage-worker man | man -l -`).
+    Man,
 }
 
 /// `30`, `2.5`, `500ms`, `2s`, `1m`: integer milliseconds, no floats.
@@ -215,7 +253,10 @@ fn parse_job(spec: &str) -> Result<JobCommand, String> {
         .split_once('=')
         .ok_or_else(|| format!("--job {spec:?}: expected ROOM:CATEGORY:NAME=COMMAND"))?;
     let job = Job::parse(name.trim()).map_err(|e| format!("--job: {e}"))?;
-    let mut words = command.split_whitespace().map(str::to_owned);
+    // Split as a shell would (quotes, backslashes); no shell runs it.
+    let words = shlex::split(command)
+        .ok_or_else(|| format!("--job {spec:?}: unbalanced quotes or a trailing backslash in the command"))?;
+    let mut words = words.into_iter();
     let program = words
         .next()
         .ok_or_else(|| format!("--job {spec:?}: the command is empty"))?;
@@ -227,35 +268,31 @@ fn parse_job(spec: &str) -> Result<JobCommand, String> {
 }
 
 fn init_logging(json: bool) {
-    use std::io::Write;
-    let mut builder =
-        env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn,outage=info"));
     // tungstenite traces every WebSocket frame it sends, the push CONNECT
-    // (which holds the token) included: never below debug, whatever RUST_LOG.
-    for frames in ["tungstenite", "async_tungstenite"] {
-        builder.filter_module(frames, log::LevelFilter::Debug);
-    }
-    if json {
-        builder.format(|buf, record| {
-            let line = serde_json::json!({
-                "ts": buf.timestamp_millis().to_string(),
-                "level": record.level().as_str(),
-                "target": record.target(),
-                "message": record.args().to_string(),
-            });
-            writeln!(buf, "{line}")
-        });
-    } else {
-        builder.format(|buf, record| {
-            let ts = buf.timestamp_seconds();
-            writeln!(buf, "{ts} {:<5} {}", record.level(), record.args())
-        });
-    }
-    builder.init();
+    // (which holds the token) included: never below debug, whatever
+    // RUST_LOG, and never above what RUST_LOG gives it (no DEBUG line at
+    // info). JSON lines carry each event's fields as keys.
+    cli::logging::init(json);
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    match cli.command {
+        Some(Sub::Completions { shell }) => {
+            use clap::CommandFactory;
+            cli::ops::completions(shell, Cli::command());
+            return ExitCode::SUCCESS;
+        }
+        Some(Sub::Man) => {
+            use clap::CommandFactory;
+            return match cli::ops::man(Cli::command()) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
+                Err(e) => usage(&format!("cannot write the man page: {e}")),
+            };
+        }
+        None => {}
+    }
     init_logging(cli.log_format == "json");
     async_std::task::block_on(run(cli))
 }
@@ -302,18 +339,24 @@ fn credentials(cli: &Cli) -> Result<Credentials, String> {
         }
     });
     if let Some(user) = user {
-        let password = match &cli.password_file {
+        // systemd's LoadCredential=password:… when no flag gives it.
+        let password_file = cli.password_file.clone().or_else(cli::ops::password_credential);
+        let password = match &password_file {
             Some(path) => std::fs::read_to_string(path)
                 .map_err(|e| format!("--password-file: cannot read {}: {e}", path.display()))?
                 .trim_end_matches(['\r', '\n'])
                 .to_owned(),
-            None => from_env(&["ZNDRAW_PASSWORD"])
-                .ok_or("--user needs a password: --password-file FILE or ZNDRAW_PASSWORD")?,
+            None => from_env(&["ZNDRAW_PASSWORD"]).ok_or(
+                "--user needs a password: --password-file FILE, ZNDRAW_PASSWORD, or systemd's \
+                 LoadCredential=password:FILE",
+            )?,
         };
         return Ok(Credentials::Login { user, password });
     }
     match cli.token.clone().or_else(|| from_env(&["ZNDRAW_TOKEN"])) {
         Some(token) => Ok(Credentials::Token(token)),
+        // systemd's LoadCredential=token:…, read again on a 401.
+        None if let Some(path) = cli::ops::token_credential() => Ok(Credentials::TokenFile(path)),
         None => Err(
             "no credentials: give --token, --token-file or --user (or set OUTAGE_TOKEN, \
              ZNDRAW_TOKEN, or ZNDRAW_USER and ZNDRAW_PASSWORD)"
@@ -373,6 +416,11 @@ async fn run(cli: Cli) -> ExitCode {
     if let Err(e) = config.validate() {
         return usage(&e.to_string());
     }
+    // Serving metrics from before the start: /readyz says "starting".
+    let metrics = match cli.metrics_addr.map(cli::ops::start_metrics).transpose() {
+        Ok(m) => m,
+        Err(e) => return usage(&e),
+    };
     let mut builder = WorkerBuilder::new(server.clone(), "")
         .credentials(credentials)
         .config(config)
@@ -381,6 +429,12 @@ async fn run(cli: Cli) -> ExitCode {
             "off" => PushMode::Off,
             _ => PushMode::Auto,
         });
+    if let Some((m, _)) = &metrics {
+        builder = builder.metrics(m);
+    }
+    if let Some(n) = cli::ops::systemd_notifier() {
+        builder = builder.systemd(n);
+    }
     let token = builder.shared_token();
     let mut served: Vec<String> = Vec::new();
     for spec in &cli.jobs {
@@ -488,6 +542,12 @@ mod tests {
         assert_eq!(jc.job.full_name(), "@global:modifiers:Echo");
         assert_eq!(jc.program, "./run.sh");
         assert_eq!(jc.args, ["--fast", "x"]);
+        let jc = parse_job(r#"@global:modifiers:Echo=./run.sh "a b" 'c d' e\ f"#).unwrap();
+        assert_eq!(jc.args, ["a b", "c d", "e f"]);
+        let Err(e) = parse_job(r#"a:b:c=./run.sh "open"#) else {
+            panic!("an open quote is refused")
+        };
+        assert!(e.contains("unbalanced quotes"), "{e}");
         assert!(parse_job("@global:modifiers:Echo").is_err());
         assert!(parse_job("Echo=cat").is_err());
         assert!(parse_job("a:b:c= ").is_err());
