@@ -23,12 +23,14 @@
 //! # drop(worker); Ok(()) }
 //! ```
 //!
-//! Metrics (prefix `outage_`; counters end in `_total`):
+//! Metrics (prefix `outage_`; counters end in `_total`). The job label is
+//! `job_name` (ZnDraw's word), not `job`, which Prometheus gives the scrape
+//! job itself:
 //!
 //! | metric | type | what |
 //! | --- | --- | --- |
-//! | `tasks_total{job,outcome}` | counter | tasks finished, `completed` or `failed` |
-//! | `task_duration_seconds{job}` | histogram | how long each task's handler ran |
+//! | `tasks_total{job_name,outcome}` | counter | tasks finished, `completed` or `failed` |
+//! | `task_duration_seconds{job_name}` | histogram | how long each task's handler ran |
 //! | `requests_total{route,class}` | counter | requests by route and by what the answer meant (`ok`, `transient`, `congested`, `fatal`, `rejected`, `local`, `cancelled`) |
 //! | `server_unreachable` | gauge | 1 during an outage |
 //! | `server_unreachable_seconds` | gauge | how long the running outage has lasted (0 without one) |
@@ -246,7 +248,10 @@ impl Metrics {
             for outcome in ["completed", "failed"] {
                 let _ = self.inner.tasks.get_or_create(&task_labels(job, outcome));
             }
-            let _ = self.inner.durations.get_or_create(&vec![("job", job.clone())]);
+            let _ = self
+                .inner
+                .durations
+                .get_or_create(&vec![("job_name", job.clone())]);
         }
     }
 
@@ -275,14 +280,14 @@ impl Metrics {
             let secs = StdDuration::from_millis(took.as_millis()).as_secs_f64();
             self.inner
                 .durations
-                .get_or_create(&vec![("job", job.to_owned())])
+                .get_or_create(&vec![("job_name", job.to_owned())])
                 .observe(secs);
         }
     }
 }
 
 fn task_labels(job: &str, outcome: &str) -> Labels {
-    vec![("job", job.to_owned()), ("outcome", outcome.to_owned())]
+    vec![("job_name", job.to_owned()), ("outcome", outcome.to_owned())]
 }
 
 fn register_into(

@@ -6,6 +6,7 @@
 //! record of what its handlers ran ([`record`]).
 
 pub mod capture;
+pub mod cli;
 pub mod embassy_rt;
 pub mod http;
 pub mod real;
