@@ -85,6 +85,7 @@ impl Sim {
     }
 
     /// The last snapshot published at or before `ms`.
+    #[cfg_attr(not(feature = "ops"), allow(dead_code))]
     fn snapshot_at(&self, ms: u64) -> Snapshot {
         let snaps = self.snapshots.borrow();
         snaps
@@ -1005,7 +1006,8 @@ fn the_same_life_with_or_without_events() {
 
 /// What a host's metrics and probes read, through an outage: readiness, the
 /// outage's start, the server's last confirmation, the held outcome, and
-/// (feature `route-stats`) every request by route and class.
+/// every request by route and class (feature `ops`).
+#[cfg(feature = "ops")]
 #[test]
 fn snapshots_show_readiness_and_the_outage_and_count_routes() {
     let mut tasks = 1;
@@ -1028,18 +1030,22 @@ fn snapshots_show_readiness_and_the_outage_and_count_routes() {
     let mut lc = lifecycle(cfg());
     run(&sim, &mut lc, 160_000);
     let first = sim.snapshot_at(0);
-    assert_eq!((first.stage, first.jobs), (Stage::Starting, 2));
+    assert_eq!((first.stage, first.detail.jobs), (Stage::Starting, 2));
     assert!(!first.is_ready());
     let before = sim.snapshot_at(2_900);
     assert!(before.is_ready(), "{before:?}");
-    assert_eq!(before.running, 1);
+    assert_eq!(before.detail.running, 1);
     let during = sim.snapshot_at(20_000);
     assert!(!during.is_ready());
-    let since = during.outage_since.expect("in an outage").as_millis();
+    let since = during.detail.outage_since.expect("in an outage").as_millis();
     // The first request after 3 s is the held outcome's delivery.
     assert!((3_000..6_000).contains(&since), "{during:?}");
-    assert!(during.confirmed_at.expect("registered").as_millis() < 3_000);
-    assert_eq!((during.running, during.waiting), (0, 1), "the outcome is held");
+    assert!(during.detail.confirmed_at.expect("registered").as_millis() < 3_000);
+    assert_eq!(
+        (during.detail.running, during.detail.waiting),
+        (0, 1),
+        "the outcome is held"
+    );
     let now = Instant::from_millis(20_000);
     assert_eq!(
         during.status(now).to_string(),
@@ -1050,11 +1056,11 @@ fn snapshots_show_readiness_and_the_outage_and_count_routes() {
     );
     let after = sim.snapshot_at(50_000);
     assert!(after.is_ready(), "{after:?}");
-    assert_eq!((after.outage_since, after.waiting), (None, 0));
+    assert_eq!((after.detail.outage_since, after.detail.waiting), (None, 0));
     // The next heartbeat (every 30 s) is accepted again.
     let later = sim.snapshot_at(99_000);
     assert!(
-        later.confirmed_at.expect("confirmed").as_millis() >= 60_000,
+        later.detail.confirmed_at.expect("confirmed").as_millis() >= 60_000,
         "{later:?}"
     );
     let end = sim.snapshot_at(160_000);
@@ -1064,7 +1070,6 @@ fn snapshots_show_readiness_and_the_outage_and_count_routes() {
             .to_string()
             .starts_with("Stopped: stop requested")
     );
-    #[cfg(feature = "route-stats")]
     {
         use crate::{AnswerClass as A, Endpoint as E};
         let stats = lc.stats();

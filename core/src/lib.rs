@@ -50,6 +50,7 @@ pub mod push;
 pub mod render;
 mod routes;
 mod startup;
+#[cfg(feature = "ops")]
 mod status;
 pub mod time;
 
@@ -58,6 +59,8 @@ pub use config::{Config, ConfigError, Jitter, OnRegistrationLost, ValidConfig};
 pub use error::{Class, Endpoint, Failure, Fatal, Local, Transport, classify, parse_retry_after};
 pub use event::{Event, Level, NO_HANDLER_ERROR, Only, SHUTDOWN_ERROR, StopReason, Stopped, keep};
 pub use fields::FieldSink;
+#[cfg(feature = "ops")]
+pub use lifecycle::Detail;
 pub use lifecycle::{
     Control, Count, Lane, Lifecycle, MAX_SLOTS, Notice, Op, Out, Outcome, Reply, Request, Snapshot, Stage,
     Stats,
@@ -67,5 +70,6 @@ pub use outage::Outage;
 pub use render::{Render, Sink};
 pub use routes::{AnswerClass, RouteStats};
 pub use startup::{StartupError, StartupRetry, StartupStep, startup_wait_floor};
+#[cfg(feature = "ops")]
 pub use status::Status;
 pub use time::{Clock, Duration, Instant, ManualClock};

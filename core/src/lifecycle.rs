@@ -246,9 +246,9 @@ pub struct Stats {
     /// Credential renewals that succeeded (a login again, a token file read
     /// again).
     pub renewals: Count,
-    /// Requests by route and by what their answer meant (feature
-    /// `route-stats`; a host's metrics read them).
-    #[cfg(feature = "route-stats")]
+    /// Requests by route and by what their answer meant (feature `ops`; a
+    /// host's metrics read them).
+    #[cfg(feature = "ops")]
     pub routes: crate::RouteStats,
 }
 
@@ -263,6 +263,17 @@ pub struct Snapshot {
     pub startup_error: Option<StartupError>,
     /// The counters.
     pub stats: Stats,
+    /// What a host shows its operators (feature `ops`): the outage, the
+    /// server's last confirmation, push, the tasks.
+    #[cfg(feature = "ops")]
+    pub detail: Detail,
+}
+
+/// A [`Snapshot`]'s detail for operators (feature `ops`): read by
+/// [`Snapshot::status`], [`Snapshot::is_ready`] and a host's metrics.
+#[cfg(feature = "ops")]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Detail {
     /// When the running outage began (`None`: no outage).
     pub outage_since: Option<Instant>,
     /// When the server last confirmed the worker: its registration, or the
@@ -381,7 +392,8 @@ pub struct Lifecycle<const SLOTS: usize = MAX_SLOTS> {
     heartbeat_at: Option<Instant>,
     serial_at: Option<Instant>,
     stats: Stats,
-    /// When the server last confirmed the worker ([`Snapshot::confirmed_at`]).
+    /// When the server last confirmed the worker ([`Detail::confirmed_at`]).
+    #[cfg(feature = "ops")]
     confirmed_at: Option<Instant>,
 }
 
@@ -431,6 +443,7 @@ impl<const SLOTS: usize> Lifecycle<SLOTS> {
             heartbeat_at: None,
             serial_at: None,
             stats: Stats::default(),
+            #[cfg(feature = "ops")]
             confirmed_at: None,
         }
     }
@@ -501,12 +514,21 @@ impl<const SLOTS: usize> Lifecycle<SLOTS> {
 
     /// What a runtime shows of it.
     pub fn snapshot(&self) -> Snapshot {
-        let count = |f: fn(&Slot) -> bool| self.slots.iter().filter(|s| f(s)).count() as u8;
         Snapshot {
             stage: self.stage,
             stop: self.stop_reason(),
             startup_error: self.startup_error,
             stats: self.stats,
+            #[cfg(feature = "ops")]
+            detail: self.detail(),
+        }
+    }
+
+    /// The snapshot's detail for operators.
+    #[cfg(feature = "ops")]
+    fn detail(&self) -> Detail {
+        let count = |f: fn(&Slot) -> bool| self.slots.iter().filter(|s| f(s)).count() as u8;
+        Detail {
             outage_since: self.machine.outage().started_at(),
             confirmed_at: self.confirmed_at,
             #[cfg(feature = "push")]
@@ -705,7 +727,7 @@ impl<const SLOTS: usize> Lifecycle<SLOTS> {
             return;
         };
         self.lane_mut(i).cancel = false;
-        #[cfg(feature = "route-stats")]
+        #[cfg(feature = "ops")]
         if let Op::Send(req) = busy.op {
             let what = req.endpoint();
             let class = crate::AnswerClass::of_outcome(what, &outcome);
@@ -1133,7 +1155,10 @@ impl<const SLOTS: usize> Lifecycle<SLOTS> {
                         #[cfg(feature = "push")]
                         self.machine.set_push(pushing, now);
                         self.stage = Stage::Running;
-                        self.confirmed_at = Some(now);
+                        #[cfg(feature = "ops")]
+                        {
+                            self.confirmed_at = Some(now);
+                        }
                         self.push(out, Notice::Adopt);
                         self.push(
                             out,
@@ -1176,6 +1201,7 @@ impl<const SLOTS: usize> Lifecycle<SLOTS> {
         let done = result.map(drop);
         match (lane, req) {
             (Lane::HEARTBEAT, Request::Heartbeat) => {
+                #[cfg(feature = "ops")]
                 if done.is_ok() {
                     self.confirmed_at = Some(now);
                 }
@@ -1197,7 +1223,10 @@ impl<const SLOTS: usize> Lifecycle<SLOTS> {
                         return;
                     }
                     Ok(()) => {
-                        self.confirmed_at = Some(now);
+                        #[cfg(feature = "ops")]
+                        {
+                            self.confirmed_at = Some(now);
+                        }
                         self.push(out, Notice::Adopt);
                         Ok(())
                     }

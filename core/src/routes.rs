@@ -1,5 +1,5 @@
 //! Requests counted by route and by what their answer meant
-//! ([`RouteStats`], in [`crate::Stats`] with the `route-stats` feature).
+//! ([`RouteStats`], in [`crate::Stats`] with the `ops` feature).
 //!
 //! The class of an answer is the core's own [`crate::classify`]: a metrics
 //! exporter shows the same split the worker acts on (an outage, a refusal,
@@ -122,7 +122,7 @@ impl AnswerClass {
     }
 
     /// The class of how a request to `endpoint` ended.
-    #[cfg_attr(not(feature = "route-stats"), allow(dead_code))]
+    #[cfg_attr(not(feature = "ops"), allow(dead_code))]
     pub(crate) const fn of_outcome(endpoint: Endpoint, outcome: &Outcome) -> AnswerClass {
         match outcome {
             Outcome::Replied(Ok(_)) | Outcome::Ran(_) => AnswerClass::Ok,
@@ -160,7 +160,7 @@ impl RouteStats {
         self.iter().map(|(_, _, n)| n).sum()
     }
 
-    #[cfg_attr(not(any(test, feature = "route-stats")), allow(dead_code))]
+    #[cfg_attr(not(any(test, feature = "ops")), allow(dead_code))]
     pub(crate) fn count(&mut self, endpoint: Endpoint, class: AnswerClass) {
         let n = &mut self.counts[endpoint.index()][class.index()];
         *n = n.saturating_add(1);

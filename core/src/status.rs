@@ -1,4 +1,4 @@
-//! What a worker is doing, in one line and two answers: its [`Status`]
+//! (Feature `ops`.) What a worker is doing, in one line and two answers: its [`Status`]
 //! (systemd's `STATUS=`, a dashboard, a device's display), whether it is
 //! ready (registered and not in an outage) — read from a [`Snapshot`], so
 //! every runtime shows the same.
@@ -55,13 +55,13 @@ impl Status {
 impl Snapshot {
     /// How long the running outage has lasted at `now` (`None`: none).
     pub fn outage_elapsed(&self, now: Instant) -> Option<Duration> {
-        self.outage_since.map(|since| now - since)
+        self.detail.outage_since.map(|since| now - since)
     }
 
     /// How long ago the server last confirmed the worker (registration, or
     /// an accepted heartbeat), at `now`.
     pub fn confirmed_age(&self, now: Instant) -> Option<Duration> {
-        self.confirmed_at.map(|at| now - at)
+        self.detail.confirmed_at.map(|at| now - at)
     }
 
     /// The worker's [`Status`] at `now`.
@@ -71,17 +71,17 @@ impl Snapshot {
             stop: self.stop,
             startup_error: self.startup_error,
             outage: self.outage_elapsed(now),
-            max_unreachable: self.max_unreachable,
-            jobs: self.jobs,
-            running: self.running,
-            waiting: self.waiting,
+            max_unreachable: self.detail.max_unreachable,
+            jobs: self.detail.jobs,
+            running: self.detail.running,
+            waiting: self.detail.waiting,
         }
     }
 
     /// Ready ([`Status::is_ready`]): registered, serving, and not in an
     /// outage.
     pub const fn is_ready(&self) -> bool {
-        matches!(self.stage, Stage::Running) && self.stop.is_none() && self.outage_since.is_none()
+        matches!(self.stage, Stage::Running) && self.stop.is_none() && self.detail.outage_since.is_none()
     }
 }
 

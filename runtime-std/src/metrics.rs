@@ -414,13 +414,13 @@ impl Collector for CoreCollector {
             Some(&Unit::Seconds),
             outage.map_or(0.0, secs),
         )?;
-        if s.max_unreachable != outage_core::Config::NO_LIMIT {
+        if s.detail.max_unreachable != outage_core::Config::NO_LIMIT {
             gauge(
                 &mut enc,
                 "server_unreachable_limit",
                 "How long an outage may last before the worker stops (max_unreachable)",
                 Some(&Unit::Seconds),
-                secs(s.max_unreachable),
+                secs(s.detail.max_unreachable),
             )?;
         }
         gauge(
@@ -428,21 +428,21 @@ impl Collector for CoreCollector {
             "tasks_running",
             "Task handlers running now",
             None,
-            f64::from(s.running),
+            f64::from(s.detail.running),
         )?;
         gauge(
             &mut enc,
             "outcomes_waiting",
             "Task outcomes finished and not yet delivered",
             None,
-            f64::from(s.waiting),
+            f64::from(s.detail.waiting),
         )?;
         gauge(
             &mut enc,
             "push_connected",
             "1 while task-available push is connected",
             None,
-            flag(s.push_connected),
+            flag(s.detail.push_connected),
         )?;
         if let Some(age) = s.confirmed_age(now) {
             gauge(
