@@ -72,13 +72,13 @@ fi
 k8s_venv=${OUTAGE_K8S_VENV:-target/tools/k8s-venv}
 if command -v kubectl >/dev/null && [ -x "$k8s_venv/bin/kubernetes-validate" ]; then
     k8s=$(mktemp -d)
+    trap 'rm -rf "${dir:-}" "$k8s"' EXIT
     kubectl kustomize deploy/kubernetes > "$k8s/all.yaml"
     for version in 1.29.0 1.34.0; do
         "$k8s_venv/bin/kubernetes-validate" --strict --quiet -k "$version" \
             "$k8s/all.yaml" deploy/kubernetes/secret.example.yaml
     done
     "$k8s_venv/bin/python" deploy/kubernetes/check.py "$k8s/all.yaml"
-    rm -rf "$k8s"
     echo "kubernetes: manifests assembled by kubectl kustomize and valid for 1.29 and 1.34 (strict)"
 elif [ -n "${OUTAGE_REQUIRE_K8S:-}" ]; then
     echo "error: kubectl or $k8s_venv/bin/kubernetes-validate missing" >&2

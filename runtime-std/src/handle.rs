@@ -146,6 +146,12 @@ impl<H: Http> Worker<H> {
         self.view().last_recovery
     }
 
+    /// Log `event` as this worker's ([`crate::emit`] with its current id
+    /// as the `worker_id` field), e.g. the application's own summary line.
+    pub fn log(&self, event: &Event<'_>) {
+        crate::record::emit_as(event, Some(&self.id()));
+    }
+
     /// Wait until the worker has finished — stopped by itself (outage too
     /// long, registration lost, a request it cannot write) or on request —
     /// and why. Always returns once the worker stops.

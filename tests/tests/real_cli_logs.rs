@@ -109,6 +109,7 @@ fn json_lines_carry_the_fields_and_info_has_no_library_debug_lines() {
     assert_eq!(event(&lines, "push_connected")["jobs"], 1);
     let summary = event(&lines, "summary");
     assert_eq!(summary["completed"], 1, "{summary}");
+    assert_eq!(summary["worker_id"], worker_id, "{summary}");
 }
 
 #[test]

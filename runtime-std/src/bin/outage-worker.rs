@@ -498,7 +498,7 @@ async fn run(cli: Cli) -> ExitCode {
     let grace = std::time::Duration::from_millis(cli.grace.as_millis());
     let reason = worker.run_until_signal(grace).await;
     let stats = worker.stats();
-    outage_runtime_std::emit(&outage_core::Event::Summary {
+    worker.log(&outage_core::Event::Summary {
         completed: stats.tasks_completed,
         failed: stats.tasks_failed,
         requests: stats.requests,
