@@ -42,6 +42,7 @@ pub(crate) struct Launch<H> {
     pub seed: u64,
     pub observer: Option<Observer>,
     pub push: outage_core::push::PushMode,
+    pub max_push_message: usize,
 }
 
 /// What the worker's task shares with its handle.
@@ -54,6 +55,8 @@ pub(crate) struct Shared<H> {
     pub(crate) config: Config,
     /// The server's URL (for push).
     pub(crate) url: String,
+    /// The largest push message accepted.
+    pub(crate) max_push_message: usize,
     /// What the push task tells the driver ([`Io::push`]).
     pub(crate) push_input: Mutex<outage_core::push::PushInput>,
     /// Wakes the push task ([`Shared::wake_push`]).
@@ -66,6 +69,10 @@ pub(crate) struct Shared<H> {
     pub(crate) view: Mutex<View>,
     /// Published once startup is over, and again once the driver returns.
     pub(crate) progress: (Sender<()>, Receiver<()>),
+    /// Closed once startup is over (registered, given up or stopped), which
+    /// wakes every waiter at once ([`Worker::started`](crate::Worker::started),
+    /// the push listener).
+    pub(crate) startup_over: (Sender<()>, Receiver<()>),
     /// The server's words on the last refused request (for startup errors).
     pub(crate) last_detail: Mutex<Option<String>>,
     /// The driver's sleeps, on a timer kept from one turn of its loop to
@@ -81,6 +88,8 @@ pub(crate) struct View {
     pub(crate) last_recovery: Option<StdInstant>,
     pub(crate) finished: bool,
     pub(crate) startup_error: Option<outage_core::StartupError>,
+    /// It registered and served (startup succeeded).
+    pub(crate) registered: bool,
 }
 
 /// The worker ids.
@@ -158,8 +167,10 @@ impl<H: Http> Shared<H> {
                     Ok(())
                 }
                 Err(why) => {
+                    // The server was not asked: the worker cannot renew
+                    // its token (not "the login was refused").
                     self.emit(&Event::TokenFileUnusable { why: &why });
-                    Err(refused(Failure::status(401)))
+                    Err(refused(Failure::Local(outage_core::Local::TokenFile)))
                 }
             },
             // The core asks only when the credentials can be renewed.
@@ -289,8 +300,10 @@ impl<H: Http> Io for Shared<H> {
         (view.stage, view.stop, view.stats) = (now.stage, now.stop, now.stats);
         // Before the start is announced: the launch reads it then.
         view.startup_error = now.startup_error;
+        view.registered |= now.stage == Stage::Running;
         if started {
             let _ = self.progress.0.try_send(());
+            self.startup_over.0.close();
         }
     }
 }
