@@ -770,13 +770,18 @@ impl Event<'_> {
                 what.render(out);
                 out.words(words!(": connection closed before an answer; sending again on a fresh one"));
             }
+            Event::LocalError {
+                error: crate::Local::TokenFile,
+                ..
+            } if kept(KEEP, Level::Error, false) => out.words(words!(
+                "Cannot renew the token: the token file is unusable, shutting down (fix it and start the worker again)"
+            )),
             Event::LocalError { what, error } if kept(KEEP, Level::Error, false) => {
                 out.words(words!("Cannot write the "));
                 what.render(out);
                 out.words(words!(" request ("));
                 error.render(out);
                 out.words(match error {
-                    crate::Local::TokenFile => words!("), shutting down: fix the token file and start the worker again"),
                     crate::Local::Encoding => words!("), shutting down"),
                     _ => words!("), shutting down: a worker setting is too small for it"),
                 });

@@ -1337,6 +1337,50 @@ mod tests {
         });
     }
 
+    /// A message larger than the bound — here sent in fragments, as a
+    /// flood could — ends the connection with an error once the bound is
+    /// passed; it is not buffered whole.
+    #[test]
+    fn messages_past_the_bound_end_the_connection() {
+        use async_tungstenite::tungstenite::protocol::frame::Frame;
+        use async_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
+        task::block_on(async {
+            let (url, server) = fake_server(|mut ws| async move {
+                handshake(&mut ws, 25_000, 20_000).await;
+                // 64 fragments of 16 KiB: 1 MiB in one message.
+                let chunk = "x".repeat(16 << 10);
+                for i in 0..64 {
+                    let (opcode, last) = match i {
+                        0 => (OpCode::Data(Data::Text), false),
+                        63 => (OpCode::Data(Data::Continue), true),
+                        _ => (OpCode::Data(Data::Continue), false),
+                    };
+                    let text = if i == 0 {
+                        format!("4{chunk}")
+                    } else {
+                        chunk.clone()
+                    };
+                    let frame = Frame::message(text, opcode, last);
+                    if ws.send(Message::Frame(frame)).await.is_err() {
+                        return; // the client has gone: good
+                    }
+                }
+                let _ = timeout(Duration::from_secs(5), ws.next()).await;
+            })
+            .await;
+            let mut push = Push::connect_bounded(&url, TOKEN, Duration::from_secs(10), 64 << 10)
+                .await
+                .unwrap();
+            let err = timeout(Duration::from_secs(10), push.next())
+                .await
+                .expect("an answer in 10 s")
+                .unwrap_err();
+            assert!(err.to_string().contains("too long"), "{err}");
+            drop(push);
+            let _ = timeout(Duration::from_secs(10), server).await;
+        });
+    }
+
     #[test]
     fn errors_display_cleanly() {
         let e = PushError::Refused {

@@ -101,6 +101,8 @@ pub struct FaultPlan {
     pub method: Option<String>,
     /// Only this many requests (then the plan is spent); `None`: all.
     pub times: Option<u32>,
+    /// Let this many matching requests through first.
+    pub skip: u32,
 }
 
 impl FaultPlan {

@@ -214,6 +214,10 @@ impl Shared {
         let plan = faults
             .iter_mut()
             .find(|p| p.fault != Fault::Refuse && p.applies(t, method, path))?;
+        if plan.skip > 0 {
+            plan.skip -= 1;
+            return None;
+        }
         if let Some(n) = plan.times.as_mut() {
             *n -= 1;
         }
@@ -307,6 +311,22 @@ impl TestServer {
             path_contains: (!path_contains.is_empty()).then(|| path_contains.to_owned()),
             method: None,
             times: Some(times),
+            skip: 0,
+        });
+    }
+
+    /// Inject `fault` into `times` requests with this method and a path
+    /// containing `path_contains`, after letting the next `skip` of them
+    /// through.
+    pub fn fault_after(&self, fault: Fault, method: &str, path_contains: &str, skip: u32, times: u32) {
+        self.shared.faults.lock().unwrap().push(FaultPlan {
+            fault,
+            from: Instant::now(),
+            until: None,
+            path_contains: Some(path_contains.to_owned()),
+            method: Some(method.to_owned()),
+            times: Some(times),
+            skip,
         });
     }
 
@@ -332,6 +352,7 @@ impl TestServer {
             path_contains,
             method,
             times: None,
+            skip: 0,
         });
     }
 
