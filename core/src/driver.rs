@@ -333,8 +333,7 @@ fn notify<I: Io, const SLOTS: usize>(io: &I, res: &[Option<I::Lane>; SLOTS], n: 
         Notice::Adopt => io.adopt(),
         #[cfg(feature = "events")]
         Notice::TaskFinished { lane, took } => {
-            let held = lane.slot_index().and_then(|i| res.get(i)?.as_ref());
-            let names = held.map(|r| io.task(r)).unwrap_or_default();
+            let names = names(io, res, lane);
             io.emit(&Event::TaskFinished {
                 task_id: names.id,
                 job: names.job,
@@ -345,8 +344,7 @@ fn notify<I: Io, const SLOTS: usize>(io: &I, res: &[Option<I::Lane>; SLOTS], n: 
         }
         #[cfg(feature = "events")]
         Notice::OutcomeGivenUp { lane, why } => {
-            let held = lane.slot_index().and_then(|i| res.get(i)?.as_ref());
-            let names = held.map(|r| io.task(r)).unwrap_or_default();
+            let names = names(io, res, lane);
             io.emit(&Event::OutcomeGivenUp {
                 task_id: names.id,
                 job: names.job,
@@ -370,6 +368,17 @@ fn notify<I: Io, const SLOTS: usize>(io: &I, res: &[Option<I::Lane>; SLOTS], n: 
         #[cfg(not(feature = "events"))]
         _ => {}
     }
+}
+
+/// The names of the task held in `lane` (none if it holds none).
+#[cfg(feature = "events")]
+fn names<'r, I: Io, const SLOTS: usize>(
+    io: &I,
+    res: &'r [Option<I::Lane>; SLOTS],
+    lane: Lane,
+) -> TaskNames<'r> {
+    let held = lane.slot_index().and_then(|i| res.get(i)?.as_ref());
+    held.map(|r| io.task(r)).unwrap_or_default()
 }
 
 /// The first of three futures to finish: a lane's, or `None` for the

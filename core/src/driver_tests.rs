@@ -1101,7 +1101,7 @@ fn a_stop_gives_an_outcome_up_only_at_its_limit() {
         gave_up,
         [
             "Gave up the outcome of task t1 (r:modifiers:J, room r, completed): the server was still \
-          unreachable at the stop's time limit (Connection refused); it fails the task (\"Worker \
+          unreachable at the stop's time limit (Connection refused); the server fails the task (\"Worker \
           disconnected\") once it deletes this worker or its heartbeats are stale"
         ],
         "{lines:#?}"

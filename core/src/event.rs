@@ -198,12 +198,9 @@ pub enum Event<'a> {
     },
     /// A claim answered with a task this worker already runs or has just
     /// finished (an answer delivered twice): not started again; the claim
-    /// is ambiguous (its own answer is lost).
-    ClaimRepeated {
-        /// This makes the claim ambiguous (it was not already): the worker
-        /// registers afresh.
-        afresh: bool,
-    },
+    /// is ambiguous (its own answer is lost), so the worker registers
+    /// afresh.
+    ClaimRepeated,
     /// The token was refused (401, e.g. expired); the credentials are
     /// renewed.
     CredentialsExpired,
@@ -404,7 +401,7 @@ pub enum GiveUp {
     /// was cancelled, or failed "Worker disconnected", meanwhile).
     Holds(crate::protocol::TaskStatus),
     /// The server stayed unreachable (this last failure) until a stop's
-    /// time limit: it fails the task ("Worker disconnected") once it
+    /// time limit: the server fails the task ("Worker disconnected") once it
     /// deletes this worker or its heartbeats are stale.
     Unreachable(Failure),
     /// The worker stopped (an outage too long, a lost registration, a
@@ -429,7 +426,7 @@ impl Render for GiveUp {
                 out.words(words!("the server was still unreachable at the stop's time limit ("));
                 error.render(out);
                 out.words(words!(
-                    "); it fails the task (\"Worker disconnected\") once it deletes this worker or its heartbeats are stale"
+                    "); the server fails the task (\"Worker disconnected\") once it deletes this worker or its heartbeats are stale"
                 ));
             }
             GiveUp::Stopped => out.words(words!(
@@ -467,7 +464,7 @@ impl Event<'_> {
             | Event::TaskFinished { error: Some(_), .. }
             | Event::OutcomeGivenUp { .. }
             | Event::ClaimRefused { .. }
-            | Event::ClaimRepeated { .. } => Level::Warn,
+            | Event::ClaimRepeated => Level::Warn,
             Event::Recovered { .. }
             | Event::TaskFinished { error: None, .. }
             | Event::Reregistered
@@ -689,20 +686,12 @@ impl Event<'_> {
             Event::ClaimRefused { error, retry_in } if kept(KEEP, Level::Warn, false) => {
                 out.words(words!("The server refused the claim ("));
                 error.render(out);
-                out.words(words!("); claiming again in "));
+                out.words(words!("); backing off while it refuses, claiming again in "));
                 Secs(retry_in).render(out);
-                out.words(words!(", backing off while it refuses"));
             }
-            Event::ClaimRepeated { afresh } if kept(KEEP, Level::Warn, false) => {
-                out.words(words!(
-                    "A claim answered with a task this worker already runs or has finished (an answer delivered twice): not starting it again"
-                ));
-                if afresh {
-                    out.words(words!(
-                        "; its own answer is lost, so a task may be held under this worker id: registering afresh once no task of this id runs"
-                    ));
-                }
-            }
+            Event::ClaimRepeated if kept(KEEP, Level::Warn, false) => out.words(words!(
+                "A claim answered with a task this worker already runs or has finished (an answer delivered twice): not starting it again; its own answer is lost, so a task may be held under this worker id: registering afresh once no task of this id runs"
+            )),
             Event::StopRequested if kept(KEEP, Level::Info, false) => out.words(words!("Stop requested, shutting down")),
             Event::CredentialsExpired if kept(KEEP, Level::Info, false) => out.words(words!("Token refused (HTTP 401): renewing the credentials")),
             Event::CredentialsRenewed if kept(KEEP, Level::Debug, false) => out.words(words!("Credentials renewed; serving")),
@@ -770,10 +759,11 @@ impl Event<'_> {
                 what.render(out);
                 out.words(words!(": connection closed before an answer; sending again on a fresh one"));
             }
+            // Only a host has token files.
             Event::LocalError {
                 error: crate::Local::TokenFile,
                 ..
-            } if kept(KEEP, Level::Error, false) => out.words(words!(
+            } if kept(KEEP, Level::Error, true) => out.words(words!(
                 "Cannot renew the token: the token file is unusable, shutting down (fix it and start the worker again)"
             )),
             Event::LocalError { what, error } if kept(KEEP, Level::Error, false) => {
@@ -1083,7 +1073,7 @@ mod tests {
                 error: Failure::status(308),
                 retry_in: Duration::from_secs(4),
             },
-            Event::ClaimRepeated { afresh: true },
+            Event::ClaimRepeated,
             Event::StopRequested,
             Event::Registered {
                 worker_id: "w-1",

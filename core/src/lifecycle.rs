@@ -33,7 +33,7 @@ use crate::{
 /// pair) would only make a claim needlessly ambiguous.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
-pub struct TaskKey(u32);
+pub struct TaskKey(core::num::NonZeroU32);
 
 impl TaskKey {
     /// The key of the task with this id.
@@ -45,13 +45,14 @@ impl TaskKey {
             h = (h ^ b[i] as u32).wrapping_mul(0x0100_0193);
             i += 1;
         }
-        TaskKey(h)
+        // Never zero, so that an `Option<TaskKey>` is four bytes: a hash
+        // of 0 shares the key of 1.
+        match core::num::NonZeroU32::new(h) {
+            Some(k) => TaskKey(k),
+            None => TaskKey(core::num::NonZeroU32::MIN),
+        }
     }
 }
-
-/// How many finished tasks' keys a lifecycle remembers besides the ones
-/// its slots hold ([`TaskKey`]).
-const RECENT: usize = 4;
 
 /// A request a [`Lifecycle`] asks the runtime to send. The runtime keeps
 /// the strings (ids, names, the held task and its outcome); the core says
@@ -390,12 +391,10 @@ pub struct Lifecycle<const SLOTS: usize = MAX_SLOTS> {
     concurrency: usize,
     /// The slot of the claim loop's task.
     focus: Option<usize>,
-    /// The key of each slot's task, once claimed; the keys of the tasks
-    /// finished last (a ring, next at `recent_at`); a claimed task's key
-    /// the driver reported for the claim's answer ([`Lifecycle::claimed`]).
+    /// The key of each slot's task, or of the last one it finished (kept
+    /// until the slot's next task); and a claimed task's key the driver
+    /// reported for the claim's answer ([`Lifecycle::claimed`]).
     keys: [Option<TaskKey>; SLOTS],
-    recent: [Option<TaskKey>; RECENT],
-    recent_at: u8,
     claimed: Option<TaskKey>,
     heartbeat: LaneState,
     lanes: [LaneState; SLOTS],
@@ -448,8 +447,6 @@ impl<const SLOTS: usize> Lifecycle<SLOTS> {
             concurrency: usize::from(cfg.concurrency).clamp(1, SLOTS),
             focus: None,
             keys: [None; SLOTS],
-            recent: [None; RECENT],
-            recent_at: 0,
             claimed: None,
             heartbeat: LaneState::default(),
             lanes: [LaneState::default(); SLOTS],
@@ -647,13 +644,13 @@ impl<const SLOTS: usize> Lifecycle<SLOTS> {
             Stage::Starting => {
                 // Nothing registered yet to deliver or delete: stop here.
                 self.stage = Stage::Done;
-                if self.machine.stop_requested(now) {
+                if self.machine.stop_requested() {
                     self.push(out, Notice::Event(Event::StopRequested));
                 }
                 self.halt(out);
             }
             Stage::Running => {
-                if self.machine.stop_requested(now) {
+                if self.machine.stop_requested() {
                     self.push(out, Notice::Event(Event::StopRequested));
                 }
             }
@@ -1000,27 +997,24 @@ impl<const SLOTS: usize> Lifecycle<SLOTS> {
     /// go to the current id) would stop. Meanwhile nothing is claimed, and
     /// the heartbeat probes the server, as while every slot is busy.
     fn draining(&self) -> bool {
-        self.machine.is_claim_ambiguous()
+        // One slot: a claim goes out only while it is free, so no task of
+        // this id can be running when a claim's answer is lost.
+        SLOTS > 1
+            && self.machine.is_claim_ambiguous()
             && !self.machine.is_reregistering()
             && self.slots[..self.used()].contains(&Slot::Running)
     }
 
-    /// Slot `i` has no task any more; its task's key is remembered among
-    /// the recent ones.
+    /// Slot `i` has no task any more (its key stays: the last task it
+    /// finished).
     fn free(&mut self, i: usize) {
         self.slots[i] = Slot::Free;
-        if let Some(k) = self.keys[i].take() {
-            self.recent[usize::from(self.recent_at)] = Some(k);
-            self.recent_at = (self.recent_at + 1) % RECENT as u8;
-        }
     }
 
-    /// Does a task with this key run in, or wait in, a slot other than
-    /// `i`, or was it finished a moment ago?
-    fn holds(&self, i: usize, key: TaskKey) -> bool {
-        let other =
-            (0..self.used()).any(|j| j != i && self.slots[j] != Slot::Free && self.keys[j] == Some(key));
-        other || self.recent.contains(&Some(key))
+    /// Does a slot hold a task with this key, or was it the last one a
+    /// slot finished?
+    fn holds(&self, key: TaskKey) -> bool {
+        self.keys[..self.used()].contains(&Some(key))
     }
 
     /// The outcome of the task in `lane` is given up: one line, counted.
@@ -1306,7 +1300,7 @@ impl<const SLOTS: usize> Lifecycle<SLOTS> {
                 let key = self.claimed.take();
                 if let (Ok(true), Some(i)) = (got, lane.slot_index()) {
                     match key {
-                        Some(k) if self.holds(i, k) => {
+                        Some(k) if self.holds(k) => {
                             let step = self.machine.report_repeated_claim(now);
                             return self.apply(out, step);
                         }

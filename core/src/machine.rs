@@ -234,7 +234,8 @@ pub struct Machine {
     stop: Option<StopReason>,
     heartbeat_next: Instant,
     claim_next: Instant,
-    /// Consecutive outage failures of the claim loop: the backoff exponent.
+    /// Consecutive outage failures (or refused claims) of the claim loop:
+    /// the backoff exponent.
     claim_attempt: u32,
     phase: Phase,
     /// The pending outcome was held over an outage.
@@ -283,9 +284,8 @@ pub struct Machine {
     /// The outcome of the claim loop's task was delivered or given up
     /// (taken by the lifecycle).
     settled: Option<Settled>,
-    /// Claims refused in a row (a 4xx that is not a lost registration):
-    /// the exponent of their backoff; and when the last was logged.
-    claim_refusals: u32,
+    /// When a refused claim was last logged (a refusal backs off on
+    /// `claim_attempt`, as an outage does).
     refusal_logged: Option<Instant>,
 }
 
@@ -336,7 +336,6 @@ impl Machine {
             claim_hints: 0,
             stop_limit: None,
             settled: None,
-            claim_refusals: 0,
             refusal_logged: None,
         }
     }
@@ -516,7 +515,7 @@ impl Machine {
     /// outcome gets one last delivery attempt.
     pub fn request_stop(&mut self) -> Step<()> {
         let mut events = Events::default();
-        if self.stop_requested(Instant::ZERO) {
+        if self.stop_requested() {
             events.push(Event::StopRequested);
         }
         Step {
@@ -526,17 +525,13 @@ impl Machine {
         }
     }
 
-    /// [`Machine::request_stop`] for the lifecycle, at `now`: true the
-    /// first time (log [`Event::StopRequested`]; every loop is woken
-    /// anyway). An outcome waiting for its next try (an outage's backoff)
-    /// is tried at once: the server may be back.
-    pub(crate) fn stop_requested(&mut self, now: Instant) -> bool {
+    /// [`Machine::request_stop`] for the lifecycle: true the first time
+    /// (log [`Event::StopRequested`]; every loop is woken anyway). An
+    /// outcome waiting for its next try keeps its schedule.
+    pub(crate) fn stop_requested(&mut self) -> bool {
         let first = self.stop.is_none();
         if first {
             self.stop = Some(StopReason::Requested);
-            if matches!(self.phase, Phase::Delivering | Phase::Verifying) {
-                self.claim_next = self.claim_next.min(now).max(self.claim_not_before);
-            }
         }
         first
     }
@@ -603,16 +598,11 @@ impl Machine {
     ) -> Step<()> {
         let mut events = Events::default();
         let mut wake = Wake::Nobody;
-        if self.stop == Some(StopReason::Requested) {
-            // Stopping: the beat keeps the worker known; an answer ends an
-            // outage (the outcomes waiting are tried at once), a failure
-            // changes nothing (the stop has its limit, the outcomes their
-            // own answers).
-            self.heartbeat_next = started + self.cfg.heartbeat_interval;
-            if result.is_ok() && self.succeeded(now, &mut events) {
-                wake = Wake::Claim;
-            }
-        } else if self.stop.is_none() {
+        // A requested stop beats on: the beat keeps the worker known; an
+        // answer ends an outage (a waiting outcome is pulled forward), a
+        // failure changes nothing (the stop has its limit, the outcomes
+        // their own answers).
+        if matches!(self.stop, None | Some(StopReason::Requested)) {
             self.heartbeat_next = started + self.cfg.heartbeat_interval;
             match result {
                 Ok(()) => {
@@ -620,6 +610,7 @@ impl Machine {
                         wake = Wake::Claim;
                     }
                 }
+                Err(_) if self.stop.is_some() => {}
                 // A heartbeat sent under the id given up by a registration
                 // that completed meanwhile: its 404 says nothing about the
                 // current id. Beat again for the current one.
@@ -746,7 +737,7 @@ impl Machine {
             match result {
                 Ok(got_task) => {
                     self.succeeded(now, &mut events);
-                    self.claim_refusals = 0;
+                    self.claim_attempt = 0;
                     self.refusal_logged = None;
                     if got_task {
                         self.phase = Phase::Starting;
@@ -774,15 +765,7 @@ impl Machine {
                         // proxy being redeployed): back off as in one, up
                         // to the cap, and say so at most once per log
                         // interval rather than once per poll.
-                        let wait = backoff(
-                            self.cfg.poll_interval,
-                            self.cfg.backoff_cap,
-                            self.claim_refusals,
-                            self.cfg.jitter,
-                            rand,
-                        );
-                        self.claim_refusals = self.claim_refusals.saturating_add(1);
-                        self.claim_next = started + wait;
+                        self.retry_before(Instant::from_millis(u64::MAX), started, now, None, rand);
                         if self
                             .refusal_logged
                             .is_none_or(|at| now - at >= self.cfg.log_interval)
@@ -817,9 +800,7 @@ impl Machine {
             self.succeeded(now, &mut events);
             self.phase = Phase::Idle;
             self.claim_next = now;
-            events.push(Event::ClaimRepeated {
-                afresh: !self.ambiguous,
-            });
+            events.push(Event::ClaimRepeated);
             self.ambiguous = true;
         }
         Step {
@@ -1367,17 +1348,9 @@ impl Machine {
             // write: no later try is answered otherwise.
             _ => return self.settle(now, Settled::GivenUp(GiveUp::Refused(failure))),
         };
-        self.outage.record_failure(now, failure);
-        // Its countdown says nothing past the outage's limit: the stop's
-        // own limit holds then.
-        if self.outage.elapsed(now) <= self.cfg.max_unreachable
-            && self.outage.should_log(now, self.cfg.log_interval)
-        {
-            events.push(Event::OutageWarning {
-                elapsed: self.outage.elapsed(now),
-                max: self.cfg.max_unreachable,
-            });
-        }
+        // The outage clock and its warnings go on (a requested stop stays
+        // one: `outage_failure` decides no stop then).
+        self.outage_failure(now, failure, retry_after, events);
         let limit = self.stop_limit.unwrap_or(now);
         if now >= limit {
             return self.settle(now, Settled::GivenUp(GiveUp::Unreachable(failure)));
@@ -1386,6 +1359,22 @@ impl Machine {
             self.held = true;
             events.push(Event::OutcomeHeld);
         }
+        self.retry_before(limit, started, now, retry_after, rand);
+    }
+
+    /// The claim loop's next try after an attempt (started at `started`)
+    /// met the server unreachable: the outage schedule (capped, jittered
+    /// backoff), `Retry-After` honoured but never past the cap nor (much)
+    /// past `limit` — the outage's or a stop's, so the decision at the
+    /// limit stays prompt — and the last try pulled before `limit`.
+    fn retry_before(
+        &mut self,
+        limit: Instant,
+        started: Instant,
+        now: Instant,
+        retry_after: Option<Duration>,
+        rand: u32,
+    ) {
         let mut wait = backoff(
             self.cfg.poll_interval,
             self.cfg.backoff_cap,
@@ -1395,7 +1384,8 @@ impl Machine {
         );
         self.claim_attempt = self.claim_attempt.saturating_add(1);
         if let Some(ra) = retry_after {
-            wait = ra.max(wait).min(self.cfg.backoff_cap);
+            let budget = (limit - now).saturating_add(Duration::from_millis(1));
+            wait = wait.max(ra.min(budget)).min(self.cfg.backoff_cap);
             self.claim_not_before = started + wait;
         }
         self.claim_next = pull_before(limit, started + wait, now, self.cfg.jitter, rand);
@@ -1429,30 +1419,9 @@ impl Machine {
                 Wake::Nobody
             }
             Verdict::Outage { retry_after } => {
-                let mut wait = backoff(
-                    self.cfg.poll_interval,
-                    self.cfg.backoff_cap,
-                    self.claim_attempt,
-                    self.cfg.jitter,
-                    rand,
-                );
-                self.claim_attempt = self.claim_attempt.saturating_add(1);
-                if let Some(ra) = retry_after {
-                    // Honour Retry-After, but never past the cap nor (much)
-                    // past the outage budget: the stop decision stays prompt.
-                    let budget = self
-                        .outage
-                        .remaining(now, self.cfg.max_unreachable)
-                        .saturating_add(Duration::from_millis(1));
-                    wait = if ra.min(budget) > wait {
-                        ra.min(budget)
-                    } else {
-                        wait
-                    }
-                    .min(self.cfg.backoff_cap);
-                    self.claim_not_before = started + wait;
-                }
-                self.claim_next = self.within_limit(started + wait, now, rand);
+                // (An outage has started: `failed` recorded it.)
+                let limit = self.outage.started_at().unwrap_or(now) + self.cfg.max_unreachable;
+                self.retry_before(limit, started, now, retry_after, rand);
                 Wake::Nobody
             }
         }
@@ -1562,6 +1531,11 @@ impl Machine {
         self.outage.record_failure(now, failure);
         let max = self.cfg.max_unreachable;
         if self.outage.should_stop(now, max) {
+            if self.stop.is_some() {
+                // A requested stop under way: its own limit holds, and the
+                // countdown has nothing more to say.
+                return Verdict::Outage { retry_after };
+            }
             self.stop = Some(StopReason::Unreachable { last_error: failure });
             events.push(Event::Unreachable {
                 max,

@@ -332,7 +332,7 @@ fn rejected_requests_are_not_an_outage() {
         texts(&step),
         [
             "Server reachable again after 2s",
-            "The server refused the claim (HTTP 422 Unprocessable Content); claiming again in 2s, backing off while it refuses"
+            "The server refused the claim (HTTP 422 Unprocessable Content); backing off while it refuses, claiming again in 2s"
         ]
     );
     assert_eq!(
@@ -572,7 +572,7 @@ fn a_stop_tries_an_outcome_again_until_its_limit() {
     let mut m = reference();
     m.on_claim(ms(0), ms(0), Ok(true), 0);
     m.on_started(ms(0), ms(0), Ok(()), 0);
-    m.stop_requested(ms(1));
+    m.stop_requested();
     m.set_stop_limit(ms(9_000));
     assert_eq!(m.on_executed(ms(2), true).action, ClaimAction::Deliver);
     // Unreachable: the outage schedule (2, 4 s …), the last try pulled to
@@ -603,7 +603,7 @@ fn a_stop_tries_an_outcome_again_until_its_limit() {
     let mut m = reference();
     m.on_claim(ms(0), ms(0), Ok(true), 0);
     m.on_started(ms(0), ms(0), Ok(()), 0);
-    m.stop_requested(ms(1));
+    m.stop_requested();
     m.set_stop_limit(ms(9_000));
     m.on_executed(ms(2), false);
     m.on_delivered(ms(2), ms(3), Err(REFUSED), 0);
@@ -622,7 +622,7 @@ fn a_stop_tries_an_outcome_again_until_its_limit() {
     let mut m = reference();
     m.on_claim(ms(0), ms(0), Ok(true), 0);
     m.on_started(ms(0), ms(0), Ok(()), 0);
-    m.stop_requested(ms(1));
+    m.stop_requested();
     m.set_stop_limit(ms(9_000));
     m.on_executed(ms(2), true);
     m.on_delivered(ms(2), ms(3), Err(Failure::status(422)), 0);
@@ -633,7 +633,7 @@ fn a_stop_tries_an_outcome_again_until_its_limit() {
     let mut m = reference();
     m.on_claim(ms(0), ms(0), Ok(true), 0);
     m.on_started(ms(0), ms(0), Ok(()), 0);
-    m.stop_requested(ms(1));
+    m.stop_requested();
     m.set_stop_limit(ms(9_000));
     m.on_executed(ms(2), true);
     assert_eq!(

@@ -38,7 +38,7 @@ fn needs_escape(c: char) -> bool {
 }
 
 /// Write `s` into `out` as [`Sink::text`] pieces, with every character
-/// [`needs_escape`] says so written as `\n`, `\r`, `\t` or `\u{…}` (its
+/// `needs_escape` says so written as `\n`, `\r`, `\t` or `\u{…}` (its
 /// code point in hex): one line whatever `s` holds. Other characters,
 /// backslashes included, pass unchanged.
 pub fn escaped<S: Sink + ?Sized>(s: &str, out: &mut S) {
@@ -47,8 +47,8 @@ pub fn escaped<S: Sink + ?Sized>(s: &str, out: &mut S) {
         if !needs_escape(c) {
             continue;
         }
-        if clean < i {
-            out.text(&s[clean..i]);
+        if let Some(run) = s.get(clean..i).filter(|r| !r.is_empty()) {
+            out.text(run);
         }
         clean = i + c.len_utf8();
         match c {
@@ -80,8 +80,8 @@ pub fn escaped<S: Sink + ?Sized>(s: &str, out: &mut S) {
             }
         }
     }
-    if clean < s.len() {
-        out.text(&s[clean..]);
+    if let Some(run) = s.get(clean..).filter(|r| !r.is_empty()) {
+        out.text(run);
     }
 }
 
@@ -179,6 +179,11 @@ pub(crate) struct DefmtSink<'a> {
 impl Sink for DefmtSink<'_> {
     fn text(&mut self, s: &str) {
         defmt::write!(self.f, "{=str}", s);
+    }
+    /// Escaped by the host's decoder (`{=str:?}`: quoted, with Rust's
+    /// escapes), so the device carries no escaping code.
+    fn value(&mut self, s: &str) {
+        defmt::write!(self.f, "{=str:?}", s);
     }
     fn num(&mut self, n: u64) {
         defmt::write!(self.f, "{=u64}", n);

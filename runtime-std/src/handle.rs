@@ -199,10 +199,10 @@ impl<H: Http> Worker<H> {
     /// stopped. Also during startup: a stop signal then ends the startup
     /// retries, and the worker stops as requested.
     ///
-    /// The stop signals ([`STOP_SIGNALS`]): SIGINT, SIGTERM, SIGHUP (the
+    /// The stop signals (`STOP_SIGNALS`): SIGINT, SIGTERM, SIGHUP (the
     /// terminal it was started from closed), SIGQUIT and SIGXCPU (a CPU
     /// limit: the kernel kills soon after); each is logged.
-    /// [`IGNORED_SIGNALS`] — SIGUSR1, SIGUSR2, SIGALRM, SIGVTALRM, SIGPROF,
+    /// `IGNORED_SIGNALS` — SIGUSR1, SIGUSR2, SIGALRM, SIGVTALRM, SIGPROF,
     /// SIGIO, SIGXFSZ, whose default would end the process at once — are
     /// logged and ignored. Either way no signal that can be caught leaves a
     /// command orphaned or a task `running` on the server. (SIGKILL cannot
