@@ -19,7 +19,7 @@ use core::pin::{Pin, pin};
 use core::sync::atomic::{AtomicBool, Ordering};
 use core::task::Poll;
 
-use crate::lifecycle::{Control, Lane, Lifecycle, Notice, Op, Outcome, Reply, Request, Snapshot};
+use crate::lifecycle::{Control, Lane, Lifecycle, Notice, Op, Outcome, Reply, Request, Snapshot, TaskKey};
 #[cfg(feature = "push")]
 use crate::push::PushInput;
 use crate::{Event, Failure, Instant};
@@ -176,7 +176,7 @@ pub async fn drive<I: Io, const SLOTS: usize>(
             }
             seen_push = push;
         }
-        lc.handle_timeout(now);
+        lc.handle_timeout(now, &mut |n| notify(io, &res, n));
         while let Some((lane, op)) = lc.poll_start(now, &mut |n| notify(io, &res, n)) {
             match lane.slot_index() {
                 None => {
@@ -252,6 +252,13 @@ pub async fn drive<I: Io, const SLOTS: usize>(
             }
         };
         let outcome = outcome.unwrap_or(Outcome::Cancelled);
+        if let (Outcome::Replied(Ok(Reply::Claimed(true))), Some(r)) =
+            (outcome, lane.slot_index().and_then(|i| res.get(i)?.as_ref()))
+        {
+            // Which task the claim returned, so that one the worker already
+            // holds is not started twice.
+            lc.claimed(lane, TaskKey::of(io.task(r).id));
+        }
         lc.handle(lane, io.now(), outcome, &mut |n| notify(io, &res, n));
     }
     io.publish(&lc.snapshot());
@@ -326,14 +333,24 @@ fn notify<I: Io, const SLOTS: usize>(io: &I, res: &[Option<I::Lane>; SLOTS], n: 
         Notice::Adopt => io.adopt(),
         #[cfg(feature = "events")]
         Notice::TaskFinished { lane, took } => {
-            let held = lane.slot_index().and_then(|i| res.get(i)?.as_ref());
-            let names = held.map(|r| io.task(r)).unwrap_or_default();
+            let names = names(io, res, lane);
             io.emit(&Event::TaskFinished {
                 task_id: names.id,
                 job: names.job,
                 room: names.room,
                 took,
                 error: names.error,
+            });
+        }
+        #[cfg(feature = "events")]
+        Notice::OutcomeGivenUp { lane, why } => {
+            let names = names(io, res, lane);
+            io.emit(&Event::OutcomeGivenUp {
+                task_id: names.id,
+                job: names.job,
+                room: names.room,
+                failed: names.error.is_some(),
+                why,
             });
         }
         #[cfg(feature = "events")]
@@ -351,6 +368,17 @@ fn notify<I: Io, const SLOTS: usize>(io: &I, res: &[Option<I::Lane>; SLOTS], n: 
         #[cfg(not(feature = "events"))]
         _ => {}
     }
+}
+
+/// The names of the task held in `lane` (none if it holds none).
+#[cfg(feature = "events")]
+fn names<'r, I: Io, const SLOTS: usize>(
+    io: &I,
+    res: &'r [Option<I::Lane>; SLOTS],
+    lane: Lane,
+) -> TaskNames<'r> {
+    let held = lane.slot_index().and_then(|i| res.get(i)?.as_ref());
+    held.map(|r| io.task(r)).unwrap_or_default()
 }
 
 /// The first of three futures to finish: a lane's, or `None` for the

@@ -43,6 +43,10 @@ struct Sim {
     abandoned: Cell<u32>,
     /// Tasks handed out by claims so far.
     claimed: Cell<u32>,
+    /// Claim requests sent so far, and those (1-based) answered with the
+    /// last claim answer again, as a proxy that delivers one twice.
+    claims: Cell<u32>,
+    repeats: RefCell<Vec<u32>>,
     /// (task, status) of every update the server applied.
     applied: RefCell<Vec<(u32, TaskStatus)>>,
     /// Handlers running now, and the most at once.
@@ -59,6 +63,8 @@ struct Sim {
 #[derive(Default)]
 struct SimLane {
     task: Option<u32>,
+    /// The held task's id (`t1`, `t2`, …: each claim hands out a new one).
+    id: String,
     error: Option<&'static str>,
 }
 
@@ -75,6 +81,8 @@ impl Sim {
             adopted: Cell::new(0),
             abandoned: Cell::new(0),
             claimed: Cell::new(0),
+            claims: Cell::new(0),
+            repeats: RefCell::new(Vec::new()),
             applied: RefCell::new(Vec::new()),
             running: Cell::new(0),
             most_running: Cell::new(0),
@@ -154,10 +162,23 @@ impl Io for Sim {
         self.sent.borrow_mut().push((now, req));
         let (delay, answer) = (self.server.borrow_mut())(now, req);
         // The server acts at once; its answer arrives after `delay`.
+        if req == Request::Claim {
+            self.claims.set(self.claims.get() + 1);
+        }
         match (req, answer) {
+            (Request::Claim, Ok(Reply::Claimed(true)))
+                if self.repeats.borrow().contains(&self.claims.get()) =>
+            {
+                // The last answer again: the task handed out last.
+                let last = self.claimed.get();
+                lane.task = Some(last);
+                lane.id = std::format!("t{last}");
+                lane.error = None;
+            }
             (Request::Claim, Ok(Reply::Claimed(true))) => {
                 self.claimed.set(self.claimed.get() + 1);
                 lane.task = Some(self.claimed.get());
+                lane.id = std::format!("t{}", self.claimed.get());
                 lane.error = None;
             }
             (Request::Update(status), Ok(_)) => {
@@ -205,7 +226,7 @@ impl Io for Sim {
 
     fn task<'l>(&self, lane: &'l SimLane) -> TaskNames<'l> {
         TaskNames {
-            id: "t",
+            id: &lane.id,
             job: "r:modifiers:J",
             room: "r",
             error: lane.error,
@@ -335,7 +356,7 @@ fn a_whole_life_startup_task_stop_delete() {
     assert_eq!(sim.adopted.get(), 1);
     let lines = sim.lines();
     assert_eq!(lines[0], "Registered as worker w (2 jobs)");
-    assert!(lines.contains(&"Task t (r:modifiers:J, room r) completed in 10ms".to_string()));
+    assert!(lines.contains(&"Task t1 (r:modifiers:J, room r) completed in 10ms".to_string()));
     assert_eq!(lines.last().unwrap(), "Worker w deleted from the server");
     assert_eq!(lc.stage(), Stage::Done);
     assert_eq!(lc.stop_reason(), Some(StopReason::Requested));
@@ -1087,4 +1108,284 @@ fn snapshots_show_readiness_and_the_outage_and_count_routes() {
         assert_eq!(transient, stats.failed_requests);
         assert!(r.get(E::Heartbeat, A::Transient) > 0 && r.get(E::TaskStatus, A::Transient) > 0);
     }
+}
+/// A task claimed just before a stop whose outcome meets the server away
+/// (refused, then 503) is tried again on the outage schedule and delivered
+/// once the server is back, within the grace; the summary counters say so.
+#[test]
+fn a_stop_delivers_an_outcome_the_server_was_away_for() {
+    // The server is away from 9.7 s to 14 s (restarting with the worker).
+    let sim = Sim::new({
+        let mut healthy = healthy();
+        move |now, req| match now {
+            9_700..12_000 => (0, Err(REFUSED)),
+            12_000..14_000 => (0, Err(Failure::status(503))),
+            _ => healthy(now, req),
+        }
+    });
+    sim.task.set((10_200, true));
+    sim.at(
+        10_000,
+        Control::Stop {
+            grace: Duration::from_secs(10),
+        },
+    );
+    let mut lc = lifecycle(cfg());
+    run(&sim, &mut lc, 60_000);
+    let sent = sim.sent.borrow().clone();
+    let tries: Vec<u64> = sent
+        .iter()
+        .filter(|(_, r)| *r == Request::Update(TaskStatus::Completed))
+        .map(|(t, _)| *t)
+        .collect();
+    // Finished at ~10.2 s, during the stop; tried at once (refused), 2 s
+    // later (503), 4 s after that (the reference schedule, no jitter):
+    // the third try meets the server back.
+    assert_eq!(tries.len(), 3, "{tries:?}");
+    assert!(tries[2] >= 14_000 && tries[2] <= 20_000, "{tries:?}");
+    assert_eq!(sim.applied.borrow().last(), Some(&(1, TaskStatus::Completed)));
+    assert_eq!(sent.last().unwrap().1, Request::Disconnect);
+    let stats = lc.stats();
+    assert_eq!(
+        (
+            stats.tasks_completed,
+            stats.outcomes_delivered,
+            stats.outcomes_given_up
+        ),
+        (1, 1, 0)
+    );
+    assert_eq!(lc.stop_reason(), Some(StopReason::Requested));
+    let lines = sim.lines();
+    assert!(
+        lines
+            .iter()
+            .any(|l| l == "Delivered the task outcome held during the outage"),
+        "{lines:#?}"
+    );
+    assert!(!lines.iter().any(|l| l.starts_with("Gave up")), "{lines:#?}");
+}
+
+/// The server stays away past the stop's limit: the outcome is tried
+/// until then (the last try ends by the hard limit), given up with one
+/// line naming the task, and the delete is still attempted.
+#[test]
+fn a_stop_gives_an_outcome_up_only_at_its_limit() {
+    let sim = Sim::new({
+        let mut healthy = healthy();
+        move |now, req| {
+            if now >= 5_000 {
+                (0, Err(REFUSED))
+            } else {
+                healthy(now, req)
+            }
+        }
+    });
+    sim.task.set((6_000, true));
+    sim.at(
+        5_500,
+        Control::Stop {
+            grace: Duration::from_secs(10),
+        },
+    );
+    let mut lc = lifecycle(cfg());
+    run(&sim, &mut lc, 60_000);
+    let sent = sim.sent.borrow().clone();
+    let tries: Vec<u64> = sent
+        .iter()
+        .filter(|(_, r)| *r == Request::Update(TaskStatus::Completed))
+        .map(|(t, _)| *t)
+        .collect();
+    // The stop at 5.5 s: limit 5.5 + 10 + 1 = 16.5 s. Tries from ~6.01 s
+    // at 2, 4 s … apart, the last pulled to 16.5 s.
+    assert!(tries.len() >= 3, "{tries:?}");
+    assert_eq!(*tries.last().unwrap(), 16_500, "{tries:?}");
+    let lines = sim.lines();
+    let gave_up: Vec<&String> = lines.iter().filter(|l| l.starts_with("Gave up")).collect();
+    assert_eq!(
+        gave_up,
+        [
+            "Gave up the outcome of task t1 (r:modifiers:J, room r, completed): the server was still \
+          unreachable at the stop's time limit (Connection refused); the server fails the task (\"Worker \
+          disconnected\") once it deletes this worker or its heartbeats are stale"
+        ],
+        "{lines:#?}"
+    );
+    assert_eq!(sent.last().unwrap().1, Request::Disconnect);
+    let stats = lc.stats();
+    assert_eq!((stats.outcomes_delivered, stats.outcomes_given_up), (0, 1));
+    assert_eq!(lc.stop_reason(), Some(StopReason::Requested));
+}
+
+/// A second ask stops at once: each outcome gets one try, no retry.
+#[test]
+fn stop_now_tries_an_outcome_once() {
+    let sim = Sim::new({
+        let mut healthy = healthy();
+        move |now, req| {
+            if now >= 1_000 {
+                (0, Err(REFUSED))
+            } else {
+                healthy(now, req)
+            }
+        }
+    });
+    sim.task.set((1_000, true));
+    sim.at(
+        500,
+        Control::Stop {
+            grace: Duration::from_secs(30),
+        },
+    );
+    sim.at(1_500, Control::StopNow);
+    let mut lc = lifecycle(cfg());
+    run(&sim, &mut lc, 60_000);
+    let tries = sim
+        .requests()
+        .iter()
+        .filter(|r| **r == Request::Update(TaskStatus::Completed))
+        .count();
+    assert_eq!(tries, 2, "the try at the finish, one after the second ask");
+    assert_eq!(lc.stats().outcomes_given_up, 1);
+    assert_eq!(*sim.requests().last().unwrap(), Request::Disconnect);
+}
+
+/// Heartbeats go on through a stop's grace while a task finishes (a server
+/// that heard nothing for its stale-worker timeout would fail the task),
+/// and end with the claim loop.
+#[test]
+fn a_long_grace_keeps_the_worker_alive_on_the_server() {
+    let sim = Sim::new(healthy());
+    sim.task.set((100_000, true));
+    sim.at(
+        1_000,
+        Control::Stop {
+            grace: Duration::from_secs(200),
+        },
+    );
+    let mut lc = lifecycle(cfg());
+    run(&sim, &mut lc, 400_000);
+    let sent = sim.sent.borrow().clone();
+    let beats: Vec<u64> = sent
+        .iter()
+        .filter(|(_, r)| *r == Request::Heartbeat)
+        .map(|(t, _)| *t)
+        .collect();
+    // Registered at 15 ms: a beat every 30 s from there.
+    assert_eq!(beats, [30_015, 60_015, 90_015], "{sent:?}");
+    assert_eq!(sim.applied.borrow().last(), Some(&(1, TaskStatus::Completed)));
+    let (t, r) = *sent.last().unwrap();
+    assert_eq!(r, Request::Disconnect);
+    assert!(t < 100_100, "the delete right after the outcome: {t}");
+}
+
+/// A proxy delivers one claim answer twice, with tasks running in other
+/// slots: the task is never started again; the claim is ambiguous (its own
+/// answer is lost), and the worker registers afresh only once the tasks of
+/// its id have finished and been delivered, then retires the old id.
+#[test]
+fn a_repeated_claim_answer_never_runs_a_task_twice() {
+    for slots in [2usize, 4] {
+        let sim = Sim::new(|now, req| match req {
+            Request::Claim if now < 30_000 => (5, Ok(Reply::Claimed(true))),
+            Request::Claim => (5, Ok(Reply::Claimed(false))),
+            _ => (5, Ok(Reply::Done)),
+        });
+        // The second claim gets the first one's answer again.
+        sim.repeats.borrow_mut().push(2);
+        sim.task.set((3_000, true));
+        sim.at(
+            60_000,
+            Control::Stop {
+                grace: Duration::from_secs(10),
+            },
+        );
+        let cfg = Config {
+            concurrency: slots as u8,
+            ..cfg()
+        };
+        let applied = if slots == 2 {
+            let mut lc = Lifecycle::<2>::new(cfg, 1, false, 7, Instant::ZERO).unwrap();
+            run_slots::<2>(&sim, &mut lc, 200_000);
+            assert_eq!(lc.stats().outcomes_given_up, 0);
+            sim.applied.borrow().clone()
+        } else {
+            let mut lc = Lifecycle::<4>::new(cfg, 1, false, 7, Instant::ZERO).unwrap();
+            run_slots::<4>(&sim, &mut lc, 200_000);
+            sim.applied.borrow().clone()
+        };
+        let reqs = sim.requests();
+        for task in 1..=sim.claimed.get() {
+            let running = applied
+                .iter()
+                .filter(|a| **a == (task, TaskStatus::Running))
+                .count();
+            let completed = applied
+                .iter()
+                .filter(|a| **a == (task, TaskStatus::Completed))
+                .count();
+            assert_eq!(
+                (running, completed),
+                (1, 1),
+                "{slots} slots, task {task}: {applied:?}"
+            );
+        }
+        let lines = sim.lines();
+        assert!(
+            lines
+                .iter()
+                .any(|l| l.starts_with("A claim answered with a task this worker already runs")),
+            "{lines:#?}"
+        );
+        // Registered afresh (one more create), after task 1 was delivered,
+        // and the old id retired after that.
+        let sent = sim.sent.borrow().clone();
+        let creates: Vec<u64> = sent
+            .iter()
+            .filter(|(_, r)| *r == Request::CreateWorker)
+            .map(|(t, _)| *t)
+            .collect();
+        assert_eq!(creates.len(), 2, "{sent:?}");
+        let delivered_1 = sent
+            .iter()
+            .position(|(_, r)| *r == Request::Update(TaskStatus::Completed))
+            .unwrap();
+        let afresh = sent
+            .iter()
+            .rposition(|(_, r)| *r == Request::CreateWorker)
+            .unwrap();
+        assert!(afresh > delivered_1, "{sent:?}");
+        let retire = sent
+            .iter()
+            .position(|(_, r)| *r == Request::Retire)
+            .expect("the old id retired");
+        assert!(retire > afresh);
+        assert!(reqs.contains(&Request::Disconnect));
+        assert_eq!(sim.adopted.get(), 2);
+    }
+}
+
+/// A halt (here: the server forgot the worker) gives up an outcome that
+/// was waiting for its turn, with one line.
+#[test]
+fn a_halt_names_the_outcomes_it_gives_up() {
+    let sim = Sim::new(|now, req| match req {
+        Request::Claim if now < 100 => (5, Ok(Reply::Claimed(true))),
+        Request::Claim => (5, Ok(Reply::Claimed(false))),
+        // The server forgets the worker once the task has finished; the
+        // outcome's delivery hangs meanwhile.
+        Request::Update(TaskStatus::Completed) => (100_000, Ok(Reply::Done)),
+        Request::Heartbeat => (5, Err(Failure::status(404))),
+        _ => (5, Ok(Reply::Done)),
+    });
+    sim.task.set((1_000, true));
+    let mut lc = lifecycle(cfg());
+    run(&sim, &mut lc, 300_000);
+    let lines = sim.lines();
+    assert!(
+        lines.iter().any(
+            |l| l.starts_with("Gave up the outcome of task t1") && l.contains("the worker stopped first")
+        ),
+        "{lines:#?}"
+    );
+    assert_eq!(lc.stats().outcomes_given_up, 1);
 }

@@ -91,6 +91,10 @@ pub enum Local {
     /// The request could not be encoded (for example, a name the server
     /// sent that this worker cannot hold).
     Encoding,
+    /// The credentials could not be renewed from what this worker was
+    /// given: the token file cannot be read or holds no valid token. The
+    /// server was not asked.
+    TokenFile,
 }
 
 impl Failure {
@@ -337,6 +341,7 @@ impl Render for Local {
             Local::BodyTooLarge => words!("the request body does not fit the worker's buffer"),
             Local::UrlTooLong => words!("the request URL does not fit the worker's buffer"),
             Local::Encoding => words!("the request could not be encoded"),
+            Local::TokenFile => words!("the token file is unusable"),
         });
     }
 }

@@ -172,11 +172,35 @@ pub enum Event<'a> {
     OutcomeHeld,
     /// A held task outcome was delivered after the outage.
     OutcomeDelivered,
-    /// The server refused a task outcome; it is dropped.
-    OutcomeRejected {
+    /// A finished task's outcome is given up: the server refused it, holds
+    /// the task in another state, or stayed unreachable until the stop's
+    /// time limit. One line per task: which, why, and what the server
+    /// does with it.
+    OutcomeGivenUp {
+        /// Task id.
+        task_id: &'a str,
+        /// Full job name.
+        job: &'a str,
+        /// The task's room.
+        room: &'a str,
+        /// The outcome given up: `true` failed, `false` completed.
+        failed: bool,
+        /// Why.
+        why: GiveUp,
+    },
+    /// A claim was refused (a 4xx that is not a lost registration): the
+    /// claim loop backs off (logged at most once per log interval).
+    ClaimRefused {
         /// The refusal.
         error: Failure,
+        /// When it claims again.
+        retry_in: Duration,
     },
+    /// A claim answered with a task this worker already runs or has just
+    /// finished (an answer delivered twice): not started again; the claim
+    /// is ambiguous (its own answer is lost), so the worker registers
+    /// afresh.
+    ClaimRepeated,
     /// The token was refused (401, e.g. expired); the credentials are
     /// renewed.
     CredentialsExpired,
@@ -261,12 +285,25 @@ pub enum Event<'a> {
         completed: u64,
         /// Tasks whose handler failed.
         failed: u64,
+        /// Outcomes the server has (delivered, or found applied already).
+        delivered: u64,
+        /// Outcomes given up ([`Event::OutcomeGivenUp`]).
+        given_up: u64,
         /// Requests sent.
         requests: u64,
         /// Requests that failed.
         failed_requests: u64,
         /// Outages survived.
         outages: u64,
+    },
+    /// A signal reached a host worker: it stops (a second stop signal stops
+    /// at once), or it is ignored (a signal whose default would kill the
+    /// worker outright, leaving its commands and tasks behind).
+    Signal {
+        /// Its name (`SIGHUP`).
+        name: &'a str,
+        /// It stops the worker.
+        stops: bool,
     },
     /// The host could not listen for SIGINT/SIGTERM.
     SignalsUnavailable,
@@ -350,6 +387,67 @@ impl Render for Stopped {
     }
 }
 
+/// Why a finished task's outcome was given up ([`Event::OutcomeGivenUp`]),
+/// which says what the server does with the task.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum GiveUp {
+    /// The server answered the update (or its check) with a refusal: a
+    /// 4xx (the task is gone, or the request is wrong), a refused token.
+    /// It keeps the task as it is (a refused token: as the server's
+    /// sweeper leaves it).
+    Refused(Failure),
+    /// Refused with 409, and the server holds the task in this state (it
+    /// was cancelled, or failed "Worker disconnected", meanwhile).
+    Holds(crate::protocol::TaskStatus),
+    /// The server stayed unreachable (this last failure) until a stop's
+    /// time limit: the server fails the task ("Worker disconnected") once it
+    /// deletes this worker or its heartbeats are stale.
+    Unreachable(Failure),
+    /// The worker stopped (an outage too long, a lost registration, a
+    /// stop's hard limit) before the outcome could go out.
+    Stopped,
+}
+
+impl Render for GiveUp {
+    fn render<S: Sink + ?Sized>(&self, out: &mut S) {
+        match self {
+            GiveUp::Refused(error) => {
+                out.words(words!("the server refused it ("));
+                error.render(out);
+                out.words(words!("); the server keeps the task as it is"));
+            }
+            GiveUp::Holds(status) => {
+                out.words(words!("the server holds the task as "));
+                out.text(status.as_str());
+                out.words(words!(" already"));
+            }
+            GiveUp::Unreachable(error) => {
+                out.words(words!("the server was still unreachable at the stop's time limit ("));
+                error.render(out);
+                out.words(words!(
+                    "); the server fails the task (\"Worker disconnected\") once it deletes this worker or its heartbeats are stale"
+                ));
+            }
+            GiveUp::Stopped => out.words(words!(
+                "the worker stopped first; the server fails the task (\"Worker disconnected\") once it deletes this worker or its heartbeats are stale"
+            )),
+        }
+    }
+}
+
+/// The level of the server's explanation of a refusal: a 4xx is the
+/// operator's to read (warn); a 5xx is part of an outage, which has its
+/// own lines, and a refused claim has its own throttled line (debug).
+const fn said_level(what: Endpoint, status: u16) -> Level {
+    match (what, status) {
+        (Endpoint::Claim, 401 | 403 | 404) => Level::Warn,
+        (Endpoint::Claim, _) => Level::Debug,
+        (_, 0..500) => Level::Warn,
+        _ => Level::Debug,
+    }
+}
+
 impl Event<'_> {
     /// The level to log this event at.
     pub const fn level(&self) -> Level {
@@ -364,7 +462,9 @@ impl Event<'_> {
             | Event::StartupRetry { .. }
             | Event::TaskSkipped { .. }
             | Event::TaskFinished { error: Some(_), .. }
-            | Event::OutcomeRejected { .. } => Level::Warn,
+            | Event::OutcomeGivenUp { .. }
+            | Event::ClaimRefused { .. }
+            | Event::ClaimRepeated => Level::Warn,
             Event::Recovered { .. }
             | Event::TaskFinished { error: None, .. }
             | Event::Reregistered
@@ -374,17 +474,16 @@ impl Event<'_> {
             | Event::Registered { .. }
             | Event::Disconnected { .. }
             | Event::Summary { .. } => Level::Info,
+            Event::Signal { stops: true, .. } => Level::Info,
             Event::SignalsUnavailable
+            | Event::Signal { .. }
             | Event::ClaimAnswerLost { .. }
             | Event::RetireFailed { .. }
             | Event::StopNow
             | Event::TokenFileUnusable { .. } => Level::Warn,
             Event::RegisteredAfresh | Event::RetiredOldWorker | Event::CredentialsExpired => Level::Info,
             Event::CredentialsRenewed | Event::TransportDetail { .. } => Level::Debug,
-            // A refusal of the request (4xx) is the operator's to read; a
-            // 5xx is part of an outage, which has its own lines.
-            Event::ServerSaid { status, .. } if *status < 500 => Level::Warn,
-            Event::ServerSaid { .. } => Level::Debug,
+            Event::ServerSaid { what, status, .. } => said_level(*what, *status),
             Event::UpdateAlreadyApplied { .. } => Level::Debug,
             Event::DisconnectFailed { .. } | Event::StaleConnection { .. } | Event::TaskOutput { .. } => {
                 Level::Debug
@@ -548,11 +647,11 @@ impl Event<'_> {
                 error,
             } if kept(KEEP, if error.is_some() { Level::Warn } else { Level::Info }, false) => {
                 out.words(words!("Task "));
-                out.text(task_id);
+                out.value(task_id);
                 out.words(words!(" ("));
-                out.text(job);
+                out.value(job);
                 out.words(words!(", room "));
-                out.text(room);
+                out.value(room);
                 match error {
                     None => {
                         out.words(words!(") completed in "));
@@ -562,31 +661,53 @@ impl Event<'_> {
                         out.words(words!(") failed after "));
                         crate::render::Took(took).render(out);
                         out.words(words!(": "));
-                        out.text(error);
+                        out.value(error);
                     }
                 }
             }
             Event::OutcomeHeld if kept(KEEP, Level::Info, false) => out.words(words!("Task outcome held until the server is reachable again")),
             Event::OutcomeDelivered if kept(KEEP, Level::Info, false) => out.words(words!("Delivered the task outcome held during the outage")),
-            Event::OutcomeRejected { error } if kept(KEEP, Level::Warn, false) => {
-                out.words(words!("Server refused the task outcome ("));
-                error.render(out);
-                out.words(words!("); dropping it"));
+            Event::OutcomeGivenUp {
+                task_id,
+                job,
+                room,
+                failed,
+                why,
+            } if kept(KEEP, Level::Warn, false) => {
+                out.words(words!("Gave up the outcome of task "));
+                out.value(task_id);
+                out.words(words!(" ("));
+                out.value(job);
+                out.words(words!(", room "));
+                out.value(room);
+                out.words(if failed { words!(", failed): ") } else { words!(", completed): ") });
+                why.render(out);
             }
+            Event::ClaimRefused { error, retry_in } if kept(KEEP, Level::Warn, false) => {
+                out.words(words!("The server refused the claim ("));
+                error.render(out);
+                out.words(words!("); backing off while it refuses, claiming again in "));
+                Secs(retry_in).render(out);
+            }
+            Event::ClaimRepeated if kept(KEEP, Level::Warn, false) => out.words(words!(
+                "A claim answered with a task this worker already runs or has finished (an answer delivered twice): not starting it again; its own answer is lost, so a task may be held under this worker id: registering afresh once no task of this id runs"
+            )),
             Event::StopRequested if kept(KEEP, Level::Info, false) => out.words(words!("Stop requested, shutting down")),
             Event::CredentialsExpired if kept(KEEP, Level::Info, false) => out.words(words!("Token refused (HTTP 401): renewing the credentials")),
             Event::CredentialsRenewed if kept(KEEP, Level::Debug, false) => out.words(words!("Credentials renewed; serving")),
-            Event::ServerSaid { what, status, detail } if kept(KEEP, if status < 500 { Level::Warn } else { Level::Debug }, true) => {
+            Event::ServerSaid { what, status, detail } if kept(KEEP, said_level(what, status), true) => {
                 out.words(words!("The server refused the "));
                 what.render(out);
                 out.words(words!(" (HTTP "));
                 out.num(u64::from(status));
                 out.words(words!("): "));
-                out.text(detail);
+                out.value(detail);
             }
             Event::Summary {
                 completed,
                 failed,
+                delivered,
+                given_up,
                 requests,
                 failed_requests,
                 outages,
@@ -596,6 +717,10 @@ impl Event<'_> {
                 out.words(words!(" tasks completed, "));
                 out.num(failed);
                 out.words(words!(" failed; "));
+                out.num(delivered);
+                out.words(words!(" outcomes delivered, "));
+                out.num(given_up);
+                out.words(words!(" given up; "));
                 out.num(requests);
                 out.words(words!(" requests, "));
                 out.num(failed_requests);
@@ -605,28 +730,28 @@ impl Event<'_> {
             }
             Event::TransportDetail { error } if kept(KEEP, Level::Debug, true) => {
                 out.words(words!("Request failed: "));
-                out.text(error);
+                out.value(error);
             }
             Event::TokenFileUnusable { why } if kept(KEEP, Level::Warn, true) => {
                 out.words(words!("Cannot renew the token: "));
-                out.text(why);
+                out.value(why);
             }
             Event::StopNow if kept(KEEP, Level::Warn, false) => out.words(words!("Asked again: stopping now, the running task is abandoned")),
             Event::Registered { worker_id, jobs } if kept(KEEP, Level::Info, false) => {
                 out.words(words!("Registered as worker "));
-                out.text(worker_id);
+                out.value(worker_id);
                 out.words(words!(" ("));
                 out.num(u64::from(jobs));
                 out.words(if jobs == 1 { words!(" job)") } else { words!(" jobs)") });
             }
             Event::Disconnected { worker_id } if kept(KEEP, Level::Info, false) => {
                 out.words(words!("Worker "));
-                out.text(worker_id);
+                out.value(worker_id);
                 out.words(words!(" deleted from the server"));
             }
             Event::DisconnectFailed { worker_id, error } if kept(KEEP, Level::Debug, false) => {
                 out.words(words!("Could not delete worker "));
-                out.text(worker_id);
+                out.value(worker_id);
                 out.words(words!(" from the server: "));
                 error.render(out);
             }
@@ -634,12 +759,30 @@ impl Event<'_> {
                 what.render(out);
                 out.words(words!(": connection closed before an answer; sending again on a fresh one"));
             }
+            // Only a host has token files.
+            Event::LocalError {
+                error: crate::Local::TokenFile,
+                ..
+            } if kept(KEEP, Level::Error, true) => out.words(words!(
+                "Cannot renew the token: the token file is unusable, shutting down (fix it and start the worker again)"
+            )),
             Event::LocalError { what, error } if kept(KEEP, Level::Error, false) => {
                 out.words(words!("Cannot write the "));
                 what.render(out);
                 out.words(words!(" request ("));
                 error.render(out);
-                out.words(words!("), shutting down: a worker setting is too small for it"));
+                out.words(match error {
+                    crate::Local::Encoding => words!("), shutting down"),
+                    _ => words!("), shutting down: a worker setting is too small for it"),
+                });
+            }
+            Event::Signal { name, stops } if kept(KEEP, if stops { Level::Info } else { Level::Warn }, true) => {
+                out.value(name);
+                out.words(if stops {
+                    words!(" received: stopping (a second stop signal stops at once)")
+                } else {
+                    words!(" received: ignored (SIGTERM or SIGINT stops the worker)")
+                });
             }
             Event::SignalsUnavailable if kept(KEEP, Level::Warn, true) => {
                 out.words(words!("Cannot listen for SIGINT/SIGTERM; running until the worker stops by itself"))
@@ -665,7 +808,7 @@ impl Event<'_> {
             }
             Event::TaskOutput { output } if kept(KEEP, Level::Debug, true) => {
                 out.words(words!("Task output: "));
-                out.text(output);
+                out.value(output);
             }
             Event::PushConnected { jobs, poll } if kept(KEEP, Level::Info, true) => {
                 out.words(words!("Push connected: claiming when a task is submitted ("));
@@ -679,7 +822,7 @@ impl Event<'_> {
                 if kept(KEEP, if was_up { Level::Info } else { Level::Debug }, true) =>
             {
                 out.words(if was_up { words!("Push connection lost (") } else { words!("Push unavailable (") });
-                out.text(why);
+                out.value(why);
                 out.words(words!("); polling, reconnecting in "));
                 Secs(retry_in).render(out);
             }
@@ -688,7 +831,7 @@ impl Event<'_> {
             }
             Event::PushTrace { detail } if kept(KEEP, Level::Debug, true) => {
                 out.words(words!("Push: "));
-                out.text(detail);
+                out.value(detail);
             }
             Event::PushMalformed if kept(KEEP, Level::Warn, true) => {
                 out.words(words!(
@@ -890,15 +1033,47 @@ mod tests {
             Event::Summary {
                 completed: 12,
                 failed: 1,
+                delivered: 12,
+                given_up: 1,
                 requests: 340,
                 failed_requests: 5,
                 outages: 2,
             },
             Event::OutcomeHeld,
             Event::OutcomeDelivered,
-            Event::OutcomeRejected {
-                error: Failure::status(409),
+            Event::OutcomeGivenUp {
+                task_id: "t-1",
+                job: "@global:modifiers:Echo",
+                room: "room1",
+                failed: false,
+                why: GiveUp::Unreachable(refused),
             },
+            Event::OutcomeGivenUp {
+                task_id: "t-2",
+                job: "@global:modifiers:Echo",
+                room: "room1",
+                failed: true,
+                why: GiveUp::Holds(crate::protocol::TaskStatus::Cancelled),
+            },
+            Event::OutcomeGivenUp {
+                task_id: "t-3",
+                job: "@global:modifiers:Echo",
+                room: "room1",
+                failed: false,
+                why: GiveUp::Refused(Failure::status(404)),
+            },
+            Event::OutcomeGivenUp {
+                task_id: "t-4",
+                job: "@global:modifiers:Echo",
+                room: "room1",
+                failed: false,
+                why: GiveUp::Stopped,
+            },
+            Event::ClaimRefused {
+                error: Failure::status(308),
+                retry_in: Duration::from_secs(4),
+            },
+            Event::ClaimRepeated,
             Event::StopRequested,
             Event::Registered {
                 worker_id: "w-1",
@@ -937,6 +1112,14 @@ mod tests {
                 detail: "received ack 3",
             },
             Event::PushMalformed,
+            Event::Signal {
+                name: "SIGHUP",
+                stops: true,
+            },
+            Event::Signal {
+                name: "SIGUSR1",
+                stops: false,
+            },
             Event::Restarting {
                 why: Stopped::Stop(StopReason::Unreachable { last_error: refused }),
                 wait: Duration::from_secs(5),
@@ -948,7 +1131,7 @@ mod tests {
             e.render(&mut p);
             let shown = e.to_string();
             assert_eq!(p.0, shown);
-            let mut fixed: heapless::String<200> = heapless::String::new();
+            let mut fixed: heapless::String<400> = heapless::String::new();
             e.render(&mut fixed);
             assert_eq!(fixed.as_str(), shown);
             assert!(
@@ -969,6 +1152,7 @@ mod tests {
                     | Event::TransportDetail { .. }
                     | Event::TokenFileUnusable { .. }
                     | Event::SignalsUnavailable
+                    | Event::Signal { .. }
                     | Event::TaskOutput { .. }
                     | Event::PushConnected { .. }
                     | Event::PushDown { .. }

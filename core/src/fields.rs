@@ -9,7 +9,7 @@
 
 use core::fmt::Display;
 
-use crate::{AnswerClass, Duration, Endpoint, Event, Failure, Fatal};
+use crate::{AnswerClass, Duration, Endpoint, Event, Failure, Fatal, GiveUp};
 
 /// Receives an event's fields, in order. Keys are `snake_case` and stable.
 pub trait FieldSink {
@@ -70,7 +70,9 @@ impl Event<'_> {
             Event::TaskFinished { .. } => "task_finished",
             Event::OutcomeHeld => "outcome_held",
             Event::OutcomeDelivered => "outcome_delivered",
-            Event::OutcomeRejected { .. } => "outcome_rejected",
+            Event::OutcomeGivenUp { .. } => "outcome_given_up",
+            Event::ClaimRefused { .. } => "claim_refused",
+            Event::ClaimRepeated => "claim_repeated",
             Event::CredentialsExpired => "credentials_expired",
             Event::CredentialsRenewed => "credentials_renewed",
             Event::TokenFileUnusable { .. } => "token_file_unusable",
@@ -88,6 +90,7 @@ impl Event<'_> {
             Event::ServerSaid { .. } => "server_said",
             Event::TransportDetail { .. } => "transport_detail",
             Event::Summary { .. } => "summary",
+            Event::Signal { .. } => "signal",
             Event::SignalsUnavailable => "signals_unavailable",
             Event::LocalError { .. } => "local_error",
             Event::TaskOutput { .. } => "task_output",
@@ -144,6 +147,7 @@ impl Event<'_> {
             | Event::StopNow
             | Event::RegisteredAfresh
             | Event::RetiredOldWorker
+            | Event::ClaimRepeated
             | Event::SignalsUnavailable
             | Event::PushUnavailable
             | Event::PushMalformed => {}
@@ -165,8 +169,39 @@ impl Event<'_> {
                 out.text("endpoint", what.as_str());
                 failure(out, what, error);
             }
-            Event::TaskSkipped { error } | Event::OutcomeRejected { error } => {
-                failure(out, Endpoint::TaskStatus, error)
+            Event::TaskSkipped { error } => failure(out, Endpoint::TaskStatus, error),
+            Event::OutcomeGivenUp {
+                task_id,
+                job,
+                room,
+                failed,
+                why,
+            } => {
+                out.text("task_id", task_id);
+                out.text("job", job);
+                out.text("room", room);
+                out.text("outcome", if failed { "failed" } else { "completed" });
+                let (name, error) = match why {
+                    GiveUp::Refused(e) => ("refused", Some(e)),
+                    GiveUp::Holds(status) => {
+                        out.text("task_status", status.as_str());
+                        ("held_otherwise", None)
+                    }
+                    GiveUp::Unreachable(e) => ("unreachable", Some(e)),
+                    GiveUp::Stopped => ("stopped", None),
+                };
+                out.text("given_up", name);
+                if let Some(e) = error {
+                    failure(out, Endpoint::TaskStatus, e);
+                }
+            }
+            Event::ClaimRefused { error, retry_in } => {
+                failure(out, Endpoint::Claim, error);
+                ms(out, "retry_in_ms", retry_in);
+            }
+            Event::Signal { name, stops } => {
+                out.text("signal", name);
+                out.flag("stops", stops);
             }
             Event::TaskFinished {
                 task_id,
@@ -207,12 +242,16 @@ impl Event<'_> {
             Event::Summary {
                 completed,
                 failed,
+                delivered,
+                given_up,
                 requests,
                 failed_requests,
                 outages,
             } => {
                 out.num("completed", completed);
                 out.num("failed", failed);
+                out.num("delivered", delivered);
+                out.num("given_up", given_up);
                 out.num("requests", requests);
                 out.num("failed_requests", failed_requests);
                 out.num("outages", outages);

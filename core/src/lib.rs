@@ -57,13 +57,13 @@ pub mod time;
 pub use backoff::{SplitMix64, backoff, first_phase};
 pub use config::{Config, ConfigError, Jitter, OnRegistrationLost, ValidConfig};
 pub use error::{Class, Endpoint, Failure, Fatal, Local, Transport, classify, parse_retry_after};
-pub use event::{Event, Level, NO_HANDLER_ERROR, Only, SHUTDOWN_ERROR, StopReason, Stopped, keep};
+pub use event::{Event, GiveUp, Level, NO_HANDLER_ERROR, Only, SHUTDOWN_ERROR, StopReason, Stopped, keep};
 pub use fields::FieldSink;
 #[cfg(feature = "ops")]
 pub use lifecycle::Detail;
 pub use lifecycle::{
     Control, Count, Lane, Lifecycle, MAX_SLOTS, Notice, Op, Out, Outcome, Reply, Request, Snapshot, Stage,
-    Stats,
+    Stats, TaskKey,
 };
 pub use machine::{ClaimAction, Events, HeartbeatAction, Machine, Phase, Step, TaskState, Wake};
 pub use outage::Outage;

@@ -16,11 +16,43 @@
 //! leave as [`Lifecycle::poll_timeout`]. [`crate::driver`] is that runtime
 //! loop, written once for every executor.
 
+use crate::machine::Settled;
 use crate::protocol::TaskStatus;
 use crate::{
-    ClaimAction, Config, ConfigError, Duration, Endpoint, Event, Failure, HeartbeatAction, Instant, Machine,
-    SplitMix64, StartupError, StartupRetry, StartupStep, Step, StopReason, TaskState, ValidConfig, Wake,
+    ClaimAction, Config, ConfigError, Duration, Endpoint, Event, Failure, GiveUp, HeartbeatAction, Instant,
+    Machine, SplitMix64, StartupError, StartupRetry, StartupStep, Step, StopReason, TaskState, ValidConfig,
+    Wake,
 };
+
+/// A task's identity for the lifecycle, which holds no strings: a 32-bit
+/// FNV-1a hash of its id ([`TaskKey::of`]). The driver takes it from the
+/// runtime's copy of a claimed task's id ([`Lifecycle::claimed`]), so that
+/// the lifecycle can tell a claim answer naming a task it already holds
+/// or has just finished (an answer delivered twice) and never start a
+/// task twice. Two different ids with one key (one chance in 2^32 per
+/// pair) would only make a claim needlessly ambiguous.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct TaskKey(core::num::NonZeroU32);
+
+impl TaskKey {
+    /// The key of the task with this id.
+    pub const fn of(id: &str) -> TaskKey {
+        let b = id.as_bytes();
+        let mut h: u32 = 0x811c_9dc5;
+        let mut i = 0;
+        while i < b.len() {
+            h = (h ^ b[i] as u32).wrapping_mul(0x0100_0193);
+            i += 1;
+        }
+        // Never zero, so that an `Option<TaskKey>` is four bytes: a hash
+        // of 0 shares the key of 1.
+        match core::num::NonZeroU32::new(h) {
+            Some(k) => TaskKey(k),
+            None => TaskKey(core::num::NonZeroU32::MIN),
+        }
+    }
+}
 
 /// A request a [`Lifecycle`] asks the runtime to send. The runtime keeps
 /// the strings (ids, names, the held task and its outcome); the core says
@@ -195,6 +227,14 @@ pub enum Notice {
     Disconnected,
     /// The final delete failed: [`Event::DisconnectFailed`].
     DisconnectFailed(Failure),
+    /// The outcome of the task held in `lane` is given up:
+    /// [`Event::OutcomeGivenUp`].
+    OutcomeGivenUp {
+        /// The task's slot.
+        lane: Lane,
+        /// Why.
+        why: GiveUp,
+    },
     /// Not a line: the pending worker id (from [`Request::CreateWorker`])
     /// is registered and becomes the current one; the current one becomes
     /// the old one ([`Request::Retire`]). The driver calls
@@ -236,6 +276,11 @@ pub struct Stats {
     pub tasks_failed: Count,
     /// Outcomes held through an outage.
     pub outcomes_held: Count,
+    /// Outcomes the server has: delivered, or found already applied.
+    pub outcomes_delivered: Count,
+    /// Outcomes given up (refused, or the server unreachable until a
+    /// stop's limit): [`Event::OutcomeGivenUp`].
+    pub outcomes_given_up: Count,
     /// Outages survived.
     pub recoveries: Count,
     /// Restarts after the worker stopped by itself (supervised devices).
@@ -383,6 +428,11 @@ pub struct Lifecycle<const SLOTS: usize = MAX_SLOTS> {
     concurrency: usize,
     /// The slot of the claim loop's task.
     focus: Option<usize>,
+    /// The key of each slot's task, or of the last one it finished (kept
+    /// until the slot's next task); and a claimed task's key the driver
+    /// reported for the claim's answer ([`Lifecycle::claimed`]).
+    keys: [Option<TaskKey>; SLOTS],
+    claimed: Option<TaskKey>,
     heartbeat: LaneState,
     lanes: [LaneState; SLOTS],
     /// The heartbeat lane is finished; the claim loop is finished.
@@ -436,6 +486,8 @@ impl<const SLOTS: usize> Lifecycle<SLOTS> {
             slots: [Slot::Free; SLOTS],
             concurrency: usize::from(cfg.concurrency).clamp(1, SLOTS),
             focus: None,
+            keys: [None; SLOTS],
+            claimed: None,
             heartbeat: LaneState::default(),
             lanes: [LaneState::default(); SLOTS],
             heartbeat_done: false,
@@ -606,13 +658,15 @@ impl<const SLOTS: usize> Lifecycle<SLOTS> {
                     Some(g) if g > now => self.grace_at = Some(now),
                     Some(_) => return,
                 }
+                // At once: each outcome gets one try, none a retry.
+                self.machine.set_stop_limit(now);
                 self.push(out, Notice::Event(Event::StopNow));
-                self.handle_timeout(now);
+                self.handle_timeout(now, out);
             }
             Control::Halt => {
                 self.dropped = true;
                 self.request_stop(now, Duration::ZERO, out);
-                self.halt();
+                self.halt(out);
             }
         }
     }
@@ -635,14 +689,23 @@ impl<const SLOTS: usize> Lifecycle<SLOTS> {
 
     /// Stop at the application's request: running tasks may take `grace`
     /// (then they are abandoned and reported failed), every request in
-    /// flight at most `grace + request_timeout + 1 s` in all; then the
-    /// worker is deleted from the server.
+    /// flight at most `grace + request_timeout + 1 s` in all (the stop's
+    /// hard limit); then the worker is deleted from the server.
+    ///
+    /// Heartbeats go on meanwhile, and an outcome the server does not take
+    /// because it is unreachable (a refused connection, a timeout, a 5xx,
+    /// a 429 or 503) is tried again on the outage schedule, the last time
+    /// so that the try ends by the hard limit (`grace + 1 s` after `now`);
+    /// only then is it given up ([`Event::OutcomeGivenUp`]). A refusal is
+    /// final, a 409 checked against the task's state first.
     pub fn request_stop(&mut self, now: Instant, grace: Duration, out: Out<'_>) {
         if self.grace_at.is_some() {
             return;
         }
+        let timeout = self.machine.config().request_timeout;
         self.grace_at = Some(now + grace);
-        self.halt_at = Some(now + grace + self.machine.config().request_timeout + Duration::from_secs(1));
+        self.halt_at = Some(now + grace + timeout + Duration::from_secs(1));
+        self.machine.set_stop_limit(now + grace + Duration::from_secs(1));
         match self.stage {
             Stage::Starting => {
                 // Nothing registered yet to deliver or delete: stop here.
@@ -650,7 +713,7 @@ impl<const SLOTS: usize> Lifecycle<SLOTS> {
                 if self.machine.stop_requested() {
                     self.push(out, Notice::Event(Event::StopRequested));
                 }
-                self.halt();
+                self.halt(out);
             }
             Stage::Running => {
                 if self.machine.stop_requested() {
@@ -662,13 +725,14 @@ impl<const SLOTS: usize> Lifecycle<SLOTS> {
     }
 
     /// Deadlines passed: a stop's grace (abandon the running tasks) or its
-    /// hard limit (cancel everything in flight).
-    pub fn handle_timeout(&mut self, now: Instant) {
+    /// hard limit (cancel everything in flight; an outcome still waiting is
+    /// given up).
+    pub fn handle_timeout(&mut self, now: Instant, out: Out<'_>) {
         if self.halted {
             return;
         }
         if self.halt_at.is_some_and(|h| now >= h) && self.stage != Stage::Stopping {
-            self.halt();
+            self.halt(out);
             return;
         }
         if self.grace_at.is_some_and(|g| now >= g) {
@@ -717,6 +781,18 @@ impl<const SLOTS: usize> Lifecycle<SLOTS> {
         None
     }
 
+    /// A claim on `lane` was answered with a task, whose id has this key
+    /// (the driver reads it from the runtime's copy): call it before
+    /// [`Lifecycle::handle`] reports the answer. A task the worker already
+    /// holds in another slot, or finished a moment ago, is then not
+    /// started again (the claim is ambiguous instead). Without it the
+    /// lifecycle cannot tell.
+    pub fn claimed(&mut self, lane: Lane, key: TaskKey) {
+        if lane.slot_index().is_some() {
+            self.claimed = Some(key);
+        }
+    }
+
     /// The operation on `lane` ended at `now`.
     pub fn handle(&mut self, lane: Lane, now: Instant, outcome: Outcome, out: Out<'_>) {
         let i = usize::from(lane.0);
@@ -758,10 +834,14 @@ impl<const SLOTS: usize> Lifecycle<SLOTS> {
             }
             (_, Outcome::Cancelled) => {
                 if let Some(s) = slot {
-                    self.slots[s] = Slot::Free;
                     if self.focus == Some(s) {
+                        if self.machine.holds_outcome() {
+                            // The stop's hard limit cut its delivery off.
+                            self.give_up(out, lane, GiveUp::Stopped);
+                        }
                         self.focus = None;
                     }
+                    self.free(s);
                 }
             }
             (Op::Send(req), Outcome::Replied(result)) => {
@@ -842,11 +922,14 @@ impl<const SLOTS: usize> Lifecycle<SLOTS> {
             self.push(out, Notice::Event(*e));
         }
         if step.wake == Wake::Halt {
-            self.halt();
+            self.halt(out);
         }
     }
 
-    fn halt(&mut self) {
+    /// Stop everything at once: requests in flight and running handlers
+    /// are cancelled; an outcome that was still to go out is given up (one
+    /// line each; one whose delivery is in flight, when it is cancelled).
+    fn halt(&mut self, out: Out<'_>) {
         if self.halted {
             return;
         }
@@ -857,12 +940,23 @@ impl<const SLOTS: usize> Lifecycle<SLOTS> {
             l.again = None;
             l.cancel = l.busy.is_some();
         }
-        for s in &mut self.slots {
-            if *s != Slot::Running {
-                *s = Slot::Free;
+        for i in 0..SLOTS {
+            let in_flight = self.lanes[i].busy.is_some();
+            let waiting = match self.slots[i] {
+                Slot::Finished(_) => true,
+                Slot::Focus => !in_flight && self.machine.holds_outcome(),
+                Slot::Free | Slot::Running => false,
+            };
+            if waiting {
+                self.give_up(out, Lane::slot(i), GiveUp::Stopped);
+            }
+            if self.slots[i] != Slot::Running && !(in_flight && self.focus == Some(i)) {
+                self.free(i);
             }
         }
-        self.focus = None;
+        if self.focus.is_some_and(|f| self.lanes[f].busy.is_none()) {
+            self.focus = None;
+        }
         self.finish_if_idle();
     }
 
@@ -923,7 +1017,7 @@ impl<const SLOTS: usize> Lifecycle<SLOTS> {
                 HeartbeatAction::Expire => {
                     if let Some(e) = self.machine.expire(now) {
                         self.push(out, Notice::Event(e));
-                        self.halt();
+                        self.halt(out);
                     }
                 }
                 HeartbeatAction::Stop(_) => {
@@ -961,14 +1055,55 @@ impl<const SLOTS: usize> Lifecycle<SLOTS> {
                     self.focus = None;
                 }
                 crate::Phase::Idle => {
-                    self.slots[f] = Slot::Free;
+                    self.free(f);
                     self.focus = None;
                 }
                 _ => {}
             }
         }
         let free = self.slots[..self.used()].contains(&Slot::Free);
-        self.machine.set_saturated(!free);
+        self.machine.set_saturated(!free || self.draining());
+    }
+
+    /// A lost claim answer waits for the tasks running under this worker
+    /// id before the worker registers afresh: deleting the old id would
+    /// make the server fail them while they run, and its heartbeats (which
+    /// go to the current id) would stop. Meanwhile nothing is claimed, and
+    /// the heartbeat probes the server, as while every slot is busy.
+    fn draining(&self) -> bool {
+        // One slot: a claim goes out only while it is free, so no task of
+        // this id can be running when a claim's answer is lost.
+        SLOTS > 1
+            && self.machine.is_claim_ambiguous()
+            && !self.machine.is_reregistering()
+            && self.slots[..self.used()].contains(&Slot::Running)
+    }
+
+    /// Slot `i` has no task any more (its key stays: the last task it
+    /// finished).
+    fn free(&mut self, i: usize) {
+        self.slots[i] = Slot::Free;
+    }
+
+    /// Does a slot hold a task with this key, or was it the last one a
+    /// slot finished?
+    fn holds(&self, key: TaskKey) -> bool {
+        self.keys[..self.used()].contains(&Some(key))
+    }
+
+    /// The outcome of the task in `lane` is given up: one line, counted.
+    fn give_up(&mut self, out: Out<'_>, lane: Lane, why: GiveUp) {
+        self.stats.outcomes_given_up += 1;
+        self.push(out, Notice::OutcomeGivenUp { lane, why });
+    }
+
+    /// Count (and name) how the machine settled the claim loop's task.
+    fn settled(&mut self, out: Out<'_>, lane: Lane) {
+        match self.machine.take_settled() {
+            Some(Settled::Delivered) => self.stats.outcomes_delivered += 1,
+            Some(Settled::GivenUp(why)) => self.give_up(out, lane, why),
+            None => {}
+        }
     }
 
     /// The claim loop's next request, and the lane it goes on.
@@ -1028,7 +1163,7 @@ impl<const SLOTS: usize> Lifecycle<SLOTS> {
                 ClaimAction::Stop(_) => {
                     if let Some(f) = self.focus.take() {
                         // Claimed, not started: the delete fails it.
-                        self.slots[f] = Slot::Free;
+                        self.free(f);
                     }
                     if self.slots[..self.used()]
                         .iter()
@@ -1036,17 +1171,19 @@ impl<const SLOTS: usize> Lifecycle<SLOTS> {
                         && !self.halted
                     {
                         // Running tasks get their grace, then their outcome
-                        // one delivery attempt.
+                        // is delivered (tried again until the stop's limit).
                         return None;
                     }
                     self.serial_done = true;
+                    // The heartbeat beat on through the stop: now it ends.
+                    self.heartbeat_done = true;
                     self.finish_if_idle();
                     return None;
                 }
                 ClaimAction::Expire => {
                     if let Some(e) = self.machine.expire(now) {
                         self.push(out, Notice::Event(e));
-                        self.halt();
+                        self.halt(out);
                     }
                     continue;
                 }
@@ -1075,6 +1212,11 @@ impl<const SLOTS: usize> Lifecycle<SLOTS> {
                     continue;
                 }
                 ClaimAction::Retire => return Some((self.idle_lane()?, Op::Send(Request::Retire))),
+                ClaimAction::Register if self.draining() => {
+                    // Woken when a slot's task finishes.
+                    self.machine.set_saturated(true);
+                    return None;
+                }
                 ClaimAction::Register => {
                     self.reregister = Some((0, now));
                     return Some((self.idle_lane()?, Op::Send(Request::CreateWorker)));
@@ -1181,7 +1323,7 @@ impl<const SLOTS: usize> Lifecycle<SLOTS> {
                     StartupStep::GiveUp(e) => {
                         self.startup_error = Some(e);
                         self.stage = Stage::Done;
-                        self.halt();
+                        self.halt(out);
                     }
                 }
             }
@@ -1241,6 +1383,16 @@ impl<const SLOTS: usize> Lifecycle<SLOTS> {
                     Reply::Claimed(got) => Some(got),
                     _ => None,
                 });
+                let key = self.claimed.take();
+                if let (Ok(true), Some(i)) = (got, lane.slot_index()) {
+                    match key {
+                        Some(k) if self.holds(k) => {
+                            let step = self.machine.report_repeated_claim(now);
+                            return self.apply(out, step);
+                        }
+                        k => self.keys[i] = k,
+                    }
+                }
                 let step = self.machine.report_claim(started, now, got, rand);
                 self.apply(out, step);
             }
@@ -1251,6 +1403,7 @@ impl<const SLOTS: usize> Lifecycle<SLOTS> {
             (_, Request::Update(_)) => {
                 let step = self.machine.report_delivered(started, now, done, rand);
                 self.apply(out, step);
+                self.settled(out, lane);
             }
             (_, Request::GetTask) => {
                 let state = answer(result, |r| match r {
@@ -1259,6 +1412,7 @@ impl<const SLOTS: usize> Lifecycle<SLOTS> {
                 });
                 let step = self.machine.report_verified(started, now, state, rand);
                 self.apply(out, step);
+                self.settled(out, lane);
             }
             (_, Request::Retire) => {
                 let step = self.machine.report_retired(started, now, done, rand);

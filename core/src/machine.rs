@@ -12,9 +12,19 @@
 use crate::backoff::{backoff, first_phase};
 use crate::protocol::TaskStatus;
 use crate::{
-    Class, Config, ConfigError, Duration, Endpoint, Event, Failure, Fatal, Instant, OnRegistrationLost,
-    Outage, StopReason, ValidConfig,
+    Class, Config, ConfigError, Duration, Endpoint, Event, Failure, Fatal, GiveUp, Instant,
+    OnRegistrationLost, Outage, StopReason, ValidConfig,
 };
+
+/// How the claim loop's task outcome ended, for the lifecycle (which names
+/// the task and counts it): taken with [`Machine::take_settled`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Settled {
+    /// The server has it (delivered, or found already applied).
+    Delivered,
+    /// Given up: the server will not have it, and why.
+    GivenUp(GiveUp),
+}
 
 /// What the heartbeat loop does next.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -230,7 +240,8 @@ pub struct Machine {
     stop: Option<StopReason>,
     heartbeat_next: Instant,
     claim_next: Instant,
-    /// Consecutive outage failures of the claim loop: the backoff exponent.
+    /// Consecutive outage failures (or refused claims) of the claim loop:
+    /// the backoff exponent.
     claim_attempt: u32,
     phase: Phase,
     /// The pending outcome was held over an outage.
@@ -273,6 +284,15 @@ pub struct Machine {
     hints: u32,
     #[cfg(feature = "push")]
     claim_hints: u32,
+    /// During a requested stop: the last instant an outcome's delivery may
+    /// be tried again ([`Machine::set_stop_limit`]).
+    stop_limit: Option<Instant>,
+    /// The outcome of the claim loop's task was delivered or given up
+    /// (taken by the lifecycle).
+    settled: Option<Settled>,
+    /// When a refused claim was last logged (a refusal backs off on
+    /// `claim_attempt`, as an outage does).
+    refusal_logged: Option<Instant>,
 }
 
 impl Machine {
@@ -320,6 +340,9 @@ impl Machine {
             hints: 0,
             #[cfg(feature = "push")]
             claim_hints: 0,
+            stop_limit: None,
+            settled: None,
+            refusal_logged: None,
         }
     }
 
@@ -412,6 +435,30 @@ impl Machine {
         self.saturated = saturated;
     }
 
+    /// A requested stop's time limit for outcomes: a delivery that fails
+    /// while the server is unreachable is tried again on the outage
+    /// schedule, the last time at `limit` at the latest (the lifecycle
+    /// sets it so that the try ends before the stop's hard limit), then
+    /// given up. Without one, an outcome gets one try during a stop.
+    pub(crate) fn set_stop_limit(&mut self, limit: Instant) {
+        self.stop_limit = Some(limit);
+    }
+
+    /// The claim loop's task has an outcome to deliver (or to check after
+    /// a 409).
+    pub(crate) fn holds_outcome(&self) -> bool {
+        match self.phase {
+            Phase::Delivering => true,
+            Phase::Verifying => self.verify_wanted != TaskStatus::Running,
+            _ => false,
+        }
+    }
+
+    /// How the last outcome ended, once it did: delivered or given up.
+    pub(crate) fn take_settled(&mut self) -> Option<Settled> {
+        self.settled.take()
+    }
+
     /// The next instant a loop wants to act, for a runtime that drives both
     /// loops from one timer; `None` once stopped. Includes the outage
     /// deadline.
@@ -485,7 +532,8 @@ impl Machine {
     }
 
     /// [`Machine::request_stop`] for the lifecycle: true the first time
-    /// (log [`Event::StopRequested`]; every loop is woken anyway).
+    /// (log [`Event::StopRequested`]; every loop is woken anyway). An
+    /// outcome waiting for its next try keeps its schedule.
     pub(crate) fn stop_requested(&mut self) -> bool {
         let first = self.stop.is_none();
         if first {
@@ -498,10 +546,16 @@ impl Machine {
 
     /// What the heartbeat loop does at `now`.
     pub fn heartbeat_poll(&mut self, now: Instant) -> HeartbeatAction {
-        if let Some(reason) = self.stop {
-            return HeartbeatAction::Stop(reason);
-        }
-        let deadline = self.outage_deadline();
+        // A requested stop beats on while its tasks finish and their
+        // outcomes go out (the lifecycle ends the lane when the claim loop
+        // is done): a server that heard nothing for its stale-worker
+        // timeout would fail them. No outage limit applies then: the stop
+        // has its own.
+        let deadline = match self.stop {
+            Some(StopReason::Requested) => None,
+            Some(reason) => return HeartbeatAction::Stop(reason),
+            None => self.outage_deadline(),
+        };
         if deadline.is_some_and(|d| now >= d) {
             return HeartbeatAction::Expire;
         }
@@ -550,7 +604,11 @@ impl Machine {
     ) -> Step<()> {
         let mut events = Events::default();
         let mut wake = Wake::Nobody;
-        if self.stop.is_none() {
+        // A requested stop beats on: the beat keeps the worker known; an
+        // answer ends an outage (a waiting outcome is pulled forward), a
+        // failure changes nothing (the stop has its limit, the outcomes
+        // their own answers).
+        if matches!(self.stop, None | Some(StopReason::Requested)) {
             self.heartbeat_next = started + self.cfg.heartbeat_interval;
             match result {
                 Ok(()) => {
@@ -558,6 +616,7 @@ impl Machine {
                         wake = Wake::Claim;
                     }
                 }
+                Err(_) if self.stop.is_some() => {}
                 // A heartbeat sent under the id given up by a registration
                 // that completed meanwhile: its 404 says nothing about the
                 // current id. Beat again for the current one.
@@ -609,7 +668,13 @@ impl Machine {
     pub fn claim_poll(&mut self, now: Instant) -> ClaimAction {
         let due = now >= self.claim_next;
         match self.stop {
-            // One last delivery attempt for an outcome when asked to stop.
+            // Asked to stop: an outcome is delivered (checked after a 409),
+            // tried again on the outage schedule until the stop's limit.
+            Some(StopReason::Requested)
+                if matches!(self.phase, Phase::Delivering | Phase::Verifying) && !due =>
+            {
+                ClaimAction::Wait(self.claim_next)
+            }
             Some(StopReason::Requested) if self.phase == Phase::Delivering => ClaimAction::Deliver,
             Some(StopReason::Requested) if self.phase == Phase::Executing => ClaimAction::Execute,
             Some(StopReason::Requested) if self.phase == Phase::Verifying => ClaimAction::Verify,
@@ -678,6 +743,8 @@ impl Machine {
             match result {
                 Ok(got_task) => {
                     self.succeeded(now, &mut events);
+                    self.claim_attempt = 0;
+                    self.refusal_logged = None;
                     if got_task {
                         self.phase = Phase::Starting;
                         self.claim_next = now;
@@ -698,7 +765,23 @@ impl Machine {
                     }
                     wake = self.claim_loop_failed(Endpoint::Claim, started, now, failure, rand, &mut events);
                     if matches!(failure.classify(Endpoint::Claim), Class::Rejected) {
-                        self.claim_next = started + self.cfg.poll_interval;
+                        // Refused (a 4xx that is not a lost registration:
+                        // a proxy's redirect, an API the server does not
+                        // have). Not an outage, and perhaps not for good (a
+                        // proxy being redeployed): back off as in one, up
+                        // to the cap, and say so at most once per log
+                        // interval rather than once per poll.
+                        self.retry_before(Instant::from_millis(u64::MAX), started, now, None, rand);
+                        if self
+                            .refusal_logged
+                            .is_none_or(|at| now - at >= self.cfg.log_interval)
+                        {
+                            self.refusal_logged = Some(now);
+                            events.push(Event::ClaimRefused {
+                                error: failure,
+                                retry_in: self.claim_next - now,
+                            });
+                        }
                     }
                 }
             }
@@ -707,6 +790,29 @@ impl Machine {
             action: (),
             events,
             wake,
+        }
+    }
+
+    /// A claim answered at `now` with a task the worker already holds in
+    /// another slot or has just finished (the lifecycle knows by the
+    /// task's [`crate::TaskKey`]): an answer delivered twice (a proxy, a
+    /// connection mixing answers up). The task is not started again. The
+    /// claim's own answer is lost with it, and the server may have claimed
+    /// another task for this worker, so the claim is ambiguous: register
+    /// afresh, as after any lost claim answer.
+    pub(crate) fn report_repeated_claim(&mut self, now: Instant) -> Step<()> {
+        let mut events = Events::default();
+        if self.stop.is_none() {
+            self.succeeded(now, &mut events);
+            self.phase = Phase::Idle;
+            self.claim_next = now;
+            events.push(Event::ClaimRepeated);
+            self.ambiguous = true;
+        }
+        Step {
+            action: (),
+            events,
+            wake: Wake::Nobody,
         }
     }
 
@@ -822,7 +928,7 @@ impl Machine {
                 if self.held {
                     events.push(Event::OutcomeDelivered);
                 }
-                self.finish_task(now);
+                self.settle(now, Settled::Delivered);
             }
             Err(failure) if is_conflict(failure) => {
                 // Perhaps an earlier delivery whose answer was lost was
@@ -836,14 +942,12 @@ impl Machine {
                 self.verify(now, wanted);
             }
             Err(failure) if self.stop.is_some() => {
-                events.push(Event::OutcomeRejected { error: failure });
-                self.finish_task(now);
+                self.stopping_failed(Endpoint::TaskStatus, started, now, failure, rand, &mut events);
             }
             Err(failure) => {
                 let class = failure.classify(Endpoint::TaskStatus);
                 if matches!(class, Class::Rejected) {
-                    events.push(Event::OutcomeRejected { error: failure });
-                    self.finish_task(now);
+                    self.settle(now, Settled::GivenUp(GiveUp::Refused(failure)));
                 } else if matches!(class, Class::Transient | Class::Congested { .. }) && !self.held {
                     self.held = true;
                     events.push(Event::OutcomeHeld);
@@ -960,13 +1064,15 @@ impl Machine {
                         if self.held {
                             events.push(Event::OutcomeDelivered);
                         }
-                        self.finish_task(now);
+                        self.settle(now, Settled::Delivered);
                     }
-                    (_, false) => {
-                        events.push(Event::OutcomeRejected { error: conflict });
-                        self.finish_task(now);
-                    }
+                    (_, false) => self.settle(now, Settled::GivenUp(GiveUp::Holds(state.status))),
                 }
+            }
+            Err(failure) if wanted != TaskStatus::Running && self.stop.is_some() => {
+                // Stopping with an outcome to check: tried again like a
+                // delivery, until the stop's limit.
+                self.stopping_failed(Endpoint::GetTask, started, now, failure, rand, &mut events);
             }
             Err(failure) => {
                 let class = failure.classify(Endpoint::GetTask);
@@ -976,8 +1082,7 @@ impl Machine {
                         events.push(Event::TaskSkipped { error: failure });
                         self.phase = Phase::Idle;
                     } else {
-                        events.push(Event::OutcomeRejected { error: failure });
-                        self.finish_task(now);
+                        self.settle(now, Settled::GivenUp(GiveUp::Refused(failure)));
                     }
                 }
                 if self.stop.is_none() {
@@ -1188,15 +1293,7 @@ impl Machine {
         let Some(start) = self.outage.started_at() else {
             return t;
         };
-        let limit = start + self.cfg.max_unreachable;
-        if limit <= now || t <= limit {
-            return t;
-        }
-        let spread = match self.cfg.jitter {
-            crate::Jitter::Off => 0,
-            _ => (limit - now).as_millis() / 2,
-        };
-        Instant::from_millis(limit.as_millis() - u64::from(rand) % (spread + 1))
+        pull_before(start + self.cfg.max_unreachable, t, now, self.cfg.jitter, rand)
     }
 
     fn verify(&mut self, now: Instant, wanted: TaskStatus) {
@@ -1230,6 +1327,76 @@ impl Machine {
         self.claim_next = now;
     }
 
+    /// The outcome was delivered or given up: the task is finished.
+    fn settle(&mut self, now: Instant, how: Settled) {
+        self.settled = Some(how);
+        self.finish_task(now);
+    }
+
+    /// An outcome's delivery (or its check after a 409) failed during a
+    /// requested stop. Unreachable (a transient failure, 429, 503): tried
+    /// again on the outage schedule — the outage clock and its warnings go
+    /// on, but a requested stop stays one — with the last try by the
+    /// stop's limit; past it, given up. Any other answer is final.
+    fn stopping_failed(
+        &mut self,
+        endpoint: Endpoint,
+        started: Instant,
+        now: Instant,
+        failure: Failure,
+        rand: u32,
+        events: &mut Events,
+    ) {
+        let retry_after = match failure.classify(endpoint) {
+            Class::Transient => None,
+            Class::Congested { retry_after } => retry_after,
+            // A refusal, a refused token, a request the worker cannot
+            // write: no later try is answered otherwise.
+            _ => return self.settle(now, Settled::GivenUp(GiveUp::Refused(failure))),
+        };
+        // The outage clock and its warnings go on (a requested stop stays
+        // one: `outage_failure` decides no stop then).
+        self.outage_failure(now, failure, retry_after, events);
+        let limit = self.stop_limit.unwrap_or(now);
+        if now >= limit {
+            return self.settle(now, Settled::GivenUp(GiveUp::Unreachable(failure)));
+        }
+        if !self.held {
+            self.held = true;
+            events.push(Event::OutcomeHeld);
+        }
+        self.retry_before(limit, started, now, retry_after, rand);
+    }
+
+    /// The claim loop's next try after an attempt (started at `started`)
+    /// met the server unreachable: the outage schedule (capped, jittered
+    /// backoff), `Retry-After` honoured but never past the cap nor (much)
+    /// past `limit` — the outage's or a stop's, so the decision at the
+    /// limit stays prompt — and the last try pulled before `limit`.
+    fn retry_before(
+        &mut self,
+        limit: Instant,
+        started: Instant,
+        now: Instant,
+        retry_after: Option<Duration>,
+        rand: u32,
+    ) {
+        let mut wait = backoff(
+            self.cfg.poll_interval,
+            self.cfg.backoff_cap,
+            self.claim_attempt,
+            self.cfg.jitter,
+            rand,
+        );
+        self.claim_attempt = self.claim_attempt.saturating_add(1);
+        if let Some(ra) = retry_after {
+            let budget = (limit - now).saturating_add(Duration::from_millis(1));
+            wait = wait.max(ra.min(budget)).min(self.cfg.backoff_cap);
+            self.claim_not_before = started + wait;
+        }
+        self.claim_next = pull_before(limit, started + wait, now, self.cfg.jitter, rand);
+    }
+
     /// A claim-loop request failed: apply it and schedule the retry.
     fn claim_loop_failed(
         &mut self,
@@ -1258,30 +1425,9 @@ impl Machine {
                 Wake::Nobody
             }
             Verdict::Outage { retry_after } => {
-                let mut wait = backoff(
-                    self.cfg.poll_interval,
-                    self.cfg.backoff_cap,
-                    self.claim_attempt,
-                    self.cfg.jitter,
-                    rand,
-                );
-                self.claim_attempt = self.claim_attempt.saturating_add(1);
-                if let Some(ra) = retry_after {
-                    // Honour Retry-After, but never past the cap nor (much)
-                    // past the outage budget: the stop decision stays prompt.
-                    let budget = self
-                        .outage
-                        .remaining(now, self.cfg.max_unreachable)
-                        .saturating_add(Duration::from_millis(1));
-                    wait = if ra.min(budget) > wait {
-                        ra.min(budget)
-                    } else {
-                        wait
-                    }
-                    .min(self.cfg.backoff_cap);
-                    self.claim_not_before = started + wait;
-                }
-                self.claim_next = self.within_limit(started + wait, now, rand);
+                // (An outage has started: `failed` recorded it.)
+                let limit = self.outage.started_at().unwrap_or(now) + self.cfg.max_unreachable;
+                self.retry_before(limit, started, now, retry_after, rand);
                 Wake::Nobody
             }
         }
@@ -1391,6 +1537,11 @@ impl Machine {
         self.outage.record_failure(now, failure);
         let max = self.cfg.max_unreachable;
         if self.outage.should_stop(now, max) {
+            if self.stop.is_some() {
+                // A requested stop under way: its own limit holds, and the
+                // countdown has nothing more to say.
+                return Verdict::Outage { retry_after };
+            }
             self.stop = Some(StopReason::Unreachable { last_error: failure });
             events.push(Event::Unreachable {
                 max,
@@ -1406,6 +1557,22 @@ impl Machine {
         }
         Verdict::Outage { retry_after }
     }
+}
+
+/// A retry at `t`, or by `limit` if that comes first (never before `now`):
+/// the last try happens before the limit. With jitter, a pulled retry
+/// lands anywhere in the second half of the time left (`rand`), so that a
+/// fleet that lost the server together does not retry together at a
+/// shared limit.
+fn pull_before(limit: Instant, t: Instant, now: Instant, jitter: crate::Jitter, rand: u32) -> Instant {
+    if limit <= now || t <= limit {
+        return t;
+    }
+    let spread = match jitter {
+        crate::Jitter::Off => 0,
+        _ => (limit - now).as_millis() / 2,
+    };
+    Instant::from_millis(limit.as_millis() - u64::from(rand) % (spread + 1))
 }
 
 #[cfg(test)]

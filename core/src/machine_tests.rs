@@ -328,12 +328,51 @@ fn rejected_requests_are_not_an_outage() {
     m.on_claim(ms(0), ms(0), Err(REFUSED), 0);
     let step = m.on_claim(ms(2_000), ms(2_000), Err(Failure::status(422)), 0);
     assert!(m.outage().is_healthy(), "the server answered");
-    assert_eq!(texts(&step), ["Server reachable again after 2s"]);
+    assert_eq!(
+        texts(&step),
+        [
+            "Server reachable again after 2s",
+            "The server refused the claim (HTTP 422 Unprocessable Content); backing off while it refuses, claiming again in 2s"
+        ]
+    );
     assert_eq!(
         step.action,
         ClaimAction::Wait(ms(4_000)),
-        "polls at the normal interval"
+        "the first refusal waits one poll interval"
     );
+}
+
+#[test]
+fn a_claim_refused_for_good_backs_off_and_says_so_once_per_log_interval() {
+    let mut m = reference();
+    let mut at = 0;
+    let mut waits = Vec::new();
+    let mut lines = Vec::new();
+    for _ in 0..8 {
+        let step = m.on_claim(ms(at), ms(at), Err(Failure::status(308)), 0);
+        let ClaimAction::Wait(next) = step.action else {
+            panic!("{:?}", step.action)
+        };
+        waits.push(next.as_millis() - at);
+        lines.extend(texts(&step).into_iter().map(|l| (at, l)));
+        at = next.as_millis();
+    }
+    // The reference schedule of an outage, capped: 2, 4, 8, 10, 10 … s.
+    assert_eq!(
+        waits,
+        [2_000, 4_000, 8_000, 10_000, 10_000, 10_000, 10_000, 10_000]
+    );
+    assert!(m.outage().is_healthy(), "a refusal is no outage");
+    // One line per log interval (5 s) at most: at 0, 6, 14, 24 … s.
+    let times: Vec<u64> = lines.iter().map(|(t, _)| *t).collect();
+    assert_eq!(times, [0, 6_000, 14_000, 24_000, 34_000, 44_000, 54_000]);
+    assert!(lines[0].1.starts_with("The server refused the claim (HTTP 308"));
+    // A claim answered again resets the backoff and the line.
+    let step = m.on_claim(ms(at), ms(at), Ok(false), 0);
+    assert_eq!(step.action, ClaimAction::Wait(ms(at + 2_000)));
+    let step = m.on_claim(ms(at + 2_000), ms(at + 2_000), Err(Failure::status(400)), 0);
+    assert_eq!(step.action, ClaimAction::Wait(ms(at + 4_000)));
+    assert_eq!(texts(&step).len(), 1);
 }
 
 #[test]
@@ -431,11 +470,12 @@ fn a_refused_outcome_is_dropped() {
     m.on_claim(ms(0), ms(0), Ok(true), 0);
     m.on_started(ms(0), ms(0), Ok(()), 0);
     m.on_executed(ms(1), true);
-    // 404: the task is gone; dropped at once.
+    // 404: the task is gone; given up at once (the lifecycle names it).
     let step = m.on_delivered(ms(1), ms(2), Err(Failure::status(404)), 0);
+    assert!(texts(&step).is_empty());
     assert_eq!(
-        texts(&step),
-        ["Server refused the task outcome (HTTP 404 Not Found); dropping it"]
+        m.take_settled(),
+        Some(Settled::GivenUp(GiveUp::Refused(Failure::status(404))))
     );
     assert_eq!(step.action, ClaimAction::Claim);
 }
@@ -509,7 +549,8 @@ fn request_stop_wakes_everyone_and_delivers_a_pending_outcome_once() {
     );
     assert_eq!(
         m.heartbeat_poll(ms(1)),
-        HeartbeatAction::Stop(StopReason::Requested)
+        HeartbeatAction::Wait(ms(30_000)),
+        "beats on while the task finishes (the lifecycle ends the lane)"
     );
     assert_eq!(
         m.claim_poll(ms(1)),
@@ -517,8 +558,96 @@ fn request_stop_wakes_everyone_and_delivers_a_pending_outcome_once() {
         "the running task may finish"
     );
     assert_eq!(m.on_executed(ms(2), true).action, ClaimAction::Deliver);
+    // Without a stop limit (the lifecycle sets one), one try: given up.
     let step = m.on_delivered(ms(2), ms(3), Err(REFUSED), 0);
     assert_eq!(step.action, ClaimAction::Stop(StopReason::Requested));
+    assert_eq!(
+        m.take_settled(),
+        Some(Settled::GivenUp(GiveUp::Unreachable(REFUSED)))
+    );
+}
+
+#[test]
+fn a_stop_tries_an_outcome_again_until_its_limit() {
+    let mut m = reference();
+    m.on_claim(ms(0), ms(0), Ok(true), 0);
+    m.on_started(ms(0), ms(0), Ok(()), 0);
+    m.stop_requested();
+    m.set_stop_limit(ms(9_000));
+    assert_eq!(m.on_executed(ms(2), true).action, ClaimAction::Deliver);
+    // Unreachable: the outage schedule (2, 4 s …), the last try pulled to
+    // the limit; the outage clock runs and warns, the stop stays one.
+    let step = m.on_delivered(ms(2), ms(3), Err(REFUSED), 0);
+    assert_eq!(step.action, ClaimAction::Wait(ms(2_002)));
+    assert_eq!(
+        texts(&step),
+        [
+            "Server unreachable — retrying (0s/120s elapsed)",
+            "Task outcome held until the server is reachable again"
+        ]
+    );
+    let step = m.on_delivered(ms(2_002), ms(2_003), Err(Failure::status(503)), 0);
+    assert_eq!(step.action, ClaimAction::Wait(ms(6_002)));
+    let step = m.on_delivered(ms(6_002), ms(6_003), Err(Failure::status(502)), 0);
+    assert_eq!(step.action, ClaimAction::Wait(ms(9_000)), "pulled to the limit");
+    assert_eq!(m.take_settled(), None);
+    let step = m.on_delivered(ms(9_000), ms(9_001), Err(REFUSED), 0);
+    assert_eq!(step.action, ClaimAction::Stop(StopReason::Requested));
+    assert_eq!(
+        m.take_settled(),
+        Some(Settled::GivenUp(GiveUp::Unreachable(REFUSED)))
+    );
+    assert_eq!(m.stop_reason(), Some(StopReason::Requested));
+
+    // Delivered on a later try: the server has it.
+    let mut m = reference();
+    m.on_claim(ms(0), ms(0), Ok(true), 0);
+    m.on_started(ms(0), ms(0), Ok(()), 0);
+    m.stop_requested();
+    m.set_stop_limit(ms(9_000));
+    m.on_executed(ms(2), false);
+    m.on_delivered(ms(2), ms(3), Err(REFUSED), 0);
+    let step = m.on_delivered(ms(2_002), ms(2_010), Ok(()), 0);
+    assert_eq!(
+        texts(&step),
+        [
+            "Server reachable again after 2s",
+            "Delivered the task outcome held during the outage"
+        ]
+    );
+    assert_eq!(m.take_settled(), Some(Settled::Delivered));
+
+    // A refusal is final at once; a 409 is checked first, and its check
+    // is tried again like the delivery.
+    let mut m = reference();
+    m.on_claim(ms(0), ms(0), Ok(true), 0);
+    m.on_started(ms(0), ms(0), Ok(()), 0);
+    m.stop_requested();
+    m.set_stop_limit(ms(9_000));
+    m.on_executed(ms(2), true);
+    m.on_delivered(ms(2), ms(3), Err(Failure::status(422)), 0);
+    assert_eq!(
+        m.take_settled(),
+        Some(Settled::GivenUp(GiveUp::Refused(Failure::status(422))))
+    );
+    let mut m = reference();
+    m.on_claim(ms(0), ms(0), Ok(true), 0);
+    m.on_started(ms(0), ms(0), Ok(()), 0);
+    m.stop_requested();
+    m.set_stop_limit(ms(9_000));
+    m.on_executed(ms(2), true);
+    assert_eq!(
+        m.on_delivered(ms(2), ms(3), Err(Failure::status(409)), 0).action,
+        ClaimAction::Verify
+    );
+    let step = m.on_verified(ms(3), ms(4), Err(REFUSED), 0);
+    assert_eq!(step.action, ClaimAction::Wait(ms(2_003)));
+    let state = TaskState {
+        status: TaskStatus::Completed,
+        ours: false,
+    };
+    m.on_verified(ms(2_003), ms(2_004), Ok(state), 0);
+    assert_eq!(m.take_settled(), Some(Settled::Delivered));
 }
 
 #[test]
@@ -755,11 +884,10 @@ fn a_conflict_on_delivery_is_checked_against_the_outcome() {
         assert_eq!(step.action, ClaimAction::Claim, "{ok} {server:?}");
         if delivered {
             assert!(lines[0].starts_with("Task was already "), "{lines:?}");
+            assert_eq!(m.take_settled(), Some(Settled::Delivered));
         } else {
-            assert_eq!(
-                lines,
-                ["Server refused the task outcome (HTTP 409 Conflict); dropping it"]
-            );
+            assert!(lines.is_empty(), "{lines:?}");
+            assert_eq!(m.take_settled(), Some(Settled::GivenUp(GiveUp::Holds(server))));
         }
     }
 }

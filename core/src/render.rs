@@ -21,6 +21,68 @@ pub trait Sink {
     fn words(&mut self, w: Words) {
         self.text(w.as_str());
     }
+    /// A value someone else chose — a room, a job or task name, an error
+    /// text, the server's `detail`, a command's output — written with its
+    /// control characters and line separators escaped ([`escaped`]), so
+    /// that no value can end a log line and forge the next one.
+    fn value(&mut self, s: &str) {
+        escaped(s, self);
+    }
+}
+
+/// Is `c` escaped in a [`Sink::value`]? Control characters (C0, DEL, C1:
+/// newlines, carriage returns, tabs, the terminal's escape) and Unicode's
+/// line and paragraph separators.
+fn needs_escape(c: char) -> bool {
+    c.is_control() || matches!(c, '\u{2028}' | '\u{2029}')
+}
+
+/// Write `s` into `out` as [`Sink::text`] pieces, with every character
+/// `needs_escape` says so written as `\n`, `\r`, `\t` or `\u{…}` (its
+/// code point in hex): one line whatever `s` holds. Other characters,
+/// backslashes included, pass unchanged.
+pub fn escaped<S: Sink + ?Sized>(s: &str, out: &mut S) {
+    let mut clean = 0;
+    for (i, c) in s.char_indices() {
+        if !needs_escape(c) {
+            continue;
+        }
+        if let Some(run) = s.get(clean..i).filter(|r| !r.is_empty()) {
+            out.text(run);
+        }
+        clean = i + c.len_utf8();
+        match c {
+            '\n' => out.text("\\n"),
+            '\r' => out.text("\\r"),
+            '\t' => out.text("\\t"),
+            c => {
+                let mut buf = *b"\\u{000000}";
+                let mut n = c as u32;
+                let mut digits = 0;
+                let mut tmp = [0u8; 6];
+                loop {
+                    let d = (n % 16) as u8;
+                    tmp[digits] = if d < 10 { b'0' + d } else { b'a' + d - 10 };
+                    digits += 1;
+                    n /= 16;
+                    if n == 0 {
+                        break;
+                    }
+                }
+                for k in 0..digits {
+                    buf[3 + k] = tmp[digits - 1 - k];
+                }
+                buf[3 + digits] = b'}';
+                // ASCII only, so this cannot fail.
+                if let Ok(t) = core::str::from_utf8(&buf[..4 + digits]) {
+                    out.text(t);
+                }
+            }
+        }
+    }
+    if let Some(run) = s.get(clean..).filter(|r| !r.is_empty()) {
+        out.text(run);
+    }
 }
 
 /// A literal piece of a line, made by the core's `words!("…")`: the text,
@@ -117,6 +179,11 @@ pub(crate) struct DefmtSink<'a> {
 impl Sink for DefmtSink<'_> {
     fn text(&mut self, s: &str) {
         defmt::write!(self.f, "{=str}", s);
+    }
+    /// Escaped by the host's decoder (`{=str:?}`: quoted, with Rust's
+    /// escapes), so the device carries no escaping code.
+    fn value(&mut self, s: &str) {
+        defmt::write!(self.f, "{=str:?}", s);
     }
     fn num(&mut self, n: u64) {
         defmt::write!(self.f, "{=u64}", n);
@@ -250,6 +317,44 @@ mod tests {
         assert_eq!(Secs(Duration::from_millis(2_500)).to_string(), "2.5s");
         assert_eq!(Secs(Duration::from_millis(999)).to_string(), "0.9s");
         assert_eq!(WholeSecs(Duration::from_millis(30_999)).to_string(), "30s");
+    }
+
+    struct Pieces(std::string::String);
+    impl Sink for Pieces {
+        fn text(&mut self, s: &str) {
+            self.0.push_str(s);
+        }
+        fn num(&mut self, n: u64) {
+            self.0.push_str(&n.to_string());
+        }
+    }
+
+    fn value(s: &str) -> std::string::String {
+        let mut p = Pieces(std::string::String::new());
+        p.value(s);
+        p.0
+    }
+
+    #[test]
+    fn values_cannot_break_a_line() {
+        assert_eq!(value("room1"), "room1");
+        assert_eq!(value(""), "");
+        assert_eq!(
+            value("r\nERROR Server unreachable"),
+            "r\\nERROR Server unreachable"
+        );
+        assert_eq!(value("a\r\tb\\c"), "a\\r\\tb\\c");
+        assert_eq!(value("\u{1b}[31mred"), "\\u{1b}[31mred");
+        assert_eq!(value("\0"), "\\u{0}");
+        assert_eq!(
+            value("x\u{7f}\u{85}\u{2028}\u{2029}y"),
+            "x\\u{7f}\\u{85}\\u{2028}\\u{2029}y"
+        );
+        assert_eq!(value("é ünïcode ✓"), "é ünïcode ✓");
+        for s in ["\n", "a\nb\n", "\r\n\r\n", "\u{10ffff}\u{9f}"] {
+            let v = value(s);
+            assert!(!v.chars().any(needs_escape), "{v:?}");
+        }
     }
 
     #[test]

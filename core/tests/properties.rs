@@ -245,8 +245,21 @@ fn run(cfg: Config, seed: u32, ops: &[Op]) -> Result<Trace, TestCaseError> {
             trace.push(format!("{} {e}", now.as_millis()));
         }
         // A stop is visible to both loops at once.
+        // (A requested stop beats on while its tasks finish: the lifecycle
+        // ends that lane; never an outage expiry then.)
         if let Some(reason) = m.stop_reason() {
-            prop_assert_eq!(m.heartbeat_poll(now), HeartbeatAction::Stop(reason));
+            let beat = m.heartbeat_poll(now);
+            if reason == StopReason::Requested {
+                prop_assert!(
+                    matches!(
+                        beat,
+                        HeartbeatAction::Wait(_) | HeartbeatAction::Beat | HeartbeatAction::Login
+                    ),
+                    "{beat:?}"
+                );
+            } else {
+                prop_assert_eq!(beat, HeartbeatAction::Stop(reason));
+            }
             let claim = m.claim_poll(now);
             prop_assert!(
                 claim == ClaimAction::Stop(reason)
@@ -257,6 +270,7 @@ fn run(cfg: Config, seed: u32, ops: &[Op]) -> Result<Trace, TestCaseError> {
                                 | ClaimAction::Execute
                                 | ClaimAction::Verify
                                 | ClaimAction::Retire
+                                | ClaimAction::Wait(_)
                         )),
                 "{claim:?}"
             );

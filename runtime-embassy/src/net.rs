@@ -60,7 +60,11 @@ impl<'a> Server<'a> {
             None => (rest, ""),
         };
         let (host, port) = match authority.rsplit_once(':') {
-            Some((host, port)) => (host, number(port.as_bytes()).filter(|p| *p <= 0xFFFF)? as u16),
+            // Port 0 is no server's: refused like any other bad port.
+            Some((host, port)) => (
+                host,
+                number(port.as_bytes()).filter(|p| (1..=0xFFFF).contains(p))? as u16,
+            ),
             None => (authority, 80),
         };
         if host.is_empty()
@@ -619,6 +623,7 @@ mod tests {
             "http://",
             "http://:80",
             "http://x:99999",
+            "http://x:0",
             "http://x:",
             "ftp://x",
             "http://x/a b",

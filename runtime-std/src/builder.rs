@@ -37,6 +37,8 @@ pub enum StartError {
         /// The server's explanation, if it sent one.
         detail: Option<String>,
     },
+    /// The worker was stopped (or dropped) before it registered.
+    Stopped,
 }
 
 impl fmt::Display for StartError {
@@ -59,6 +61,7 @@ impl fmt::Display for StartError {
                 }
                 Ok(())
             }
+            StartError::Stopped => f.write_str("stopped before it registered"),
         }
     }
 }
@@ -116,6 +119,7 @@ pub struct WorkerBuilder {
     jobs: Vec<(Job, Arc<dyn Handler>)>,
     config: Config,
     max_response_bytes: usize,
+    max_push_message: usize,
     seed: Option<u64>,
     observer: Option<crate::worker::Observer>,
     push: PushMode,
@@ -147,6 +151,7 @@ impl WorkerBuilder {
             jobs: Vec::new(),
             config: Config::DEFAULT,
             max_response_bytes: 16 << 20,
+            max_push_message: crate::push::DEFAULT_MAX_MESSAGE,
             seed: None,
             observer: None,
             push: PushMode::Off,
@@ -219,6 +224,16 @@ impl WorkerBuilder {
         self
     }
 
+    /// The largest push message accepted (default
+    /// [`DEFAULT_MAX_MESSAGE`](crate::push::DEFAULT_MAX_MESSAGE), 1 MiB;
+    /// fragments count together): a larger one ends the push connection
+    /// (the worker polls, and connects again on its backoff) before more of
+    /// it is buffered.
+    pub fn max_push_message(mut self, n: usize) -> Self {
+        self.max_push_message = n;
+        self
+    }
+
     /// Also hand every event to `observer` (after it is logged): the
     /// application's own view of what the worker does — counters,
     /// dashboards, alerts. Called on the worker's task: keep it quick.
@@ -250,12 +265,31 @@ impl WorkerBuilder {
     /// Create the worker, register its jobs (retrying on the core's startup
     /// schedule) and start the heartbeat and claim loops.
     pub async fn start(self) -> Result<Worker, StartError> {
+        let worker = self.spawn()?;
+        worker.started().await?;
+        Ok(worker)
+    }
+
+    /// [`WorkerBuilder::start`] without waiting: the worker starts on its
+    /// own thread and the handle comes back at once, so that it can be
+    /// stopped during its startup retries too (a signal then stops it
+    /// cleanly: [`Worker::run_until_signal`]). [`Worker::started`] waits
+    /// for the registration. Only a configuration that cannot work fails
+    /// here.
+    pub fn spawn(self) -> Result<Worker, StartError> {
         let http = SurfHttp::new(self.max_response_bytes).map_err(StartError::Client)?;
-        self.start_with(http).await
+        self.spawn_with(http)
     }
 
     /// [`WorkerBuilder::start`] with another HTTP client.
     pub async fn start_with<H: Http>(self, http: H) -> Result<Worker<H>, StartError> {
+        let worker = self.spawn_with(http)?;
+        worker.started().await?;
+        Ok(worker)
+    }
+
+    /// [`WorkerBuilder::spawn`] with another HTTP client.
+    pub fn spawn_with<H: Http>(self, http: H) -> Result<Worker<H>, StartError> {
         let mut config = self.config;
         config.renew_credentials = !matches!(self.credentials, Credentials::Token(_));
         config.validate().map_err(StartError::Config)?;
@@ -285,8 +319,8 @@ impl WorkerBuilder {
             observer: self.observer,
             push: self.push,
             ops: self.ops,
+            max_push_message: self.max_push_message,
         })
-        .await
     }
 }
 
@@ -306,6 +340,11 @@ fn check_url(url: &str) -> Result<(), String> {
     }
     if parsed.host_str().is_none_or(str::is_empty) {
         return Err(format!("{url:?}: no host (expected http://host:port)"));
+    }
+    if parsed.port() == Some(0) {
+        return Err(format!(
+            "{url:?}: port 0 is no server's port (expected http://host:port)"
+        ));
     }
     let path = parsed.path().trim_end_matches('/');
     if path.ends_with(outage_core::protocol::API_PREFIX) {
@@ -359,6 +398,7 @@ mod tests {
         for (bad, why) in [
             ("http://[::1", "invalid IPv6"),
             ("http://127.0.0.1:99999", "invalid port"),
+            ("http://127.0.0.1:0", "port 0 is no server's port"),
             ("http://", "empty host"),
             ("ftp://h", "scheme"),
             ("http://h:1/v1/joblib", "without /v1/joblib"),

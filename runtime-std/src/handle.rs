@@ -24,8 +24,9 @@ pub struct Worker<H: Http = SurfHttp> {
 }
 
 impl<H: Http> Worker<H> {
-    /// Start the driver; return once registered (or why not).
-    pub(crate) async fn launch(l: Launch<H>) -> Result<Worker<H>, StartError> {
+    /// Start the driver on its own thread; [`Worker::started`] waits for
+    /// the registration.
+    pub(crate) fn launch(l: Launch<H>) -> Result<Worker<H>, StartError> {
         let login_first = matches!(l.credentials, Credentials::Login { .. });
         let clock = StdClock::new();
         let jobs = u16::try_from(l.jobs.len()).map_err(|_| StartError::NoJobs)?;
@@ -38,6 +39,7 @@ impl<H: Http> Worker<H> {
             api: Api::new(l.http, &l.url, l.token, l.config),
             config: l.config,
             url: l.url,
+            max_push_message: l.max_push_message,
             push_input: Mutex::new(Default::default()),
             push_wake: bounded(1),
             clock,
@@ -54,8 +56,10 @@ impl<H: Http> Worker<H> {
                 last_recovery: None,
                 finished: false,
                 startup_error: None,
+                registered: false,
             }),
             progress: bounded(1),
+            startup_over: bounded(1),
             last_detail: Mutex::new(None),
             sleeps: Default::default(),
             ops,
@@ -83,31 +87,44 @@ impl<H: Http> Worker<H> {
                 drop(view);
                 io.ops.on_finish();
                 io.progress.0.close();
+                io.startup_over.0.close();
                 io.wake_push();
             })
             // Only when the OS refuses a thread.
             .map_err(StartError::Thread)?;
-        let _ = shared.progress.1.recv().await;
-        // A startup that failed leaves `Starting` too, but its error is
-        // known only once the driver has returned (on its own thread, maybe
-        // a moment later): unless the worker is serving, wait for the end.
-        while {
-            let view = lock(&shared.view);
-            view.stage != Stage::Running && !view.finished
-        } {
-            if shared.progress.1.recv().await.is_err() {
-                break; // closed: the driver has returned
-            }
-        }
-        let failed = lock(&shared.view).startup_error;
-        if let Some(error) = failed {
-            let detail = lock(&shared.last_detail).take();
-            return Err(StartError::Startup { error, detail });
-        }
         if push != outage_core::push::PushMode::Off {
-            async_std::task::spawn(crate::listen::run(shared.clone(), push, seed));
+            // Push listens once the worker is registered (its rooms are
+            // its jobs' and its id's).
+            let shared = shared.clone();
+            async_std::task::spawn(async move {
+                if registered(&shared).await {
+                    crate::listen::run(shared, push, seed).await;
+                }
+            });
         }
         Ok(Worker { shared })
+    }
+
+    /// Wait until the worker is registered and serving; or why it could
+    /// not start (its startup retries gave up — logged as they happened —
+    /// or it was stopped first: [`StartError::Stopped`]).
+    pub async fn started(&self) -> Result<(), StartError> {
+        if registered(&self.shared).await {
+            return Ok(());
+        }
+        let failed = lock(&self.shared.view).startup_error;
+        match failed {
+            Some(error) => {
+                let detail = lock(&self.shared.last_detail).take();
+                Err(StartError::Startup { error, detail })
+            }
+            None => Err(StartError::Stopped),
+        }
+    }
+
+    /// Why its startup gave up, if it did.
+    pub fn startup_error(&self) -> Option<outage_core::StartupError> {
+        self.view().startup_error
     }
 
     fn view(&self) -> View {
@@ -187,27 +204,53 @@ impl<H: Http> Worker<H> {
         self.ask(Control::StopNow);
     }
 
-    /// Serve until SIGINT or SIGTERM (or until the worker stops by itself),
-    /// then [`Worker::shutdown`] with `grace`; a second signal during the
-    /// shutdown stops at once ([`Worker::stop_now`]). Returns why it
-    /// stopped.
+    /// Serve until a stop signal (or until the worker stops by itself),
+    /// then [`Worker::shutdown`] with `grace`; a second stop signal during
+    /// the shutdown stops at once ([`Worker::stop_now`]). Returns why it
+    /// stopped. Also during startup: a stop signal then ends the startup
+    /// retries, and the worker stops as requested.
+    ///
+    /// The stop signals (`STOP_SIGNALS`): SIGINT, SIGTERM, SIGHUP (the
+    /// terminal it was started from closed), SIGQUIT and SIGXCPU (a CPU
+    /// limit: the kernel kills soon after); each is logged.
+    /// `IGNORED_SIGNALS` — SIGUSR1, SIGUSR2, SIGALRM, SIGVTALRM, SIGPROF,
+    /// SIGIO, SIGXFSZ, whose default would end the process at once — are
+    /// logged and ignored. Either way no signal that can be caught leaves a
+    /// command orphaned or a task `running` on the server. (SIGKILL cannot
+    /// be caught: a command then lives on, in its own process group, and the
+    /// server's sweeper fails its task.)
     pub async fn run_until_signal(&self, grace: StdDuration) -> StopReason {
         use futures_lite::StreamExt;
-        let signals =
-            signal_hook_async_std::Signals::new([signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM]);
-        let Ok(mut signals) = signals else {
+        let all = STOP_SIGNALS.iter().chain(IGNORED_SIGNALS.iter()).map(|(s, _)| *s);
+        let Ok(mut signals) = signal_hook_async_std::Signals::new(all) else {
             emit(&Event::SignalsUnavailable);
             return self.wait().await;
         };
         let handle = signals.handle();
+        // The next stop signal, logging and skipping the ignored ones.
+        let mut next_stop = async || {
+            while let Some(sig) = signals.next().await {
+                if let Some((_, name)) = IGNORED_SIGNALS.iter().find(|(s, _)| *s == sig) {
+                    emit(&Event::Signal { name, stops: false });
+                    continue;
+                }
+                let name = STOP_SIGNALS
+                    .iter()
+                    .find(|(s, _)| *s == sig)
+                    .map_or("a signal", |(_, n)| n);
+                emit(&Event::Signal { name, stops: true });
+                return true;
+            }
+            false
+        };
         // The stop itself is logged by the core ("Stop requested").
-        let got_signal = async { signals.next().await.is_some() }.or(async {
+        let got_signal = async { next_stop().await }.or(async {
             self.wait().await;
             false
         });
         if got_signal.await {
             let again = async {
-                while signals.next().await.is_some() {
+                while next_stop().await {
                     self.stop_now();
                 }
                 futures_lite::future::pending::<()>().await
@@ -217,6 +260,42 @@ impl<H: Http> Worker<H> {
         handle.close();
         self.wait().await
     }
+}
+
+/// The signals that stop a worker ([`Worker::run_until_signal`]), with
+/// their names.
+pub const STOP_SIGNALS: [(i32, &str); 5] = {
+    use signal_hook::consts::*;
+    [
+        (SIGINT, "SIGINT"),
+        (SIGTERM, "SIGTERM"),
+        (SIGHUP, "SIGHUP"),
+        (SIGQUIT, "SIGQUIT"),
+        (SIGXCPU, "SIGXCPU"),
+    ]
+};
+
+/// The signals a worker logs and ignores ([`Worker::run_until_signal`]):
+/// by default each would end the process at once, leaving its commands
+/// orphaned and its tasks `running`.
+pub const IGNORED_SIGNALS: [(i32, &str); 7] = {
+    use signal_hook::consts::*;
+    [
+        (SIGUSR1, "SIGUSR1"),
+        (SIGUSR2, "SIGUSR2"),
+        (SIGALRM, "SIGALRM"),
+        (SIGVTALRM, "SIGVTALRM"),
+        (SIGPROF, "SIGPROF"),
+        (SIGIO, "SIGIO"),
+        (SIGXFSZ, "SIGXFSZ"),
+    ]
+};
+
+/// Wait until startup is over: `true` if the worker registered.
+async fn registered<H: Http>(shared: &Shared<H>) -> bool {
+    // Nothing is ever sent: the channel is closed when startup is over.
+    let _ = shared.startup_over.1.recv().await;
+    lock(&shared.view).registered
 }
 
 impl<H: Http> Drop for Worker<H> {

@@ -96,7 +96,8 @@ pub(crate) async fn run<H: Http>(shared: Arc<Shared<H>>, mode: PushMode, seed: u
         let worker_id = lock(&shared.ids).current.clone();
         let timeout = StdDuration::from_millis(cfg.request_timeout.as_millis());
         let connected = async {
-            let mut push = Push::connect(&shared.url, &token, timeout).await?;
+            let mut push =
+                Push::connect_bounded(&shared.url, &token, timeout, shared.max_push_message).await?;
             for job in &jobs {
                 push.join(job, &worker_id).await?;
             }

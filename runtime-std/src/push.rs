@@ -58,6 +58,13 @@
 //!   that target at debug or above (the `outage-worker` CLI always does).
 
 use std::collections::VecDeque;
+
+/// The default bound of one push message ([`Push::connect`]): 1 MiB. A
+/// `task_available` event is about 150 bytes, and ZnDraw's Engine.IO
+/// itself announces `maxPayload` 1,000,000; a message past the bound (a
+/// flood, a broken proxy) ends the connection instead of growing a buffer
+/// (REST answers are bounded too: `WorkerBuilder::max_response_bytes`).
+pub const DEFAULT_MAX_MESSAGE: usize = 1 << 20;
 use std::fmt;
 use std::io;
 use std::time::{Duration, Instant};
@@ -536,6 +543,18 @@ impl Push {
     /// [`PushError::Refused`] for a refused token, [`PushError::Timeout`],
     /// and connection errors.
     pub async fn connect(base_url: &str, token: &str, timeout_after: Duration) -> Result<Push, PushError> {
+        Push::connect_bounded(base_url, token, timeout_after, DEFAULT_MAX_MESSAGE).await
+    }
+
+    /// [`Push::connect`], with every WebSocket message (fragments summed)
+    /// and frame bounded to `max_message` bytes: a larger one ends the
+    /// connection with an error before more of it is buffered.
+    pub async fn connect_bounded(
+        base_url: &str,
+        token: &str,
+        timeout_after: Duration,
+        max_message: usize,
+    ) -> Result<Push, PushError> {
         let target = websocket_url(base_url)?;
         let started = Instant::now();
         let left = || timeout_after.saturating_sub(started.elapsed());
@@ -547,11 +566,17 @@ impl Push {
             .map_err(PushError::Connect)?;
         let _ = tcp.set_nodelay(true);
         let request = target.ws_url.as_str().into_client_request().map_err(ws_error)?;
-        let upgraded = timeout(left(), async_tungstenite::client_async(request, tcp))
-            .await
-            .map_err(|_| PushError::Timeout {
-                waiting_for: "the WebSocket upgrade",
-            })?;
+        let limits = async_tungstenite::tungstenite::protocol::WebSocketConfig::default()
+            .max_message_size(Some(max_message))
+            .max_frame_size(Some(max_message));
+        let upgraded = timeout(
+            left(),
+            async_tungstenite::client_async_with_config(request, tcp, Some(limits)),
+        )
+        .await
+        .map_err(|_| PushError::Timeout {
+            waiting_for: "the WebSocket upgrade",
+        })?;
         let mut ws = match upgraded.map_err(ws_error) {
             Ok((ws, _)) => ws,
             // Refused upgrade: is there an Engine.IO endpoint at all?
@@ -1309,6 +1334,50 @@ mod tests {
             .await
             .unwrap_err();
             assert!(matches!(err, PushError::Connect(_)), "{err}");
+        });
+    }
+
+    /// A message larger than the bound — here sent in fragments, as a
+    /// flood could — ends the connection with an error once the bound is
+    /// passed; it is not buffered whole.
+    #[test]
+    fn messages_past_the_bound_end_the_connection() {
+        use async_tungstenite::tungstenite::protocol::frame::Frame;
+        use async_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
+        task::block_on(async {
+            let (url, server) = fake_server(|mut ws| async move {
+                handshake(&mut ws, 25_000, 20_000).await;
+                // 64 fragments of 16 KiB: 1 MiB in one message.
+                let chunk = "x".repeat(16 << 10);
+                for i in 0..64 {
+                    let (opcode, last) = match i {
+                        0 => (OpCode::Data(Data::Text), false),
+                        63 => (OpCode::Data(Data::Continue), true),
+                        _ => (OpCode::Data(Data::Continue), false),
+                    };
+                    let text = if i == 0 {
+                        format!("4{chunk}")
+                    } else {
+                        chunk.clone()
+                    };
+                    let frame = Frame::message(text, opcode, last);
+                    if ws.send(Message::Frame(frame)).await.is_err() {
+                        return; // the client has gone: good
+                    }
+                }
+                let _ = timeout(Duration::from_secs(5), ws.next()).await;
+            })
+            .await;
+            let mut push = Push::connect_bounded(&url, TOKEN, Duration::from_secs(10), 64 << 10)
+                .await
+                .unwrap();
+            let err = timeout(Duration::from_secs(10), push.next())
+                .await
+                .expect("an answer in 10 s")
+                .unwrap_err();
+            assert!(err.to_string().contains("too long"), "{err}");
+            drop(push);
+            let _ = timeout(Duration::from_secs(10), server).await;
         });
     }
 

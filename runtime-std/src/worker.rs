@@ -43,6 +43,7 @@ pub(crate) struct Launch<H> {
     pub observer: Option<Observer>,
     pub push: outage_core::push::PushMode,
     pub ops: crate::ops::OpsConfig,
+    pub max_push_message: usize,
 }
 
 /// What the worker's task shares with its handle.
@@ -55,6 +56,8 @@ pub(crate) struct Shared<H> {
     pub(crate) config: Config,
     /// The server's URL (for push).
     pub(crate) url: String,
+    /// The largest push message accepted.
+    pub(crate) max_push_message: usize,
     /// What the push task tells the driver ([`Io::push`]).
     pub(crate) push_input: Mutex<outage_core::push::PushInput>,
     /// Wakes the push task ([`Shared::wake_push`]).
@@ -67,6 +70,10 @@ pub(crate) struct Shared<H> {
     pub(crate) view: Mutex<View>,
     /// Published once startup is over, and again once the driver returns.
     pub(crate) progress: (Sender<()>, Receiver<()>),
+    /// Closed once startup is over (registered, given up or stopped), which
+    /// wakes every waiter at once ([`Worker::started`](crate::Worker::started),
+    /// the push listener).
+    pub(crate) startup_over: (Sender<()>, Receiver<()>),
     /// The server's words on the last refused request (for startup errors).
     pub(crate) last_detail: Mutex<Option<String>>,
     /// The driver's sleeps, on a timer kept from one turn of its loop to
@@ -84,6 +91,8 @@ pub(crate) struct View {
     pub(crate) last_recovery: Option<StdInstant>,
     pub(crate) finished: bool,
     pub(crate) startup_error: Option<outage_core::StartupError>,
+    /// It registered and served (startup succeeded).
+    pub(crate) registered: bool,
 }
 
 /// The worker ids.
@@ -161,8 +170,10 @@ impl<H: Http> Shared<H> {
                     Ok(())
                 }
                 Err(why) => {
+                    // The server was not asked: the worker cannot renew
+                    // its token (not "the login was refused").
                     self.emit(&Event::TokenFileUnusable { why: &why });
-                    Err(refused(Failure::status(401)))
+                    Err(refused(Failure::Local(outage_core::Local::TokenFile)))
                 }
             },
             // The core asks only when the credentials can be renewed.
@@ -295,8 +306,10 @@ impl<H: Http> Io for Shared<H> {
         (view.stage, view.stop, view.stats) = (now.stage, now.stop, now.stats);
         // Before the start is announced: the launch reads it then.
         view.startup_error = now.startup_error;
+        view.registered |= now.stage == Stage::Running;
         if started {
             let _ = self.progress.0.try_send(());
+            self.startup_over.0.close();
         }
     }
 }

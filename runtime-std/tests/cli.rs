@@ -74,6 +74,13 @@ fn configuration_errors_exit_2_with_one_clear_line() {
             &["--job", JOB, "--max-unreachable", "1000000m"],
             "must not be longer than 30 days",
         ),
+        (
+            &["--server", "http://127.0.0.1:0", "--job", JOB],
+            "port 0 is no server's port",
+        ),
+        (&["--job", JOB, "--task-timeout", "0"], "must be longer than zero"),
+        (&["--job", JOB, "--heartbeat", "1.5ms"], "whole milliseconds"),
+        (&["--job", JOB, "--grace", "0.0001s"], "whole milliseconds"),
     ];
     for (args, needle) in cases {
         let mut all: Vec<&str> = args.to_vec();
@@ -278,4 +285,54 @@ fn a_server_gone_too_long_exits_1() {
         stderr(&out)
     );
     assert!(t0.elapsed() < Duration::from_secs(30));
+}
+
+/// A stop signal during the startup retries (the server is not up yet)
+/// stops the worker as asked: exit 0 at once, one line, not 143.
+#[test]
+fn a_stop_signal_during_startup_exits_0() {
+    use std::io::BufRead;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_outage-worker"))
+        .args(["--server", NOWHERE, "--token", "t", "--job", JOB])
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run outage-worker");
+    let stderr = child.stderr.take().expect("piped");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let mut lines = Vec::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while !lines
+        .iter()
+        .any(|l: &String| l.contains("Startup: create worker failed"))
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no startup retry: {lines:?}"
+        );
+        if let Ok(l) = rx.recv_timeout(Duration::from_millis(100)) {
+            lines.push(l);
+        }
+    }
+    let t0 = std::time::Instant::now();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .expect("signal");
+    let status = child.wait().expect("wait");
+    assert_eq!(status.code(), Some(0), "{lines:?}");
+    assert!(t0.elapsed() < Duration::from_secs(5), "stopped at once");
+    lines.extend(rx.try_iter());
+    assert!(
+        lines.iter().any(|l| l.contains("SIGTERM received: stopping")),
+        "{lines:?}"
+    );
+    assert!(!lines.iter().any(|l| l.contains("ERROR")), "{lines:?}");
 }

@@ -93,6 +93,7 @@ pub struct EmbassyRuntime;
 impl Runtime for EmbassyRuntime {
     const NAME: &'static str = "runtime-embassy";
     type Worker = EmbassyWorker;
+    const MAX_CONCURRENCY: u8 = 1;
 
     fn start(setup: &Setup) -> Result<EmbassyWorker, String> {
         run(new_worker(setup, None)?)
@@ -301,5 +302,14 @@ impl RunningWorker for EmbassyWorker {
 
     fn requests(&self) -> Option<u64> {
         Some(self.worker.stats().requests)
+    }
+
+    fn shutdown(&self, grace: Duration) {
+        let grace = embassy_time::Duration::from_millis(grace.as_millis() as u64);
+        futures_lite::future::block_on(self.worker.shutdown(grace));
+    }
+
+    fn stats(&self) -> outage_core::Stats {
+        self.worker.stats()
     }
 }

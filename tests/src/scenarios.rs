@@ -12,7 +12,7 @@
 use std::time::{Duration, Instant};
 
 use outage_core::protocol::TaskStatus;
-use outage_core::{Config, Duration as CoreDuration, Fatal, Jitter, OnRegistrationLost, StopReason};
+use outage_core::{Config, Duration as CoreDuration, Fatal, Jitter, OnRegistrationLost, Stats, StopReason};
 use serde_json::{Value, json};
 
 use crate::capture::{self, Line, Session};
@@ -52,6 +52,11 @@ pub trait RunningWorker {
     fn requests(&self) -> Option<u64> {
         None
     }
+    /// Stop gracefully (what SIGTERM does on a host): a running task gets
+    /// `grace`; blocks until the worker has finished.
+    fn shutdown(&self, grace: Duration);
+    /// The counters.
+    fn stats(&self) -> Stats;
 }
 
 /// A worker runtime under test.
@@ -60,6 +65,8 @@ pub trait Runtime {
     const NAME: &'static str;
     /// The running worker.
     type Worker: RunningWorker;
+    /// The most tasks it runs at once ([`Config::concurrency`]).
+    const MAX_CONCURRENCY: u8;
     /// Start a worker serving [`JOBS`] (blocking until registered).
     fn start(setup: &Setup) -> Result<Self::Worker, String>;
 }
@@ -869,6 +876,386 @@ pub fn real_server_outage_is_ridden_out<R: Runtime>() {
     w.disconnect();
 }
 
+/// The real server, and the test server as a fault-injecting proxy in
+/// front of it (a status forced, connections refused, an answer repeated).
+fn real_behind_proxy() -> (RealServer, TestServer) {
+    let server = RealServer::start().expect("real job server");
+    let proxy = TestServer::builder()
+        .token(server.token())
+        .upstream(server.url())
+        .and_then(crate::server::Builder::start)
+        .expect("the proxy");
+    (server, proxy)
+}
+
+fn proxy_setup(proxy: &TestServer, config: Config) -> Setup {
+    Setup {
+        url: proxy.url(),
+        token: proxy.token().to_owned(),
+        config,
+    }
+}
+
+/// A task's state on the real server.
+fn real_task(server: &RealServer, id: &str) -> Value {
+    get_real(server, &format!("/tasks/{id}")).json()
+}
+
+/// Is worker `id` still on the real server?
+fn real_worker_listed(server: &RealServer, id: &str) -> bool {
+    let workers = get_real(server, "/workers").json();
+    workers["items"]
+        .as_array()
+        .is_some_and(|a| a.iter().any(|x| x["id"] == id))
+}
+
+/// The test server: a graceful stop while a task runs, and its outcome
+/// meets a 503, a 500 or a refused connection on its first delivery: tried
+/// again within the grace, delivered once, the worker deleted.
+pub fn stop_delivers_through_a_fault<R: Runtime>() {
+    let log = capture::start();
+    let server = TestServer::start().unwrap();
+    let cfg = Config {
+        max_unreachable: CoreDuration::from_secs(30),
+        ..fast_config()
+    };
+    for fault in [
+        Fault::Status {
+            status: 503,
+            retry_after: None,
+        },
+        Fault::Status {
+            status: 500,
+            retry_after: None,
+        },
+        Fault::Refuse,
+    ] {
+        server.clear_faults();
+        let w = start::<R>(&setup(&server, cfg), &log);
+        let id = server
+            .submit("room1", JOBS[0], json!({"sleep_ms": 1_000}))
+            .unwrap();
+        wait_until("the handler runs", Duration::from_secs(10), || {
+            !crate::record::runs(&id.to_string()).is_empty()
+        });
+        if fault == Fault::Refuse {
+            server.schedule(Fault::Refuse, Duration::ZERO, Duration::from_millis(2_500));
+        } else {
+            server.fault_after(fault.clone(), "PATCH", &format!("/tasks/{id}"), 0, 1);
+        }
+        w.shutdown(Duration::from_secs(10));
+        let task = server.state().tasks[&id].clone();
+        assert_eq!(task.status, TaskStatus::Completed, "{fault:?}\n{}", log.dump());
+        assert_eq!(w.stats().outcomes_delivered, 1, "{fault:?}");
+        assert_eq!(w.stats().outcomes_given_up, 0, "{fault:?}");
+        assert!(server.state().workers.is_empty(), "{fault:?}: deleted");
+        let patches = server
+            .journal()
+            .into_iter()
+            .filter(|e| {
+                e.method == "PATCH" && e.path.ends_with(&id.to_string()) && e.body.contains("completed")
+            })
+            .filter(|e| e.processed)
+            .count();
+        assert_eq!(patches, 1, "{fault:?}: applied once");
+    }
+}
+
+/// Against the real server (behind the proxy): a graceful stop while a
+/// task runs, and the task's `completed` meets a 503, a 500 or refused
+/// connections on its way: the outcome is tried again within the grace and
+/// delivered; the task ends on the server as its handler ended it (never
+/// "Worker disconnected"), the worker is deleted, the counters say so.
+pub fn real_stop_delivers_through_a_fault<R: Runtime>() {
+    let log = capture::start();
+    let (server, proxy) = real_behind_proxy();
+    let cfg = Config {
+        request_timeout: CoreDuration::from_secs(5),
+        max_unreachable: CoreDuration::from_secs(30),
+        ..fast_config()
+    };
+    let faults = [
+        (
+            "503",
+            Some(Fault::Status {
+                status: 503,
+                retry_after: None,
+            }),
+        ),
+        (
+            "500",
+            Some(Fault::Status {
+                status: 500,
+                retry_after: None,
+            }),
+        ),
+        ("refused", None),
+    ];
+    for (what, fault) in faults {
+        proxy.clear_faults();
+        let w = start::<R>(&proxy_setup(&proxy, cfg), &log);
+        let id = submit_real(&server, JOBS[0], json!({"sleep_ms": 1_500}));
+        wait_until("the handler runs", Duration::from_secs(20), || {
+            !crate::record::runs(&id).is_empty()
+        });
+        match &fault {
+            // The next update of the task (its outcome) is answered by the
+            // proxy; the server never sees it.
+            Some(f) => proxy.fault_after(f.clone(), "PATCH", &format!("/tasks/{id}"), 0, 1),
+            // Down (connections refused) until well after the task ends.
+            None => proxy.schedule(Fault::Refuse, Duration::ZERO, Duration::from_millis(3_500)),
+        }
+        let t0 = Instant::now();
+        w.shutdown(Duration::from_secs(10));
+        let task = real_task(&server, &id);
+        assert_eq!(task["status"], "completed", "{what}: {task}\n{}", log.dump());
+        assert_eq!(task["error"], Value::Null, "{what}: {task}");
+        assert_eq!(crate::record::runs(&id).len(), 1, "{what}: ran once");
+        assert_eq!(w.stop_reason(), Some(StopReason::Requested), "{what}");
+        let stats = w.stats();
+        assert_eq!(
+            (stats.outcomes_delivered, stats.outcomes_given_up),
+            (1, 0),
+            "{what}: {stats:?}\n{}",
+            log.dump()
+        );
+        assert!(!real_worker_listed(&server, &w.id()), "{what}: deleted");
+        assert!(t0.elapsed() < Duration::from_secs(15), "{what}: within the grace");
+        let updates: Vec<_> = proxy
+            .journal()
+            .into_iter()
+            .filter(|e| e.method == "PATCH" && e.path.ends_with(&id) && e.body.contains("completed"))
+            .collect();
+        match fault {
+            Some(_) => {
+                assert_eq!(
+                    updates.len(),
+                    2,
+                    "{what}: refused once, then delivered: {updates:#?}"
+                );
+                assert!(
+                    updates[0].fault.is_some() && updates[1].status == Some(200),
+                    "{updates:#?}"
+                );
+            }
+            None => assert_eq!(updates.last().and_then(|e| e.status), Some(200), "{updates:#?}"),
+        }
+        assert!(log.matching("Gave up").is_empty(), "{what}: {}", log.dump());
+        assert!(
+            log.matching("Server refused the task outcome").is_empty(),
+            "{what}: {}",
+            log.dump()
+        );
+    }
+    assert!(noisy(&log.lines()).is_empty(), "{:?}", noisy(&log.lines()));
+}
+
+/// Against the real server, restarted (stopped and started again on its
+/// database) just before a graceful stop of the worker, while a task runs
+/// — worker and server restarted together by one deploy: the outcome
+/// waits for the server and is delivered; the worker is deleted.
+pub fn real_restart_across_a_stop<R: Runtime>() {
+    let log = capture::start();
+    let mut server = RealServer::start().expect("real job server");
+    let cfg = Config {
+        request_timeout: CoreDuration::from_secs(5),
+        max_unreachable: CoreDuration::from_secs(60),
+        ..fast_config()
+    };
+    let w = start::<R>(&real_setup(&server, cfg), &log);
+    let id = submit_real(&server, JOBS[1], json!({"sleep_ms": 1_200}));
+    wait_until("the handler runs", Duration::from_secs(20), || {
+        !crate::record::runs(&id).is_empty()
+    });
+    std::thread::scope(|s| {
+        let restart = s.spawn(|| {
+            server.stop_now().expect("stop the real server");
+            server.restart().expect("start it again on its database");
+        });
+        std::thread::sleep(Duration::from_millis(300));
+        w.shutdown(Duration::from_secs(15));
+        restart.join().expect("the restart");
+    });
+    let task = real_task(&server, &id);
+    assert_eq!(task["status"], "completed", "{task}\n{}", log.dump());
+    let stats = w.stats();
+    assert_eq!(
+        (stats.outcomes_delivered, stats.outcomes_given_up),
+        (1, 0),
+        "{}",
+        log.dump()
+    );
+    assert_eq!(w.stop_reason(), Some(StopReason::Requested));
+    assert!(!real_worker_listed(&server, &w.id()), "{}", log.dump());
+    assert!(log.matching("Gave up").is_empty(), "{}", log.dump());
+}
+
+/// Against the real server (behind the proxy): the second claim's answer
+/// is the first one's again (an answer delivered twice) — with 1, 2 or 4
+/// task slots, the task it names is held, running, or just finished. It
+/// is never started again; the claim is ambiguous (the server claimed
+/// another task for the worker meanwhile), so the worker registers afresh
+/// once its running tasks are done, and the old id's hidden task is failed
+/// by the server. Every task ends terminal; a task whose handler ran ends
+/// as the handler did; no task ran twice.
+pub fn real_repeated_claim_answer_runs_no_task_twice<R: Runtime>() {
+    let log = capture::start();
+    let (server, proxy) = real_behind_proxy();
+    for slots in [1u8, 2, 4].into_iter().filter(|s| *s <= R::MAX_CONCURRENCY) {
+        proxy.clear_faults();
+        proxy.clear_journal();
+        let cfg = Config {
+            request_timeout: CoreDuration::from_secs(5),
+            concurrency: slots,
+            ..fast_config()
+        };
+        // The job is registered (under a stand-in worker) before the worker
+        // starts, so that the tasks are queued when it claims first.
+        let addr = http::addr_of(server.url()).unwrap();
+        let r = http::api(
+            addr,
+            server.token(),
+            "PUT",
+            "/rooms/@global/jobs",
+            Some(br#"{"category":"modifiers","name":"Echo","schema":{}}"#),
+        )
+        .expect("register the job");
+        assert!(r.status == 200 || r.status == 201, "{}", r.text());
+        let ids: Vec<String> = (0..3 * usize::from(slots))
+            .map(|i| submit_real(&server, JOBS[0], json!({"sleep_ms": 600, "i": i})))
+            .collect();
+        proxy.fault_after(Fault::Repeat, "POST", "/tasks/claim", 1, 1);
+        let w = start::<R>(&proxy_setup(&proxy, cfg), &log);
+        wait_until("every task terminal", Duration::from_secs(60), || {
+            ids.iter().all(|id| {
+                let s = real_task(&server, id)["status"].clone();
+                s == "completed" || s == "failed"
+            })
+        });
+        let repeated = proxy
+            .journal()
+            .iter()
+            .filter(|e| e.fault == Some("repeat"))
+            .count();
+        assert_eq!(repeated, 1, "{slots} slots: one answer repeated");
+        for id in &ids {
+            let runs = crate::record::runs(id);
+            let task = real_task(&server, id);
+            assert!(
+                runs.len() <= 1,
+                "{slots} slots: task {id} ran {} times\n{}",
+                runs.len(),
+                log.dump()
+            );
+            if runs.is_empty() {
+                assert_eq!(task["error"], "Worker disconnected", "{slots} slots: {task}");
+            } else {
+                assert_eq!(
+                    task["status"],
+                    "completed",
+                    "{slots} slots: {task}\n{}",
+                    log.dump()
+                );
+            }
+        }
+        assert!(
+            !log.matching("A claim answered with a task this worker already runs or has finished")
+                .is_empty(),
+            "{slots} slots\n{}",
+            log.dump()
+        );
+        assert_eq!(w.stop_reason(), None, "{slots} slots\n{}", log.dump());
+        w.disconnect();
+    }
+}
+
+/// Strings the server and submitters choose (here a room name holding a
+/// newline and an ERROR line) are escaped in the log: no line can be forged.
+pub fn real_room_names_cannot_forge_log_lines<R: Runtime>() {
+    let log = capture::start();
+    let server = RealServer::start().expect("real job server");
+    let w = start::<R>(&real_setup(&server, fast_config()), &log);
+    let addr = http::addr_of(server.url()).unwrap();
+    let path = format!("/rooms/{}/tasks/{}", "r%0AERROR%20forged%0D%1B%5B31m", JOBS[0]);
+    let r = http::api(
+        addr,
+        server.token(),
+        "POST",
+        &path,
+        Some(br#"{"payload":{"fail":"one\ntwo"}}"#),
+    )
+    .expect("submit");
+    assert_eq!(r.status, 202, "{}", r.text());
+    let id = r.json()["id"].as_str().unwrap().to_owned();
+    wait_until("the task is done", Duration::from_secs(20), || {
+        real_task(&server, &id)["status"] == "failed"
+    });
+    let line = log
+        .wait_for(&format!("Task {id} "), Duration::from_secs(5))
+        .unwrap_or_else(|| panic!("{}", log.dump()));
+    assert!(
+        line.text.contains("room r\\nERROR forged\\r\\u{1b}[31m)") && line.text.ends_with("one\\ntwo"),
+        "{}",
+        line.text
+    );
+    for l in log.lines() {
+        assert!(
+            !l.text.contains(['\n', '\r', '\u{1b}']),
+            "a raw control character: {:?}",
+            l.text
+        );
+    }
+    w.disconnect();
+}
+
+/// A claim refused for good (here a 308 a proxy answers for every claim):
+/// the claim loop backs off (capped) instead of asking every poll, says so
+/// at most once per log interval, and serves again when the claims are
+/// answered.
+pub fn real_refused_claims_back_off<R: Runtime>() {
+    let log = capture::start();
+    let (server, proxy) = real_behind_proxy();
+    let w = start::<R>(&proxy_setup(&proxy, fast_config()), &log);
+    proxy.set_fault_on_request(
+        Fault::Status {
+            status: 308,
+            retry_after: None,
+        },
+        "POST",
+        "/tasks/claim",
+    );
+    let from = proxy.elapsed();
+    std::thread::sleep(Duration::from_secs(4));
+    proxy.clear_faults();
+    let to = proxy.elapsed();
+    let claims = proxy
+        .journal()
+        .iter()
+        .filter(|e| e.path.ends_with("/tasks/claim") && e.at >= from && e.at < to)
+        .count();
+    // Polling every 100 ms would be ~40; the backoff (100, 200, 400 ms cap,
+    // jittered) ~11. Generous for a loaded machine.
+    assert!(
+        (2..=20).contains(&claims),
+        "{claims} claims in 4 s\n{}",
+        log.dump()
+    );
+    let warnings = log.matching("The server refused the claim (HTTP 308");
+    // One per log interval (500 ms) at most: ≤ 9 in 4 s.
+    assert!(
+        (1..=9).contains(&warnings.len()),
+        "{} warnings\n{}",
+        warnings.len(),
+        log.dump()
+    );
+    let id = submit_real(&server, JOBS[0], json!({}));
+    wait_until("served again", Duration::from_secs(20), || {
+        real_task(&server, &id)["status"] == "completed"
+    });
+    assert_eq!(w.stop_reason(), None);
+    w.disconnect();
+}
+
 /// Turns the scenario list into `#[test]`s for one runtime:
 /// `outage_tests::scenario_tests!(MyRuntime);`
 #[macro_export]
@@ -893,6 +1280,12 @@ macro_rules! scenario_tests {
             bad_answers_are_failures_not_crashes,
             real_server_serves_and_disconnects,
             real_server_outage_is_ridden_out,
+            stop_delivers_through_a_fault,
+            real_stop_delivers_through_a_fault,
+            real_restart_across_a_stop,
+            real_repeated_claim_answer_runs_no_task_twice,
+            real_room_names_cannot_forge_log_lines,
+            real_refused_claims_back_off,
         );
     };
     (@each $rt:ty; $($name:ident),* $(,)?) => {

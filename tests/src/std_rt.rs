@@ -38,6 +38,7 @@ async fn by_payload(task: &Task) -> Result<(), String> {
 impl Runtime for StdRuntime {
     const NAME: &'static str = "runtime-std";
     type Worker = StdWorker;
+    const MAX_CONCURRENCY: u8 = outage_core::Config::MAX_CONCURRENCY;
 
     fn start(setup: &Setup) -> Result<StdWorker, String> {
         let mut b = WorkerBuilder::new(setup.url.clone(), setup.token.clone()).config(setup.config);
@@ -94,5 +95,13 @@ impl RunningWorker for StdWorker {
 
     fn requests(&self) -> Option<u64> {
         Some(self.stats().requests)
+    }
+
+    fn shutdown(&self, grace: Duration) {
+        async_std::task::block_on(self.0.shutdown(grace));
+    }
+
+    fn stats(&self) -> outage_core::Stats {
+        self.0.stats()
     }
 }

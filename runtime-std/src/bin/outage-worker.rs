@@ -10,8 +10,7 @@ use clap::Parser;
 use outage_core::Fatal;
 use outage_runtime_std::command::Command;
 use outage_runtime_std::{
-    Config, Credentials, Duration, Jitter, Job, OnRegistrationLost, PushMode, StartError, StopReason,
-    WorkerBuilder,
+    Config, Credentials, Duration, Jitter, Job, OnRegistrationLost, PushMode, StopReason, WorkerBuilder,
 };
 
 const ABOUT: &str = "Serve ZnDraw jobs with external commands, riding out job-server outages.";
@@ -177,7 +176,7 @@ struct Cli {
 
     /// Fail a task whose command runs longer than this (its process group is
     /// killed). Default: no limit.
-    #[arg(long, value_parser = parse_duration, value_name = "TIME")]
+    #[arg(long, value_parser = parse_positive_duration, value_name = "TIME")]
     task_timeout: Option<Duration>,
 
     /// Log lines as text, or as one JSON object per line with the fields
@@ -223,6 +222,11 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
         (s, 1000)
     };
     let bad = || format!("{s:?} is not a duration (try 30, 2.5, 500ms, 2s or 1m)");
+    if scale_too_fine(num, unit_ms) {
+        return Err(format!(
+            "{s:?}: durations are whole milliseconds (try 30, 2.5, 500ms, 2s or 1m)"
+        ));
+    }
     let (whole, frac) = num.split_once('.').unwrap_or((num, ""));
     if whole.is_empty() && frac.is_empty() {
         return Err(bad());
@@ -240,6 +244,27 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
         ms = ms.checked_add(d * scale).ok_or_else(bad)?;
     }
     Ok(Duration::from_millis(ms))
+}
+
+/// Does `num` (the number before a unit of `unit_ms` milliseconds) have
+/// digits finer than a millisecond (`1.5ms`, `0.0001s`)?
+fn scale_too_fine(num: &str, unit_ms: u64) -> bool {
+    let frac = num.split_once('.').map_or("", |(_, f)| f);
+    let mut scale = unit_ms;
+    frac.chars().any(|c| {
+        let finer = scale < 10 && c != '0';
+        scale /= 10;
+        finer
+    })
+}
+
+/// A duration that must be longer than zero.
+fn parse_positive_duration(s: &str) -> Result<Duration, String> {
+    let d = parse_duration(s)?;
+    if d == Duration::ZERO {
+        return Err(format!("{s:?}: must be longer than zero"));
+    }
+    Ok(d)
 }
 
 struct JobCommand {
@@ -316,6 +341,11 @@ mod exit {
 fn exit_code(reason: StopReason) -> ExitCode {
     ExitCode::from(match reason {
         StopReason::Requested => exit::STOPPED,
+        // The token file cannot renew the token: credentials.
+        StopReason::Local {
+            error: outage_core::Local::TokenFile,
+            ..
+        } => exit::CREDENTIALS,
         StopReason::Local { .. } => exit::USAGE,
         StopReason::Unreachable { .. } => exit::UNREACHABLE,
         StopReason::RegistrationLost(Fatal::AuthRefused { .. } | Fatal::LoginRefused { .. }) => {
@@ -481,26 +511,30 @@ async fn run(cli: Cli) -> ExitCode {
             return usage(&format!("--schema {name}: no --job serves it"));
         }
     }
-    let worker = match builder.start().await {
+    // Started on its own thread, so that a stop signal during the startup
+    // retries stops it as requested (exit 0) too.
+    let worker = match builder.spawn() {
         Ok(w) => w,
-        // The startup failure was logged as it happened.
-        Err(StartError::Startup { error, .. }) => {
-            return ExitCode::from(match error.error.classify(error.what) {
-                outage_core::Class::Fatal(Fatal::AuthRefused { .. } | Fatal::LoginRefused { .. }) => {
-                    exit::CREDENTIALS
-                }
-                outage_core::Class::Transient | outage_core::Class::Congested { .. } => exit::UNREACHABLE,
-                _ => exit::REGISTRATION,
-            });
-        }
         Err(e) => return usage(&e.to_string()),
     };
     let grace = std::time::Duration::from_millis(cli.grace.as_millis());
     let reason = worker.run_until_signal(grace).await;
+    if let Some(error) = worker.startup_error() {
+        // The startup failure was logged as it happened.
+        return ExitCode::from(match error.error.classify(error.what) {
+            outage_core::Class::Fatal(Fatal::AuthRefused { .. } | Fatal::LoginRefused { .. }) => {
+                exit::CREDENTIALS
+            }
+            outage_core::Class::Transient | outage_core::Class::Congested { .. } => exit::UNREACHABLE,
+            _ => exit::REGISTRATION,
+        });
+    }
     let stats = worker.stats();
     worker.log(&outage_core::Event::Summary {
         completed: stats.tasks_completed,
         failed: stats.tasks_failed,
+        delivered: stats.outcomes_delivered,
+        given_up: stats.outcomes_given_up,
         requests: stats.requests,
         failed_requests: stats.failed_requests,
         outages: stats.recoveries,
@@ -534,6 +568,15 @@ mod tests {
         );
         assert!(parse_duration("18446744073709551615m").is_err());
         assert!(parse_duration("").is_err());
+        // Finer than a millisecond: refused, not rounded.
+        assert!(parse_duration("1.5ms").is_err());
+        assert!(parse_duration("0.0005s").is_err());
+        assert!(parse_duration("0.0001").is_err());
+        assert_eq!(parse_duration("1.500s").unwrap(), Duration::from_millis(1_500));
+        assert_eq!(parse_duration("2.0ms").unwrap(), Duration::from_millis(2));
+        assert!(parse_positive_duration("0").is_err());
+        assert!(parse_positive_duration("0ms").is_err());
+        assert_eq!(parse_positive_duration("1ms").unwrap(), Duration::from_millis(1));
     }
 
     #[test]

@@ -57,6 +57,13 @@ pub enum Fault {
     /// of answer — what a client sees when it sends on a keep-alive
     /// connection the server has just closed.
     Drop,
+    /// The request is processed (its state changes commit), and answered
+    /// with the last answer to the same method and path instead of its own
+    /// (if there was one): an answer delivered twice, as a caching or
+    /// broken proxy does. On `POST /tasks/claim` the client sees the task
+    /// it claimed before, while the server may have claimed another for
+    /// it.
+    Repeat,
 }
 
 impl Fault {
@@ -74,6 +81,7 @@ impl Fault {
             Fault::Late(_) => "late",
             Fault::Pause => "pause",
             Fault::Drop => "drop",
+            Fault::Repeat => "repeat",
         }
     }
 }
@@ -93,6 +101,8 @@ pub struct FaultPlan {
     pub method: Option<String>,
     /// Only this many requests (then the plan is spent); `None`: all.
     pub times: Option<u32>,
+    /// Let this many matching requests through first.
+    pub skip: u32,
 }
 
 impl FaultPlan {

@@ -52,6 +52,7 @@ pub struct Builder {
     port: u16,
     idle_timeout: Duration,
     superuser: bool,
+    upstream: Option<SocketAddr>,
 }
 
 impl Default for Builder {
@@ -61,6 +62,7 @@ impl Default for Builder {
             port: 0,
             idle_timeout: Duration::from_secs(5),
             superuser: true,
+            upstream: None,
         }
     }
 }
@@ -90,6 +92,23 @@ impl Builder {
         self
     }
 
+    /// A fault-injecting proxy in front of another job server (the real
+    /// one: `http://127.0.0.1:PORT`) instead of the test server's own API:
+    /// every request is forwarded, on a fresh connection, with its method,
+    /// path, query, `Authorization`, `Content-Type` and body, and the
+    /// upstream's answer (status, `Content-Type`, `Retry-After`,
+    /// `Location`, body) is sent back — unless a fault says otherwise,
+    /// exactly as in front of the test server's own API (a `Status` fault
+    /// then answers without forwarding: the upstream never sees the
+    /// request). An upstream that cannot be reached or does not answer
+    /// within 30 s is a `502 Bad Gateway`, as a reverse proxy answers. The
+    /// token is the upstream's: give it with [`Builder::token`].
+    /// [`TestServer::state`] stays empty: ask the upstream.
+    pub fn upstream(mut self, url: &str) -> io::Result<Self> {
+        self.upstream = Some(crate::http::addr_of(url)?);
+        Ok(self)
+    }
+
     /// Bind and start serving on a background thread.
     pub fn start(self) -> io::Result<TestServer> {
         let listener = bind(SocketAddr::from(([127, 0, 0, 1], self.port)))?;
@@ -109,17 +128,33 @@ impl Builder {
             idle_timeout: self.idle_timeout,
             kick: watch::channel(0).0,
             connections: AtomicU64::new(0),
+            upstream: self.upstream,
+            last_answers: Mutex::new(Vec::new()),
         });
         let (stop_tx, stop_rx) = watch::channel(false);
         let thread_shared = shared.clone();
         let thread = std::thread::Builder::new()
             .name("test-job-server".into())
             .spawn(move || {
-                let rt = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                    .expect("tokio runtime for the test server");
-                rt.block_on(serve(thread_shared, listener, addr, stop_rx));
+                if thread_shared.upstream.is_some() {
+                    // A proxy forwards with a blocking client (in
+                    // `block_in_place`): worker threads keep the others
+                    // served meanwhile.
+                    let rt = tokio::runtime::Builder::new_multi_thread()
+                        .worker_threads(4)
+                        .enable_all()
+                        .build()
+                        .expect("tokio runtime for the test proxy");
+                    rt.block_on(async move {
+                        let _ = tokio::spawn(serve(thread_shared, listener, addr, stop_rx)).await;
+                    });
+                } else {
+                    let rt = tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()
+                        .expect("tokio runtime for the test server");
+                    rt.block_on(serve(thread_shared, listener, addr, stop_rx));
+                }
             })?;
         Ok(TestServer {
             shared,
@@ -158,6 +193,10 @@ struct Shared {
     /// Bumped to drop every open connection (restart, refuse).
     kick: watch::Sender<u64>,
     connections: AtomicU64,
+    /// Proxy mode: the job server requests are forwarded to.
+    upstream: Option<SocketAddr>,
+    /// The last answer to each method and path ([`Fault::Repeat`]).
+    last_answers: Mutex<Vec<((String, String), api::Reply)>>,
 }
 
 impl Shared {
@@ -175,6 +214,10 @@ impl Shared {
         let plan = faults
             .iter_mut()
             .find(|p| p.fault != Fault::Refuse && p.applies(t, method, path))?;
+        if plan.skip > 0 {
+            plan.skip -= 1;
+            return None;
+        }
         if let Some(n) = plan.times.as_mut() {
             *n -= 1;
         }
@@ -268,6 +311,22 @@ impl TestServer {
             path_contains: (!path_contains.is_empty()).then(|| path_contains.to_owned()),
             method: None,
             times: Some(times),
+            skip: 0,
+        });
+    }
+
+    /// Inject `fault` into `times` requests with this method and a path
+    /// containing `path_contains`, after letting the next `skip` of them
+    /// through.
+    pub fn fault_after(&self, fault: Fault, method: &str, path_contains: &str, skip: u32, times: u32) {
+        self.shared.faults.lock().unwrap().push(FaultPlan {
+            fault,
+            from: Instant::now(),
+            until: None,
+            path_contains: Some(path_contains.to_owned()),
+            method: Some(method.to_owned()),
+            times: Some(times),
+            skip,
         });
     }
 
@@ -293,6 +352,7 @@ impl TestServer {
             path_contains,
             method,
             times: None,
+            skip: 0,
         });
     }
 
@@ -501,6 +561,38 @@ impl Shared {
     /// Run `call` through the API: its state changes commit now. The
     /// journal records it as processed, with the status and body produced.
     fn process(&self, seq: u64, call: &Call) -> Response {
+        let reply = self.reply(call);
+        let key = (call.method.clone(), call.path.clone());
+        let mut last = self.last_answers.lock().unwrap();
+        last.retain(|(k, _)| *k != key);
+        last.push((key, reply.clone()));
+        drop(last);
+        self.respond_with(seq, reply)
+    }
+
+    /// [`Shared::process`], answered with the last answer to the same
+    /// method and path, if any ([`Fault::Repeat`]).
+    fn process_repeating(&self, seq: u64, call: &Call) -> Response {
+        let key = (call.method.clone(), call.path.clone());
+        let before = self
+            .last_answers
+            .lock()
+            .unwrap()
+            .iter()
+            .find(|(k, _)| *k == key)
+            .map(|(_, r)| r.clone());
+        let own = self.process(seq, call);
+        match before {
+            Some(reply) => self.respond_with(seq, reply),
+            None => own,
+        }
+    }
+
+    /// The API's answer to `call`: the test server's own, or the upstream's.
+    fn reply(&self, call: &Call) -> api::Reply {
+        if let Some(addr) = self.upstream {
+            return forward(addr, call);
+        }
         let settings = self.settings.lock().unwrap().clone();
         let request = api::Request {
             method: &call.method,
@@ -511,7 +603,11 @@ impl Shared {
             content_type: call.content_type.as_deref(),
             body: &call.body,
         };
-        let reply = api::handle(&mut self.state.lock().unwrap(), &settings, &request);
+        api::handle(&mut self.state.lock().unwrap(), &settings, &request)
+    }
+
+    /// Journal `reply` as request `seq`'s, and make it a response.
+    fn respond_with(&self, seq: u64, reply: api::Reply) -> Response {
         let at = self.epoch.elapsed();
         self.note(seq, |e| {
             e.processed = true;
@@ -643,6 +739,7 @@ async fn respond(
     let response = match fault {
         // Refuse is handled at the listener; fault_for never returns it.
         None | Some(Fault::Refuse) => shared.process(seq, &call),
+        Some(Fault::Repeat) => shared.process_repeating(seq, &call),
         Some(Fault::Pause) => return hold(&shared, seq, call).await,
         Some(Fault::Blackhole) => {
             // Never answer: hold the request until the fault ends (or the
@@ -723,6 +820,61 @@ async fn respond(
         }
     };
     answered(&shared, seq, response)
+}
+
+/// Forward `call` to the job server at `addr` (proxy mode) and read its
+/// answer; 502 when it cannot be reached or does not answer in 30 s. The
+/// blocking client runs in `block_in_place` (a multi-thread runtime).
+fn forward(addr: SocketAddr, call: &Call) -> api::Reply {
+    let path = match &call.query {
+        Some(q) => format!("{}?{q}", call.path),
+        None => call.path.clone(),
+    };
+    let mut headers: Vec<(&str, &str)> = Vec::new();
+    if let Some(a) = &call.authorization {
+        headers.push(("Authorization", a));
+    }
+    if let Some(c) = &call.content_type {
+        headers.push(("Content-Type", c));
+    }
+    let body = (!call.body.is_empty() || matches!(call.method.as_str(), "POST" | "PUT" | "PATCH"))
+        .then_some(&call.body[..]);
+    let sent = tokio::task::block_in_place(|| {
+        let mut conn = crate::http::Connection::open(addr)?;
+        conn.set_read_timeout(Duration::from_secs(30))?;
+        let mut all = headers.clone();
+        all.push(("Connection", "close"));
+        conn.send(&call.method, &path, &all, body)
+    });
+    match sent {
+        Ok(r) => {
+            let content_type = r.header("content-type").map(|c| {
+                if c.starts_with("application/problem+json") {
+                    "application/problem+json"
+                } else if c.starts_with("application/json") {
+                    "application/json"
+                } else {
+                    "text/plain; charset=utf-8"
+                }
+            });
+            let headers = ["retry-after", "location"]
+                .into_iter()
+                .filter_map(|h| Some((h, r.header(h)?.to_owned())))
+                .collect();
+            api::Reply {
+                status: r.status,
+                content_type,
+                headers,
+                body: r.body,
+            }
+        }
+        Err(e) => api::Reply {
+            status: 502,
+            content_type: Some("text/plain; charset=utf-8"),
+            headers: Vec::new(),
+            body: format!("Bad Gateway: {e}").into_bytes(),
+        },
+    }
 }
 
 /// Hold a request until no pause is active; it is then processed in
