@@ -33,9 +33,10 @@ fi
 SHIPPED_TEXT_MAX=$((80 * 1024))
 # Issue 19 (a stop keeps finished outcomes: each retried through the grace
 # and given up with its own line; task keys so no task runs twice; refused
-# claims backing off) costs the shipped build 1.8 KB, 144 B of which could
-# not be won back: until it is, 80 KiB is reported as missed and this
-# ceiling (1 KiB above it) is enforced, so the flash cannot drift further.
+# claims backing off) costs the shipped build 1.8 KB, 144 B of which (216 B
+# with issue 22's counters) could not be won back: until it is, 80 KiB is
+# reported as missed and this ceiling (1 KiB above it) is enforced, so the
+# flash cannot drift further.
 SHIPPED_TEXT_CEIL=$((81 * 1024))
 SHIPPED_BSS_MAX=$((16 * 1024))
 LEAN_TEXT_MAX=$((64 * 1024))

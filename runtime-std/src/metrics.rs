@@ -37,6 +37,8 @@
 //! | `server_unreachable_limit_seconds` | gauge | `max_unreachable` (absent without a limit) |
 //! | `outages_survived_total` | counter | outages the worker recovered from |
 //! | `outcomes_held_total` | counter | outcomes held through an outage |
+//! | `outcomes_delivered_total` | counter | outcomes the server has (delivered, or found applied already) |
+//! | `outcomes_given_up_total` | counter | finished outcomes given up (refused, or the server still away at a stop's limit) |
 //! | `outcomes_waiting` | gauge | outcomes not yet delivered |
 //! | `tasks_running` | gauge | handlers running now |
 //! | `reregistrations_total` | counter | registrations under a new id |
@@ -379,6 +381,18 @@ impl Collector for CoreCollector {
             "outcomes_held",
             "Task outcomes held through an outage",
             stats.outcomes_held,
+        )?;
+        counter(
+            &mut enc,
+            "outcomes_delivered",
+            "Task outcomes the server has (delivered, or found applied already)",
+            stats.outcomes_delivered,
+        )?;
+        counter(
+            &mut enc,
+            "outcomes_given_up",
+            "Finished task outcomes given up (refused, or the server still unreachable at a stop's limit)",
+            stats.outcomes_given_up,
         )?;
         counter(
             &mut enc,

@@ -253,6 +253,9 @@ fn prometheus_counts_the_tasks_and_the_outage_the_server_saw() {
     );
     expect(prom, "outage_outages_survived_total", "1");
     expect(prom, "outage_outcomes_held_total", "1");
+    // Every outcome reached the server: none given up.
+    expect(prom, "outage_outcomes_delivered_total", &ids.len().to_string());
+    expect(prom, "outage_outcomes_given_up_total", "0");
     expect(
         prom,
         "outage_task_duration_seconds_count{job_name=\"@global:modifiers:Slow\"}",
