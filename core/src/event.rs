@@ -320,6 +320,55 @@ pub enum Event<'a> {
         /// The output, trimmed.
         output: &'a str,
     },
+    /// A long-lived handler process announced itself ready (hosts,
+    /// `--serve`).
+    HandlerReady {
+        /// The job it serves.
+        job: &'a str,
+        /// Its process id.
+        pid: u32,
+        /// From its start until it was ready.
+        took: Duration,
+    },
+    /// A handler process ended unplanned, or was replaced; a fresh one
+    /// starts after `restart_in` ([`crate::respawn`]).
+    HandlerEnded {
+        /// The job it served.
+        job: &'a str,
+        /// Its process id.
+        pid: u32,
+        /// Why (exit status, a protocol fault, …; never holds the token).
+        why: &'a str,
+        /// When the next process starts.
+        restart_in: Duration,
+    },
+    /// A handler process served its task limit and is replaced.
+    HandlerRecycled {
+        /// The job it served.
+        job: &'a str,
+        /// Its process id.
+        pid: u32,
+        /// The tasks it served.
+        tasks: u32,
+    },
+    /// A job's handler cannot be started again: the worker stops.
+    HandlerGaveUp {
+        /// The job.
+        job: &'a str,
+        /// The starts that failed in a row.
+        failed_starts: u32,
+        /// Why the last one failed.
+        why: &'a str,
+    },
+    /// A line a handler process wrote to stderr.
+    HandlerOutput {
+        /// The job it serves.
+        job: &'a str,
+        /// The task it was running (empty: between tasks).
+        task_id: &'a str,
+        /// The line, without its end.
+        line: &'a str,
+    },
     /// Task-available push is connected and listens for every job
     /// ([`crate::push`]).
     PushConnected {
@@ -491,6 +540,10 @@ impl Event<'_> {
             Event::PushConnected { .. } | Event::PushDown { was_up: true, .. } => Level::Info,
             Event::PushDown { .. } | Event::PushUnavailable | Event::PushTrace { .. } => Level::Debug,
             Event::PushMalformed | Event::Restarting { .. } => Level::Warn,
+            Event::HandlerReady { .. } | Event::HandlerRecycled { .. } => Level::Info,
+            Event::HandlerEnded { .. } => Level::Warn,
+            Event::HandlerGaveUp { .. } => Level::Error,
+            Event::HandlerOutput { .. } => Level::Debug,
         }
     }
 }
@@ -838,6 +891,66 @@ impl Event<'_> {
                     "Push: a task_available event without job_name, room_id and task_id; skipped"
                 ));
             }
+            Event::HandlerReady { job, pid, took } if kept(KEEP, Level::Info, true) => {
+                out.words(words!("Handler for "));
+                out.value(job);
+                out.words(words!(" ready (pid "));
+                out.num(u64::from(pid));
+                out.words(words!(", after "));
+                Secs(took).render(out);
+                out.words(words!(")"));
+            }
+            Event::HandlerEnded {
+                job,
+                pid,
+                why,
+                restart_in,
+            } if kept(KEEP, Level::Warn, true) => {
+                out.words(words!("Handler for "));
+                out.value(job);
+                out.words(words!(" (pid "));
+                out.num(u64::from(pid));
+                out.words(words!(") ended: "));
+                out.value(why);
+                out.words(words!("; a fresh one starts in "));
+                Secs(restart_in).render(out);
+            }
+            Event::HandlerRecycled { job, pid, tasks } if kept(KEEP, Level::Info, true) => {
+                out.words(words!("Handler for "));
+                out.value(job);
+                out.words(words!(" (pid "));
+                out.num(u64::from(pid));
+                out.words(words!(") served "));
+                out.num(u64::from(tasks));
+                out.words(words!(" tasks, its limit: replaced by a fresh one"));
+            }
+            Event::HandlerGaveUp {
+                job,
+                failed_starts,
+                why,
+            } if kept(KEEP, Level::Error, true) => {
+                out.words(words!("Handler for "));
+                out.value(job);
+                out.words(words!(" cannot be started ("));
+                out.num(u64::from(failed_starts));
+                out.words(if failed_starts == 1 {
+                    words!(" start failed: ")
+                } else {
+                    words!(" starts in a row failed: ")
+                });
+                out.value(why);
+                out.words(words!("); stopping"));
+            }
+            Event::HandlerOutput { job, task_id, line } if kept(KEEP, Level::Debug, true) => {
+                out.words(words!("Handler output ("));
+                out.value(job);
+                if !task_id.is_empty() {
+                    out.words(words!(", task "));
+                    out.value(task_id);
+                }
+                out.words(words!("): "));
+                out.value(line);
+            }
             Event::Restarting { why, wait, restart } if kept(KEEP, Level::Warn, false) => {
                 out.words(words!("Worker "));
                 why.render(out);
@@ -1125,6 +1238,37 @@ mod tests {
                 wait: Duration::from_secs(5),
                 restart: 1,
             },
+            Event::HandlerReady {
+                job: "@global:modifiers:Shift",
+                pid: 4242,
+                took: Duration::from_millis(1_250),
+            },
+            Event::HandlerEnded {
+                job: "@global:modifiers:Shift",
+                pid: 4242,
+                why: "exit status 1 while running task t-1: ValueError: boom",
+                restart_in: Duration::from_millis(500),
+            },
+            Event::HandlerRecycled {
+                job: "@global:modifiers:Shift",
+                pid: 4242,
+                tasks: 100,
+            },
+            Event::HandlerGaveUp {
+                job: "@global:modifiers:Shift",
+                failed_starts: 5,
+                why: "exit status 1 before it was ready",
+            },
+            Event::HandlerOutput {
+                job: "@global:modifiers:Shift",
+                task_id: "t-1",
+                line: "hello from user code",
+            },
+            Event::HandlerOutput {
+                job: "@global:modifiers:Shift",
+                task_id: "",
+                line: "loading the model",
+            },
         ];
         for e in events {
             let mut p = Pieces::default();
@@ -1159,6 +1303,11 @@ mod tests {
                     | Event::PushUnavailable
                     | Event::PushTrace { .. }
                     | Event::PushMalformed
+                    | Event::HandlerReady { .. }
+                    | Event::HandlerEnded { .. }
+                    | Event::HandlerRecycled { .. }
+                    | Event::HandlerGaveUp { .. }
+                    | Event::HandlerOutput { .. }
             );
             let full = e.to_string();
             let by_level = [

@@ -100,6 +100,11 @@ impl Event<'_> {
             Event::PushTrace { .. } => "push_trace",
             Event::PushMalformed => "push_malformed",
             Event::Restarting { .. } => "restarting",
+            Event::HandlerReady { .. } => "handler_ready",
+            Event::HandlerEnded { .. } => "handler_ended",
+            Event::HandlerRecycled { .. } => "handler_recycled",
+            Event::HandlerGaveUp { .. } => "handler_gave_up",
+            Event::HandlerOutput { .. } => "handler_output",
         }
     }
 
@@ -279,6 +284,43 @@ impl Event<'_> {
                 out.shown("reason", &why);
                 ms(out, "wait_ms", wait);
                 out.num("restart", u64::from(restart));
+            }
+            Event::HandlerReady { job, pid, took } => {
+                out.text("job", job);
+                out.num("pid", u64::from(pid));
+                ms(out, "duration_ms", took);
+            }
+            Event::HandlerEnded {
+                job,
+                pid,
+                why,
+                restart_in,
+            } => {
+                out.text("job", job);
+                out.num("pid", u64::from(pid));
+                out.text("reason", why);
+                ms(out, "restart_in_ms", restart_in);
+            }
+            Event::HandlerRecycled { job, pid, tasks } => {
+                out.text("job", job);
+                out.num("pid", u64::from(pid));
+                out.num("tasks", u64::from(tasks));
+            }
+            Event::HandlerGaveUp {
+                job,
+                failed_starts,
+                why,
+            } => {
+                out.text("job", job);
+                out.num("failed_starts", u64::from(failed_starts));
+                out.text("reason", why);
+            }
+            Event::HandlerOutput { job, task_id, line } => {
+                out.text("job", job);
+                if !task_id.is_empty() {
+                    out.text("task_id", task_id);
+                }
+                out.text("output", line);
             }
         }
     }

@@ -48,6 +48,7 @@ pub mod protocol;
 #[cfg(feature = "push")]
 pub mod push;
 pub mod render;
+pub mod respawn;
 mod routes;
 mod startup;
 #[cfg(feature = "ops")]

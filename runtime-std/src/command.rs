@@ -119,6 +119,16 @@ const SERVICE_VARS: [&str; 4] = [
     "CREDENTIALS_DIRECTORY",
 ];
 
+/// The worker's environment (`parent`) without its credentials and
+/// service variables: what every process it starts inherits.
+pub(crate) fn base_environment(
+    parent: impl Iterator<Item = (std::ffi::OsString, std::ffi::OsString)>,
+) -> Vec<(std::ffi::OsString, std::ffi::OsString)> {
+    parent
+        .filter(|(k, _)| !SECRET_VARS.iter().chain(&SERVICE_VARS).any(|s| k == s))
+        .collect()
+}
+
 /// A command's environment: the worker's (`parent`) without credentials,
 /// plus the task's and ZnDraw's variables.
 fn environment(
@@ -126,9 +136,7 @@ fn environment(
     task: &Task,
     server: Option<&(Arc<str>, SharedToken)>,
 ) -> Vec<(std::ffi::OsString, std::ffi::OsString)> {
-    let mut env: Vec<_> = parent
-        .filter(|(k, _)| !SECRET_VARS.iter().chain(&SERVICE_VARS).any(|s| k == s))
-        .collect();
+    let mut env = base_environment(parent);
     let mut set = |k: &str, v: &str| env.push((k.into(), v.into()));
     for (names, value) in [
         (["ZNDRAW_TASK_ID", "OUTAGE_TASK_ID"], &task.id),
@@ -170,7 +178,7 @@ fn group_alive(pgid: i32) -> bool {
 /// SIGTERM to the group now, SIGKILL after [`KILL_AFTER`] if any of it is
 /// left: on a thread of its own, so that it happens whatever the async
 /// runtime does meanwhile.
-fn terminate_group(pgid: i32) {
+pub(crate) fn terminate_group(pgid: i32) {
     if killpg(Pid::from_raw(pgid), Signal::SIGTERM).is_err() {
         return;
     }

@@ -45,6 +45,7 @@ mod listen;
 #[cfg(feature = "metrics")]
 pub mod metrics;
 mod ops;
+pub mod process;
 pub mod push;
 mod record;
 #[cfg(feature = "metrics")]

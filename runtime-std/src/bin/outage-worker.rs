@@ -9,6 +9,7 @@ mod cli;
 use clap::Parser;
 use outage_core::Fatal;
 use outage_runtime_std::command::Command;
+use outage_runtime_std::process::LongLived;
 use outage_runtime_std::{
     Config, Credentials, Duration, Jitter, Job, OnRegistrationLost, PushMode, StopReason, WorkerBuilder,
 };
@@ -71,7 +72,7 @@ man` write shell completions and the man page.
 
 Exit status: 0 stopped on request; 1 server unreachable for too long (or at
 startup); 2 usage or configuration error; 3 credentials refused; 4
-registration lost or refused.";
+registration lost or refused; 5 a --serve handler could not be started.";
 
 const EXAMPLES: &str = "\
 Examples:
@@ -116,8 +117,26 @@ struct Cli {
 
     /// A job and the command that runs its tasks, as ROOM:CATEGORY:NAME=COMMAND
     /// (e.g. '@global:modifiers:Echo=cat'). Repeat for more jobs.
-    #[arg(long = "job", value_name = "JOB=COMMAND", required = true)]
+    #[arg(long = "job", value_name = "JOB=COMMAND", required_unless_present = "serves")]
     jobs: Vec<String>,
+
+    /// A job served by long-lived processes of COMMAND, as
+    /// ROOM:CATEGORY:NAME=COMMAND: one process per task slot, started and
+    /// ready before the job is registered, each serving task after task over
+    /// stdio (the README's protocol; `python3 -m outage_handler
+    /// module:Class` serves a ZnDraw Extension). Repeat for more jobs.
+    #[arg(long = "serve", value_name = "JOB=COMMAND")]
+    serves: Vec<String>,
+
+    /// How long a --serve process may take to become ready (imports,
+    /// models) before it counts as failed.
+    #[arg(long, default_value = "60s", value_parser = parse_positive_duration, value_name = "TIME")]
+    startup_timeout: Duration,
+
+    /// Replace a --serve process after it served N tasks (for handlers that
+    /// leak). Default: no limit.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    max_tasks_per_child: Option<u32>,
 
     /// A JSON schema file for a job's payload, as ROOM:CATEGORY:NAME=FILE.
     #[arg(long = "schema", value_name = "JOB=FILE")]
@@ -336,6 +355,9 @@ mod exit {
     /// The server no longer knows the worker, or refused it (including a
     /// startup that failed for good).
     pub const REGISTRATION: u8 = 4;
+    /// A --serve handler process could not be started (at startup, or its
+    /// restarts were given up).
+    pub const HANDLER: u8 = 5;
 }
 
 fn exit_code(reason: StopReason) -> ExitCode {
@@ -467,23 +489,31 @@ async fn run(cli: Cli) -> ExitCode {
     }
     let token = builder.shared_token();
     let mut served: Vec<String> = Vec::new();
-    for spec in &cli.jobs {
+    let mut pools: Vec<LongLived> = Vec::new();
+    let specs = cli
+        .jobs
+        .iter()
+        .map(|s| (s, false))
+        .chain(cli.serves.iter().map(|s| (s, true)));
+    for (spec, long_lived) in specs {
         let jc = match parse_job(spec) {
             Ok(jc) => jc,
-            Err(e) => return usage(&e),
+            Err(e) => return usage(&e.replacen("--job", if long_lived { "--serve" } else { "--job" }, 1)),
         };
         if served.contains(&jc.job.full_name()) {
-            return usage(&format!("--job {}: given twice", jc.job.full_name()));
+            return usage(&format!("--job/--serve {}: given twice", jc.job.full_name()));
         }
         served.push(jc.job.full_name());
         if !runnable(&jc.program) {
             return usage(&format!(
-                "--job {}: {:?} is not an executable file or a program on PATH",
+                "--{} {}: {:?} is not an executable file or a program on PATH",
+                if long_lived { "serve" } else { "job" },
                 jc.job.full_name(),
                 jc.program
             ));
         }
         let mut job = jc.job;
+        let mut schema_file = false;
         for s in &cli.schemas {
             let Some((name, file)) = s.split_once('=') else {
                 return usage(&format!("--schema {s:?}: expected ROOM:CATEGORY:NAME=FILE"));
@@ -497,18 +527,48 @@ async fn run(cli: Cli) -> ExitCode {
                     Ok(schema) => job = job.with_schema(schema),
                     Err(e) => return usage(&format!("--schema: {file} is not JSON: {e}")),
                 }
+                schema_file = true;
             }
         }
-        let mut command = Command::new(jc.program, jc.args).server(server.clone(), token.clone());
-        if let Some(limit) = cli.task_timeout {
-            command = command.timeout(std::time::Duration::from_millis(limit.as_millis()));
+        if long_lived {
+            let mut pool = LongLived::new(jc.program, jc.args)
+                .server(server.clone(), token.clone())
+                .processes(usize::from(cli.concurrency))
+                .startup_timeout(std::time::Duration::from_millis(cli.startup_timeout.as_millis()));
+            if let Some(limit) = cli.task_timeout {
+                pool = pool.timeout(std::time::Duration::from_millis(limit.as_millis()));
+            }
+            if let Some(n) = cli.max_tasks_per_child {
+                pool = pool.max_tasks_per_process(n);
+            }
+            pools.push(pool.clone());
+            // Ready before the job is registered: no task is claimed while
+            // the handler still imports. Its schema, unless --schema gives one.
+            match pool.start(&job).await {
+                Ok(Some(schema)) if !schema_file => job = job.with_schema(schema),
+                Ok(_) => {}
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    for p in &pools {
+                        p.shutdown().await;
+                    }
+                    outage_runtime_std::command::wait_for_abandoned();
+                    return ExitCode::from(exit::HANDLER);
+                }
+            }
+            builder = builder.job(job, pool);
+        } else {
+            let mut command = Command::new(jc.program, jc.args).server(server.clone(), token.clone());
+            if let Some(limit) = cli.task_timeout {
+                command = command.timeout(std::time::Duration::from_millis(limit.as_millis()));
+            }
+            builder = builder.job(job, command);
         }
-        builder = builder.job(job, command);
     }
     for s in &cli.schemas {
         let name = s.split_once('=').map_or(s.as_str(), |(n, _)| n.trim());
         if !served.iter().any(|j| j == name) {
-            return usage(&format!("--schema {name}: no --job serves it"));
+            return usage(&format!("--schema {name}: no --job or --serve serves it"));
         }
     }
     // Started on its own thread, so that a stop signal during the startup
@@ -518,7 +578,32 @@ async fn run(cli: Cli) -> ExitCode {
         Err(e) => return usage(&e.to_string()),
     };
     let grace = std::time::Duration::from_millis(cli.grace.as_millis());
-    let reason = worker.run_until_signal(grace).await;
+    // A --serve job whose handler can no longer be started stops the
+    // worker as a stop would (the grace for the other tasks), exit 5.
+    let handler_gave_up = std::sync::atomic::AtomicBool::new(false);
+    let gave_up = async {
+        if pools.is_empty() {
+            return futures_lite::future::pending().await;
+        }
+        // The first job whose handler gave up (it logged why).
+        let mut any: Vec<_> = pools.iter().map(|p| Box::pin(p.gave_up())).collect();
+        futures_lite::future::poll_fn(move |cx| {
+            for f in any.iter_mut() {
+                if let std::task::Poll::Ready(why) = f.as_mut().poll(cx) {
+                    return std::task::Poll::Ready(why);
+                }
+            }
+            std::task::Poll::Pending
+        })
+        .await;
+        handler_gave_up.store(true, std::sync::atomic::Ordering::SeqCst);
+        worker.shutdown(grace).await;
+        worker.wait().await
+    };
+    let reason = futures_lite::FutureExt::or(worker.run_until_signal(grace), gave_up).await;
+    for p in &pools {
+        p.shutdown().await;
+    }
     if let Some(error) = worker.startup_error() {
         // The startup failure was logged as it happened.
         return ExitCode::from(match error.error.classify(error.what) {
@@ -542,6 +627,9 @@ async fn run(cli: Cli) -> ExitCode {
     // Commands abandoned on the way out get SIGTERM, then SIGKILL: wait
     // for that before the process is gone.
     outage_runtime_std::command::wait_for_abandoned();
+    if handler_gave_up.load(std::sync::atomic::Ordering::SeqCst) {
+        return ExitCode::from(exit::HANDLER);
+    }
     exit_code(reason)
 }
 
