@@ -10,6 +10,8 @@ use core::future::Future;
 use core::pin::pin;
 use core::task::{Context, Poll, Waker};
 use std::boxed::Box;
+#[cfg(feature = "renew-ahead")]
+use std::rc::Rc;
 use std::string::{String, ToString};
 use std::vec::Vec;
 
@@ -1388,4 +1390,97 @@ fn a_halt_names_the_outcomes_it_gives_up() {
         "{lines:#?}"
     );
     assert_eq!(lc.stats().outcomes_given_up, 1);
+}
+
+#[cfg(feature = "renew-ahead")]
+#[test]
+fn a_jwt_is_renewed_ahead_of_its_expiry_and_the_server_never_answers_401() {
+    // Tokens live 10 s; a request sent with an expired one is a 401.
+    let expires = Rc::new(Cell::new(0u64));
+    let refused = Rc::new(Cell::new(0u32));
+    let (e, r) = (expires.clone(), refused.clone());
+    let sim = Sim::new(move |now, req| match req {
+        Request::Login => {
+            e.set(now + 10_000);
+            (
+                5,
+                Ok(Reply::Renewed {
+                    valid_for: Duration::from_secs(10),
+                }),
+            )
+        }
+        _ if now >= e.get() => {
+            r.set(r.get() + 1);
+            (5, Err(Failure::status(401)))
+        }
+        Request::Claim => (5, Ok(Reply::Claimed(false))),
+        _ => (5, Ok(Reply::Done)),
+    });
+    sim.at(65_000, Control::Halt);
+    let cfg = Config {
+        renew_credentials: true,
+        heartbeat_interval: Duration::from_secs(3),
+        ..cfg()
+    };
+    let mut lc = Lifecycle::<1>::new(cfg, 1, true, 7, Instant::ZERO).unwrap();
+    run(&sim, &mut lc, 70_000);
+    let logins: Vec<u64> = sim
+        .sent
+        .borrow()
+        .iter()
+        .filter(|(_, r)| *r == Request::Login)
+        .map(|(t, _)| *t)
+        .collect();
+    // At startup, then at 80 % of each token's life (8 s after the login
+    // was sent), for six and more lifetimes.
+    assert_eq!(logins[..4], [0, 8_000, 16_000, 24_000], "{logins:?}");
+    assert!(logins.len() >= 8, "{logins:?}");
+    assert_eq!(refused.get(), 0, "{:#?}", sim.lines());
+    assert!(
+        !sim.lines().iter().any(|l| l.contains("401")),
+        "{:#?}",
+        sim.lines()
+    );
+    assert_eq!(lc.stats().renewals, logins.len() as u64 - 1);
+}
+
+#[cfg(feature = "renew-ahead")]
+#[test]
+fn a_token_nobody_renews_is_read_a_few_times_then_left_to_its_401() {
+    // A token file nobody renews: the same expiry (20 s) whenever it is read.
+    let sim = Sim::new(move |now, req| match req {
+        Request::Login => (
+            5,
+            Ok(Reply::Renewed {
+                valid_for: Duration::from_millis(20_000u64.saturating_sub(now)),
+            }),
+        ),
+        Request::Claim => (5, Ok(Reply::Claimed(false))),
+        _ => (5, Ok(Reply::Done)),
+    });
+    sim.at(19_500, Control::Halt);
+    let cfg = Config {
+        renew_credentials: true,
+        ..cfg()
+    };
+    let mut lc = Lifecycle::<1>::new(cfg, 1, true, 7, Instant::ZERO).unwrap();
+    run(&sim, &mut lc, 40_000);
+    let logins: Vec<u64> = sim
+        .sent
+        .borrow()
+        .iter()
+        .filter(|(_, r)| *r == Request::Login)
+        .map(|(t, _)| *t)
+        .collect();
+    // Read ahead as its end nears (80 %, then the rule's 2 s before the
+    // end and half of what is left, at least 1 s apart), then not at all
+    // once less than 1 s is left.
+    assert_eq!(logins, [0, 16_000, 18_000, 19_000]);
+
+    // A static token (no expiry known): no renewal without a 401.
+    let sim = Sim::new(healthy());
+    sim.at(30_000, Control::Halt);
+    let mut lc = Lifecycle::<1>::new(cfg, 1, true, 7, Instant::ZERO).unwrap();
+    run(&sim, &mut lc, 40_000);
+    assert_eq!(sim.requests().iter().filter(|r| **r == Request::Login).count(), 1);
 }

@@ -41,6 +41,7 @@ mod error;
 mod event;
 mod fields;
 pub mod fuzz;
+pub mod jwt;
 mod lifecycle;
 mod machine;
 mod outage;

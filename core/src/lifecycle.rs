@@ -167,6 +167,15 @@ pub enum Op {
 pub enum Reply {
     /// The request did what it asked.
     Done,
+    /// A login (or a token file read) gave a token with `valid_for` left
+    /// before it expires ([`crate::jwt::expires_at`] against the wall
+    /// clock): with the `renew-ahead` feature it is renewed ahead of that
+    /// ([`crate::jwt::renew_after`]), so the server never answers 401. A
+    /// token whose expiry is unknown is [`Reply::Done`].
+    Renewed {
+        /// The token's remaining life when it arrived.
+        valid_for: Duration,
+    },
     /// A claim: whether it returned a task.
     Claimed(bool),
     /// `GET /tasks/{id}`: the task's state.
@@ -445,6 +454,10 @@ pub struct Lifecycle<const SLOTS: usize = MAX_SLOTS> {
     /// When the server last confirmed the worker ([`Detail::confirmed_at`]).
     #[cfg(feature = "ops")]
     confirmed_at: Option<Instant>,
+    /// When to renew the credentials ahead of the token's expiry
+    /// ([`Reply::Renewed`]).
+    #[cfg(feature = "renew-ahead")]
+    renew_ahead: Option<Instant>,
 }
 
 impl<const SLOTS: usize> Lifecycle<SLOTS> {
@@ -497,6 +510,8 @@ impl<const SLOTS: usize> Lifecycle<SLOTS> {
             stats: Stats::default(),
             #[cfg(feature = "ops")]
             confirmed_at: None,
+            #[cfg(feature = "renew-ahead")]
+            renew_ahead: None,
         }
     }
 
@@ -993,6 +1008,27 @@ impl<const SLOTS: usize> Lifecycle<SLOTS> {
             )
     }
 
+    /// A login's answer: schedule the next renewal ahead of the token's
+    /// expiry (`started`: the earliest it can have arrived), at least
+    /// [`crate::jwt::MIN_RENEWAL_GAP`] after this one. A token with less
+    /// life than that left is not renewed ahead: a 401 renews it, as
+    /// before. (A token file nobody renews is so read a few more times as
+    /// its end nears, each at least that far apart.)
+    #[cfg(feature = "renew-ahead")]
+    fn token_arrived(&mut self, started: Instant, result: &Result<Reply, Failure>) {
+        match *result {
+            Ok(Reply::Renewed { valid_for }) => {
+                let gap = crate::jwt::MIN_RENEWAL_GAP;
+                self.renew_ahead = (valid_for > gap).then(|| {
+                    let after = crate::jwt::renew_after(valid_for);
+                    started + if after > gap { after } else { gap }
+                });
+            }
+            Ok(_) => self.renew_ahead = None,
+            Err(_) => {}
+        }
+    }
+
     fn heartbeat_poll(&mut self, now: Instant, out: Out<'_>) -> Option<Op> {
         self.heartbeat_at = None;
         if self.heartbeat_done {
@@ -1006,9 +1042,19 @@ impl<const SLOTS: usize> Lifecycle<SLOTS> {
             }
             Stage::Running => {}
         }
+        #[cfg(feature = "renew-ahead")]
+        if self.renew_ahead.is_some_and(|at| now >= at) {
+            self.renew_ahead = None;
+            self.machine.renew_ahead(now);
+        }
         loop {
             match self.machine.heartbeat_poll(now) {
                 HeartbeatAction::Wait(t) => {
+                    #[cfg(feature = "renew-ahead")]
+                    let t = match self.renew_ahead {
+                        Some(at) if at < t => at,
+                        _ => t,
+                    };
                     self.heartbeat_at = Some(t);
                     return None;
                 }
@@ -1280,6 +1326,10 @@ impl<const SLOTS: usize> Lifecycle<SLOTS> {
         result: Result<Reply, Failure>,
         out: Out<'_>,
     ) {
+        #[cfg(feature = "renew-ahead")]
+        if self.startup == Startup::Login {
+            self.token_arrived(started, &result);
+        }
         match result {
             Ok(_) => {
                 self.retry = StartupRetry::new();
@@ -1340,6 +1390,10 @@ impl<const SLOTS: usize> Lifecycle<SLOTS> {
         out: Out<'_>,
     ) {
         let rand = self.rand();
+        #[cfg(feature = "renew-ahead")]
+        if lane == Lane::HEARTBEAT && req == Request::Login {
+            self.token_arrived(started, &result);
+        }
         let done = result.map(drop);
         match (lane, req) {
             (Lane::HEARTBEAT, Request::Heartbeat) => {

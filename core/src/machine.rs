@@ -1160,6 +1160,19 @@ impl Machine {
         }
     }
 
+    /// Renew the credentials now, ahead of the token's expiry (the
+    /// lifecycle's [`crate::jwt::renew_after`] schedule): the next
+    /// heartbeat action is [`HeartbeatAction::Login`]. Only with
+    /// [`Config::renew_credentials`], while serving; a renewal already under
+    /// way goes on as it is.
+    #[cfg(feature = "renew-ahead")]
+    pub(crate) fn renew_ahead(&mut self, now: Instant) {
+        if self.renews() && self.stop.is_none() && !self.renew {
+            self.renew = true;
+            self.login_next = now;
+        }
+    }
+
     /// Report renewing the credentials ([`HeartbeatAction::Login`]) that
     /// started at `started`: `Ok` once the new token is in use.
     pub fn on_login(

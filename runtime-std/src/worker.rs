@@ -127,7 +127,22 @@ impl<H: Http> Shared<H> {
         let task_id = lane.task.as_ref().map_or("", |t| t.id.as_str());
         let id = |pick: fn(&Ids) -> &String| pick(&lock(&self.ids)).clone();
         match req {
-            Request::Login => return self.renew().await.map(|()| Reply::Done),
+            Request::Login => {
+                self.renew().await?;
+                // The new token's remaining life, if it is a JWT: the core
+                // renews it ahead of its expiry.
+                let token = self.api.token().get();
+                let unix_now_ms = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_millis() as u64);
+                let exp_ms = outage_core::jwt::expires_at(&token).map(|s| s.saturating_mul(1000));
+                return Ok(match exp_ms {
+                    Some(exp) if exp > unix_now_ms => Reply::Renewed {
+                        valid_for: outage_core::Duration::from_millis(exp - unix_now_ms),
+                    },
+                    _ => Reply::Done,
+                });
+            }
             Request::CreateWorker => {
                 let created = api.create_worker().await?;
                 lock(&self.ids).pending = created;

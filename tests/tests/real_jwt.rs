@@ -1,8 +1,9 @@
 //! Credentials that last, against the real server's own login
 //! (`serve.py --auth jwt`: zndraw-auth's fastapi-users JWTs), with tokens
 //! that expire every 3 s: a worker that logs in keeps serving across ten
-//! token lifetimes without an outage warning; a token file renewed by
-//! someone else is read again on 401; a wrong password stops the worker
+//! token lifetimes without an outage warning and without a single 401 (it
+//! renews each token ahead of its `exp`); a token file renewed by someone
+//! else is read again ahead of its token's expiry too; a wrong password stops the worker
 //! with one clear line. The embassy worker serves with a real JWT as a
 //! fixed token (longer than the 160 bytes it once accepted), and with its
 //! own login (feature `login`) across token lifetimes, or stops with one
@@ -58,7 +59,19 @@ fn config() -> Config {
 
 /// Submit a task every second for `lifetimes` token lifetimes; every one
 /// completes, with no outage warning.
-fn serve_across(lifetimes: u64, server: &RealServer, log: &capture::Session, what: &str) {
+/// How the worker renews its token.
+#[derive(PartialEq)]
+enum Renews {
+    /// Ahead of each expiry (the host's login): no 401 at all.
+    Ahead,
+    /// Ahead when the token it reads has life left, else on the 401 (a
+    /// token file: it is only as fresh as whoever writes it).
+    AheadOrOn401,
+    /// Once per 401 (a device, which reads no wall clock).
+    On401,
+}
+
+fn serve_across(lifetimes: u64, server: &RealServer, log: &capture::Session, what: &str, renews: Renews) {
     let mut ids = Vec::new();
     let t0 = Instant::now();
     while t0.elapsed() < Duration::from_secs(lifetimes * LIFETIME_S) {
@@ -91,9 +104,23 @@ fn serve_across(lifetimes: u64, server: &RealServer, log: &capture::Session, wha
         "{what}: no outage warning\n{}",
         log.dump()
     );
-    let renewals = log
-        .matching("Token refused (HTTP 401): renewing the credentials")
-        .len() as u64;
+    if renews == Renews::On401 {
+        let renewals = log
+            .matching("Token refused (HTTP 401): renewing the credentials")
+            .len() as u64;
+        assert!(
+            renewals >= lifetimes / 2,
+            "{what}: only {renewals} renewals\n{}",
+            log.dump()
+        );
+        return;
+    }
+    // Renewed ahead of each expiry (the JWT's `exp`): never refused.
+    if renews == Renews::Ahead {
+        let refused = log.matching("401").len();
+        assert_eq!(refused, 0, "{what}: a 401 seen\n{}", log.dump());
+    }
+    let renewals = log.matching("Credentials renewed; serving").len() as u64;
     assert!(
         renewals >= lifetimes / 2,
         "{what}: only {renewals} renewals\n{}",
@@ -118,7 +145,7 @@ fn a_worker_that_logs_in_serves_across_ten_token_lifetimes() {
             .start(),
     )
     .expect("start with a login");
-    serve_across(10, &server, &log, "login");
+    serve_across(10, &server, &log, "login", Renews::Ahead);
     assert_eq!(worker.stop_reason(), None);
     async_std::task::block_on(worker.disconnect());
     // The password and tokens appear in no line.
@@ -127,7 +154,7 @@ fn a_worker_that_logs_in_serves_across_ten_token_lifetimes() {
 }
 
 #[test]
-fn a_token_file_renewed_by_someone_else_is_read_again_on_401() {
+fn a_token_file_renewed_by_someone_else_is_read_again_ahead_of_expiry() {
     let log = capture::start();
     let server = jwt_server();
     let file = std::env::temp_dir().join(format!("outage-token-{}", uuid::Uuid::new_v4().simple()));
@@ -154,7 +181,7 @@ fn a_token_file_renewed_by_someone_else_is_read_again_on_401() {
             .start(),
     )
     .expect("start with a token file");
-    serve_across(5, &server, &log, "token file");
+    serve_across(5, &server, &log, "token file", Renews::AheadOrOn401);
     stop.store(true, std::sync::atomic::Ordering::SeqCst);
     let _ = refresher.join();
     assert_eq!(worker.stop_reason(), None);
@@ -257,7 +284,7 @@ fn the_embassy_worker_logs_in_again_whenever_its_token_expires() {
     };
     let worker = EmbassyRuntime::start_with_login(&setup, ADMIN, PASSWORD)
         .unwrap_or_else(|e| panic!("{e}\n{}", log.dump()));
-    serve_across(4, &server, &log, "embassy login");
+    serve_across(4, &server, &log, "embassy login", Renews::On401);
     assert_eq!(worker.stop_reason(), None, "{}", log.dump());
     worker.disconnect();
     assert_no_secrets(&log);
