@@ -41,6 +41,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import signal
 import statistics
 import subprocess
@@ -242,17 +243,22 @@ def drain(kind: str, n: int, cli: str, polling: float, timeout: float) -> dict:
             other = w.stderr if kind == "jobmanager" else w.stdout
             tail: list[str] = []
             threading.Thread(target=lambda: [tail.append(x) for x in other], daemon=True).start()
-            registered = threading.Event()
+            registered, ended = threading.Event(), threading.Event()
 
             def watch() -> None:
                 for line in stream:
                     tail.append(line)
                     if "egistered" in line:
                         registered.set()
+                ended.set()  # the worker closed its output: it exited
 
             threading.Thread(target=watch, daemon=True).start()
-            if not registered.wait(timeout):
-                raise RuntimeError(f"{kind}: not registered within {timeout} s: {''.join(tail[-20:])}")
+            end = time.monotonic() + timeout
+            while not registered.wait(0.05) and not ended.is_set() and time.monotonic() < end:
+                pass
+            if not registered.is_set():
+                why = f"exited with {w.wait(timeout=10)}" if ended.is_set() else f"not registered within {timeout} s"
+                raise RuntimeError(f"{kind}: {why}: {''.join(tail[-20:])}")
             startup = time.perf_counter() - t0
             sampler = Sampler(w.pid)
             cpu0, kids0, ccpu0 = threads_cpu_s(w.pid), sampler.sample(), children_cpu_s(w.pid)
@@ -406,7 +412,7 @@ def main() -> int:
     skipped: dict[str, str] = {}
     if "serve" in kinds:
         probe = subprocess.run([a.cli_bin, "--help"], capture_output=True, text=True, timeout=30)
-        if "--serve" not in probe.stdout:
+        if not re.search(r"--serve\b", probe.stdout):  # \b: not --server
             skipped["serve"] = f"{a.cli_bin} has no --serve yet"
             print(f"warning: {skipped['serve']}: kind `serve` left out", file=sys.stderr)
     todo = [k for k in kinds if k not in skipped]
