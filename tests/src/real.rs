@@ -86,6 +86,37 @@ pub fn python() -> io::Result<PathBuf> {
     Ok(py)
 }
 
+/// The venv's Python with the extensions' needs too (`ase`, `numpy`:
+/// `tests/python/requirements-extensions.txt`, installed on first use
+/// beside the job server's pins), for the ZnDraw extension tests.
+pub fn extension_python() -> io::Result<PathBuf> {
+    let py = python()?;
+    let reqs = Path::new(env!("CARGO_MANIFEST_DIR")).join("python/requirements-extensions.txt");
+    let pins = fs::read_to_string(&reqs)?;
+    let venv = venv_dir();
+    let lock = File::create(venv.with_extension("lock"))?;
+    lock.lock()?;
+    let marker = venv.join("outage-extensions.txt");
+    if fs::read_to_string(&marker).ok().as_deref() == Some(pins.as_str()) {
+        return Ok(py);
+    }
+    run(
+        Command::new(&py)
+            .args([
+                "-m",
+                "pip",
+                "install",
+                "--quiet",
+                "--disable-pip-version-check",
+                "-r",
+            ])
+            .arg(&reqs),
+        "installing the extensions' requirements (ase, numpy)",
+    )?;
+    fs::write(&marker, &pins)?;
+    Ok(py)
+}
+
 /// How to start the real server.
 #[derive(Debug, Clone, Default)]
 pub struct Options {
@@ -165,10 +196,18 @@ impl RealServer {
         let mut child = cmd.spawn()?;
         let stdout = child.stdout.take().expect("stdout is piped");
         let (tx, rx) = mpsc::channel();
+        // Everything else it prints (uvicorn's access log) is kept.
+        let mut out = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.workdir.join("server.out"))?;
         std::thread::spawn(move || {
+            use std::io::Write;
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
                 if let Some(url) = line.strip_prefix("listening on ") {
                     let _ = tx.send(url.trim().to_owned());
+                } else {
+                    let _ = writeln!(out, "{line}");
                 }
             }
         });
@@ -200,6 +239,13 @@ impl RealServer {
                 ));
             }
         }
+    }
+
+    /// What the server printed so far, stderr and then stdout (with
+    /// `--access-log`: a line per request, its status among it).
+    pub fn output(&self) -> String {
+        let read = |f: &str| fs::read_to_string(self.workdir.join(f)).unwrap_or_default();
+        read("server.err") + &read("server.out")
     }
 
     /// `http://127.0.0.1:PORT`

@@ -31,17 +31,32 @@ struct Run {
 impl Run {
     /// `outage-worker --serve JOB=python3 raw_handler.py MODE MARKER` with `extra` flags.
     fn start(server: &RealServer, mode: &str, extra: &[&str]) -> Run {
+        let serve = |marker: &str| format!("{JOB}=python3 {} {mode} {marker}", handler().display());
+        Run::spawn(&["--token", server.token()], server.url(), serve, extra, &[])
+    }
+
+    /// `outage-worker --server URL CREDENTIALS --serve SERVE(marker) EXTRA`,
+    /// with `env`; `$OUTAGE_TEST_OUT` is the handler's record.
+    fn spawn(
+        credentials: &[&str],
+        url: &str,
+        serve: impl Fn(&str) -> String,
+        extra: &[&str],
+        env: &[(&str, String)],
+    ) -> Run {
         let marker = format!("m{}", uuid::Uuid::new_v4().simple());
         let dir = std::env::temp_dir().join(format!("outage-long-lived-{marker}"));
         std::fs::create_dir_all(&dir).unwrap();
-        let serve = format!("{JOB}=python3 {} {mode} {marker}", handler().display());
         let child = outage_tests::cli::worker()
-            .args(["--server", server.url(), "--token", server.token()])
-            .args(["--serve", &serve, "--poll", "200ms", "--push", "off"])
+            .args(["--server", url])
+            .args(credentials)
+            .args(["--serve", &serve(&marker), "--poll", "200ms", "--push", "off"])
             .args(extra)
             .env("RUST_LOG", "debug,outage::http=info")
             .env("OUTAGE_TEST_OUT", dir.join("tasks.jsonl"))
             .env("OUTAGE_TEST_ONCE", dir.join("started-once"))
+            .env("OUTAGE_TEST_MARKER", &marker)
+            .envs(env.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(dir.join("worker.log")).unwrap())
             .spawn()
@@ -468,4 +483,223 @@ fn a_server_pause_mid_task_loses_and_repeats_nothing() {
         run.log()
     );
     assert!(run.stop().success());
+}
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// `PYTHONPATH` for the helper and the test extensions.
+fn python_path() -> (&'static str, String) {
+    let root = repo();
+    (
+        "PYTHONPATH",
+        format!(
+            "{}:{}",
+            root.join("runtime-std/python").display(),
+            root.join("tests/python").display()
+        ),
+    )
+}
+
+const SHIFT: &str = "@global:modifiers:Shift";
+
+/// A real ZnDraw extension (`tests/python/shift_extension.py`: ase and
+/// numpy), unchanged, served by `python -m outage_handler` with four
+/// processes: its schema registered as `JobManager` registers it, a bad
+/// payload failed with pydantic's words, and every task run exactly once
+/// through a pause of the server (SIGSTOP) while tasks run.
+#[test]
+fn a_zndraw_extension_served_by_four_processes_through_a_server_pause() {
+    let py = outage_tests::real::extension_python().expect("the venv with ase and numpy");
+    let server = server();
+    let api = server.api();
+    let serve = |marker: &str| {
+        format!(
+            "{SHIFT}={} -X outage={marker} -m outage_handler shift_extension:Shift",
+            py.display()
+        )
+    };
+    let mut run = Run::spawn(
+        &["--token", server.token()],
+        server.url(),
+        serve,
+        &["--concurrency", "4", "--request-timeout", "3s"],
+        &[python_path()],
+    );
+    run.wait_for("Registered as worker", Duration::from_secs(120));
+    assert_eq!(
+        run.log()
+            .matches("Handler for @global:modifiers:Shift ready")
+            .count(),
+        4
+    );
+    assert_eq!(run.handler_pids().len(), 4, "four processes");
+
+    // The schema, exactly as the class gives it.
+    let expected = std::process::Command::new(&py)
+        .args([
+            "-c",
+            "import json, shift_extension; print(json.dumps(shift_extension.Shift.model_json_schema()))",
+        ])
+        .env(python_path().0, python_path().1)
+        .output()
+        .unwrap();
+    assert!(
+        expected.status.success(),
+        "{}",
+        String::from_utf8_lossy(&expected.stderr)
+    );
+    let expected: Value = serde_json::from_slice(&expected.stdout).unwrap();
+    let job = api
+        .call("GET", &format!("/rooms/@global/jobs/{SHIFT}"), None)
+        .json();
+    assert_eq!(job["schema"], expected, "{job}");
+
+    let bad = api.submit("room1", SHIFT, r#"{"dx":"far"}"#);
+    let t = finished(&api, &bad, Duration::from_secs(60));
+    assert_eq!(t["status"], "failed");
+    let text = t["error"].as_str().unwrap();
+    assert!(text.contains("validation error") && text.contains("dx"), "{text}");
+
+    let ids: Vec<String> = (0..12)
+        .map(|n| api.submit("room1", SHIFT, &format!(r#"{{"dx":{n}.5}}"#)))
+        .collect();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while run.ran().is_empty() {
+        assert!(Instant::now() < deadline, "{}", run.log());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let pid = Pid::from_raw(server.pid().unwrap() as i32);
+    kill(pid, Signal::SIGSTOP).unwrap();
+    std::thread::sleep(Duration::from_secs(8));
+    kill(pid, Signal::SIGCONT).unwrap();
+    // Each task ends, none stuck; none runs twice. A claim whose answer
+    // the pause swallowed is never run: the worker registers afresh and
+    // deletes the old id, so the server fails that task ("Worker
+    // disconnected") for a client to resubmit.
+    let ran = || run.ran();
+    let mut completed = 0;
+    for (id, n) in ids.iter().zip(0..) {
+        let t = finished(&api, id, Duration::from_secs(120));
+        let runs: Vec<Value> = ran().into_iter().filter(|r| r["task"] == id.as_str()).collect();
+        if t["status"] == "completed" {
+            completed += 1;
+            assert_eq!(runs.len(), 1, "{id} ran {} times", runs.len());
+            // ase shifted the molecule by the payload's dx.
+            let com_x = runs[0]["com"][0].as_f64().unwrap();
+            assert!((com_x - (f64::from(n) + 0.5)).abs() < 1e-6, "{}", runs[0]);
+        } else {
+            assert!(runs.is_empty(), "{id} ran, yet failed: {t}");
+            let lost = run.log().contains("Claim answer lost");
+            assert!(lost, "{id} failed without a lost claim: {t}\n{}", run.log());
+        }
+    }
+    assert!(completed >= 10, "{completed} of 12 completed\n{}", run.log());
+    assert!(
+        run.log().contains("Server unreachable — retrying"),
+        "{}",
+        run.log()
+    );
+    assert!(run.stop().success(), "{}", run.log());
+}
+
+/// Tokens that live 4 s (`--auth jwt`) and a handler that talks back to the
+/// server at the end of its task with the token it holds then: a task
+/// longer than two token lifetimes is told of the renewals mid-task and
+/// talks back fine, a later task gets a valid token, and over six
+/// lifetimes the server's access log holds no 401 (each token is renewed
+/// ahead of its expiry).
+#[test]
+fn short_lived_tokens_reach_a_long_lived_handler_and_no_request_is_refused() {
+    const LIFETIME: u64 = 4;
+    let password = "long-lived-pw";
+    let server = RealServer::start_with(outage_tests::real::Options {
+        args: [
+            "--auth",
+            "jwt",
+            "--admin-password",
+            password,
+            "--token-lifetime",
+            &LIFETIME.to_string(),
+            "--access-log",
+            "--log-level",
+            "info",
+        ]
+        .map(str::to_owned)
+        .to_vec(),
+        ..Default::default()
+    })
+    .expect("the real job server in jwt mode");
+    let login = || outage_tests::real::login(server.url(), "admin@example.com", password).expect("login");
+    let pw_file = std::env::temp_dir().join(format!("outage-pw-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::write(&pw_file, password).unwrap();
+    let handler = repo().join("tests/python/talkback_handler.py");
+    let serve = |marker: &str| format!("{SHIFT}=python3 {} {marker}", handler.display());
+    let pw = pw_file.display().to_string();
+    let mut run = Run::spawn(
+        &["--user", "admin@example.com", "--password-file", &pw],
+        server.url(),
+        serve,
+        &["--heartbeat", "1s"],
+        &[python_path()],
+    );
+    run.wait_for("Registered as worker", Duration::from_secs(60));
+    let started = Instant::now();
+    let api = || Api::new(server.url(), &login());
+    // Longer than two token lifetimes.
+    let long = api().submit("room1", SHIFT, r#"{"sleep":9}"#);
+    let t = finished(&api(), &long, Duration::from_secs(60));
+    assert_eq!(t["status"], "completed", "{t}\n{}", run.log());
+    // Later, with a token renewed since the process started.
+    let later = api().submit("room1", SHIFT, r#"{"sleep":0}"#);
+    assert_eq!(
+        finished(&api(), &later, Duration::from_secs(60))["status"],
+        "completed"
+    );
+    while started.elapsed() < Duration::from_secs(6 * LIFETIME) {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(run.stop().success(), "{}", run.log());
+    let ran = run.ran();
+    assert_eq!(ran.len(), 2, "{ran:?}");
+    assert!(ran.iter().all(|t| t["status"] == 200), "{ran:?}");
+    assert_eq!(
+        ran[0]["renewed_mid_task"], true,
+        "told of the renewal mid-task: {ran:?}"
+    );
+    let access_log = server.output();
+    let refused: Vec<&str> = access_log.lines().filter(|l| l.contains("\" 401")).collect();
+    assert!(
+        refused.is_empty(),
+        "401s in the server's access log: {refused:#?}"
+    );
+    assert!(
+        server.output().contains("\" 200"),
+        "the access log is on: {}",
+        server.output()
+    );
+    assert!(!run.log().contains("401"), "{}", run.log());
+    let _ = std::fs::remove_file(pw_file);
+}
+
+/// The Python helper's own tests (`runtime-std/python/test_outage_handler.py`:
+/// the protocol from the worker's side, and an Extension served as
+/// `JobManager` serves it), in the venv with zndraw-joblib; and level 1
+/// with a bare `python3` too (standard library only: the level-2 tests
+/// skip there).
+#[test]
+fn the_python_helper_passes_its_own_tests() {
+    let py = outage_tests::real::extension_python().expect("the venv");
+    for python in [py.as_os_str(), std::ffi::OsStr::new("python3")] {
+        let out = std::process::Command::new(python)
+            .args(["-m", "unittest", "discover", "-s"])
+            .arg(repo().join("runtime-std/python"))
+            .env("PYTHONDONTWRITEBYTECODE", "1")
+            .output()
+            .expect("run python");
+        let text = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{python:?}:\n{text}");
+        assert!(text.contains("OK"), "{python:?}:\n{text}");
+    }
 }
