@@ -604,12 +604,77 @@ fn a_zndraw_extension_served_by_four_processes_through_a_server_pause() {
     assert!(run.stop().success(), "{}", run.log());
 }
 
-/// Tokens that live 4 s (`--auth jwt`) and a handler that talks back to the
-/// server at the end of its task with the token it holds then: a task
+/// Tokens that live 4 s (`--auth jwt`) and an Extension
+/// (`chaos_extension.py`'s `TalkBack`) that talks back to the server at the
+/// end of its task with the token it holds then: a task
 /// longer than two token lifetimes is told of the renewals mid-task and
 /// talks back fine, a later task gets a valid token, and over six
 /// lifetimes the server's access log holds no 401 (each token is renewed
 /// ahead of its expiry).
+/// The Extension way through the faults: `chaos_extension.py`'s `Chaos`,
+/// served by `outage_handler`, crashes mid-task (its task fails with the
+/// exit status and its last words, a fresh process runs the next), runs
+/// past `--task-timeout` (failed, replaced), and runs through a SIGTERM
+/// within its grace (completed, then every process ends).
+#[test]
+fn a_zndraw_extension_through_a_crash_a_timeout_and_a_stop_with_grace() {
+    let py = outage_tests::real::extension_python().expect("the venv with zndraw-joblib");
+    let server = server();
+    let api = server.api();
+    let serve = |marker: &str| {
+        format!(
+            "{SHIFT}={} -X outage={marker} -m outage_handler chaos_extension:Chaos",
+            py.display()
+        )
+    };
+    let mut run = Run::spawn(
+        &["--token", server.token()],
+        server.url(),
+        serve,
+        &["--task-timeout", "5s", "--grace", "30s"],
+        &[python_path()],
+    );
+    run.wait_for("Registered as worker", Duration::from_secs(120));
+    let crashed = api.submit("room1", SHIFT, r#"{"crash":true}"#);
+    let t = finished(&api, &crashed, Duration::from_secs(60));
+    assert_eq!(t["status"], "failed");
+    let text = t["error"].as_str().unwrap();
+    assert!(
+        text.contains("exited with status 3 while running the task")
+            && text.contains("Chaos: the model segfaulted"),
+        "{text}"
+    );
+    let next = api.submit("room1", SHIFT, r#"{"n":1}"#);
+    assert_eq!(
+        finished(&api, &next, Duration::from_secs(60))["status"],
+        "completed"
+    );
+    let slow = api.submit("room1", SHIFT, r#"{"sleep":60}"#);
+    let t = finished(&api, &slow, Duration::from_secs(60));
+    assert_eq!(t["status"], "failed");
+    assert!(
+        t["error"].as_str().unwrap().contains("task timed out after 5s"),
+        "{t}"
+    );
+    let graced = api.submit("room1", SHIFT, r#"{"n":2,"sleep":3}"#);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !run.ran().iter().any(|r| r["task"] == graced.as_str()) {
+        assert!(Instant::now() < deadline, "{}", run.log());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(run.stop().success(), "{}", run.log());
+    assert_eq!(api.status(&graced), "completed", "{}", run.log());
+    let ran = run.ran();
+    assert_eq!(ran.len(), 4, "each task once: {ran:?}");
+    let mut pids: Vec<u64> = ran.iter().map(|r| r["pid"].as_u64().unwrap()).collect();
+    pids.dedup();
+    assert_eq!(
+        pids.len(),
+        3,
+        "replaced after the crash and the timeout: {pids:?}"
+    );
+}
+
 #[test]
 fn short_lived_tokens_reach_a_long_lived_handler_and_no_request_is_refused() {
     const LIFETIME: u64 = 4;
@@ -634,8 +699,13 @@ fn short_lived_tokens_reach_a_long_lived_handler_and_no_request_is_refused() {
     let login = || outage_tests::real::login(server.url(), "admin@example.com", password).expect("login");
     let pw_file = std::env::temp_dir().join(format!("outage-pw-{}", uuid::Uuid::new_v4().simple()));
     std::fs::write(&pw_file, password).unwrap();
-    let handler = repo().join("tests/python/talkback_handler.py");
-    let serve = |marker: &str| format!("{SHIFT}=python3 {} {marker}", handler.display());
+    let py = outage_tests::real::extension_python().expect("the venv with zndraw-joblib");
+    let serve = |marker: &str| {
+        format!(
+            "{SHIFT}={} -X outage={marker} -m outage_handler chaos_extension:TalkBack",
+            py.display()
+        )
+    };
     let pw = pw_file.display().to_string();
     let mut run = Run::spawn(
         &["--user", "admin@example.com", "--password-file", &pw],
