@@ -23,7 +23,7 @@
 //! (its task's future dropped at a stop, a timeout, a protocol fault) has
 //! the whole group sent SIGTERM, then SIGKILL [`KILL_AFTER`] later.
 //!
-//! Layering: below [`crate::job`] (it implements [`Handler`]) and beside
+//! Layering: above `job` (it implements [`Handler`]) and beside
 //! [`crate::command`] (whose process-group and environment helpers it
 //! uses); nothing in the crate imports it but the crate root.
 
