@@ -47,7 +47,9 @@ pub enum Transport {
     ConnectTimeout,
     /// The host name did not resolve.
     Dns,
-    /// TLS failed.
+    /// The TLS handshake failed (an untrusted or mismatched certificate, a
+    /// refused handshake): reported before any byte of the request, so it
+    /// never arrived.
     Tls,
     /// The request could not be written in full (the connection failed
     /// while sending): the server cannot have acted on it.
@@ -134,8 +136,8 @@ impl Failure {
     }
 
     /// The request provably never reached the server: nothing listened,
-    /// the name did not resolve, no connection came up in time, or the
-    /// request could not be written in full. Anything else may have been
+    /// the name did not resolve, no connection came up in time, its TLS
+    /// handshake failed, or the request could not be written in full. Anything else may have been
     /// acted on, even without an answer.
     pub const fn never_sent(self) -> bool {
         matches!(
@@ -145,6 +147,7 @@ impl Failure {
                     | Transport::Dns
                     | Transport::ConnectTimeout
                     | Transport::SendFailed
+                    | Transport::Tls
             ) | Failure::Local(_)
         )
     }
@@ -503,6 +506,8 @@ mod tests {
             Failure::Transport(Transport::Dns),
             Failure::Transport(Transport::ConnectTimeout),
             Failure::Transport(Transport::SendFailed),
+            // A handshake that failed: before any byte of the request.
+            Failure::Transport(Transport::Tls),
             Failure::status(400),
             Failure::status(404),
             Failure::status(409),
@@ -517,7 +522,6 @@ mod tests {
             Failure::Transport(Transport::ConnectionReset),
             Failure::Transport(Transport::Truncated),
             Failure::Transport(Transport::Network),
-            Failure::Transport(Transport::Tls),
             Failure::status(500),
             Failure::status(502),
             Failure::status(504),

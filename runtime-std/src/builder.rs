@@ -324,18 +324,13 @@ impl WorkerBuilder {
     }
 }
 
-/// A server URL the worker can use: `http://host[:port]` (or `https://`
-/// with the `tls` feature), the server's root without `/v1/joblib`.
+/// A server URL the worker can use: `http://host[:port]` or
+/// `https://host[:port]`, with a path prefix if the server is behind a
+/// proxy path, the server's root without `/v1/joblib`.
 fn check_url(url: &str) -> Result<(), String> {
     let parsed = surf::Url::parse(url).map_err(|e| format!("{url:?}: {e} (expected http://host:port)"))?;
     match parsed.scheme() {
-        "http" => {}
-        "https" if cfg!(feature = "tls") => {}
-        "https" => {
-            return Err(format!(
-                "{url:?}: https needs the `tls` feature (build with `--features tls`)"
-            ));
-        }
+        "http" | "https" => {}
         other => return Err(format!("{url:?}: scheme {other:?} (expected http://host:port)")),
     }
     if parsed.host_str().is_none_or(str::is_empty) {
@@ -408,9 +403,8 @@ mod tests {
             let e = check_url(bad).unwrap_err();
             assert!(e.contains(why), "{bad}: {e}");
         }
-        if !cfg!(feature = "tls") {
-            assert!(check_url("https://h").unwrap_err().contains("--features tls"));
-        }
+        assert_eq!(check_url("https://h"), Ok(()));
+        assert_eq!(check_url("https://h:8443/zndraw"), Ok(()));
     }
 
     #[test]

@@ -24,12 +24,14 @@
 //!
 //! # This client
 //!
-//! - `http://` only, HTTP/1.1 over TCP with `TCP_NODELAY` (async-io's
-//!   `Async<TcpStream>`: the reactor async-std runs on). With the `tls`
-//!   feature, `https://` URLs are handed to http-client's async-h1 TLS
-//!   client (and keep its pool's flaw); without it they are refused.
+//! - `http://` and `https://`, HTTP/1.1 over TCP with `TCP_NODELAY`
+//!   (async-io's `Async<TcpStream>`: the reactor async-std runs on), and
+//!   for `https://` TLS over it ([`crate::tls`]: rustls), in the same pool
+//!   under the same rules (an https and an http connection to one host and
+//!   port are never mixed up).
 //! - The answer is waited for (readiness from the reactor) before it is
-//!   read: no read that finds nothing yet.
+//!   read: no read that finds nothing yet (over TLS, rustls reads as it
+//!   needs: it may hold decrypted bytes already).
 //! - The request (head and body) goes out in one `write_all`. A failure to
 //!   connect or to write means the server has no complete request
 //!   ([`H1Error::Refused`], [`H1Error::Dns`], [`H1Error::Connect`],
@@ -81,6 +83,8 @@ use http_client::http_types::{self, Body, Method, StatusCode, Version};
 use http_client::{Config, HttpClient, Request, Response};
 use outage_core::{Failure, Transport};
 
+use crate::tls::MaybeTls;
+
 /// The most bytes of response head read, interim `1xx` heads included.
 pub const HEAD_LIMIT: usize = 16 * 1024;
 /// Idle connections older than this are closed, not reused: below the 5 s
@@ -97,8 +101,9 @@ const MAX_CHUNK_LINE: usize = 1024;
 /// put one in the request's extensions and read it after the timeout.
 /// This client marks [`Progress::CONNECTING`] as it starts (name lookup,
 /// pool, connect) and [`Progress::SENDING`] just before the request's first
-/// byte goes out; a client that does not mark it (the `tls` feature's)
-/// leaves [`Progress::UNKNOWN`], which a caller must take as "maybe sent".
+/// byte goes out (after a TLS handshake); a client that does not mark it
+/// (another `HttpClient`) leaves [`Progress::UNKNOWN`], which a caller must
+/// take as "maybe sent".
 #[derive(Clone, Debug, Default)]
 pub struct Progress(Arc<AtomicU8>);
 
@@ -148,9 +153,11 @@ pub enum H1Error {
     /// The response is not HTTP/1.x this client can read.
     Malformed,
     /// A request this client will not write: a scheme other than `http`
-    /// (and `https` with the `tls` feature), no host, or a header that is
-    /// not a token name with a value free of CR, LF and NUL.
+    /// and `https`, no host, or a header that is not a token name with a
+    /// value free of CR, LF and NUL.
     InvalidRequest,
+    /// The TLS handshake failed (nothing was sent): why, in words.
+    Tls(&'static str),
 }
 
 impl H1Error {
@@ -183,6 +190,8 @@ impl H1Error {
             H1Error::Truncated => Transport::Truncated,
             H1Error::HeadTooLarge | H1Error::BodyTooLarge => return Failure::ResponseTooLarge,
             H1Error::Malformed => return Failure::MalformedResponse,
+            // Before any byte of the request: it never arrived.
+            H1Error::Tls(_) => Transport::Tls,
         };
         Failure::Transport(t)
     }
@@ -203,6 +212,7 @@ impl fmt::Display for H1Error {
             H1Error::BodyTooLarge => f.write_str("response body over the limit"),
             H1Error::Malformed => f.write_str("malformed response"),
             H1Error::InvalidRequest => f.write_str("request not sendable by this client"),
+            H1Error::Tls(why) => f.write_str(why),
         }
     }
 }
@@ -220,8 +230,6 @@ pub struct H1Client {
     pool: Pool,
     max_body: usize,
     config: Config,
-    #[cfg(feature = "tls")]
-    tls: http_client::h1::H1Client,
 }
 
 impl fmt::Debug for H1Client {
@@ -250,11 +258,6 @@ impl H1Client {
                 max_idle: MAX_IDLE_PER_HOST,
             },
             max_body,
-            #[cfg(feature = "tls")]
-            tls: match http_client::h1::H1Client::try_from(config.clone()) {
-                Ok(c) => c,
-                Err(never) => match never {},
-            },
             config,
         }
     }
@@ -289,9 +292,18 @@ impl H1Client {
             return Err(H1Error::InvalidRequest);
         };
         let head_request = req.method() == Method::Head;
-        let mut conn = match self.pool.checkout(host_str, port) {
+        let tls = url.scheme() == "https";
+        let mut conn = match self.pool.checkout(tls, host_str, port) {
             Some(conn) => conn,
-            None => Conn::new(connect(host, port).await?),
+            None => {
+                let tcp = connect(host, port).await?;
+                let stream = if tls {
+                    crate::tls::connect(host_str, tcp).await.map_err(H1Error::Tls)?
+                } else {
+                    MaybeTls::Plain(tcp)
+                };
+                Conn::new(stream)
+            }
         };
         let target = &url[Position::BeforePath..Position::AfterQuery];
         encode_request(
@@ -313,7 +325,7 @@ impl H1Client {
         match exchanged {
             Ok((response, reusable)) => {
                 if reusable {
-                    self.pool.checkin(host_str, port, conn);
+                    self.pool.checkin(tls, host_str, port, conn);
                 }
                 Ok(response)
             }
@@ -321,7 +333,7 @@ impl H1Client {
                 // What a server restart or an idle close looks like: the
                 // other idle connections there are as old, so the re-send
                 // the core may ask for goes on a fresh one.
-                self.pool.forget(host_str, port);
+                self.pool.forget(tls, host_str, port);
                 Err(e)
             }
             Err(e) => Err(e),
@@ -333,9 +345,7 @@ impl H1Client {
 impl HttpClient for H1Client {
     async fn send(&self, req: Request) -> Result<Response, http_types::Error> {
         match req.url().scheme() {
-            "http" => {}
-            #[cfg(feature = "tls")]
-            "https" => return self.tls.send(req).await,
+            "http" | "https" => {}
             _ => return Err(into_error(H1Error::InvalidRequest)),
         }
         self.send_http(req).await.map_err(into_error)
@@ -369,6 +379,7 @@ struct Pool {
 }
 
 struct HostIdle {
+    tls: bool,
     host: String,
     port: u16,
     /// Oldest first.
@@ -380,11 +391,17 @@ struct Idle {
     since: Instant,
 }
 
+impl HostIdle {
+    fn is(&self, tls: bool, host: &str, port: u16) -> bool {
+        self.tls == tls && self.port == port && self.host == host
+    }
+}
+
 impl Pool {
     /// An idle connection to `host:port` that is still quiet, if any.
-    fn checkout(&self, host: &str, port: u16) -> Option<Conn> {
+    fn checkout(&self, tls: bool, host: &str, port: u16) -> Option<Conn> {
         loop {
-            let conn = self.take(host, port)?;
+            let conn = self.take(tls, host, port)?;
             if conn.quiet() {
                 return Some(conn);
             }
@@ -395,9 +412,9 @@ impl Pool {
 
     /// The most recently used idle connection under the idle limit; older
     /// ones are dropped (closed).
-    fn take(&self, host: &str, port: u16) -> Option<Conn> {
+    fn take(&self, tls: bool, host: &str, port: u16) -> Option<Conn> {
         let mut hosts = self.hosts.lock().unwrap_or_else(PoisonError::into_inner);
-        let entry = hosts.iter_mut().find(|h| h.port == port && h.host == host)?;
+        let entry = hosts.iter_mut().find(|h| h.is(tls, host, port))?;
         let now = Instant::now();
         entry
             .idle
@@ -406,24 +423,25 @@ impl Pool {
     }
 
     /// Close every idle connection to `host:port`.
-    fn forget(&self, host: &str, port: u16) {
+    fn forget(&self, tls: bool, host: &str, port: u16) {
         let mut hosts = self.hosts.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some(entry) = hosts.iter_mut().find(|h| h.port == port && h.host == host) {
+        if let Some(entry) = hosts.iter_mut().find(|h| h.is(tls, host, port)) {
             entry.idle.clear();
         }
     }
 
     /// Keep `conn`, which has just finished a complete exchange.
-    fn checkin(&self, host: &str, port: u16, conn: Conn) {
+    fn checkin(&self, tls: bool, host: &str, port: u16, conn: Conn) {
         if self.max_idle == 0 {
             return;
         }
         let mut hosts = self.hosts.lock().unwrap_or_else(PoisonError::into_inner);
         let now = Instant::now();
-        let at = match hosts.iter().position(|h| h.port == port && h.host == host) {
+        let at = match hosts.iter().position(|h| h.is(tls, host, port)) {
             Some(at) => at,
             None => {
                 hosts.push(HostIdle {
+                    tls,
                     host: host.to_owned(),
                     port,
                     idle: Vec::with_capacity(self.max_idle),
@@ -447,9 +465,9 @@ impl Pool {
 /// there yet costs no failed read.
 type TcpStream = Async<std::net::TcpStream>;
 
-/// One TCP connection with its buffers, reused with it.
+/// One connection (TCP, or TLS over it) with its buffers, reused with it.
 struct Conn {
-    stream: TcpStream,
+    stream: MaybeTls<TcpStream>,
     /// Response bytes read and not yet used: `rbuf[..rlen]`. Empty between
     /// exchanges (a connection with bytes left over is not reused).
     rbuf: Box<[u8]>,
@@ -459,7 +477,7 @@ struct Conn {
 }
 
 impl Conn {
-    fn new(stream: TcpStream) -> Conn {
+    fn new(stream: MaybeTls<TcpStream>) -> Conn {
         Conn {
             stream,
             rbuf: vec![0; HEAD_LIMIT].into_boxed_slice(),
@@ -474,7 +492,7 @@ impl Conn {
     fn quiet(&self) -> bool {
         let mut probe = [0u8; 1];
         loop {
-            match self.stream.get_ref().peek(&mut probe) {
+            match self.stream.tcp().get_ref().peek(&mut probe) {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => return e.kind() == io::ErrorKind::WouldBlock,
                 Ok(_) => return false,
@@ -483,7 +501,11 @@ impl Conn {
     }
 
     async fn write_request(&mut self) -> Result<(), H1Error> {
-        let written = (&self.stream).write_all(&self.wbuf).await;
+        let mut written = self.stream.write_all(&self.wbuf).await;
+        if written.is_ok() {
+            // TLS holds the last record until flushed.
+            written = self.stream.flush().await;
+        }
         // Keep the buffer for the next request, not a large one's capacity.
         if self.wbuf.capacity() > 64 * 1024 {
             self.wbuf = Vec::new();
@@ -495,11 +517,17 @@ impl Conn {
     /// `wait_first`, wait for readiness before the first read (the answer to
     /// a request just sent is not there yet: no read that finds nothing).
     async fn fill(&mut self, cap: usize, wait_first: bool) -> io::Result<usize> {
-        if wait_first {
-            self.stream.readable().await?;
-        }
         let buf = &mut self.rbuf[self.rlen..cap];
-        let n = self.stream.read_with(|s| (&*s).read(buf)).await?;
+        let n = match &mut self.stream {
+            MaybeTls::Plain(tcp) => {
+                if wait_first {
+                    tcp.readable().await?;
+                }
+                tcp.read_with(|s| (&*s).read(buf)).await?
+            }
+            // rustls may hold decrypted bytes already: no readiness wait.
+            tls => tls.read(buf).await?,
+        };
         self.rlen += n;
         Ok(n)
     }
@@ -1006,7 +1034,7 @@ async fn read_length(conn: &mut Conn, n: usize) -> Result<Vec<u8>, H1Error> {
     conn.consume(buffered);
     let mut filled = buffered;
     while filled < n {
-        match (&conn.stream).read(&mut body[filled..]).await {
+        match conn.stream.read(&mut body[filled..]).await {
             Ok(0) => return Err(H1Error::Truncated),
             Ok(k) => filled += k,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -1039,7 +1067,7 @@ async fn read_to_eof(conn: &mut Conn, max_body: usize) -> Result<Vec<u8>, H1Erro
     let mut body = conn.rbuf[..conn.rlen].to_vec();
     conn.consume(conn.rlen);
     let room = (max_body - body.len()) as u64 + 1;
-    (&conn.stream)
+    (&mut conn.stream)
         .take(room)
         .read_to_end(&mut body)
         .await
@@ -1376,7 +1404,7 @@ mod tests {
             s
         });
         let stream = async_std::task::block_on(TcpStream::connect(addr)).unwrap();
-        (Conn::new(stream), peer.join().unwrap())
+        (Conn::new(MaybeTls::Plain(stream)), peer.join().unwrap())
     }
 
     /// Body, status and "reusable", or the error.
@@ -1502,7 +1530,7 @@ mod tests {
             let pair = || async {
                 let c = TcpStream::connect(addr).await.unwrap();
                 let (s, _) = listener.accept().await.unwrap();
-                (Conn::new(c), s)
+                (Conn::new(MaybeTls::Plain(c)), s)
             };
             let pool = Pool {
                 hosts: Mutex::new(Vec::new()),
@@ -1512,29 +1540,29 @@ mod tests {
             // A quiet one comes back; the newest first.
             let (a, _a_peer) = pair().await;
             let (b, _b_peer) = pair().await;
-            let a_port = a.stream.get_ref().local_addr().unwrap().port();
-            let b_port = b.stream.get_ref().local_addr().unwrap().port();
-            pool.checkin("h", 1, a);
-            pool.checkin("h", 1, b);
-            assert!(pool.checkout("other", 1).is_none());
-            assert!(pool.checkout("h", 2).is_none());
-            let got = pool.checkout("h", 1).unwrap();
-            assert_eq!(got.stream.get_ref().local_addr().unwrap().port(), b_port);
-            let got = pool.checkout("h", 1).unwrap();
-            assert_eq!(got.stream.get_ref().local_addr().unwrap().port(), a_port);
-            assert!(pool.checkout("h", 1).is_none());
+            let a_port = a.stream.tcp().get_ref().local_addr().unwrap().port();
+            let b_port = b.stream.tcp().get_ref().local_addr().unwrap().port();
+            pool.checkin(false, "h", 1, a);
+            pool.checkin(false, "h", 1, b);
+            assert!(pool.checkout(false, "other", 1).is_none());
+            assert!(pool.checkout(false, "h", 2).is_none());
+            let got = pool.checkout(false, "h", 1).unwrap();
+            assert_eq!(got.stream.tcp().get_ref().local_addr().unwrap().port(), b_port);
+            let got = pool.checkout(false, "h", 1).unwrap();
+            assert_eq!(got.stream.tcp().get_ref().local_addr().unwrap().port(), a_port);
+            assert!(pool.checkout(false, "h", 1).is_none());
 
             // At most max_idle: the oldest goes.
             let (c, _c_peer) = pair().await;
             let (d, _d_peer) = pair().await;
             let (e, _e_peer) = pair().await;
-            let c_port = c.stream.get_ref().local_addr().unwrap().port();
-            pool.checkin("h", 1, c);
-            pool.checkin("h", 1, d);
-            pool.checkin("h", 1, e);
+            let c_port = c.stream.tcp().get_ref().local_addr().unwrap().port();
+            pool.checkin(false, "h", 1, c);
+            pool.checkin(false, "h", 1, d);
+            pool.checkin(false, "h", 1, e);
             let mut ports = Vec::new();
-            while let Some(conn) = pool.checkout("h", 1) {
-                ports.push(conn.stream.get_ref().local_addr().unwrap().port());
+            while let Some(conn) = pool.checkout(false, "h", 1) {
+                ports.push(conn.stream.tcp().get_ref().local_addr().unwrap().port());
             }
             assert_eq!(ports.len(), 2);
             assert!(!ports.contains(&c_port));
@@ -1544,20 +1572,20 @@ mod tests {
             let (g, g_peer) = pair().await;
             f_peer.write_all(b"HTTP/1.1 200 OK\r\n").await.unwrap();
             drop(g_peer);
-            pool.checkin("h", 1, f);
-            pool.checkin("h", 1, g);
+            pool.checkin(false, "h", 1, f);
+            pool.checkin(false, "h", 1, g);
             // (Loopback: the bytes and the close are there at once; a
             // moment's margin all the same.)
             async_std::task::sleep(Duration::from_millis(100)).await;
-            assert!(pool.checkout("h", 1).is_none());
+            assert!(pool.checkout(false, "h", 1).is_none());
 
             // Forgotten: all of a host's idle connections go.
             let (i, _i_peer) = pair().await;
             let (j, _j_peer) = pair().await;
-            pool.checkin("h", 1, i);
-            pool.checkin("h", 1, j);
-            pool.forget("h", 1);
-            assert!(pool.checkout("h", 1).is_none());
+            pool.checkin(false, "h", 1, i);
+            pool.checkin(false, "h", 1, j);
+            pool.forget(false, "h", 1);
+            assert!(pool.checkout(false, "h", 1).is_none());
 
             // Too old: discarded without a look.
             let old = Pool {
@@ -1566,8 +1594,8 @@ mod tests {
                 max_idle: 2,
             };
             let (h, _h_peer) = pair().await;
-            old.checkin("h", 1, h);
-            assert!(old.checkout("h", 1).is_none());
+            old.checkin(false, "h", 1, h);
+            assert!(old.checkout(false, "h", 1).is_none());
         });
     }
 

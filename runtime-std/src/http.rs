@@ -183,7 +183,7 @@ impl SurfHttp {
             });
             match e.downcast_ref::<H1Error>() {
                 Some(h1) => h1.failure(),
-                // Only https (the `tls` feature's async-h1 client) gets here.
+                // Not ours (a custom `HttpClient`): read the kind from its words.
                 None => Failure::Transport(transport_kind(&e)),
             }
         })?;
@@ -248,7 +248,7 @@ fn io_kind(e: &io::Error) -> Transport {
     }
 }
 
-/// For the `tls` feature's async-h1 client only (ours reports [`H1Error`]s):
+/// For another `HttpClient` than ours (ours reports [`H1Error`]s):
 /// it reports some failures as text only (pool errors, "connection
 /// closed"); read the kind from the io::Error when there is one, else from
 /// the words.
@@ -282,9 +282,10 @@ fn message_kind(msg: &str) -> Transport {
         || m.contains("dns")
     {
         Transport::Dns
-    } else if m.contains("tls") || m.contains("certificate") || m.contains("ssl") {
-        Transport::Tls
     } else {
+        // Also a TLS failure of another client: it may have come after the
+        // request went out, so not `Transport::Tls` (never sent), which
+        // only our own client reports, for a failed handshake.
         Transport::Network
     }
 }

@@ -51,6 +51,7 @@ mod record;
 #[cfg(feature = "metrics")]
 mod serve;
 pub mod systemd;
+pub mod tls;
 mod worker;
 
 pub use api::{ApiError, SharedToken, Task};

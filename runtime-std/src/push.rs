@@ -38,8 +38,7 @@
 //!   returns once the server has entered or left the room), `task_available`
 //!   in. Other events are skipped.
 //! * **What is not.** No long-polling transport and so no fallback to it
-//!   (a server or proxy without WebSockets cannot be used); no `wss://`
-//!   (an `https://` URL is refused); no binary packets (skipped, with their
+//!   (a server or proxy without WebSockets cannot be used); no binary packets (skipped, with their
 //!   attachments); no namespaces other than `/`; no reconnection — a lost
 //!   connection is an error, and the caller connects again and re-joins (a
 //!   new socket is in no room), then claims until the queue is empty, since
@@ -72,6 +71,8 @@ use std::time::{Duration, Instant};
 use async_std::future::timeout;
 use async_std::net::TcpStream;
 use async_tungstenite::WebSocketStream;
+
+use crate::tls::MaybeTls;
 use async_tungstenite::tungstenite::client::IntoClientRequest;
 use async_tungstenite::tungstenite::error::ProtocolError;
 use async_tungstenite::tungstenite::{Error as WsError, Message};
@@ -414,11 +415,15 @@ fn encode_room_event(event: &str, ack: u64, job_name: &str, worker_id: &str) -> 
     format!("42{ack}{payload}")
 }
 
-/// Where to connect, from `http://host[:port][/path]`.
+/// Where to connect, from `http[s]://host[:port][/path]`.
 #[derive(Debug, PartialEq)]
 struct Target {
-    /// `ws://host:port/path/socket.io/?EIO=4&transport=websocket`
+    /// `ws[s]://host:port/path/socket.io/?EIO=4&transport=websocket`
     ws_url: String,
+    /// `wss://` (TLS, [`crate::tls`]), from an `https://` URL.
+    tls: bool,
+    /// The host alone, for TLS's certificate check.
+    host: String,
     /// `host:port` for the TCP connection.
     addr: String,
     /// `host[:port]` as given, for a `Host` header.
@@ -428,12 +433,14 @@ struct Target {
 }
 
 fn websocket_url(base_url: &str) -> Result<Target, PushError> {
-    if base_url.starts_with("https://") {
-        return Err(PushError::InvalidUrl("https (wss://) is not supported"));
-    }
-    let rest = base_url
-        .strip_prefix("http://")
-        .ok_or(PushError::InvalidUrl("it must start with http://"))?;
+    let (tls, rest) = match (
+        base_url.strip_prefix("https://"),
+        base_url.strip_prefix("http://"),
+    ) {
+        (Some(rest), _) => (true, rest),
+        (None, Some(rest)) => (false, rest),
+        (None, None) => return Err(PushError::InvalidUrl("it must start with http:// or https://")),
+    };
     let (authority, path) = match rest.find(['/', '?', '#']) {
         Some(i) => (&rest[..i], &rest[i..]),
         None => (rest, ""),
@@ -448,14 +455,22 @@ fn websocket_url(base_url: &str) -> Result<Target, PushError> {
         Some(i) => !authority[i..].contains(']'),
         None => false,
     };
-    let addr = if has_port {
-        authority.to_owned()
+    let addr = match (has_port, tls) {
+        (true, _) => authority.to_owned(),
+        (false, false) => format!("{authority}:80"),
+        (false, true) => format!("{authority}:443"),
+    };
+    let host = if has_port {
+        &authority[..authority.rfind(':').unwrap_or(authority.len())]
     } else {
-        format!("{authority}:80")
+        authority
     };
     let path = path.trim_end_matches('/');
+    let scheme = if tls { "wss" } else { "ws" };
     Ok(Target {
-        ws_url: format!("ws://{authority}{path}/socket.io/?EIO=4&transport=websocket"),
+        ws_url: format!("{scheme}://{authority}{path}/socket.io/?EIO=4&transport=websocket"),
+        tls,
+        host: host.trim_start_matches('[').trim_end_matches(']').to_owned(),
         addr,
         authority: authority.to_owned(),
         polling_path: format!("{path}/socket.io/?EIO=4&transport=polling"),
@@ -466,13 +481,14 @@ fn websocket_url(base_url: &str) -> Result<Target, PushError> {
 /// server serve Engine.IO at all? (A WebSocket upgrade to a path without a
 /// WebSocket route gets 403 from Starlette and others, not 404.)
 async fn polling_status(target: &Target) -> io::Result<u16> {
-    use async_std::io::{ReadExt, WriteExt};
-    let mut tcp = TcpStream::connect(target.addr.as_str()).await?;
+    use futures_lite::{AsyncReadExt, AsyncWriteExt};
+    let mut tcp = open(target).await?;
     let request = format!(
         "GET {} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n",
         target.polling_path, target.authority
     );
     tcp.write_all(request.as_bytes()).await?;
+    tcp.flush().await?;
     let mut head = Vec::new();
     let mut buf = [0u8; 512];
     while !head.windows(2).any(|w| w == b"\r\n") && head.len() < 4096 {
@@ -490,6 +506,21 @@ async fn polling_status(target: &Target) -> io::Result<u16> {
     }
 }
 
+/// A connection to the target: TCP, and TLS over it for `wss://`.
+async fn open(target: &Target) -> io::Result<Stream> {
+    let tcp = TcpStream::connect(target.addr.as_str()).await?;
+    let _ = tcp.set_nodelay(true);
+    if !target.tls {
+        return Ok(MaybeTls::Plain(tcp));
+    }
+    crate::tls::connect(&target.host, tcp)
+        .await
+        .map_err(io::Error::other)
+}
+
+/// The push connection's stream.
+type Stream = MaybeTls<TcpStream>;
+
 // ---------------------------------------------------------------------------
 // The connection
 // ---------------------------------------------------------------------------
@@ -503,7 +534,7 @@ enum Incoming {
 
 /// A connected Socket.IO push socket. See the [module docs](self).
 pub struct Push {
-    ws: WebSocketStream<TcpStream>,
+    ws: WebSocketStream<Stream>,
     sid: String,
     ping_interval: Duration,
     ping_timeout: Duration,
@@ -558,13 +589,12 @@ impl Push {
         let target = websocket_url(base_url)?;
         let started = Instant::now();
         let left = || timeout_after.saturating_sub(started.elapsed());
-        let tcp = timeout(left(), TcpStream::connect(target.addr.as_str()))
+        let tcp = timeout(left(), open(&target))
             .await
             .map_err(|_| PushError::Timeout {
-                waiting_for: "the TCP connection",
+                waiting_for: "the connection",
             })?
             .map_err(PushError::Connect)?;
-        let _ = tcp.set_nodelay(true);
         let request = target.ws_url.as_str().into_client_request().map_err(ws_error)?;
         let limits = async_tungstenite::tungstenite::protocol::WebSocketConfig::default()
             .max_message_size(Some(max_message))
@@ -889,7 +919,7 @@ impl Push {
 
 /// The next text frame, `None` for other frames (WebSocket pings are
 /// answered by tungstenite), an error for the end of the connection.
-async fn read_text(ws: &mut WebSocketStream<TcpStream>) -> Result<Option<String>, PushError> {
+async fn read_text(ws: &mut WebSocketStream<Stream>) -> Result<Option<String>, PushError> {
     match ws.next().await {
         None => Err(PushError::Closed(CloseReason::Reset)),
         Some(Err(e)) => Err(ws_error(e)),
@@ -1010,6 +1040,8 @@ mod tests {
             ws("http://127.0.0.1:8765").unwrap(),
             Target {
                 ws_url: "ws://127.0.0.1:8765/socket.io/?EIO=4&transport=websocket".into(),
+                tls: false,
+                host: "127.0.0.1".into(),
                 addr: "127.0.0.1:8765".into(),
                 authority: "127.0.0.1:8765".into(),
                 polling_path: "/socket.io/?EIO=4&transport=polling".into(),
@@ -1019,6 +1051,8 @@ mod tests {
             ws("http://example.invalid/zndraw/").unwrap(),
             Target {
                 ws_url: "ws://example.invalid/zndraw/socket.io/?EIO=4&transport=websocket".into(),
+                tls: false,
+                host: "example.invalid".into(),
                 addr: "example.invalid:80".into(),
                 authority: "example.invalid".into(),
                 polling_path: "/zndraw/socket.io/?EIO=4&transport=polling".into(),
@@ -1026,7 +1060,18 @@ mod tests {
         );
         assert_eq!(ws("http://[::1]:9").unwrap().addr, "[::1]:9");
         assert_eq!(ws("http://[::1]").unwrap().addr, "[::1]:80");
-        assert!(ws("https://h:1").unwrap_err().contains("https"));
+        // https: wss, on 443 unless told, the host alone for TLS.
+        let t = ws("https://zndraw.example/p").unwrap();
+        assert_eq!(
+            t.ws_url,
+            "wss://zndraw.example/p/socket.io/?EIO=4&transport=websocket"
+        );
+        assert_eq!(
+            (t.tls, t.host.as_str(), t.addr.as_str()),
+            (true, "zndraw.example", "zndraw.example:443")
+        );
+        let t = ws("https://[::1]:8443").unwrap();
+        assert_eq!((t.host.as_str(), t.addr.as_str()), ("::1", "[::1]:8443"));
         assert!(ws("ftp://h").is_err());
         assert!(ws("http://").is_err());
         assert!(ws("http://u:p@h:1").is_err());

@@ -62,7 +62,7 @@ fn configuration_errors_exit_2_with_one_clear_line() {
         ),
         (
             &["--job", JOB, "--schema", "@global:modifiers:Other=s.json"],
-            "no --job serves it",
+            "no --job or --serve serves it",
         ),
         (
             &["--job", JOB, "--heartbeat", "18446744073709551.9s"],
@@ -100,20 +100,36 @@ fn configuration_errors_exit_2_with_one_clear_line() {
 }
 
 #[test]
-fn https_without_tls_says_how_to_get_it() {
-    let out = worker(
-        &["--server", "https://127.0.0.1:9", "--token", "t", "--job", JOB],
-        &[],
-    );
-    if cfg!(feature = "tls") {
-        return;
+fn an_unusable_ca_file_is_a_usage_error() {
+    let dir = std::env::temp_dir().join(format!("outage-ca-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let not_pem = dir.join("not.pem");
+    std::fs::write(&not_pem, "hello\n").unwrap();
+    for (file, why) in [
+        (dir.join("missing.pem"), "cannot read CA file"),
+        (not_pem, "holds no certificate"),
+    ] {
+        let out = worker(
+            &[
+                "--server",
+                "https://127.0.0.1:9",
+                "--token",
+                "t",
+                "--job",
+                JOB,
+                "--ca-file",
+                file.to_str().unwrap(),
+            ],
+            &[],
+        );
+        assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+        assert!(stderr(&out).contains(why), "{}", stderr(&out));
+        assert_eq!(
+            stderr(&out).lines().filter(|l| l.starts_with("error:")).count(),
+            1
+        );
     }
-    assert_eq!(out.status.code(), Some(2));
-    assert!(
-        stderr(&out).contains("build with `--features tls`"),
-        "{}",
-        stderr(&out)
-    );
+    let _ = std::fs::remove_dir_all(dir);
 }
 
 #[test]

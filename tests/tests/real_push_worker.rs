@@ -240,11 +240,13 @@ fn a_token_that_expires_while_push_is_connected() {
     assert_eq!(worker.stop_reason(), None);
     // Connected again after each renewal, not after a lost connection.
     assert!(log.matching("Push connection lost").is_empty(), "{}", log.dump());
+    // Renewed ahead of each expiry (the JWT's `exp`), never on a 401.
     assert!(
-        !log.matching("renewing the credentials").is_empty(),
+        !log.matching("Credentials renewed; serving").is_empty(),
         "{}",
         log.dump()
     );
+    assert!(log.matching("401").is_empty(), "{}", log.dump());
     block_on(worker.disconnect());
     // Every line at trace level but tungstenite's own frame traces (which
     // show the CONNECT frame: see the `push` module docs; the CLI caps them).

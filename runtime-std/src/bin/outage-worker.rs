@@ -94,6 +94,12 @@ struct Cli {
     #[arg(long, env = "OUTAGE_SERVER", value_name = "URL")]
     server: Option<String>,
 
+    /// Trust the CA certificates in this PEM file too, for an https server
+    /// with a private CA or a self-signed certificate (the platform's roots,
+    /// and SSL_CERT_FILE / SSL_CERT_DIR, are trusted anyway).
+    #[arg(long, value_name = "FILE")]
+    ca_file: Option<std::path::PathBuf>,
+
     /// Bearer token for the server. Also read from OUTAGE_TOKEN, then
     /// ZNDRAW_TOKEN. A 401 stops the worker: for tokens that expire use
     /// --token-file or --user.
@@ -448,6 +454,11 @@ async fn run(cli: Cli) -> ExitCode {
         Ok(c) => c,
         Err(e) => return usage(&e),
     };
+    if let Some(path) = &cli.ca_file
+        && let Err(e) = outage_runtime_std::tls::trust_ca_file(path)
+    {
+        return usage(&format!("--ca-file: {e}"));
+    }
     let config = Config {
         heartbeat_interval: cli.heartbeat,
         poll_interval: cli.poll,
