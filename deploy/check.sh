@@ -14,7 +14,7 @@ bin=$(realpath "$bin")
 
 # What the units promise, whatever the host has.
 for unit in deploy/outage-worker.service 'deploy/outage-worker@.service'; do
-    for want in 'KillMode=mixed' 'Restart=on-failure' 'RestartPreventExitStatus=2 3' 'KillSignal=SIGTERM' \
+    for want in 'KillMode=mixed' 'Restart=on-failure' 'RestartPreventExitStatus=2 3 5' 'KillSignal=SIGTERM' \
         'Type=notify' 'NotifyAccess=main' 'WatchdogSec=30' 'TimeoutStopSec=60'; do
         grep -qx "$want" "$unit" || { echo "error: $unit lacks $want" >&2; exit 1; }
     done

@@ -56,7 +56,10 @@ const STDERR_KEEP: usize = 2000;
 const STDERR_LINE: usize = 16 << 10;
 /// The longest error text a handler's reply may give a task.
 const ERROR_KEEP: usize = 4000;
-/// How often a running task's token is checked for a renewal.
+/// After a process exited mid-task, how long what it wrote is still read.
+const EXIT_READ: Duration = Duration::from_millis(200);
+/// How often a running task's token is checked for a renewal (and its
+/// process for an exit its stdout does not show).
 const TOKEN_CHECK: Duration = Duration::from_millis(250);
 /// After stdout ends, how long to wait for the exit status and the rest of
 /// stderr.
@@ -191,14 +194,15 @@ impl LongLived {
     pub async fn start(&self, job: &Job) -> Result<Option<serde_json::Value>, String> {
         let name: Arc<str> = Arc::from(job.full_name());
         *lock(&self.inner.job) = name.clone();
-        let starts: Vec<_> = (0..self.inner.processes)
-            .map(|_| async_std::task::spawn(start_process(self.inner.clone(), name.clone())))
-            .collect();
+        // Started together, polled here (not spawned): dropping `start`
+        // (a stop signal meanwhile) drops every start, which kills its
+        // process.
+        let starts = (0..self.inner.processes).map(|_| start_process(self.inner.clone(), name.clone()));
         let mut schema = None;
         let mut first_error = None;
         let mut procs = Vec::new();
-        for start in starts {
-            match start.await {
+        for started in join_all(starts).await {
+            match started {
                 Ok((proc, s)) => {
                     schema = schema.or(s);
                     procs.push(proc);
@@ -209,12 +213,8 @@ impl LongLived {
             }
         }
         if let Some(why) = first_error {
+            // The caller reports it (the CLI: one error line, exit 5).
             let _ = lock(&self.inner.respawn).start_failed();
-            emit(&Event::HandlerGaveUp {
-                job: &name,
-                failed_starts: 1,
-                why: &why,
-            });
             for p in procs {
                 p.close().await;
             }
@@ -223,6 +223,13 @@ impl LongLived {
         lock(&self.inner.respawn).ready();
         lock(&self.inner.slots).extend(procs.into_iter().map(Slot::Ready));
         Ok(schema)
+    }
+
+    /// [`LongLived::start`] for several jobs at once, together: each one's
+    /// result, in order. Dropped (a stop meanwhile), every start is
+    /// dropped and its processes killed.
+    pub async fn start_all(jobs: &[(&Job, &LongLived)]) -> Vec<Result<Option<serde_json::Value>, String>> {
+        join_all(jobs.iter().map(|(job, pool)| pool.start(job))).await
     }
 
     /// Resolves once the restarts of the job's processes were given up (the
@@ -261,6 +268,30 @@ impl Handler for LongLived {
     fn run(&self, task: Task) -> Pin<Box<dyn Future<Output = TaskResult> + Send + 'static>> {
         Box::pin(run_task(self.inner.clone(), task))
     }
+}
+
+/// Every future's output, in order, the futures polled together.
+async fn join_all<F: Future>(futures: impl IntoIterator<Item = F>) -> Vec<F::Output> {
+    let mut pending: Vec<Pin<Box<F>>> = futures.into_iter().map(Box::pin).collect();
+    let mut done: Vec<Option<F::Output>> = pending.iter().map(|_| None).collect();
+    std::future::poll_fn(|cx| {
+        let mut all = true;
+        for (f, out) in pending.iter_mut().zip(done.iter_mut()) {
+            if out.is_none() {
+                match f.as_mut().poll(cx) {
+                    std::task::Poll::Ready(v) => *out = Some(v),
+                    std::task::Poll::Pending => all = false,
+                }
+            }
+        }
+        if all {
+            std::task::Poll::Ready(())
+        } else {
+            std::task::Poll::Pending
+        }
+    })
+    .await;
+    done.into_iter().flatten().collect()
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -376,11 +407,7 @@ impl Proc {
         let status = async_std::future::timeout(EXIT_WAIT, self.child.status()).await;
         let _ = async_std::future::timeout(Duration::from_millis(300), self.stderr.done.1.recv()).await;
         let why = match status {
-            Ok(Ok(s)) => match (s.code(), std::os::unix::process::ExitStatusExt::signal(&s)) {
-                (Some(code), _) => format!("exited with status {code}"),
-                (None, Some(sig)) => format!("was killed by signal {sig}{}", signal_name(sig)),
-                (None, None) => "ended".to_owned(),
-            },
+            Ok(Ok(s)) => status_words(s),
             Ok(Err(e)) => format!("ended (its status is unknown: {e})"),
             Err(_) => "closed its stdout".to_owned(),
         };
@@ -389,6 +416,46 @@ impl Proc {
             format!("handler process {why} {when}")
         } else {
             format!("handler process {why} {when}: {tail}")
+        }
+    }
+}
+
+/// An exit status in words: `exited with status 3`, `was killed by signal 9 (SIGKILL)`.
+fn status_words(s: std::process::ExitStatus) -> String {
+    match (s.code(), std::os::unix::process::ExitStatusExt::signal(&s)) {
+        (Some(code), _) => format!("exited with status {code}"),
+        (None, Some(sig)) => format!("was killed by signal {sig}{}", signal_name(sig)),
+        (None, None) => "ended".to_owned(),
+    }
+}
+
+impl Proc {
+    /// Before a task is sent: is this idle process still fit for it? It
+    /// may have exited, closed its stdout, or written something no request
+    /// asked for (a late or repeated reply); then why.
+    fn idle_fault(&mut self) -> Option<String> {
+        if let Ok(Some(status)) = self.child.try_status() {
+            let tail = self.stderr.tail();
+            let why = status_words(status);
+            return Some(if tail.is_empty() {
+                format!("handler process {why} while idle")
+            } else {
+                format!("handler process {why} while idle: {tail}")
+            });
+        }
+        match self.lines.try_recv() {
+            Ok(Line::Text(text)) => Some(format!(
+                "handler broke the protocol: it wrote {} while no request was open",
+                shown(&text)
+            )),
+            Ok(Line::TooLong) => Some(format!(
+                "handler broke the protocol: a line longer than {} KiB while no request was open",
+                MAX_LINE >> 10
+            )),
+            Err(async_std::channel::TryRecvError::Closed) => {
+                Some("handler process closed its stdout while idle".to_owned())
+            }
+            Err(async_std::channel::TryRecvError::Empty) => None,
         }
     }
 }
@@ -789,7 +856,9 @@ async fn run_task(inner: Arc<Inner>, task: Task) -> TaskResult {
     if let Some(why) = inner.gave_up_text() {
         return Err(why);
     }
-    let slot = lock(&inner.slots).pop();
+    let Some(mut slot) = lock(&inner.slots).pop() else {
+        return Err("no handler process is free (more tasks than processes)".to_owned());
+    };
     let mut out = Checkout {
         inner: inner.clone(),
         proc: None,
@@ -797,22 +866,37 @@ async fn run_task(inner: Arc<Inner>, task: Task) -> TaskResult {
         busy: false,
         next: None,
     };
-    match slot {
-        Some(Slot::Ready(p)) => out.proc = Some(p),
-        Some(Slot::Starting(h)) => {
-            let started = out.pending.insert(h).await;
-            out.pending = None;
-            out.proc = started;
+    // A process fit for the task: a dead or out-of-step idle one is
+    // replaced first (the task was not sent: it is not its fault).
+    let proc = loop {
+        match slot {
+            Slot::Ready(p) => out.proc = Some(p),
+            Slot::Starting(h) => {
+                let started = out.pending.insert(h).await;
+                out.pending = None;
+                out.proc = started;
+            }
         }
-        None => return Err("no handler process is free (more tasks than processes)".to_owned()),
-    }
-    let Some(proc) = out.proc.as_mut() else {
-        // Given up while this task waited for the restart. The slot goes
-        // back as a restart that ends at once.
-        out.next = Some(Slot::Starting(async_std::task::spawn(async { None })));
-        return Err(inner
-            .gave_up_text()
-            .unwrap_or_else(|| "the handler process could not be started".to_owned()));
+        let Some(proc) = out.proc.as_mut() else {
+            // Given up while this task waited for the restart. The slot
+            // goes back as a restart that ends at once.
+            out.next = Some(Slot::Starting(async_std::task::spawn(async { None })));
+            return Err(inner
+                .gave_up_text()
+                .unwrap_or_else(|| "the handler process could not be started".to_owned()));
+        };
+        let Some(why) = proc.idle_fault() else {
+            break out.proc.as_mut().expect("checked above");
+        };
+        let wait = restart_wait(lock(&inner.respawn).ended());
+        emit(&Event::HandlerEnded {
+            job: &task.job_name,
+            pid: proc.pid,
+            why: &why,
+            restart_in: ms(wait),
+        });
+        drop(out.proc.take());
+        slot = inner.restart(wait);
     };
     out.busy = true;
     let exchange = exchange(&inner, proc, &task).await;
@@ -899,6 +983,22 @@ async fn exchange(inner: &Inner, proc: &mut Proc, task: &Task) -> Exchange {
                 None
             });
             match next.await {
+                None if matches!(proc.child.try_status(), Ok(Some(_))) => {
+                    // It exited, but something it started holds its stdout
+                    // open: what it wrote before is still read, briefly.
+                    let grace = async_std::future::timeout(EXIT_READ, async {
+                        while let Ok(Line::Text(text)) = proc.lines.recv().await {
+                            if let Ok(Some(outcome)) = parse_reply(&text, id) {
+                                return Some(outcome);
+                            }
+                        }
+                        None
+                    });
+                    if let Ok(Some(outcome)) = grace.await {
+                        return Exchange::Reply(outcome);
+                    }
+                    return Exchange::Broken(proc.ended("while running the task").await);
+                }
                 None => {
                     // A renewal since the request: tell the process.
                     let now = token.as_ref().map(|(_, t)| t.get());

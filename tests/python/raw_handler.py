@@ -6,7 +6,9 @@ faults a well-behaved helper never commits.
 Start modes (argv[1], default "normal"): normal; exit-at-start (exits 7
 before it is ready); once (ready at the first start only); never-ready (sleeps); ignore-term (ignores SIGTERM, so
 only SIGKILL ends it). What a task does comes from its payload: {"crash":
-true} exits 3 mid-task after a line on stderr; {"sleep": S}; {"garbage":
+true} exits 3 mid-task after a line on stderr; {"fork_crash": true} the
+same, with a forked child holding stdout open; {"exit_after_reply": true}
+completes, then exits while idle; {"sleep": S}; {"garbage":
 true} replies with a line that is not JSON; {"wrong_id": true} replies to
 another request; {"huge": N} replies with a line of N bytes; {"fail": "x"}
 fails with that text; {"print": "x"} prints x to stdout (the helper's rule:
@@ -65,6 +67,16 @@ for line in sys.stdin:
         print(payload["print"], flush=True)
     if "sleep" in payload:
         time.sleep(payload["sleep"])
+    if payload.get("fork_crash"):
+        # A child that keeps stdout open outlives the handler's crash.
+        if os.fork() == 0:
+            time.sleep(30)
+            os._exit(0)
+        print("crashing, a child left behind", file=sys.stderr, flush=True)
+        os._exit(3)
+    if payload.get("exit_after_reply"):
+        send({"jsonrpc": "2.0", "id": rid, "result": {"status": "completed"}})
+        sys.exit(0)
     if payload.get("crash"):
         print("about to crash: segfault in the model", file=sys.stderr, flush=True)
         os._exit(3)

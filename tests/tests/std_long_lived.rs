@@ -280,6 +280,41 @@ fn each_fault_fails_its_task_only_and_a_fresh_process_runs_the_next() {
     assert!(run.stop().success(), "{}", run.log());
 }
 
+/// A crash the pipes do not show (a forked child keeps stdout open) fails
+/// its task all the same; a process that dies while idle is replaced
+/// before the next task, which does not fail for it.
+#[test]
+fn a_crash_behind_an_open_pipe_and_a_death_while_idle() {
+    let server = server();
+    let api = server.api();
+    let mut run = Run::start(&server, "normal", &[]);
+    run.wait_for("Registered as worker", Duration::from_secs(60));
+    let id = api.submit("room1", JOB, r#"{"fork_crash":true}"#);
+    let t = finished(&api, &id, Duration::from_secs(20));
+    assert_eq!(t["status"], "failed", "{t}");
+    let text = t["error"].as_str().unwrap();
+    assert!(
+        text.contains("exited with status 3 while running the task"),
+        "{text}"
+    );
+    assert!(text.contains("crashing, a child left behind"), "{text}");
+    let done = api.submit("room1", JOB, r#"{"exit_after_reply":true}"#);
+    assert_eq!(
+        finished(&api, &done, Duration::from_secs(30))["status"],
+        "completed"
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    let next = api.submit("room1", JOB, r#"{"n":1}"#);
+    let t = finished(&api, &next, Duration::from_secs(30));
+    assert_eq!(t["status"], "completed", "{t}\n{}", run.log());
+    assert!(
+        run.log().contains("exited with status 0 while idle"),
+        "{}",
+        run.log()
+    );
+    assert!(run.stop().success(), "{}", run.log());
+}
+
 #[test]
 fn a_handler_that_never_becomes_ready_or_exits_at_start_is_one_clear_error() {
     let server = server();
@@ -298,6 +333,19 @@ fn a_handler_that_never_becomes_ready_or_exits_at_start_is_one_clear_error() {
     );
     run.assert_no_handler_left();
 
+    // A stop signal while the handler starts: a stop as requested (exit 0),
+    // the handler ended too.
+    let mut run = Run::start(&server, "never-ready", &["--startup-timeout", "60s"]);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while run.handler_pids().is_empty() {
+        assert!(Instant::now() < deadline, "no handler started: {}", run.log());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let began = Instant::now();
+    assert_eq!(run.stop().code(), Some(0), "{}", run.log());
+    assert!(began.elapsed() < Duration::from_secs(20), "{:?}", began.elapsed());
+    assert!(!run.log().contains("Registered as worker"), "{}", run.log());
+
     let mut run = Run::start(&server, "exit-at-start", &[]);
     let status = run.wait_exit(Duration::from_secs(60));
     assert_eq!(status.code(), Some(5), "{}", run.log());
@@ -306,7 +354,13 @@ fn a_handler_that_never_becomes_ready_or_exits_at_start_is_one_clear_error() {
         log.contains("exited with status 7 before it was ready: cannot load the model"),
         "{log}"
     );
-    assert_eq!(log.matches("ERROR").count(), 1, "one error line: {log}");
+    assert_eq!(
+        log.lines()
+            .filter(|l| l.contains("ERROR") || l.starts_with("error:"))
+            .count(),
+        1,
+        "one error line: {log}"
+    );
     run.assert_no_handler_left();
 }
 

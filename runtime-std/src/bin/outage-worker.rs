@@ -501,6 +501,7 @@ async fn run(cli: Cli) -> ExitCode {
     let token = builder.shared_token();
     let mut served: Vec<String> = Vec::new();
     let mut pools: Vec<LongLived> = Vec::new();
+    let mut serve_jobs: Vec<(Job, LongLived, bool)> = Vec::new();
     let specs = cli
         .jobs
         .iter()
@@ -553,21 +554,8 @@ async fn run(cli: Cli) -> ExitCode {
                 pool = pool.max_tasks_per_process(n);
             }
             pools.push(pool.clone());
-            // Ready before the job is registered: no task is claimed while
-            // the handler still imports. Its schema, unless --schema gives one.
-            match pool.start(&job).await {
-                Ok(Some(schema)) if !schema_file => job = job.with_schema(schema),
-                Ok(_) => {}
-                Err(e) => {
-                    eprintln!("error: {e}");
-                    for p in &pools {
-                        p.shutdown().await;
-                    }
-                    outage_runtime_std::command::wait_for_abandoned();
-                    return ExitCode::from(exit::HANDLER);
-                }
-            }
-            builder = builder.job(job, pool);
+            // Started once every argument is checked (below).
+            serve_jobs.push((job, pool, schema_file));
         } else {
             let mut command = Command::new(jc.program, jc.args).server(server.clone(), token.clone());
             if let Some(limit) = cli.task_timeout {
@@ -582,13 +570,86 @@ async fn run(cli: Cli) -> ExitCode {
             return usage(&format!("--schema {name}: no --job or --serve serves it"));
         }
     }
+    // The --serve handlers: started together and ready before their jobs
+    // are registered (no task is claimed while a handler still imports);
+    // each job gets the schema its handler announced, unless --schema gives
+    // one. A stop signal meanwhile stops, as during the startup retries.
+    let mut startup_signals = signal_hook_async_std::Signals::new([
+        signal_hook::consts::SIGINT,
+        signal_hook::consts::SIGTERM,
+        signal_hook::consts::SIGHUP,
+        signal_hook::consts::SIGQUIT,
+    ])
+    .ok();
+    if !serve_jobs.is_empty() {
+        let started = async {
+            let jobs: Vec<(&Job, &LongLived)> = serve_jobs.iter().map(|(j, p, _)| (j, p)).collect();
+            Some(LongLived::start_all(&jobs).await)
+        };
+        let stopped = async {
+            use futures_lite::StreamExt;
+            match startup_signals.as_mut() {
+                Some(s) => {
+                    s.next().await;
+                    None
+                }
+                None => futures_lite::future::pending().await,
+            }
+        };
+        let results = futures_lite::FutureExt::or(started, stopped).await;
+        let failed = match &results {
+            None => Some(None),
+            Some(r) => r.iter().find_map(|r| r.as_ref().err()).map(|e| Some(e.clone())),
+        };
+        if let Some(why) = failed {
+            for p in &pools {
+                p.shutdown().await;
+            }
+            outage_runtime_std::command::wait_for_abandoned();
+            return match why {
+                // Stopped on request while the handlers started.
+                None => ExitCode::from(exit::STOPPED),
+                Some(e) => {
+                    eprintln!("error: {e}");
+                    ExitCode::from(exit::HANDLER)
+                }
+            };
+        }
+        for ((job, pool, schema_file), result) in serve_jobs.into_iter().zip(results.into_iter().flatten()) {
+            let job = match result {
+                Ok(Some(schema)) if !schema_file => job.with_schema(schema),
+                _ => job,
+            };
+            builder = builder.job(job, pool);
+        }
+    }
     // Started on its own thread, so that a stop signal during the startup
     // retries stops it as requested (exit 0) too.
     let worker = match builder.spawn() {
         Ok(w) => w,
-        Err(e) => return usage(&e.to_string()),
+        Err(e) => {
+            for p in &pools {
+                p.shutdown().await;
+            }
+            return usage(&e.to_string());
+        }
     };
     let grace = std::time::Duration::from_millis(cli.grace.as_millis());
+    // A stop signal that came between the handlers' start and the worker's
+    // own listener: a stop as requested.
+    if let Some(mut s) = startup_signals {
+        use futures_lite::StreamExt;
+        let pending = futures_lite::future::poll_once(s.next()).await;
+        s.handle().close();
+        if let Some(Some(_)) = pending {
+            worker.shutdown(grace).await;
+            for p in &pools {
+                p.shutdown().await;
+            }
+            outage_runtime_std::command::wait_for_abandoned();
+            return ExitCode::from(exit::STOPPED);
+        }
+    }
     // A --serve job whose handler can no longer be started stops the
     // worker as a stop would (the grace for the other tasks), exit 5.
     let handler_gave_up = std::sync::atomic::AtomicBool::new(false);
