@@ -117,6 +117,8 @@ struct Inner {
     gave_up: Mutex<Option<String>>,
     gave_up_signal: (Sender<()>, Receiver<()>),
     stopping: std::sync::atomic::AtomicBool,
+    /// Recycled processes being closed ([`LongLived::shutdown`] waits).
+    closing: Mutex<Vec<async_std::task::JoinHandle<()>>>,
 }
 
 /// A task slot's process.
@@ -125,6 +127,10 @@ enum Slot {
     /// A fresh process being started (after the core's wait); `None` once
     /// the restarts were given up.
     Starting(async_std::task::JoinHandle<Option<Proc>>),
+    /// No process: one starts when a task needs it. What a task abandoned
+    /// mid-exchange leaves (only a stop abandons one): no process is
+    /// started for a worker that is on its way out.
+    Empty,
 }
 
 impl LongLived {
@@ -146,6 +152,7 @@ impl LongLived {
                 gave_up: Mutex::new(None),
                 gave_up_signal: bounded(1),
                 stopping: std::sync::atomic::AtomicBool::new(false),
+                closing: Mutex::new(Vec::new()),
             }),
         }
     }
@@ -256,11 +263,19 @@ impl LongLived {
                         ends.push(async_std::task::spawn(p.close()));
                     }
                 }
+                Slot::Empty => {}
             }
         }
+        // And the processes recycled a moment ago, still closing.
+        ends.extend(std::mem::take(&mut *lock(&self.inner.closing)));
         for end in ends {
             end.await;
         }
+    }
+
+    /// [`LongLived::shutdown`] for several at once, together.
+    pub async fn shutdown_all(pools: &[LongLived]) {
+        join_all(pools.iter().map(LongLived::shutdown)).await;
     }
 }
 
@@ -510,6 +525,11 @@ impl Stderr {
         *lock(&self.task) = task_id.to_owned();
         lock(&self.tail).clear();
     }
+
+    /// The task is over: later lines belong to no task.
+    fn end(&self) {
+        lock(&self.task).clear();
+    }
 }
 
 /// Read stdout as bounded lines into `tx`; ends (closing the channel) at
@@ -519,7 +539,14 @@ async fn read_lines(out: ChildStdout, tx: Sender<Line>) {
     let mut line = Vec::new();
     loop {
         let buf = match r.fill_buf().await {
-            Ok([]) | Err(_) => return,
+            Ok([]) | Err(_) => {
+                // A last line without its end still counts.
+                let text = String::from_utf8_lossy(&line).trim_end_matches('\r').to_owned();
+                if !text.trim().is_empty() {
+                    let _ = tx.send(Line::Text(text)).await;
+                }
+                return;
+            }
             Ok(buf) => buf,
         };
         let (take, end) = match buf.iter().position(|&b| b == b'\n') {
@@ -824,9 +851,9 @@ impl Drop for Checkout {
             match self.proc.take() {
                 Some(p) if !self.busy => Slot::Ready(p),
                 other => {
+                    // Abandoned mid-exchange (a stop): killed, not restarted.
                     drop(other);
-                    let wait = lock(&self.inner.respawn).replaced();
-                    self.inner.restart(restart_wait(wait))
+                    Slot::Empty
                 }
             }
         };
@@ -876,6 +903,10 @@ async fn run_task(inner: Arc<Inner>, task: Task) -> TaskResult {
                 out.pending = None;
                 out.proc = started;
             }
+            Slot::Empty => {
+                slot = inner.restart(Duration::ZERO);
+                continue;
+            }
         }
         let Some(proc) = out.proc.as_mut() else {
             // Given up while this task waited for the restart. The slot
@@ -901,6 +932,7 @@ async fn run_task(inner: Arc<Inner>, task: Task) -> TaskResult {
     out.busy = true;
     let exchange = exchange(&inner, proc, &task).await;
     out.busy = false;
+    proc.stderr.end();
     let job = task.job_name.as_str();
     match exchange {
         Exchange::Reply(outcome) => {
@@ -913,7 +945,13 @@ async fn run_task(inner: Arc<Inner>, task: Task) -> TaskResult {
                     tasks: proc.served,
                 });
                 if let Some(p) = out.proc.take() {
-                    async_std::task::spawn(p.close());
+                    let mut closing = lock(&inner.closing);
+                    // Older closes are over by now (2 s each at most):
+                    // kept bounded, the oldest let go.
+                    if closing.len() >= 16 {
+                        drop(closing.remove(0));
+                    }
+                    closing.push(async_std::task::spawn(p.close()));
                 }
                 let wait = lock(&inner.respawn).replaced();
                 out.next = Some(inner.restart(restart_wait(wait)));

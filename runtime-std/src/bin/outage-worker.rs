@@ -602,9 +602,7 @@ async fn run(cli: Cli) -> ExitCode {
             Some(r) => r.iter().find_map(|r| r.as_ref().err()).map(|e| Some(e.clone())),
         };
         if let Some(why) = failed {
-            for p in &pools {
-                p.shutdown().await;
-            }
+            LongLived::shutdown_all(&pools).await;
             outage_runtime_std::command::wait_for_abandoned();
             return match why {
                 // Stopped on request while the handlers started.
@@ -628,9 +626,7 @@ async fn run(cli: Cli) -> ExitCode {
     let worker = match builder.spawn() {
         Ok(w) => w,
         Err(e) => {
-            for p in &pools {
-                p.shutdown().await;
-            }
+            LongLived::shutdown_all(&pools).await;
             return usage(&e.to_string());
         }
     };
@@ -643,9 +639,7 @@ async fn run(cli: Cli) -> ExitCode {
         s.handle().close();
         if let Some(Some(_)) = pending {
             worker.shutdown(grace).await;
-            for p in &pools {
-                p.shutdown().await;
-            }
+            LongLived::shutdown_all(&pools).await;
             outage_runtime_std::command::wait_for_abandoned();
             return ExitCode::from(exit::STOPPED);
         }
@@ -673,9 +667,7 @@ async fn run(cli: Cli) -> ExitCode {
         worker.wait().await
     };
     let reason = futures_lite::FutureExt::or(worker.run_until_signal(grace), gave_up).await;
-    for p in &pools {
-        p.shutdown().await;
-    }
+    LongLived::shutdown_all(&pools).await;
     if let Some(error) = worker.startup_error() {
         // The startup failure was logged as it happened.
         return ExitCode::from(match error.error.classify(error.what) {
