@@ -370,6 +370,36 @@ impl Render for Fatal {
 
 impl_render_outputs!(Transport, Failure, Fatal);
 
+/// Why a worker could not start.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StartupError {
+    /// The request that failed.
+    pub what: Endpoint,
+    /// Its last failure.
+    pub error: Failure,
+    /// How many retries were made before giving up.
+    pub retries: u32,
+}
+
+impl Render for StartupError {
+    fn render<S: Sink + ?Sized>(&self, out: &mut S) {
+        self.what.render(out);
+        out.words(words!(" failed: "));
+        self.error.render(out);
+        if self.retries > 0 {
+            out.words(words!(" (after "));
+            out.num(u64::from(self.retries));
+            out.words(if self.retries == 1 {
+                words!(" retry)")
+            } else {
+                words!(" retries)")
+            });
+        }
+    }
+}
+
+impl_render_outputs!(StartupError);
+
 #[cfg(test)]
 mod tests {
     extern crate std;

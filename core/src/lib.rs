@@ -27,6 +27,12 @@
 //! [`Machine`] (one pure step per loop), [`classify`] (error classes decided
 //! once), [`Event`] (one rendering for `log` and `defmt`), [`protocol`]
 //! (zndraw-joblib's wire types and routes) and [`Config`].
+//!
+//! Layering (bottom-up; a module imports only modules of lower layers —
+//! `python3 .ci/layers.py` checks it in CI): `time`, `fuzz` · `render`,
+//! `jwt`, `respawn` · `config`, `error` · `backoff`, `outage`, `protocol`,
+//! `routes` · `event`, `push` · `fields`, `machine`, `startup` ·
+//! `lifecycle` · `driver`, `status`.
 
 #![no_std]
 // One audited `unsafe` (a pinned array's element projection) in `driver`;
@@ -58,7 +64,9 @@ pub mod time;
 
 pub use backoff::{SplitMix64, backoff, first_phase};
 pub use config::{Config, ConfigError, Jitter, OnRegistrationLost, ValidConfig};
-pub use error::{Class, Endpoint, Failure, Fatal, Local, Transport, classify, parse_retry_after};
+pub use error::{
+    Class, Endpoint, Failure, Fatal, Local, StartupError, Transport, classify, parse_retry_after,
+};
 pub use event::{Event, GiveUp, Level, NO_HANDLER_ERROR, Only, SHUTDOWN_ERROR, StopReason, Stopped, keep};
 pub use fields::FieldSink;
 #[cfg(feature = "ops")]
@@ -71,7 +79,7 @@ pub use machine::{ClaimAction, Events, HeartbeatAction, Machine, Phase, Step, Ta
 pub use outage::Outage;
 pub use render::{Render, Sink};
 pub use routes::{AnswerClass, RouteStats};
-pub use startup::{StartupError, StartupRetry, StartupStep, startup_wait_floor};
+pub use startup::{StartupRetry, StartupStep, startup_wait_floor};
 #[cfg(feature = "ops")]
 pub use status::Status;
 pub use time::{Clock, Duration, Instant, ManualClock};

@@ -256,16 +256,7 @@ pub enum Notice {
 /// crate's `events` feature only [`Notice::Adopt`] is handed out.
 pub type Out<'a> = &'a mut dyn FnMut(Notice);
 
-/// A counter of [`Stats`]: the target's word. `u64` on a 64-bit host;
-/// `u32` on a microcontroller, where the worker's counters, kept twice
-/// (the lifecycle's and the worker's view), then take 64 bytes less RAM, and
-/// where 2^32 requests at one every second would take 136 years.
-#[cfg(target_pointer_width = "64")]
-pub type Count = u64;
-/// A counter of [`Stats`]: the target's word (`u64` on a 64-bit host,
-/// `u32` on a microcontroller).
-#[cfg(not(target_pointer_width = "64"))]
-pub type Count = u32;
+pub use crate::routes::Count;
 
 /// What a worker has done so far. The same counters on every runtime, each
 /// a [`Count`].
@@ -821,7 +812,7 @@ impl<const SLOTS: usize> Lifecycle<SLOTS> {
         #[cfg(feature = "ops")]
         if let Op::Send(req) = busy.op {
             let what = req.endpoint();
-            let class = crate::AnswerClass::of_outcome(what, &outcome);
+            let class = answer_class(what, &outcome);
             self.stats.routes.count(what, class);
         }
         if let Outcome::Replied(Err(failure)) = outcome {
@@ -1480,4 +1471,14 @@ impl<const SLOTS: usize> Lifecycle<SLOTS> {
 /// The part of a reply a request expects; any other reply is unreadable.
 fn answer<T>(result: Result<Reply, Failure>, pick: fn(Reply) -> Option<T>) -> Result<T, Failure> {
     result.and_then(|r| pick(r).ok_or(Failure::MalformedResponse))
+}
+
+/// The class of how a request to `endpoint` ended (for [`RouteStats`](crate::RouteStats)).
+#[cfg_attr(not(feature = "ops"), allow(dead_code))]
+const fn answer_class(endpoint: crate::Endpoint, outcome: &Outcome) -> crate::AnswerClass {
+    match outcome {
+        Outcome::Replied(Ok(_)) | Outcome::Ran(_) => crate::AnswerClass::Ok,
+        Outcome::Replied(Err(f)) => crate::AnswerClass::of_failure(endpoint, *f),
+        Outcome::Cancelled => crate::AnswerClass::Cancelled,
+    }
 }

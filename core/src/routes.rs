@@ -5,8 +5,18 @@
 //! exporter shows the same split the worker acts on (an outage, a refusal,
 //! a stop), not a second reading of status codes.
 
-use crate::lifecycle::{Count, Outcome};
 use crate::{Class, Endpoint, Failure};
+
+/// A counter of [`crate::Stats`]: the target's word. `u64` on a 64-bit host;
+/// `u32` on a microcontroller, where the worker's counters, kept twice
+/// (the lifecycle's and the worker's view), then take 64 bytes less RAM, and
+/// where 2^32 requests at one every second would take 136 years.
+#[cfg(target_pointer_width = "64")]
+pub type Count = u64;
+/// A counter of [`crate::Stats`]: the target's word (`u64` on a 64-bit host,
+/// `u32` on a microcontroller).
+#[cfg(not(target_pointer_width = "64"))]
+pub type Count = u32;
 
 impl Endpoint {
     /// Every endpoint, in [`Endpoint::index`] order.
@@ -119,16 +129,6 @@ impl AnswerClass {
     /// The class of a failure of a request to `endpoint`.
     pub const fn of_failure(endpoint: Endpoint, failure: Failure) -> AnswerClass {
         AnswerClass::of_class(crate::classify(endpoint, failure))
-    }
-
-    /// The class of how a request to `endpoint` ended.
-    #[cfg_attr(not(feature = "ops"), allow(dead_code))]
-    pub(crate) const fn of_outcome(endpoint: Endpoint, outcome: &Outcome) -> AnswerClass {
-        match outcome {
-            Outcome::Replied(Ok(_)) | Outcome::Ran(_) => AnswerClass::Ok,
-            Outcome::Replied(Err(f)) => AnswerClass::of_failure(endpoint, *f),
-            Outcome::Cancelled => AnswerClass::Cancelled,
-        }
     }
 }
 

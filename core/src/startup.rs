@@ -2,38 +2,8 @@
 //! retry schedule (`min(base·2^n, cap) + U(0, base)`, 5 retries by default).
 //! Fatal and rejected answers are not retried.
 
-use crate::render::{Render, Sink, impl_render_outputs, words};
+pub use crate::error::StartupError;
 use crate::{Class, Config, Duration, Endpoint, Event, Failure, Instant};
-
-/// Why a worker could not start.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct StartupError {
-    /// The request that failed.
-    pub what: Endpoint,
-    /// Its last failure.
-    pub error: Failure,
-    /// How many retries were made before giving up.
-    pub retries: u32,
-}
-
-impl Render for StartupError {
-    fn render<S: Sink + ?Sized>(&self, out: &mut S) {
-        self.what.render(out);
-        out.words(words!(" failed: "));
-        self.error.render(out);
-        if self.retries > 0 {
-            out.words(words!(" (after "));
-            out.num(u64::from(self.retries));
-            out.words(if self.retries == 1 {
-                words!(" retry)")
-            } else {
-                words!(" retries)")
-            });
-        }
-    }
-}
-
-impl_render_outputs!(StartupError);
 
 /// What to do after a startup request failed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

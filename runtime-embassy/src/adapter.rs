@@ -17,8 +17,9 @@ use outage_core::{
 
 use crate::json::{member, string};
 use crate::net::{Request as HttpRequest, exchange, resolve};
+use crate::state::Worker;
+use crate::types::{EmbassyClock, Handler, Task, to_embassy};
 use crate::wire::{Held, Id, claim_body, error_text, registration_body, status_body, take_task, task_info};
-use crate::worker::{EmbassyClock, Handler, Task, Worker, to_embassy};
 
 /// A lane's storage: its buffers, and on the task slot the handler and the
 /// held task.

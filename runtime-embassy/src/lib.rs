@@ -31,6 +31,12 @@
 //!
 //! Logs: feature `defmt` on a device, `log` on a host (never both): the
 //! core's events with the same words either way.
+//!
+//! Layering (bottom-up; a module imports only modules of lower layers —
+//! `python3 .ci/layers.py` checks it in CI): `fmt`, `types`, `json`,
+//! `restart` · `login`, `wire` · `net` · `state` (the [`Worker`] value) ·
+//! `adapter` (its I/O for the core's driver) · `worker` (running it, the
+//! handle).
 
 #![no_std]
 #![forbid(unsafe_code)]
@@ -41,6 +47,8 @@ pub mod json;
 pub mod login;
 mod net;
 mod restart;
+mod state;
+mod types;
 mod wire;
 mod worker;
 
@@ -48,7 +56,6 @@ pub use fmt::emit;
 pub use net::NoDns;
 pub use outage_core::{Config, Duration, Jitter, OnRegistrationLost, StartupError, Stats, StopReason};
 pub use restart::{Restart, Stopped};
-pub use worker::{
-    ClaimBuffers, EmbassyClock, ErrorText, Handler, Job, MAX_NAME, MAX_SERVER_URL, MAX_TOKEN, SetupError,
-    Task, Worker,
-};
+pub use state::{SetupError, Worker};
+pub use types::{EmbassyClock, ErrorText, Handler, Job, MAX_NAME, MAX_SERVER_URL, MAX_TOKEN, Task};
+pub use worker::ClaimBuffers;

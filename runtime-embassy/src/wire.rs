@@ -6,7 +6,7 @@ use outage_core::Failure;
 use outage_core::protocol::{StatusUpdate, TaskStatus};
 
 use crate::json::{self, field_span, member, string, task_span, write_string};
-use crate::worker::{ErrorText, Job, MAX_NAME};
+use crate::types::{ErrorText, Job, MAX_NAME};
 
 /// A claimed task: its identity and payload length (the payload is in the
 /// claim lane's buffer), and once run its outcome, kept through an outage.

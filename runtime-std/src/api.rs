@@ -9,73 +9,8 @@ use outage_core::protocol::{
 use outage_core::{Config, Endpoint, Failure, Request as CoreRequest};
 use serde_json::value::RawValue;
 
-use crate::Job;
 use crate::http::{Http, HttpError, Request, Response};
-
-/// A task claimed from the server.
-///
-/// Its payload is kept as the exact JSON text the server sent: no number is
-/// rounded, no integer beyond 64 bits turned into a float, no key reordered.
-/// Read it typed with [`Task::payload`] or raw with [`Task::payload_json`].
-#[derive(Debug, Clone)]
-pub struct Task {
-    /// Task UUID.
-    pub id: String,
-    /// Full job name, `{room}:{category}:{name}`.
-    pub job_name: String,
-    /// The room it was submitted in.
-    pub room_id: String,
-    payload: Box<RawValue>,
-}
-
-impl Task {
-    /// A task with `payload_json` as its payload (it must be one JSON
-    /// value); for tests and for handlers called outside a worker.
-    pub fn new(
-        id: impl Into<String>,
-        job_name: impl Into<String>,
-        room_id: impl Into<String>,
-        payload_json: impl Into<String>,
-    ) -> Result<Task, serde_json::Error> {
-        Ok(Task {
-            id: id.into(),
-            job_name: job_name.into(),
-            room_id: room_id.into(),
-            payload: RawValue::from_string(payload_json.into())?,
-        })
-    }
-
-    /// The task's id and names without its payload: what the worker keeps
-    /// while the handler owns the task (no copy of a large payload).
-    pub(crate) fn header(&self) -> Task {
-        Task {
-            id: self.id.clone(),
-            job_name: self.job_name.clone(),
-            room_id: self.room_id.clone(),
-            payload: RawValue::from_string("null".to_owned()).expect("null is JSON"),
-        }
-    }
-
-    /// The payload as the exact JSON text the server sent.
-    pub fn payload_json(&self) -> &str {
-        self.payload.get()
-    }
-
-    /// The payload as a `T` (for example `serde_json::Value`, or a struct
-    /// of your own; `&str` and `&RawValue` fields borrow from the task).
-    pub fn payload<'a, T: serde::Deserialize<'a>>(&'a self) -> Result<T, serde_json::Error> {
-        serde_json::from_str(self.payload.get())
-    }
-}
-
-impl PartialEq for Task {
-    fn eq(&self, other: &Task) -> bool {
-        self.id == other.id
-            && self.job_name == other.job_name
-            && self.room_id == other.room_id
-            && self.payload_json() == other.payload_json()
-    }
-}
+use crate::job::{Job, Task};
 
 /// A failed API call: the core's [`Failure`] plus the server's words, if any.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -14,7 +14,7 @@
 use std::sync::Mutex;
 use std::time::Instant;
 
-use crate::worker::lock;
+use crate::sync::lock;
 
 /// A timer and the instant it is set to.
 pub(crate) struct Deadline {

@@ -10,9 +10,10 @@ use outage_core::driver::drive;
 use outage_core::{Clock, Control, Event, Lifecycle, Stage, Stats, StopReason};
 
 use crate::api::Api;
-use crate::builder::{Credentials, StartError};
 use crate::http::{Http, SurfHttp};
-use crate::worker::{Ids, Lane, Launch, SLOTS, Shared, View, lock};
+use crate::setup::{Credentials, StartError};
+use crate::sync::lock;
+use crate::worker::{Ids, Lane, Launch, SLOTS, Shared, View};
 use crate::{StdClock, emit};
 
 /// A running worker, on a thread of its own until it stops; call

@@ -91,7 +91,7 @@ impl Urls {
             (!tail.contains('#') && !tail.starts_with('\\')).then_some((origin, tail))
         });
         if let Some((origin, tail)) = split {
-            let cached = crate::worker::lock(&self.0);
+            let cached = crate::sync::lock(&self.0);
             if let Some((o, base)) = cached.as_ref()
                 && o == origin
             {
@@ -114,7 +114,7 @@ impl Urls {
             let mut base = parsed.clone();
             base.set_path("");
             base.set_query(None);
-            *crate::worker::lock(&self.0) = Some((origin.to_owned(), base));
+            *crate::sync::lock(&self.0) = Some((origin.to_owned(), base));
         }
         Some(parsed)
     }

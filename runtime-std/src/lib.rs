@@ -30,6 +30,13 @@
 //! For operators: [`metrics`] (feature `metrics`: Prometheus metrics of the
 //! core's counters, `/healthz` and `/readyz`) and [`systemd`] (`Type=notify`
 //! readiness, status, watchdog, credentials).
+//!
+//! Layering (bottom-up; a module imports only modules of lower layers —
+//! `python3 .ci/layers.py` checks it in CI): `sync`, `job`, `setup`,
+//! `record`, `tls`, `systemd` · `deadline`, `h1`, `push`, `metrics` ·
+//! `http`, `ops` · `api` · `worker` (the driver's I/O), `command` ·
+//! `listen`, `process` · `handle` · `builder`; the CLI (`bin/`, `cli/`) on
+//! top.
 
 #![forbid(unsafe_code)]
 
@@ -48,19 +55,20 @@ mod ops;
 pub mod process;
 pub mod push;
 mod record;
-#[cfg(feature = "metrics")]
-mod serve;
+mod setup;
+mod sync;
 pub mod systemd;
 pub mod tls;
 mod worker;
 
-pub use api::{ApiError, SharedToken, Task};
-pub use builder::{Credentials, StartError, WorkerBuilder};
+pub use api::{ApiError, SharedToken};
+pub use builder::WorkerBuilder;
 pub use handle::Worker;
-pub use job::{Handler, Job, TaskResult};
+pub use job::{Handler, Job, Task, TaskResult};
 pub use outage_core::Stats;
 pub use outage_core::push::PushMode;
 pub use outage_core::{Config, Duration, Jitter, OnRegistrationLost, StopReason};
+pub use setup::{Credentials, StartError};
 
 use outage_core::{Clock, Event, Instant};
 

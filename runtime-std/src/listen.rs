@@ -23,7 +23,8 @@ use outage_core::{Clock, Control, Event, SplitMix64, Stage};
 
 use crate::http::Http;
 use crate::push::{Push, PushError, PushEvent};
-use crate::worker::{Shared, lock};
+use crate::sync::lock;
+use crate::worker::Shared;
 
 /// Why the listening loop ended.
 enum Ended {

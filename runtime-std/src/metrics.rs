@@ -64,8 +64,10 @@ use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::{Registry, Unit};
 
 use crate::StdClock;
-pub use crate::serve::{MetricsServer, serve};
-use crate::worker::lock;
+#[path = "serve.rs"]
+mod server;
+use crate::sync::lock;
+pub use server::{MetricsServer, serve};
 
 /// Task durations' buckets, in seconds.
 const DURATION_BUCKETS: [f64; 16] = [

@@ -9,8 +9,8 @@ use std::time::{Duration as StdDuration, Instant as StdInstant};
 use outage_core::{Clock, Event, Snapshot, Stage};
 
 use crate::StdClock;
+use crate::sync::lock;
 use crate::systemd::{Notifier, status_line};
-use crate::worker::lock;
 
 /// The longest the driver sleeps when something watches it (metrics'
 /// health, systemd's watchdog): it turns at least this often.

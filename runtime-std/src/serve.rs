@@ -17,7 +17,7 @@ use async_std::io::{ReadExt, WriteExt};
 use async_std::net::{TcpListener, TcpStream};
 use futures_lite::FutureExt;
 
-use crate::metrics::Metrics;
+use super::Metrics;
 
 /// Connections served at once.
 const MAX_CONNECTIONS: usize = 16;

@@ -7,7 +7,7 @@
 //! is the core's [`outage_core::Lifecycle`].
 
 use std::panic::AssertUnwindSafe;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration as StdDuration, Instant as StdInstant};
 
 use async_std::channel::{Receiver, Sender};
@@ -19,11 +19,13 @@ use outage_core::{
 };
 
 use crate::StdClock;
-use crate::api::{Api, ApiError, SharedToken, Task};
-use crate::builder::{Credentials, read_token_file};
+use crate::api::{Api, ApiError, SharedToken};
 use crate::deadline::Deadlines;
 use crate::http::Http;
+use crate::job::Task;
 use crate::job::{Handler, Job, TaskResult};
+use crate::setup::{Credentials, read_token_file};
+use crate::sync::lock;
 
 /// Task slots the host driver has: [`Config::concurrency`] of them are used.
 pub(crate) const SLOTS: usize = Config::MAX_CONCURRENCY as usize;
@@ -108,10 +110,6 @@ pub(crate) struct Ids {
 pub(crate) struct Lane {
     task: Option<Task>,
     outcome: Option<TaskResult>,
-}
-
-pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 impl<H: Http> Shared<H> {

@@ -10,9 +10,10 @@ use embassy_sync::blocking_mutex::Mutex;
 use embedded_nal_async::{Dns, TcpConnect};
 use outage_core::{Config, Failure, Local, Request, Transport};
 
-use super::{Job, SetupError, Worker};
+use super::{SetupError, Worker};
 use crate::login::{SharedToken, TokenStore, is_valid_credential, login_body};
 use crate::net::{Bearer, connect, decimal, receive, resolve, send_pieces};
+use crate::types::Job;
 
 /// An email and a password, and the token the last login got.
 pub(crate) struct Credentials<'a> {
