@@ -960,29 +960,28 @@ async fn run_task(inner: Arc<Inner>, task: Task) -> TaskResult {
         }
         Exchange::Broken(why) => {
             let restart = lock(&inner.respawn).ended();
-            let wait = restart_wait(restart);
-            emit(&Event::HandlerEnded {
-                job,
-                pid: proc.pid,
-                why: &why,
-                restart_in: ms(wait),
-            });
-            out.next = Some(inner.restart(wait));
-            Err(why)
+            Err(replace(&inner, &mut out, job, why, restart))
         }
         Exchange::TimedOut(limit) => {
             let why = format!("task timed out after {}s", limit.as_secs_f32());
-            let wait = restart_wait(lock(&inner.respawn).replaced());
-            emit(&Event::HandlerEnded {
-                job,
-                pid: proc.pid,
-                why: &why,
-                restart_in: ms(wait),
-            });
-            out.next = Some(inner.restart(wait));
-            Err(why)
+            let restart = lock(&inner.respawn).replaced();
+            Err(replace(&inner, &mut out, job, why, restart))
         }
     }
+}
+
+/// The checked-out process is replaced (`restart`: when, by the core's
+/// rule), logged with `why`; `why` back, as the task's error.
+fn replace(inner: &Arc<Inner>, out: &mut Checkout, job: &str, why: String, restart: Restart) -> String {
+    let wait = restart_wait(restart);
+    emit(&Event::HandlerEnded {
+        job,
+        pid: out.proc.as_ref().map_or(0, |p| p.pid),
+        why: &why,
+        restart_in: ms(wait),
+    });
+    out.next = Some(inner.restart(wait));
+    why
 }
 
 /// Send `task` to `proc` and wait for its reply, telling it of renewed

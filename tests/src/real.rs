@@ -48,6 +48,23 @@ fn run(cmd: &mut Command, what: &str) -> io::Result<()> {
     }
 }
 
+/// `py -m pip install -r reqs`, quietly.
+fn pip_install(py: &Path, reqs: &Path, what: &str) -> io::Result<()> {
+    run(
+        Command::new(py)
+            .args([
+                "-m",
+                "pip",
+                "install",
+                "--quiet",
+                "--disable-pip-version-check",
+                "-r",
+            ])
+            .arg(reqs),
+        what,
+    )
+}
+
 /// The venv's Python, creating the venv from the pinned requirements when it
 /// is missing or was made from other pins.
 pub fn python() -> io::Result<PathBuf> {
@@ -69,19 +86,7 @@ pub fn python() -> io::Result<PathBuf> {
         Command::new(&base).args(["-m", "venv"]).arg(&venv),
         "creating the job server venv",
     )?;
-    run(
-        Command::new(&py)
-            .args([
-                "-m",
-                "pip",
-                "install",
-                "--quiet",
-                "--disable-pip-version-check",
-                "-r",
-            ])
-            .arg(&reqs),
-        "installing the job server requirements",
-    )?;
+    pip_install(&py, &reqs, "installing the job server requirements")?;
     fs::write(&marker, &pins)?;
     Ok(py)
 }
@@ -100,19 +105,7 @@ pub fn extension_python() -> io::Result<PathBuf> {
     if fs::read_to_string(&marker).ok().as_deref() == Some(pins.as_str()) {
         return Ok(py);
     }
-    run(
-        Command::new(&py)
-            .args([
-                "-m",
-                "pip",
-                "install",
-                "--quiet",
-                "--disable-pip-version-check",
-                "-r",
-            ])
-            .arg(&reqs),
-        "installing the extensions' requirements (ase, numpy)",
-    )?;
+    pip_install(&py, &reqs, "installing the extensions' requirements (ase, numpy)")?;
     fs::write(&marker, &pins)?;
     Ok(py)
 }
