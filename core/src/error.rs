@@ -159,7 +159,7 @@ impl Failure {
     /// - a connection closed or reset before any byte of an answer — what a
     ///   request meets on a keep-alive connection the server had just closed
     ///   (uvicorn closes idle ones after 5 s) — is re-sent only when
-    ///   `resendable` (the route's [`crate::protocol::Route::may_resend`]):
+    ///   `resendable` (the request's [`crate::Request::may_resend`]):
     ///   the server may have acted on it, so a `POST` is never re-sent
     ///   blindly; it becomes an ambiguous claim for the core instead.
     ///

@@ -10,8 +10,8 @@
 //! end, the counters, and the events to log, handed to the runtime as
 //! they are produced (an `out` sink: no queue to size, nothing dropped).
 //!
-//! In the style of quinn-proto's `Connection`: the runtime asks what each
-//! lane does next ([`Lifecycle::poll_lane`]), performs it, and reports the
+//! In the style of quinn-proto's `Connection`: the runtime asks which lane
+//! starts what next ([`Lifecycle::poll_start`]), performs it, and reports the
 //! [`Outcome`] ([`Lifecycle::handle`]); time enters as `now`, deadlines
 //! leave as [`Lifecycle::poll_timeout`]. [`crate::driver`] is that runtime
 //! loop, written once for every executor.
@@ -101,7 +101,12 @@ impl Request {
     }
 
     /// May it be sent again when its answer was lost
-    /// ([`Failure::resend_once`])? Not the `POST`s: login, create, claim.
+    /// ([`Failure::resend_once`])? The core's one re-send rule: every
+    /// request but the `POST`s (login, create, claim), which create
+    /// something each time they are acted on. `GET`, `PUT` (a registration
+    /// links the same job again) and `DELETE` are idempotent; of the
+    /// `PATCH`es a heartbeat is, and a repeated task update is refused with
+    /// 409, which the core then checks against the task's state.
     pub const fn may_resend(self) -> bool {
         !matches!(self, Request::Login | Request::CreateWorker | Request::Claim)
     }

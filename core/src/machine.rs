@@ -1,7 +1,8 @@
 //! The worker's state machine: both loops over one shared outage state.
 //!
-//! A runtime runs two loops, heartbeat and claim, over one [`Machine`]
-//! (behind its own mutex). Each loop asks what to do
+//! Two loops, heartbeat and claim, share one [`Machine`] (the
+//! [`crate::Lifecycle`] owns it; both runtimes drive the lifecycle through
+//! [`crate::driver`]). Each loop asks what to do
 //! ([`Machine::heartbeat_poll`], [`Machine::claim_poll`]), performs the I/O,
 //! and reports the result with the attempt's start time and the current time;
 //! the answer is a [`Step`]: the next action, the events to log, and which

@@ -308,17 +308,6 @@ impl Route<'_> {
         }
     }
 
-    /// May this request be sent again when its answer was lost (see
-    /// [`crate::Failure::resend_once`])? Every route but the `POST`s:
-    /// `GET`, `PUT` (a registration links the same job again) and `DELETE`
-    /// are idempotent; of the `PATCH`es a heartbeat is, and a repeated task
-    /// update is refused with 409, which the core then checks against the
-    /// task's state. A `POST` creates something (a worker, a claim, a task)
-    /// each time it is acted on.
-    pub const fn may_resend(&self) -> bool {
-        !matches!(self.method(), Method::Post)
-    }
-
     /// The endpoint, for [`crate::classify`].
     pub const fn endpoint(&self) -> Endpoint {
         match self {
