@@ -27,16 +27,8 @@ say() { echo "== $* (load: $(cut -d' ' -f1-3 /proc/loadavg))" >&2; }
 
 # The job server's venv, made as benches/run.sh makes it, plus the
 # extensions' own pins (ase, numpy).
-jobserver=${OUTAGE_JOBSERVER_DIR:-$root/../shared/jobserver}
-venv=${OUTAGE_JOBSERVER_VENV:-$root/target/jobserver-venv}
-py=$venv/bin/python
-if ! [ -x "$py" ] || ! cmp -s "$jobserver/requirements.txt" "$venv/outage-requirements.txt"; then
-    say "creating the job server venv"
-    rm -rf "$venv"
-    "${OUTAGE_PYTHON:-python3}" -m venv "$venv"
-    "$py" -m pip install --quiet --disable-pip-version-check -r "$jobserver/requirements.txt"
-    cp "$jobserver/requirements.txt" "$venv/outage-requirements.txt"
-fi
+# shellcheck source=benches/venv.sh
+source benches/venv.sh
 ext_req=tests/python/requirements-extensions.txt
 if ! cmp -s "$ext_req" "$venv/outage-extensions.txt"; then
     say "installing the extensions' requirements ($ext_req)"

@@ -25,16 +25,8 @@ say() { echo "== $* (load: $(cut -d' ' -f1-3 /proc/loadavg))" >&2; }
 
 # The job server's venv, made as tests/src/real.rs makes it (same place,
 # same marker), plus matplotlib for the plot.
-jobserver=${OUTAGE_JOBSERVER_DIR:-$root/../shared/jobserver}
-venv=${OUTAGE_JOBSERVER_VENV:-$root/target/jobserver-venv}
-py=$venv/bin/python
-if ! [ -x "$py" ] || ! cmp -s "$jobserver/requirements.txt" "$venv/outage-requirements.txt"; then
-    say "creating the job server venv"
-    rm -rf "$venv"
-    "${OUTAGE_PYTHON:-python3}" -m venv "$venv"
-    "$py" -m pip install --quiet --disable-pip-version-check -r "$jobserver/requirements.txt"
-    cp "$jobserver/requirements.txt" "$venv/outage-requirements.txt"
-fi
+# shellcheck source=benches/venv.sh
+source benches/venv.sh
 "$py" -c 'import matplotlib' 2>/dev/null ||
     "$py" -m pip install --quiet --disable-pip-version-check 'matplotlib==3.10.*' ||
     echo "warning: no matplotlib: the plot is left out" >&2

@@ -122,6 +122,17 @@ impl Sim {
         .await
     }
 
+    /// When each `req` was sent (ms).
+    #[cfg_attr(not(feature = "renew-ahead"), allow(dead_code))]
+    fn sent_at(&self, req: Request) -> Vec<u64> {
+        self.sent
+            .borrow()
+            .iter()
+            .filter(|(_, r)| *r == req)
+            .map(|(t, _)| *t)
+            .collect()
+    }
+
     fn requests(&self) -> Vec<Request> {
         self.sent.borrow().iter().map(|(_, r)| *r).collect()
     }
@@ -1424,13 +1435,7 @@ fn a_jwt_is_renewed_ahead_of_its_expiry_and_the_server_never_answers_401() {
     };
     let mut lc = Lifecycle::<1>::new(cfg, 1, true, 7, Instant::ZERO).unwrap();
     run(&sim, &mut lc, 70_000);
-    let logins: Vec<u64> = sim
-        .sent
-        .borrow()
-        .iter()
-        .filter(|(_, r)| *r == Request::Login)
-        .map(|(t, _)| *t)
-        .collect();
+    let logins = sim.sent_at(Request::Login);
     // At startup, then at 80 % of each token's life (8 s after the login
     // was sent), for six and more lifetimes.
     assert_eq!(logins[..4], [0, 8_000, 16_000, 24_000], "{logins:?}");
@@ -1465,13 +1470,7 @@ fn a_token_nobody_renews_is_read_a_few_times_then_left_to_its_401() {
     };
     let mut lc = Lifecycle::<1>::new(cfg, 1, true, 7, Instant::ZERO).unwrap();
     run(&sim, &mut lc, 40_000);
-    let logins: Vec<u64> = sim
-        .sent
-        .borrow()
-        .iter()
-        .filter(|(_, r)| *r == Request::Login)
-        .map(|(t, _)| *t)
-        .collect();
+    let logins = sim.sent_at(Request::Login);
     // Read ahead as its end nears (80 %, then the rule's 2 s before the
     // end and half of what is left, at least 1 s apart), then not at all
     // once less than 1 s is left.
