@@ -26,12 +26,14 @@
 //! and the [`Clock`] seam), [`Outage`] (the shared outage clock),
 //! [`Machine`] (one pure step per loop), [`classify`] (error classes decided
 //! once), [`Event`] (one rendering for `log` and `defmt`), [`protocol`]
-//! (zndraw-joblib's wire types and routes) and [`Config`].
+//! (zndraw-joblib's wire types and routes), [`wire`] (HTTP/1.1, sans-IO:
+//! the requests both runtimes write and the responses they read) and
+//! [`Config`].
 //!
 //! Layering (bottom-up; a module imports only modules of lower layers —
 //! `python3 .ci/layers.py` checks it in CI): `time`, `fuzz` · `render`,
 //! `jwt`, `respawn` · `config`, `error` · `backoff`, `outage`, `protocol`,
-//! `routes` · `event`, `push` · `fields`, `machine`, `startup` ·
+//! `routes` · `event`, `push`, `wire` · `fields`, `machine`, `startup` ·
 //! `lifecycle` · `driver`, `status`.
 
 #![no_std]
@@ -61,6 +63,7 @@ mod startup;
 #[cfg(feature = "ops")]
 mod status;
 pub mod time;
+pub mod wire;
 
 pub use backoff::{SplitMix64, backoff, first_phase};
 pub use config::{Config, ConfigError, Jitter, OnRegistrationLost, ValidConfig};

@@ -323,47 +323,78 @@ impl Route<'_> {
     }
 }
 
-impl fmt::Display for Route<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(API_PREFIX)?;
-        match self {
-            Route::CreateWorker => f.write_str("/workers"),
-            Route::RegisterJob { room } => {
-                f.write_str("/rooms/")?;
-                segment(f, room)?;
-                f.write_str("/jobs")
-            }
-            Route::Claim => f.write_str("/tasks/claim"),
-            Route::TaskStatus { task_id } | Route::GetTask { task_id } => {
-                f.write_str("/tasks/")?;
-                segment(f, task_id)
-            }
+impl Route<'_> {
+    /// Writes the route's path (from [`API_PREFIX`] on) through `out`,
+    /// piece by piece, its segments percent-encoded where needed: the one
+    /// encoding of a path, for `Display` and for [`crate::wire`].
+    pub fn write_path<E>(&self, out: &mut impl FnMut(&[u8]) -> Result<(), E>) -> Result<(), E> {
+        let (first, a, second, b): (&str, &str, &str, &str) = match *self {
+            Route::CreateWorker => ("/workers", "", "", ""),
+            Route::RegisterJob { room } => ("/rooms/", room, "/jobs", ""),
+            Route::Claim => ("/tasks/claim", "", "", ""),
+            Route::TaskStatus { task_id } | Route::GetTask { task_id } => ("/tasks/", task_id, "", ""),
             Route::Heartbeat { worker_id } | Route::Disconnect { worker_id } => {
-                f.write_str("/workers/")?;
-                segment(f, worker_id)
+                ("/workers/", worker_id, "", "")
             }
-            Route::Submit { room, job } => {
-                f.write_str("/rooms/")?;
-                segment(f, room)?;
-                f.write_str("/tasks/")?;
-                segment(f, job)
-            }
-        }
+            Route::Submit { room, job } => ("/rooms/", room, "/tasks/", job),
+        };
+        out(API_PREFIX.as_bytes())?;
+        out(first.as_bytes())?;
+        encode(a, is_pchar, out)?;
+        out(second.as_bytes())?;
+        encode(b, is_pchar, out)
     }
 }
 
-/// Writes a path segment, percent-encoding all but RFC 3986 `pchar`s
-/// (so `@global:modifiers:Echo` stays readable, `a/b` becomes `a%2Fb`).
-fn segment(f: &mut fmt::Formatter<'_>, s: &str) -> fmt::Result {
-    for b in s.bytes() {
-        let keep = b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=:@".contains(&b);
-        if keep {
-            f.write_str(core::str::from_utf8(&[b]).unwrap_or("?"))?;
-        } else {
-            write!(f, "%{b:02X}")?;
+impl fmt::Display for Route<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Every piece is ASCII.
+        self.write_path(&mut |b| f.write_str(core::str::from_utf8(b).unwrap_or("?")))
+    }
+}
+
+/// RFC 3986 `pchar` but `%` (so `@global:modifiers:Echo` stays readable
+/// in a path, `a/b` becomes `a%2Fb`).
+fn is_pchar(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=:@".contains(&b)
+}
+
+/// RFC 3986 `unreserved`: what a form value keeps as it is.
+fn is_unreserved(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"-._~".contains(&b)
+}
+
+/// Writes `s` through `out`, the bytes `keep` refuses percent-encoded:
+/// runs of kept bytes in one piece each.
+fn encode<E>(s: &str, keep: fn(u8) -> bool, out: &mut impl FnMut(&[u8]) -> Result<(), E>) -> Result<(), E> {
+    const HEX: &[u8; 16] = b"0123456789ABCDEF";
+    let s = s.as_bytes();
+    let mut run = 0;
+    for (i, &b) in s.iter().enumerate() {
+        if !keep(b) {
+            if run < i {
+                out(&s[run..i])?;
+            }
+            out(&[b'%', HEX[usize::from(b >> 4)], HEX[usize::from(b & 15)]])?;
+            run = i + 1;
         }
     }
-    Ok(())
+    if run < s.len() { out(&s[run..]) } else { Ok(()) }
+}
+
+/// Writes ZnDraw's login form (`POST /v1/auth/jwt/login`, fastapi-users'
+/// OAuth2 password form): `username=<user>&password=<password>`,
+/// `application/x-www-form-urlencoded`, every byte but the unreserved
+/// ones percent-encoded (a space as `%20`, which every form parser reads).
+pub fn write_login_form<E>(
+    user: &str,
+    password: &str,
+    out: &mut impl FnMut(&[u8]) -> Result<(), E>,
+) -> Result<(), E> {
+    out(b"username=")?;
+    encode(user, is_unreserved, out)?;
+    out(b"&password=")?;
+    encode(password, is_unreserved, out)
 }
 
 #[cfg(test)]

@@ -1,0 +1,472 @@
+//! Reading a response: [`Reader`], fed bytes as they arrive.
+
+use core::ops::Range;
+
+use super::chunked::Chunked;
+use crate::error::parse_retry_after;
+use crate::time::Duration;
+use crate::{Failure, Transport};
+
+/// Header lines per head, interim heads counted apart: a head of more is
+/// [`Error::HeadTooLarge`] (a bound on the work, as `httparse`'s table is).
+pub const MAX_HEADERS: usize = 64;
+
+/// Why a response cannot be read. `Copy`; [`Error::failure`] is the core's
+/// view of it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum Error {
+    /// The connection ended before any byte of a response.
+    Closed,
+    /// The connection ended inside the response (after some of its bytes).
+    Truncated,
+    /// Not an HTTP/1.x response this worker can read: a bad status line or
+    /// header line, a `101`, a transfer coding other than `chunked`,
+    /// `Content-Length` with `Transfer-Encoding`, conflicting lengths, a bad
+    /// chunk.
+    Malformed,
+    /// The head (interim heads included), a chunked body's trailers or a
+    /// chunk-size line went past its bound, or the head had more than
+    /// [`MAX_HEADERS`] header lines.
+    HeadTooLarge,
+    /// The body went past [`Limits::body`].
+    BodyTooLarge,
+}
+
+impl Error {
+    /// The core's [`Failure`]: a connection that ended is a transport
+    /// failure ([`Transport::ConnectionClosed`] before any byte of an
+    /// answer, [`Transport::Truncated`] after), a response over its bounds
+    /// [`Failure::ResponseTooLarge`], anything else
+    /// [`Failure::MalformedResponse`].
+    pub const fn failure(self) -> Failure {
+        match self {
+            Error::Closed => Failure::Transport(Transport::ConnectionClosed),
+            Error::Truncated => Failure::Transport(Transport::Truncated),
+            Error::Malformed => Failure::MalformedResponse,
+            Error::HeadTooLarge | Error::BodyTooLarge => Failure::ResponseTooLarge,
+        }
+    }
+}
+
+/// What a [`Reader`] accepts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// The most bytes of head, interim `1xx` heads included; also the bound
+    /// of a chunked body's trailer section.
+    pub head: usize,
+    /// The most bytes of (decoded) body.
+    pub body: usize,
+}
+
+/// How a response's body is delimited (RFC 9112 §6.3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum Framing {
+    /// No body: a `204`, a `304` or the answer to a `HEAD`.
+    Empty,
+    /// `Content-Length` bytes (saturated at `u64::MAX`).
+    Length(u64),
+    /// `Transfer-Encoding: chunked`.
+    Chunked,
+    /// Until the connection ends.
+    Close,
+}
+
+/// A final response head.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Head {
+    /// The status code, 200–599.
+    pub status: u16,
+    /// HTTP/1.1 (else 1.0).
+    pub http11: bool,
+    /// How the body is delimited.
+    pub framing: Framing,
+    /// `Retry-After` in delta-seconds (the last one, if several).
+    pub retry_after: Option<Duration>,
+    /// May the connection carry another exchange once this one is read
+    /// whole (and nothing follows it): HTTP/1.1, no `Connection: close`, a
+    /// body not delimited by the connection's end.
+    pub reusable: bool,
+    /// The head's length: its bytes are the last `len` of those the
+    /// [`Reader::feed`] that returned it used (for [`header_lines`]).
+    pub len: usize,
+}
+
+/// What the bytes fed so far mean.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Read {
+    /// More bytes are needed (the unused ones are to be fed again, with
+    /// what follows them).
+    More,
+    /// The final head.
+    Head(Head),
+    /// A run of the body: this range of the input fed (decoded, for a
+    /// chunked body).
+    Body(Range<usize>),
+    /// The response is complete.
+    Done,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum State {
+    Head,
+    Length(u64),
+    Chunked(Chunked),
+    Close,
+    Done,
+}
+
+/// A response read as it arrives, sans-IO.
+///
+/// Feed it the bytes received and not used yet; it returns how many it
+/// used and what they are ([`Read`]). Bytes it did not use (a head not
+/// complete yet) are fed again, with what arrives after them. At the
+/// connection's end, [`Reader::finish`] says whether the response was
+/// complete.
+///
+/// ```
+/// use outage_core::wire::{Framing, Limits, Read, Reader};
+///
+/// let mut r = Reader::new(Limits { head: 1024, body: 1024 });
+/// let mut input: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
+/// let (used, read) = r.feed(input).unwrap();
+/// let Read::Head(head) = read else { panic!() };
+/// assert_eq!((head.status, head.framing, head.reusable), (200, Framing::Length(2), true));
+/// input = &input[used..];
+/// assert_eq!(r.feed(input).unwrap(), (2, Read::Body(0..2)));
+/// assert_eq!(r.feed(&[]).unwrap(), (0, Read::Done));
+/// ```
+#[derive(Debug, Clone, Copy)]
+pub struct Reader {
+    state: State,
+    scan: HeadEnd,
+    /// Bytes of interim heads used.
+    interim: usize,
+    /// Some byte of the response was fed.
+    started: bool,
+    /// Body bytes so far.
+    body: usize,
+    limits: Limits,
+    /// The answer to a `HEAD`: no body whatever the head says.
+    no_body: bool,
+}
+
+impl Reader {
+    /// A reader for one response within `limits`.
+    pub const fn new(limits: Limits) -> Reader {
+        Reader {
+            state: State::Head,
+            scan: HeadEnd::new(),
+            interim: 0,
+            started: false,
+            body: 0,
+            limits,
+            no_body: false,
+        }
+    }
+
+    /// The same, for the answer to a `HEAD` request (which has no body).
+    pub const fn for_head_request(mut self) -> Reader {
+        self.no_body = true;
+        self
+    }
+
+    /// Has any byte of the response been fed? (A connection failing before
+    /// that failed before the server answered; after, the answer was cut.)
+    pub const fn started(&self) -> bool {
+        self.started
+    }
+
+    /// Is the response complete?
+    pub const fn is_done(&self) -> bool {
+        matches!(self.state, State::Done | State::Length(0))
+    }
+
+    /// Reads from `input` (the bytes received and not used yet): how many
+    /// were used, and what they are.
+    pub fn feed(&mut self, input: &[u8]) -> Result<(usize, Read), Error> {
+        self.started |= !input.is_empty();
+        match self.state {
+            State::Head => self.head(input),
+            State::Length(0) | State::Done => {
+                self.state = State::Done;
+                Ok((0, Read::Done))
+            }
+            State::Length(left) => {
+                let n = usize::try_from(left).unwrap_or(usize::MAX).min(input.len());
+                if n == 0 {
+                    return Ok((0, Read::More));
+                }
+                self.state = State::Length(left - n as u64);
+                Ok((n, Read::Body(0..n)))
+            }
+            State::Chunked(mut c) => {
+                let (used, data) = c.feed(input, &mut self.body, self.limits)?;
+                self.state = if c.done() { State::Done } else { State::Chunked(c) };
+                Ok((
+                    used,
+                    match data {
+                        Some(run) => Read::Body(run),
+                        None if c.done() => Read::Done,
+                        None => Read::More,
+                    },
+                ))
+            }
+            State::Close => {
+                if input.is_empty() {
+                    return Ok((0, Read::More));
+                }
+                if input.len() > self.limits.body - self.body {
+                    return Err(Error::BodyTooLarge);
+                }
+                self.body += input.len();
+                Ok((input.len(), Read::Body(0..input.len())))
+            }
+        }
+    }
+
+    /// The connection ended (nothing more will be fed): `Ok` if that
+    /// completes the response (a body delimited by the connection's end),
+    /// else why not.
+    pub fn finish(&mut self) -> Result<(), Error> {
+        match self.state {
+            State::Done | State::Length(0) | State::Close => {
+                self.state = State::Done;
+                Ok(())
+            }
+            State::Head if !self.started => Err(Error::Closed),
+            _ => Err(Error::Truncated),
+        }
+    }
+
+    fn head(&mut self, input: &[u8]) -> Result<(usize, Read), Error> {
+        let mut at = 0;
+        loop {
+            let rest = &input[at..];
+            let Some(n) = self.scan.find(rest) else {
+                if self.interim + rest.len() >= self.limits.head {
+                    return Err(Error::HeadTooLarge);
+                }
+                return Ok((at, Read::More));
+            };
+            if self.interim + n > self.limits.head {
+                return Err(Error::HeadTooLarge);
+            }
+            self.scan = HeadEnd::new();
+            let Some(mut head) = parse(&rest[..n], self.no_body)? else {
+                // An interim `1xx`: skipped, counted against the limit.
+                self.interim += n;
+                at += n;
+                continue;
+            };
+            self.state = match head.framing {
+                Framing::Empty | Framing::Length(0) => State::Done,
+                Framing::Length(len) if len > self.limits.body as u64 => return Err(Error::BodyTooLarge),
+                Framing::Length(len) => State::Length(len),
+                Framing::Chunked => State::Chunked(Chunked::new()),
+                Framing::Close => State::Close,
+            };
+            head.len = n;
+            return Ok((at + n, Read::Head(head)));
+        }
+    }
+}
+
+/// Finds the empty line that ends a head, over feeds that each add bytes:
+/// each byte is looked at once. Empty lines before the status line are
+/// skipped (RFC 9112 §2.2).
+#[derive(Debug, Clone, Copy)]
+struct HeadEnd {
+    scanned: usize,
+    state: Scan,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Scan {
+    /// Before the status line.
+    Start,
+    /// Inside a line.
+    Line,
+    /// Just after a line feed.
+    LineStart,
+    /// A carriage return at the start of a line.
+    Cr,
+}
+
+impl HeadEnd {
+    const fn new() -> HeadEnd {
+        HeadEnd {
+            scanned: 0,
+            state: Scan::Start,
+        }
+    }
+
+    /// The head's length once `buf` (the bytes so far) holds its end.
+    fn find(&mut self, buf: &[u8]) -> Option<usize> {
+        while let Some(&b) = buf.get(self.scanned) {
+            self.scanned += 1;
+            self.state = match (self.state, b) {
+                (Scan::Start, b'\r' | b'\n') => Scan::Start,
+                (Scan::LineStart | Scan::Cr, b'\n') => return Some(self.scanned),
+                (Scan::LineStart, b'\r') => Scan::Cr,
+                (_, b'\n') => Scan::LineStart,
+                _ => Scan::Line,
+            };
+        }
+        None
+    }
+}
+
+/// The lines of `buf`, each without its line end (LF or CRLF), the empty
+/// ones before the status line left out.
+fn lines(buf: &[u8]) -> impl Iterator<Item = &[u8]> {
+    buf.split(|&b| b == b'\n')
+        .map(|l| l.strip_suffix(b"\r").unwrap_or(l))
+        .skip_while(|l| l.is_empty())
+}
+
+/// RFC 9110 `tchar`.
+pub(crate) fn is_tchar(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+}
+
+/// The items of a comma-separated header value, trimmed, empty ones left out.
+fn list(value: &[u8]) -> impl Iterator<Item = &[u8]> {
+    value
+        .split(|&b| b == b',')
+        .map(<[u8]>::trim_ascii)
+        .filter(|t| !t.is_empty())
+}
+
+/// Decimal digits only; saturates (any limit refuses it then).
+fn parse_length(value: &[u8]) -> Option<u64> {
+    if value.is_empty() || !value.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    Some(value.iter().fold(0u64, |n, &d| {
+        n.saturating_mul(10).saturating_add(u64::from(d - b'0'))
+    }))
+}
+
+/// A header line's name and value (trimmed), or `None` if it is not one:
+/// a name of `tchar`s, a colon, a value without control characters but
+/// HTAB. (A folded line starts with whitespace: not a name.)
+fn header(line: &[u8]) -> Option<(&[u8], &[u8])> {
+    let colon = line.iter().position(|&b| b == b':')?;
+    let (name, value) = (&line[..colon], line[colon + 1..].trim_ascii());
+    let ok = !name.is_empty()
+        && name.iter().all(|&b| is_tchar(b))
+        && value.iter().all(|&b| b == b'\t' || (b >= 0x20 && b != 0x7f));
+    ok.then_some((name, value))
+}
+
+/// Parses one complete head (`buf` ends with its empty line): `None` for
+/// an interim `1xx`.
+fn parse(buf: &[u8], no_body: bool) -> Result<Option<Head>, Error> {
+    let bad = Error::Malformed;
+    let mut lines = lines(buf);
+    // `HTTP/1.x 200 reason`, the reason optional.
+    let status = lines.next().ok_or(bad)?;
+    let rest = status.strip_prefix(b"HTTP/1.").ok_or(bad)?;
+    let http11 = match rest.first() {
+        Some(b'1') => true,
+        Some(b'0') => false,
+        _ => return Err(bad),
+    };
+    let code = match rest.get(1..5) {
+        Some([b' ', d @ ..]) if d.iter().all(u8::is_ascii_digit) => {
+            d.iter().fold(0u16, |n, &b| n * 10 + u16::from(b - b'0'))
+        }
+        _ => return Err(bad),
+    };
+    match rest.get(5..) {
+        Some([]) | None => {}
+        Some([b' ', reason @ ..]) if reason.iter().all(|&b| b == b'\t' || (b >= 0x20 && b != 0x7f)) => {}
+        _ => return Err(bad),
+    }
+    match code {
+        101 => return Err(bad), // the worker never asks to switch
+        100..=599 => {}
+        _ => return Err(bad),
+    }
+    let mut close = false;
+    let mut chunked = false;
+    let mut other_coding = false;
+    let mut length: Option<u64> = None;
+    let mut retry_after = None;
+    let mut count = 0;
+    for line in lines {
+        if line.is_empty() {
+            break;
+        }
+        count += 1;
+        if count > MAX_HEADERS {
+            return Err(Error::HeadTooLarge);
+        }
+        let (name, value) = header(line).ok_or(bad)?;
+        if name.eq_ignore_ascii_case(b"connection") {
+            close |= list(value).any(|t| t.eq_ignore_ascii_case(b"close"));
+        } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
+            other_coding |= list(value).next().is_none();
+            for coding in list(value) {
+                // Only `chunked`, once, last: nothing else is decoded.
+                if coding.eq_ignore_ascii_case(b"chunked") && !chunked {
+                    chunked = true;
+                } else {
+                    other_coding = true;
+                }
+            }
+        } else if name.eq_ignore_ascii_case(b"content-length") {
+            if list(value).next().is_none() {
+                return Err(bad);
+            }
+            for value in list(value) {
+                let n = parse_length(value).ok_or(bad)?;
+                if length.is_some_and(|l| l != n) {
+                    return Err(bad);
+                }
+                length = Some(n);
+            }
+        } else if name.eq_ignore_ascii_case(b"retry-after") {
+            retry_after = parse_retry_after(value);
+        }
+    }
+    if code < 200 {
+        return Ok(None);
+    }
+    let framing = if no_body || code == 204 || code == 304 {
+        Framing::Empty
+    } else if chunked || other_coding {
+        // Both framings at once is how responses are smuggled (RFC 9112
+        // §6.3 rule 3): refused, as is a coding that cannot be decoded.
+        if other_coding || length.is_some() {
+            return Err(bad);
+        }
+        Framing::Chunked
+    } else if let Some(n) = length {
+        Framing::Length(n)
+    } else {
+        Framing::Close
+    };
+    Ok(Some(Head {
+        status: code,
+        http11,
+        framing,
+        retry_after,
+        reusable: http11 && !close && framing != Framing::Close,
+        len: buf.len(),
+    }))
+}
+
+/// The header lines (name, value) of a head a [`Reader`] accepted (its
+/// bytes: see [`Head::len`]).
+pub fn header_lines(head: &[u8]) -> impl Iterator<Item = (&[u8], &[u8])> {
+    lines(head)
+        .skip(1)
+        .take_while(|l| !l.is_empty())
+        .filter_map(header)
+}
+
+#[cfg(test)]
+mod tests;
