@@ -382,6 +382,10 @@ fn encode<E>(s: &str, keep: fn(u8) -> bool, out: &mut impl FnMut(&[u8]) -> Resul
     if run < s.len() { out(&s[run..]) } else { Ok(()) }
 }
 
+/// ZnDraw's login route (fastapi-users' JWT backend), under the server's
+/// base path: a form answered with `{"access_token": …}`.
+pub const LOGIN_PATH: &str = "/v1/auth/jwt/login";
+
 /// Writes ZnDraw's login form (`POST /v1/auth/jwt/login`, fastapi-users'
 /// OAuth2 password form): `username=<user>&password=<password>`,
 /// `application/x-www-form-urlencoded`, every byte but the unreserved

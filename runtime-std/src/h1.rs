@@ -36,12 +36,14 @@
 //!   connect or to write means the server has no complete request
 //!   ([`H1Error::Refused`], [`H1Error::Dns`], [`H1Error::Connect`],
 //!   [`H1Error::Send`]).
-//! - The response head is read into a fixed [`HEAD_LIMIT`] buffer, interim
-//!   `1xx` heads included, whether or not its lines end; it is parsed with
-//!   `httparse` once its empty line has been seen (each byte is scanned
-//!   once). The body is framed by `Content-Length`, `Transfer-Encoding:
-//!   chunked` or the end of the connection, and read whole, up to the
-//!   client's body limit, before the response is handed to surf.
+//! - The bytes are the core's ([`outage_core::wire`], as on a device): its
+//!   [`RequestHead`] writes the request, its [`Reader`] reads the answer.
+//!   The response head is read into a fixed [`HEAD_LIMIT`] buffer, interim
+//!   `1xx` heads included, whether or not its lines end (each byte is
+//!   scanned once). The body is framed by `Content-Length`,
+//!   `Transfer-Encoding: chunked` or the end of the connection, and read
+//!   whole, up to the client's body limit, before the response is handed
+//!   to surf.
 //! - **The pool.** A connection is owned by the request future while it is
 //!   in use — never by the pool — so dropping the future at any `.await`
 //!   (timeout, halt, cancellation) closes it. It goes back to the pool only
@@ -77,10 +79,11 @@ use std::io::Read as _;
 use async_io::Async;
 use async_std::net::ToSocketAddrs;
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
-use http_client::http_types::headers::{HeaderName, HeaderValue, Headers};
+use http_client::http_types::headers::{HeaderName, HeaderValue};
 use http_client::http_types::url::{Host, Position};
 use http_client::http_types::{self, Body, Method, StatusCode, Version};
 use http_client::{Config, HttpClient, Request, Response};
+use outage_core::wire::{self, Limits, Read as Got, Reader, RequestHead, Target};
 use outage_core::{Failure, Transport};
 
 use crate::tls::MaybeTls;
@@ -92,10 +95,6 @@ pub const HEAD_LIMIT: usize = 16 * 1024;
 pub const DEFAULT_IDLE_LIMIT: Duration = Duration::from_secs(4);
 /// Idle connections kept per host and port.
 pub const MAX_IDLE_PER_HOST: usize = 4;
-/// Header lines per head (`httparse` needs a fixed table).
-const MAX_HEADERS: usize = 64;
-/// The longest chunk-size line (size and extensions).
-const MAX_CHUNK_LINE: usize = 1024;
 
 /// How far an exchange got, for a caller whose timeout may cut it short:
 /// put one in the request's extensions and read it after the timeout.
@@ -279,7 +278,6 @@ impl H1Client {
         if let Some(p) = &progress {
             p.set(Progress::CONNECTING);
         }
-        check_request(req.as_ref())?;
         let body = req
             .take_body()
             .into_bytes()
@@ -291,7 +289,31 @@ impl H1Client {
         else {
             return Err(H1Error::InvalidRequest);
         };
-        let head_request = req.method() == Method::Head;
+        let authority = match url.port() {
+            Some(port) => format!("{host_str}:{port}"),
+            None => host_str.to_owned(),
+        };
+        let headers: Vec<(&[u8], &[u8])> = req
+            .iter()
+            .flat_map(|(name, values)| {
+                values
+                    .iter()
+                    .map(move |v| (name.as_str().as_bytes(), v.as_str().as_bytes()))
+            })
+            .collect();
+        let method = req.method();
+        let head = RequestHead {
+            method: method.as_ref(),
+            target: Target::Raw(url[Position::BeforePath..Position::AfterQuery].as_bytes()),
+            host: authority.as_bytes(),
+            bearer: None,
+            headers: &headers,
+            body_len: body.len(),
+        };
+        if !head.is_valid() {
+            return Err(H1Error::InvalidRequest);
+        }
+        let head_request = method == Method::Head;
         let tls = url.scheme() == "https";
         let mut conn = match self.pool.checkout(tls, host_str, port) {
             Some(conn) => conn,
@@ -305,16 +327,7 @@ impl H1Client {
                 Conn::new(stream)
             }
         };
-        let target = &url[Position::BeforePath..Position::AfterQuery];
-        encode_request(
-            &mut conn.wbuf,
-            req.method(),
-            target,
-            host_str,
-            url.port(),
-            req.as_ref(),
-            &body,
-        );
+        encode_request(&mut conn.wbuf, &head, &body);
         if let Some(p) = &progress {
             p.set(Progress::SENDING);
         }
@@ -568,241 +581,30 @@ async fn connect(host: Host<&str>, port: u16) -> Result<TcpStream, H1Error> {
 
 // ---------------------------------------------------------------- requests
 
-fn is_token(s: &str) -> bool {
-    !s.is_empty()
-        && s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
-}
-
-/// Headers this client writes itself.
-fn own_header(name: &str) -> bool {
-    ["host", "content-length", "transfer-encoding"]
-        .iter()
-        .any(|h| name.eq_ignore_ascii_case(h))
-}
-
-/// Refuse headers that would not be one header line each.
-fn check_request(headers: &Headers) -> Result<(), H1Error> {
-    for (name, values) in headers.iter() {
-        if !is_token(name.as_str()) {
-            return Err(H1Error::InvalidRequest);
-        }
-        if values
-            .iter()
-            .any(|v| v.as_str().bytes().any(|b| matches!(b, b'\r' | b'\n' | 0)))
-        {
-            return Err(H1Error::InvalidRequest);
-        }
-    }
-    Ok(())
-}
-
-/// The request's bytes into `out` (cleared first): request line, `Host`,
-/// the request's headers, `Content-Length`, the body.
-fn encode_request(
-    out: &mut Vec<u8>,
-    method: Method,
-    target: &str,
-    host: &str,
-    port: Option<u16>,
-    headers: &Headers,
-    body: &[u8],
-) {
-    use std::io::Write;
+/// The request's bytes into `out` (cleared first): the core's head, then
+/// the body.
+fn encode_request(out: &mut Vec<u8>, head: &RequestHead<'_>, body: &[u8]) {
     out.clear();
     out.reserve(256 + body.len());
-    let target = if target.is_empty() { "/" } else { target };
-    // Writing to a Vec cannot fail.
-    let _ = write!(out, "{method} {target} HTTP/1.1\r\nHost: {host}");
-    if let Some(port) = port {
-        let _ = write!(out, ":{port}");
-    }
-    out.extend_from_slice(b"\r\n");
-    for (name, values) in headers.iter() {
-        if own_header(name.as_str()) {
-            continue;
-        }
-        for value in values.iter() {
-            out.extend_from_slice(name.as_str().as_bytes());
-            out.extend_from_slice(b": ");
-            out.extend_from_slice(value.as_str().as_bytes());
-            out.extend_from_slice(b"\r\n");
-        }
-    }
-    if !body.is_empty() || !matches!(method, Method::Get | Method::Head) {
-        let _ = write!(out, "Content-Length: {}\r\n", body.len());
-    }
-    out.extend_from_slice(b"\r\n");
+    let _ = head.write(&mut |piece: &[u8]| -> Result<(), std::convert::Infallible> {
+        out.extend_from_slice(piece);
+        Ok(())
+    });
     out.extend_from_slice(body);
 }
 
-// ------------------------------------------------------------ the head
+// ------------------------------------------------------------ the response
 
-/// Finds the empty line that ends a response head, over reads that each
-/// add bytes: every byte is looked at once. Empty lines before the status
-/// line are skipped, as `httparse` does.
-#[derive(Debug, Default, Clone, Copy)]
-struct HeadEnd {
-    scanned: usize,
-    state: Scan,
-}
-
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-enum Scan {
-    /// Before the status line.
-    #[default]
-    Start,
-    /// Inside a line.
-    Line,
-    /// Just after a line feed.
-    LineStart,
-    /// A carriage return at the start of a line.
-    Cr,
-}
-
-impl HeadEnd {
-    /// The head's length once `buf` (the bytes so far) holds its end.
-    fn find(&mut self, buf: &[u8]) -> Option<usize> {
-        while let Some(&b) = buf.get(self.scanned) {
-            self.scanned += 1;
-            self.state = match (self.state, b) {
-                (Scan::Start, b'\r' | b'\n') => Scan::Start,
-                (Scan::LineStart | Scan::Cr, b'\n') => return Some(self.scanned),
-                (Scan::LineStart, b'\r') => Scan::Cr,
-                (_, b'\n') => Scan::LineStart,
-                _ => Scan::Line,
-            };
-        }
-        None
-    }
-}
-
-/// How the body of a response is delimited.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Framing {
-    /// No body (`HEAD`, 204, 304).
-    Empty,
-    /// `Content-Length` (saturated at `u64::MAX`).
-    Length(u64),
-    /// `Transfer-Encoding: chunked`.
-    Chunked,
-    /// Until the connection closes.
-    ToEof,
-}
-
-/// A final response head.
-#[derive(Debug)]
-struct Head {
-    response: Response,
-    framing: Framing,
-    /// HTTP/1.1 without `Connection: close` and with a framed body.
-    reusable: bool,
-}
-
-/// Parse one complete head (`buf` ends with its empty line). `None` for an
-/// interim `1xx` response, to be skipped.
-fn parse_head(buf: &[u8], head_request: bool) -> Result<Option<Head>, H1Error> {
-    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut parsed = httparse::Response::new(&mut headers);
-    match parsed.parse(buf) {
-        Ok(httparse::Status::Complete(n)) if n == buf.len() => {}
-        Err(httparse::Error::TooManyHeaders) => return Err(H1Error::HeadTooLarge),
-        // The scanner found the empty line; httparse must agree.
-        _ => return Err(H1Error::Malformed),
-    }
-    let (Some(version), Some(code)) = (parsed.version, parsed.code) else {
-        return Err(H1Error::Malformed);
-    };
-    match code {
-        101 => return Err(H1Error::Malformed), // we never ask to switch
-        100..=199 => return Ok(None),
-        200..=599 => {}
-        _ => return Err(H1Error::Malformed),
-    }
-    let mut close = false;
-    let mut chunked = false;
-    let mut other_coding = false;
-    let mut length: Option<u64> = None;
-    let mut response = Response::new(status_code(code));
-    for h in parsed.headers.iter() {
-        let name = h.name;
-        if name.eq_ignore_ascii_case("connection") {
-            close |= list(h.value).any(|t| t.eq_ignore_ascii_case(b"close"));
-        } else if name.eq_ignore_ascii_case("transfer-encoding") {
-            other_coding |= list(h.value).next().is_none();
-            for coding in list(h.value) {
-                // Only `chunked`, once, last: we decode nothing else.
-                if coding.eq_ignore_ascii_case(b"chunked") && !chunked {
-                    chunked = true;
-                } else {
-                    other_coding = true;
-                }
-            }
-            continue;
-        } else if name.eq_ignore_ascii_case("content-length") {
-            if list(h.value).next().is_none() {
-                return Err(H1Error::Malformed);
-            }
-            for value in list(h.value) {
-                let n = parse_length(value).ok_or(H1Error::Malformed)?;
-                if length.is_some_and(|l| l != n) {
-                    return Err(H1Error::Malformed);
-                }
-                length = Some(n);
-            }
-            continue;
-        }
-        // Headers http-types cannot hold (non-ASCII values) are left out.
-        if let (Ok(n), Ok(v)) = (
-            HeaderName::from_bytes(name.as_bytes().to_vec()),
-            HeaderValue::from_bytes(h.value.to_vec()),
-        ) {
-            response.append_header(n, v);
+impl From<wire::Error> for H1Error {
+    fn from(e: wire::Error) -> H1Error {
+        match e {
+            wire::Error::Closed => H1Error::Closed,
+            wire::Error::Truncated => H1Error::Truncated,
+            wire::Error::Malformed => H1Error::Malformed,
+            wire::Error::HeadTooLarge => H1Error::HeadTooLarge,
+            wire::Error::BodyTooLarge => H1Error::BodyTooLarge,
         }
     }
-    let framing = if head_request || code == 204 || code == 304 {
-        Framing::Empty
-    } else if chunked || other_coding {
-        // Both framings at once is how responses are smuggled: refuse.
-        if other_coding || length.is_some() {
-            return Err(H1Error::Malformed);
-        }
-        Framing::Chunked
-    } else if let Some(n) = length {
-        Framing::Length(n)
-    } else {
-        Framing::ToEof
-    };
-    let http11 = version == 1;
-    response.set_version(Some(if http11 {
-        Version::Http1_1
-    } else {
-        Version::Http1_0
-    }));
-    response.ext_mut().insert(RawStatus(code));
-    Ok(Some(Head {
-        response,
-        framing,
-        reusable: http11 && !close && framing != Framing::ToEof,
-    }))
-}
-
-/// The items of a comma-separated header value, trimmed, empty ones left out.
-fn list(value: &[u8]) -> impl Iterator<Item = &[u8]> {
-    value
-        .split(|&b| b == b',')
-        .map(<[u8]>::trim_ascii)
-        .filter(|t| !t.is_empty())
-}
-
-/// Decimal digits only; saturates (any limit refuses it then).
-fn parse_length(value: &[u8]) -> Option<u64> {
-    if value.is_empty() || !value.iter().all(u8::is_ascii_digit) {
-        return None;
-    }
-    Some(value.iter().fold(0u64, |n, &d| {
-        n.saturating_mul(10).saturating_add(u64::from(d - b'0'))
-    }))
 }
 
 /// The registered status, or the first of `code`'s class ([`RawStatus`]
@@ -816,205 +618,91 @@ fn status_code(code: u16) -> StatusCode {
     })
 }
 
-// ------------------------------------------------------------ the body
-
-/// A streaming `Transfer-Encoding: chunked` decoder: bytes in, body out.
-/// Every byte is looked at once, data is copied in runs. Extensions and
-/// trailers are read and dropped. Bare LF line ends are accepted.
-#[derive(Debug, Clone, Copy)]
-struct Chunked {
-    state: Chunk,
-    /// Bytes of the current chunk-size line.
-    line: usize,
-    /// Bytes of the trailer section.
-    trailer: usize,
-    limit: usize,
+/// surf's response for a head the core's reader accepted (`bytes`): its
+/// status, version and headers (those http-types cannot hold — non-ASCII
+/// values — left out, and the framing ones, which this client used up).
+fn response_for(head: &wire::Head, bytes: &[u8]) -> Response {
+    let mut response = Response::new(status_code(head.status));
+    for (name, value) in wire::header_lines(bytes) {
+        if name.eq_ignore_ascii_case(b"content-length") || name.eq_ignore_ascii_case(b"transfer-encoding") {
+            continue;
+        }
+        if let (Ok(n), Ok(v)) = (
+            HeaderName::from_bytes(name.to_vec()),
+            HeaderValue::from_bytes(value.to_vec()),
+        ) {
+            response.append_header(n, v);
+        }
+    }
+    response.set_version(Some(if head.http11 {
+        Version::Http1_1
+    } else {
+        Version::Http1_0
+    }));
+    response.ext_mut().insert(RawStatus(head.status));
+    response
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Chunk {
-    /// Hex digits of a chunk size.
-    Size { value: u64, digits: u8 },
-    /// After the size: extensions, up to the line feed.
-    Ext { value: u64 },
-    /// A carriage return after the size; a line feed must follow.
-    SizeLf { value: u64 },
-    /// Chunk data still to come.
-    Data(usize),
-    /// The line end after chunk data.
-    DataCr,
-    /// The line feed after chunk data's carriage return.
-    DataLf,
-    /// Trailer lines; `empty` while the current line has no byte yet.
-    Trailer { empty: bool },
-    /// The last chunk and trailers are read.
-    Done,
-}
-
-impl Chunked {
-    fn new(limit: usize) -> Chunked {
-        Chunked {
-            state: Chunk::Size { value: 0, digits: 0 },
-            line: 0,
-            trailer: 0,
-            limit,
-        }
-    }
-
-    fn done(&self) -> bool {
-        self.state == Chunk::Done
-    }
-
-    /// Decode `input` onto `body`; the number of bytes used (all of them
-    /// unless the body ended in them).
-    fn feed(&mut self, input: &[u8], body: &mut Vec<u8>) -> Result<usize, H1Error> {
-        let mut i = 0;
-        while i < input.len() && !self.done() {
-            if let Chunk::Data(left) = self.state {
-                let n = left.min(input.len() - i);
-                body.extend_from_slice(&input[i..i + n]);
-                i += n;
-                self.state = if n == left {
-                    Chunk::DataCr
-                } else {
-                    Chunk::Data(left - n)
-                };
-                continue;
-            }
-            let b = input[i];
-            i += 1;
-            self.state = match self.state {
-                Chunk::Size { value, digits } => {
-                    self.line += 1;
-                    match b {
-                        b'0'..=b'9' | b'a'..=b'f' | b'A'..=b'F' => {
-                            if digits == 16 {
-                                return Err(H1Error::Malformed);
-                            }
-                            let d = match b {
-                                b'0'..=b'9' => b - b'0',
-                                b'a'..=b'f' => b - b'a' + 10,
-                                _ => b - b'A' + 10,
-                            };
-                            Chunk::Size {
-                                value: value << 4 | u64::from(d),
-                                digits: digits + 1,
-                            }
-                        }
-                        _ if digits == 0 => return Err(H1Error::Malformed),
-                        b';' | b' ' | b'\t' => Chunk::Ext { value },
-                        b'\r' => Chunk::SizeLf { value },
-                        b'\n' => self.size_line_done(value, body.len())?,
-                        _ => return Err(H1Error::Malformed),
-                    }
-                }
-                Chunk::Ext { value } => {
-                    self.line += 1;
-                    if self.line > MAX_CHUNK_LINE {
-                        return Err(H1Error::Malformed);
-                    }
-                    match b {
-                        b'\n' => self.size_line_done(value, body.len())?,
-                        _ => Chunk::Ext { value },
-                    }
-                }
-                Chunk::SizeLf { value } => match b {
-                    b'\n' => self.size_line_done(value, body.len())?,
-                    _ => return Err(H1Error::Malformed),
-                },
-                Chunk::DataCr => match b {
-                    b'\r' => Chunk::DataLf,
-                    b'\n' => Chunk::Size { value: 0, digits: 0 },
-                    _ => return Err(H1Error::Malformed),
-                },
-                Chunk::DataLf => match b {
-                    b'\n' => Chunk::Size { value: 0, digits: 0 },
-                    _ => return Err(H1Error::Malformed),
-                },
-                Chunk::Trailer { empty } => match b {
-                    b'\n' if empty => Chunk::Done,
-                    b'\n' => Chunk::Trailer { empty: true },
-                    b'\r' => Chunk::Trailer { empty },
-                    _ => {
-                        self.trailer += 1;
-                        if self.trailer > HEAD_LIMIT {
-                            return Err(H1Error::HeadTooLarge);
-                        }
-                        Chunk::Trailer { empty: false }
-                    }
-                },
-                Chunk::Data(_) | Chunk::Done => unreachable!("handled above"),
-            };
-        }
-        Ok(i)
-    }
-
-    fn size_line_done(&mut self, size: u64, have: usize) -> Result<Chunk, H1Error> {
-        self.line = 0;
-        if size == 0 {
-            return Ok(Chunk::Trailer { empty: true });
-        }
-        match usize::try_from(size) {
-            Ok(n) if n <= self.limit.saturating_sub(have) => Ok(Chunk::Data(n)),
-            _ => Err(H1Error::BodyTooLarge),
-        }
-    }
-}
-
-/// Read one response: skip interim heads, read the head within
-/// [`HEAD_LIMIT`], then the whole body within `max_body`. The flag: may the
-/// connection be reused.
+/// Read one response through the core's [`Reader`]: interim heads
+/// skipped, the head within [`HEAD_LIMIT`], the whole body within
+/// `max_body`. The flag: may the connection be reused (the core's
+/// [`wire::Head::reusable`], and no byte beyond the response).
 async fn read_response(
     conn: &mut Conn,
     head_request: bool,
     max_body: usize,
 ) -> Result<(Response, bool), H1Error> {
-    let mut interim = 0;
-    let mut end = HeadEnd::default();
-    let head = loop {
-        if let Some(n) = end.find(&conn.rbuf[..conn.rlen]) {
-            let parsed = parse_head(&conn.rbuf[..n], head_request)?;
-            conn.consume(n);
-            match parsed {
-                Some(head) => break head,
-                None => {
-                    interim += n;
-                    end = HeadEnd::default();
-                    continue;
+    let mut reader = Reader::new(Limits {
+        head: HEAD_LIMIT,
+        body: max_body,
+    });
+    if head_request {
+        reader = reader.for_head_request();
+    }
+    let mut head = None;
+    let mut body = Vec::new();
+    loop {
+        let (used, got) = reader.feed(&conn.rbuf[..conn.rlen])?;
+        match got {
+            Got::Head(h) => {
+                head = Some((response_for(&h, &conn.rbuf[used - h.len..used]), h.reusable));
+                if let wire::Framing::Length(n) = h.framing {
+                    // Within `max_body`: the reader checked.
+                    body.reserve_exact(usize::try_from(n).unwrap_or(0));
                 }
+                conn.consume(used);
+                continue;
             }
+            Got::Body(run) => {
+                body.extend_from_slice(&conn.rbuf[run]);
+                conn.consume(used);
+                continue;
+            }
+            Got::Done => {
+                conn.consume(used);
+                break;
+            }
+            Got::More => conn.consume(used),
         }
-        let cap = HEAD_LIMIT - interim;
-        if conn.rlen >= cap {
+        if conn.rlen == conn.rbuf.len() {
             return Err(H1Error::HeadTooLarge);
         }
-        let before = interim + conn.rlen;
         // The first read of an answer waits for it; later ones try first.
-        match conn.fill(cap, before == 0).await {
-            Ok(0) if before == 0 => return Err(H1Error::Closed),
-            Err(e) if before == 0 => return Err(first_read_error(&e)),
-            Ok(0) | Err(_) => return Err(H1Error::Truncated),
+        let first = !reader.started() && conn.rlen == 0;
+        match conn.fill(conn.rbuf.len(), first).await {
+            Ok(0) => {
+                reader.finish()?;
+                break;
+            }
             Ok(_) => {}
+            Err(e) if first => return Err(first_read_error(&e)),
+            Err(_) => return Err(H1Error::Truncated),
         }
-    };
-    let Head {
-        mut response,
-        framing,
-        mut reusable,
-    } = head;
-    let body = match framing {
-        Framing::Empty => Vec::new(),
-        Framing::Length(n) => match usize::try_from(n) {
-            Ok(n) if n <= max_body => read_length(conn, n).await?,
-            _ => return Err(H1Error::BodyTooLarge),
-        },
-        Framing::Chunked => read_chunked(conn, max_body).await?,
-        Framing::ToEof => read_to_eof(conn, max_body).await?,
-    };
-    // Bytes beyond the response: out of step, not reusable.
-    reusable &= conn.rlen == 0;
+    }
+    let (mut response, reusable) = head.ok_or(H1Error::Malformed)?;
     response.set_body(Body::from_bytes(body));
-    Ok((response, reusable))
+    // Bytes beyond the response: out of step, not reusable.
+    Ok((response, reusable && conn.rlen == 0))
 }
 
 fn first_read_error(e: &io::Error) -> H1Error {
@@ -1027,319 +715,64 @@ fn first_read_error(e: &io::Error) -> H1Error {
     }
 }
 
-async fn read_length(conn: &mut Conn, n: usize) -> Result<Vec<u8>, H1Error> {
-    let mut body = vec![0; n];
-    let buffered = n.min(conn.rlen);
-    body[..buffered].copy_from_slice(&conn.rbuf[..buffered]);
-    conn.consume(buffered);
-    let mut filled = buffered;
-    while filled < n {
-        match conn.stream.read(&mut body[filled..]).await {
-            Ok(0) => return Err(H1Error::Truncated),
-            Ok(k) => filled += k,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(_) => return Err(H1Error::Truncated),
-        }
-    }
-    Ok(body)
-}
-
-async fn read_chunked(conn: &mut Conn, max_body: usize) -> Result<Vec<u8>, H1Error> {
-    let mut decoder = Chunked::new(max_body);
-    let mut body = Vec::new();
-    loop {
-        let used = decoder.feed(&conn.rbuf[..conn.rlen], &mut body)?;
-        conn.consume(used);
-        if decoder.done() {
-            return Ok(body);
-        }
-        match conn.fill(HEAD_LIMIT, false).await {
-            Ok(0) | Err(_) => return Err(H1Error::Truncated),
-            Ok(_) => {}
-        }
-    }
-}
-
-async fn read_to_eof(conn: &mut Conn, max_body: usize) -> Result<Vec<u8>, H1Error> {
-    if conn.rlen > max_body {
-        return Err(H1Error::BodyTooLarge);
-    }
-    let mut body = conn.rbuf[..conn.rlen].to_vec();
-    conn.consume(conn.rlen);
-    let room = (max_body - body.len()) as u64 + 1;
-    (&mut conn.stream)
-        .take(room)
-        .read_to_end(&mut body)
-        .await
-        .map_err(|_| H1Error::Truncated)?;
-    if body.len() > max_body {
-        return Err(H1Error::BodyTooLarge);
-    }
-    Ok(body)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::io::Write as _;
 
-    fn head(bytes: &[u8]) -> Result<Option<Head>, H1Error> {
-        let mut end = HeadEnd::default();
-        let n = end.find(bytes).expect("a complete head");
-        parse_head(&bytes[..n], false)
-    }
-
-    fn final_head(bytes: &[u8]) -> Head {
-        head(bytes).expect("parses").expect("a final response")
-    }
-
-    fn decode(input: &[u8], limit: usize) -> Result<(Vec<u8>, usize, bool), H1Error> {
-        let mut d = Chunked::new(limit);
-        let mut body = Vec::new();
-        let used = d.feed(input, &mut body)?;
-        Ok((body, used, d.done()))
-    }
-
-    #[test]
-    fn head_end_is_found_across_reads_with_crlf_or_lf() {
-        let full = b"\r\n\nHTTP/1.1 200 OK\r\nA: b\r\n\r\nbody";
-        let want = full.len() - 4;
-        assert_eq!(HeadEnd::default().find(full), Some(want));
-        for split in 0..full.len() {
-            let mut end = HeadEnd::default();
-            let first = end.find(&full[..split]);
-            let found = first.or_else(|| end.find(full));
-            assert_eq!(found, Some(want), "split at {split}");
-        }
-        assert_eq!(
-            HeadEnd::default().find(b"HTTP/1.1 200 OK\nA: b\n\nrest"),
-            Some(22)
-        );
-        // Lines that end, but no empty line: not found.
-        assert_eq!(HeadEnd::default().find(b"HTTP/1.1 200 OK\r\nA: b\r\n"), None);
-        assert_eq!(HeadEnd::default().find(b"\r\n\r\n\n"), None);
-    }
-
-    #[test]
-    fn final_heads_give_their_framing_and_reuse() {
-        let h = final_head(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nRetry-After: 7\r\n\r\n");
-        assert_eq!(h.framing, Framing::Length(5));
-        assert!(h.reusable);
-        assert_eq!(h.response.header("retry-after").unwrap().as_str(), "7");
-        assert!(h.response.header("content-length").is_none());
-        assert_eq!(h.response.ext().get::<RawStatus>(), Some(&RawStatus(200)));
-
-        let h = final_head(b"HTTP/1.1 200 OK\r\nContent-Length: 5, 5\r\ncontent-length: 5\r\n\r\n");
-        assert_eq!(h.framing, Framing::Length(5));
-
-        let h = final_head(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: Chunked\r\n\r\n");
-        assert_eq!(h.framing, Framing::Chunked);
-        assert!(h.reusable);
-
-        let h = final_head(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n\r\n");
-        assert_eq!(h.framing, Framing::ToEof);
-        assert!(!h.reusable, "a body to EOF ends the connection");
-
-        let h = final_head(b"HTTP/1.1 200 OK\r\nConnection: keep-alive, Close\r\nContent-Length: 0\r\n\r\n");
-        assert!(!h.reusable);
-
-        let h = final_head(b"HTTP/1.0 200 OK\r\nContent-Length: 0\r\n\r\n");
-        assert!(!h.reusable, "HTTP/1.0 is not kept alive");
-
-        let h = final_head(b"HTTP/1.1 204 No Content\r\nContent-Length: 12\r\n\r\n");
-        assert_eq!(h.framing, Framing::Empty);
-        let h = final_head(b"HTTP/1.1 304 Not Modified\r\nTransfer-Encoding: chunked\r\n\r\n");
-        assert_eq!(h.framing, Framing::Empty);
-
-        let bytes = b"HTTP/1.1 200 OK\r\nContent-Length: 99\r\n\r\n";
-        let h = parse_head(bytes, true).unwrap().unwrap();
-        assert_eq!(h.framing, Framing::Empty, "no body after HEAD");
-
-        let h = final_head(b"HTTP/1.1 200 OK\r\nContent-Length: 99999999999999999999999\r\n\r\n");
-        assert_eq!(h.framing, Framing::Length(u64::MAX));
-
-        let h = final_head(b"HTTP/1.1 200\r\nContent-Length: 0\r\n\r\n");
-        assert_eq!(
-            h.response.status(),
-            StatusCode::Ok,
-            "the reason phrase is optional"
-        );
-    }
-
-    #[test]
-    fn unregistered_statuses_keep_their_number() {
-        let h = final_head(b"HTTP/1.1 299 Odd\r\nContent-Length: 0\r\n\r\n");
-        assert_eq!(h.response.ext().get::<RawStatus>(), Some(&RawStatus(299)));
-        assert_eq!(h.response.status(), StatusCode::Ok);
-        let h = final_head(b"HTTP/1.1 599 Odd\r\nContent-Length: 0\r\n\r\n");
-        assert_eq!(h.response.ext().get::<RawStatus>(), Some(&RawStatus(599)));
-        assert_eq!(h.response.status(), StatusCode::InternalServerError);
-    }
-
-    #[test]
-    fn interim_heads_are_skipped_and_odd_heads_refused() {
-        assert!(head(b"HTTP/1.1 100 Continue\r\n\r\n").unwrap().is_none());
-        assert!(
-            head(b"HTTP/1.1 103 Early Hints\r\nLink: x\r\n\r\n")
-                .unwrap()
-                .is_none()
-        );
-        let refused: &[&[u8]] = &[
-            b"HTTP/1.1 101 Switching Protocols\r\n\r\n",
-            b"HTTP/1.1 600 Nope\r\n\r\n",
-            b"HTTP/1.1 099 Nope\r\n\r\n",
-            b"HTTP/2 200 OK\r\n\r\n",
-            b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n",
-            b"HTTP/1.1 200 OK\r\nContent-Length: -1\r\n\r\n",
-            b"HTTP/1.1 200 OK\r\nContent-Length: 0x10\r\n\r\n",
-            b"HTTP/1.1 200 OK\r\nContent-Length:\r\n\r\n",
-            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n",
-            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: \r\n\r\n",
-            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: gzip\r\n\r\n",
-            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked, chunked\r\n\r\n",
-            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n",
-            b"HTTP/1.1 200 OK\r\nBad Header: x\r\n\r\n",
-            b"HTTP/1.1 200 OK\r\n folded: x\r\n\r\n",
-            b"HTTP/1.1 200 OK\r\nA: b\rc\r\n\r\n",
-            b"SSH-2.0-OpenSSH\r\n\r\n",
-        ];
-        for bytes in refused {
-            let r = head(bytes);
-            assert!(
-                matches!(r, Err(H1Error::Malformed)),
-                "{:?}: {r:?}",
-                String::from_utf8_lossy(bytes)
-            );
+    /// surf's response for a whole head, as `read_response` makes it.
+    fn response(bytes: &[u8]) -> Response {
+        let mut r = Reader::new(Limits {
+            head: HEAD_LIMIT,
+            body: 1 << 20,
+        });
+        match r.feed(bytes).unwrap() {
+            (used, Got::Head(h)) => response_for(&h, &bytes[used - h.len..used]),
+            other => panic!("{other:?}"),
         }
     }
 
     #[test]
-    fn too_many_headers_is_a_head_too_large() {
-        let mut bytes = b"HTTP/1.1 200 OK\r\n".to_vec();
-        for i in 0..=MAX_HEADERS {
-            write!(bytes, "X-{i}: y\r\n").unwrap();
-        }
-        bytes.extend_from_slice(b"\r\n");
-        assert!(matches!(head(&bytes), Err(H1Error::HeadTooLarge)));
-    }
-
-    #[test]
-    fn header_values_http_types_cannot_hold_are_left_out() {
-        let h = final_head(
+    fn responses_keep_their_status_number_and_headers_surf_can_hold() {
+        let h = response(b"HTTP/1.1 299 Odd\r\nContent-Length: 0\r\n\r\n");
+        assert_eq!(h.ext().get::<RawStatus>(), Some(&RawStatus(299)));
+        assert_eq!(h.status(), StatusCode::Ok);
+        let h = response(b"HTTP/1.1 599 Odd\r\nContent-Length: 0\r\n\r\n");
+        assert_eq!(h.ext().get::<RawStatus>(), Some(&RawStatus(599)));
+        assert_eq!(h.status(), StatusCode::InternalServerError);
+        let h = response(
             b"HTTP/1.1 200 OK\r\nX-Name: caf\xc3\xa9\r\nRetry-After: 3\r\nContent-Length: 0\r\n\r\n",
         );
-        assert!(h.response.header("x-name").is_none());
-        assert_eq!(h.response.header("retry-after").unwrap().as_str(), "3");
-    }
-
-    #[test]
-    fn chunked_bodies_decode() {
-        let input = b"5\r\nhello\r\n7;ext=\"a b\"\r\n, world\r\n0\r\nTrailer: x\r\n\r\nNEXT";
-        let (body, used, done) = decode(input, 100).unwrap();
-        assert_eq!(body, b"hello, world");
-        assert!(done);
-        assert_eq!(&input[used..], b"NEXT", "bytes after the body are left");
-
-        let (body, _, done) = decode(b"A\nabcdefghij\n0\n\n", 100).unwrap();
-        assert_eq!((body.as_slice(), done), (&b"abcdefghij"[..], true), "bare LF");
-
-        let (body, used, done) = decode(b"3\r\nab", 100).unwrap();
-        assert_eq!((body.as_slice(), used, done), (&b"ab"[..], 5, false));
-
-        // Exactly at the limit is fine; one more byte is not.
-        assert!(decode(b"4\r\nabcd\r\n0\r\n\r\n", 4).unwrap().2);
-        assert_eq!(decode(b"4\r\nabcd\r\n1\r\n", 4), Err(H1Error::BodyTooLarge));
-        assert_eq!(
-            decode(b"ffffffffffffffff\r\n", 1 << 20),
-            Err(H1Error::BodyTooLarge)
+        assert!(h.header("x-name").is_none());
+        assert!(
+            h.header("content-length").is_none(),
+            "the framing is this client's"
         );
-    }
-
-    #[test]
-    fn chunked_input_split_anywhere_decodes_the_same() {
-        let input = b"5\r\nhello\r\n7;x\r\n, world\r\n0\r\nT: 1\r\n\r\n";
-        for split in 0..=input.len() {
-            let mut d = Chunked::new(100);
-            let mut body = Vec::new();
-            let a = d.feed(&input[..split], &mut body).unwrap();
-            let b = d.feed(&input[split..], &mut body).unwrap();
-            assert_eq!(a + b, input.len());
-            assert!(d.done());
-            assert_eq!(body, b"hello, world");
-        }
-    }
-
-    #[test]
-    fn bad_chunked_bodies_are_errors() {
-        let bad: &[&[u8]] = &[
-            b"\r\n",
-            b"g\r\n",
-            b";x\r\n",
-            b"5\rX",
-            b"5\r\nhelloX",
-            b"5\r\nhello\rX",
-            b"00000000000000001\r\n",
-        ];
-        for input in bad {
-            assert_eq!(
-                decode(input, 100),
-                Err(H1Error::Malformed),
-                "{:?}",
-                String::from_utf8_lossy(input)
-            );
-        }
-        let mut endless_ext = b"5;".to_vec();
-        endless_ext.resize(MAX_CHUNK_LINE + 10, b'x');
-        assert_eq!(decode(&endless_ext, 100), Err(H1Error::Malformed));
-        let mut endless_trailer = b"0\r\nT: ".to_vec();
-        endless_trailer.resize(HEAD_LIMIT + 10, b'x');
-        assert_eq!(decode(&endless_trailer, 100), Err(H1Error::HeadTooLarge));
+        assert_eq!(h.header("retry-after").unwrap().as_str(), "3");
+        assert_eq!(h.version(), Some(Version::Http1_1));
     }
 
     #[test]
     fn requests_are_one_buffer_with_host_and_length() {
-        let mut req = Request::new(Method::Patch, "http://example.org:8123/v1/x?a=1");
-        req.insert_header("Authorization", "Bearer t");
-        req.insert_header("Host", "ignored");
-        req.insert_header("Content-Length", "999");
         let mut out = b"stale".to_vec();
-        let url = req.url().clone();
-        let target = &url[Position::BeforePath..Position::AfterQuery];
-        encode_request(
-            &mut out,
-            Method::Patch,
-            target,
-            "example.org",
-            url.port(),
-            req.as_ref(),
-            b"{}",
-        );
+        let head = RequestHead {
+            method: "PATCH",
+            target: Target::Raw(b"/v1/x?a=1"),
+            host: b"example.org:8123",
+            bearer: None,
+            headers: &[
+                (b"authorization", b"Bearer t"),
+                (b"host", b"ignored"),
+                (b"content-length", b"999"),
+            ],
+            body_len: 2,
+        };
+        encode_request(&mut out, &head, b"{}");
         let text = String::from_utf8(out).unwrap();
-        assert!(
-            text.starts_with("PATCH /v1/x?a=1 HTTP/1.1\r\nHost: example.org:8123\r\n"),
-            "{text}"
+        assert_eq!(
+            text,
+            "PATCH /v1/x?a=1 HTTP/1.1\r\nHost: example.org:8123\r\nauthorization: Bearer t\r\nContent-Length: 2\r\n\r\n{}"
         );
-        assert!(text.contains("\r\nauthorization: Bearer t\r\n"), "{text}");
-        assert!(text.ends_with("\r\nContent-Length: 2\r\n\r\n{}"), "{text}");
-        assert_eq!(text.matches("ost:").count(), 1, "{text}");
-        assert_eq!(text.matches("ength:").count(), 1, "{text}");
-
-        let mut out = Vec::new();
-        let none = Request::new(Method::Get, "http://h/");
-        encode_request(&mut out, Method::Get, "", "h", None, none.as_ref(), b"");
-        assert_eq!(out, b"GET / HTTP/1.1\r\nHost: h\r\n\r\n");
-        encode_request(&mut out, Method::Post, "/p", "h", None, none.as_ref(), b"");
-        assert_eq!(out, b"POST /p HTTP/1.1\r\nHost: h\r\nContent-Length: 0\r\n\r\n");
-    }
-
-    #[test]
-    fn header_injection_is_refused() {
-        let mut req = Request::new(Method::Get, "http://h/");
-        req.insert_header("Authorization", "Bearer a\r\nX-Evil: 1");
-        assert_eq!(check_request(req.as_ref()), Err(H1Error::InvalidRequest));
-        let mut req = Request::new(Method::Get, "http://h/");
-        req.insert_header("Authorization", "Bearer fine");
-        assert_eq!(check_request(req.as_ref()), Ok(()));
     }
 
     #[test]
@@ -1597,122 +1030,5 @@ mod tests {
             old.checkin(false, "h", 1, h);
             assert!(old.checkout(false, "h", 1).is_none());
         });
-    }
-
-    mod properties {
-        use super::*;
-        use proptest::prelude::*;
-
-        fn chunk_encode(body: &[u8], sizes: &[usize]) -> Vec<u8> {
-            let mut out = Vec::new();
-            let mut rest = body;
-            let mut sizes = sizes.iter().cycle();
-            while !rest.is_empty() {
-                let n = (*sizes.next().unwrap()).clamp(1, rest.len());
-                write!(out, "{n:x}\r\n").unwrap();
-                out.extend_from_slice(&rest[..n]);
-                out.extend_from_slice(b"\r\n");
-                rest = &rest[n..];
-            }
-            out.extend_from_slice(b"0\r\n\r\n");
-            out
-        }
-
-        proptest! {
-            #![proptest_config(ProptestConfig::with_cases(
-                std::env::var("OUTAGE_FUZZ_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(512)
-            ))]
-
-            /// Any bytes: the head scanner looks at each byte once, and a
-            /// head it finds parses to a head or an error, never a panic.
-            #[test]
-            fn any_bytes_through_the_head_parser(
-                bytes in proptest::collection::vec(any::<u8>(), 0..2048),
-                split in 0usize..2048,
-            ) {
-                let split = split.min(bytes.len());
-                let mut end = HeadEnd::default();
-                let found = end.find(&bytes[..split]).or_else(|| end.find(&bytes));
-                prop_assert!(end.scanned <= bytes.len());
-                prop_assert_eq!(found, HeadEnd::default().find(&bytes));
-                if let Some(n) = found {
-                    prop_assert!(n <= bytes.len());
-                    let _ = parse_head(&bytes[..n], false);
-                }
-            }
-
-            /// Heads made of header-like lines: parsed or refused, and a
-            /// final head always has a framing the reader can use.
-            #[test]
-            fn header_like_heads_parse_or_fail(
-                status in 0u16..1000,
-                lines in proptest::collection::vec("[A-Za-z-]{0,12}:[ -~]{0,20}", 0..12),
-            ) {
-                let mut bytes = format!("HTTP/1.1 {status:03} X\r\n").into_bytes();
-                for l in &lines {
-                    bytes.extend_from_slice(l.as_bytes());
-                    bytes.extend_from_slice(b"\r\n");
-                }
-                bytes.extend_from_slice(b"\r\n");
-                let n = HeadEnd::default().find(&bytes);
-                prop_assert!(n.is_some());
-                if let Ok(Some(h)) = parse_head(&bytes[..n.unwrap()], false) {
-                    prop_assert!((200..600).contains(&status));
-                    prop_assert_eq!(h.response.ext().get::<RawStatus>(), Some(&RawStatus(status)));
-                    prop_assert!(h.framing != Framing::ToEof || !h.reusable);
-                }
-            }
-
-            /// Any bytes into the chunked decoder, in two reads: an error or
-            /// a body within the limit, every byte used at most once.
-            #[test]
-            fn any_bytes_through_the_chunked_decoder(
-                bytes in proptest::collection::vec(any::<u8>(), 0..2048),
-                split in 0usize..2048,
-                limit in 0usize..512,
-            ) {
-                let split = split.min(bytes.len());
-                let mut d = Chunked::new(limit);
-                let mut body = Vec::new();
-                let whole = decode(&bytes, limit);
-                let parts = d.feed(&bytes[..split], &mut body).and_then(|a| {
-                    if d.done() { Ok(a) } else { Ok(a + d.feed(&bytes[split..], &mut body)?) }
-                });
-                prop_assert!(body.len() <= limit);
-                match (parts, whole) {
-                    (Ok(used), Ok((whole_body, whole_used, done))) => {
-                        prop_assert!(used <= bytes.len());
-                        prop_assert_eq!(used, whole_used);
-                        prop_assert_eq!(&body, &whole_body);
-                        prop_assert_eq!(d.done(), done);
-                    }
-                    (Err(a), Err(b)) => prop_assert_eq!(a, b),
-                    (a, b) => prop_assert!(false, "split {:?} whole {:?}", a, b),
-                }
-            }
-
-            /// Chunked encodings of any body decode to it, in any two
-            /// reads, leaving what follows.
-            #[test]
-            fn chunked_round_trip(
-                body in proptest::collection::vec(any::<u8>(), 0..1024),
-                sizes in proptest::collection::vec(1usize..300, 1..8),
-                split in 0usize..2048,
-            ) {
-                let mut input = chunk_encode(&body, &sizes);
-                let len = input.len();
-                input.extend_from_slice(b"HTTP/1.1");
-                let split = split.min(input.len());
-                let mut d = Chunked::new(body.len());
-                let mut out = Vec::new();
-                let mut used = d.feed(&input[..split], &mut out).unwrap();
-                if !d.done() {
-                    used += d.feed(&input[split..], &mut out).unwrap();
-                }
-                prop_assert!(d.done());
-                prop_assert_eq!(used, len);
-                prop_assert_eq!(out, body);
-            }
-        }
     }
 }

@@ -482,27 +482,43 @@ fn websocket_url(base_url: &str) -> Result<Target, PushError> {
 /// WebSocket route gets 403 from Starlette and others, not 404.)
 async fn polling_status(target: &Target) -> io::Result<u16> {
     use futures_lite::{AsyncReadExt, AsyncWriteExt};
+    use outage_core::wire::{self, Limits, Read, Reader, RequestHead};
     let mut tcp = open(target).await?;
-    let request = format!(
-        "GET {} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n",
-        target.polling_path, target.authority
-    );
-    tcp.write_all(request.as_bytes()).await?;
+    // The request is the core's, as every other (one framing in the tree).
+    let head = RequestHead {
+        method: "GET",
+        target: wire::Target::Raw(target.polling_path.as_bytes()),
+        host: target.authority.as_bytes(),
+        bearer: None,
+        headers: &[(b"Connection", b"close")],
+        body_len: 0,
+    };
+    let mut request = Vec::new();
+    let _ = head.write(&mut |piece: &[u8]| -> Result<(), std::convert::Infallible> {
+        request.extend_from_slice(piece);
+        Ok(())
+    });
+    tcp.write_all(&request).await?;
     tcp.flush().await?;
+    // Only the status is wanted: read until the core's reader has the head.
+    let mut reader = Reader::new(Limits {
+        head: 4096,
+        body: usize::MAX,
+    });
     let mut head = Vec::new();
     let mut buf = [0u8; 512];
-    while !head.windows(2).any(|w| w == b"\r\n") && head.len() < 4096 {
+    let bad = |_| io::Error::new(io::ErrorKind::InvalidData, "not an HTTP response");
+    loop {
+        let (used, read) = reader.feed(&head).map_err(bad)?;
+        match read {
+            Read::Head(h) => return Ok(h.status),
+            _ => head.drain(..used),
+        };
         let n = tcp.read(&mut buf).await?;
         if n == 0 {
-            break;
+            return Err(bad(wire::Error::Closed));
         }
         head.extend_from_slice(&buf[..n]);
-    }
-    let line = String::from_utf8_lossy(&head);
-    let mut parts = line.split(' ');
-    match (parts.next(), parts.next().and_then(|s| s.parse().ok())) {
-        (Some(v), Some(status)) if v.starts_with("HTTP/1.") => Ok(status),
-        _ => Err(io::Error::new(io::ErrorKind::InvalidData, "not an HTTP response")),
     }
 }
 

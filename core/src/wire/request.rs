@@ -17,6 +17,13 @@ pub fn content_length(method: &str, body_len: usize) -> bool {
 pub enum Target<'a> {
     /// A request target already encoded (path and query).
     Raw(&'a [u8]),
+    /// A path under a base path (`base` then `path`, both as they are).
+    Path {
+        /// The server URL's path, without a trailing slash.
+        base: &'a [u8],
+        /// The path under it.
+        path: &'a [u8],
+    },
     /// A protocol route under a base path (a server behind a proxy path:
     /// `/zndraw`, or empty), its segments percent-encoded on the way out.
     Route {
@@ -58,6 +65,7 @@ impl RequestHead<'_> {
         let token = |v: &[u8]| !v.is_empty() && v.iter().all(|&b| is_tchar(b));
         let target = match self.target {
             Target::Raw(t) => word(t),
+            Target::Path { base, path } => word(base) && word(path),
             Target::Route { base, .. } => word(base),
         };
         token(self.method.as_bytes())
@@ -74,6 +82,10 @@ impl RequestHead<'_> {
         out(b" ")?;
         match self.target {
             Target::Raw(t) => out(if t.is_empty() { b"/" } else { t })?,
+            Target::Path { base, path } => {
+                out(base)?;
+                out(path)?;
+            }
             Target::Route { base, route } => {
                 out(base)?;
                 route.write_path(out)?;

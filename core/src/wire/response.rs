@@ -178,6 +178,17 @@ impl Reader {
         self.started
     }
 
+    /// The core's [`Failure`] for a read that failed with `t`: `t` itself
+    /// before any byte of the response, or if it timed out; after some
+    /// bytes, the answer was cut short ([`Transport::Truncated`]).
+    pub const fn read_failed(&self, t: Transport) -> Failure {
+        Failure::Transport(match t {
+            _ if !self.started => t,
+            Transport::Timeout => t,
+            _ => Transport::Truncated,
+        })
+    }
+
     /// Is the response complete?
     pub const fn is_done(&self) -> bool {
         matches!(self.state, State::Done | State::Length(0))
