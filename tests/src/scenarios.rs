@@ -910,8 +910,9 @@ fn real_worker_listed(server: &RealServer, id: &str) -> bool {
 }
 
 /// The test server: a graceful stop while a task runs, and its outcome
-/// meets a 503, a 500 or a refused connection on its first delivery: tried
-/// again within the grace, delivered once, the worker deleted.
+/// meets a 503, a 500 or a refused connection on its first delivery: held,
+/// tried again within the grace, delivered once; the task ran once and
+/// ends as its handler did; the worker deleted.
 pub fn stop_delivers_through_a_fault<R: Runtime>() {
     let log = capture::start();
     let server = TestServer::start().unwrap();
@@ -946,8 +947,20 @@ pub fn stop_delivers_through_a_fault<R: Runtime>() {
         w.shutdown(Duration::from_secs(10));
         let task = server.state().tasks[&id].clone();
         assert_eq!(task.status, TaskStatus::Completed, "{fault:?}\n{}", log.dump());
-        assert_eq!(w.stats().outcomes_delivered, 1, "{fault:?}");
-        assert_eq!(w.stats().outcomes_given_up, 0, "{fault:?}");
+        let runs = crate::record::runs(&id.to_string());
+        assert_eq!(runs.len(), 1, "{fault:?}: ran once: {runs:?}");
+        assert_eq!(runs[0].outcome, Some(Ok(())), "{fault:?}: {runs:?}");
+        let stats = w.stats();
+        assert_eq!(
+            (
+                stats.outcomes_held,
+                stats.outcomes_delivered,
+                stats.outcomes_given_up
+            ),
+            (1, 1, 0),
+            "{fault:?}: held (its first delivery met the fault), then delivered: {stats:?}\n{}",
+            log.dump()
+        );
         assert!(server.state().workers.is_empty(), "{fault:?}: deleted");
         let patches = server
             .journal()
@@ -1050,10 +1063,13 @@ pub fn real_stop_delivers_through_a_fault<R: Runtime>() {
     assert!(noisy(&log.lines()).is_empty(), "{:?}", noisy(&log.lines()));
 }
 
-/// Against the real server, restarted (stopped and started again on its
-/// database) just before a graceful stop of the worker, while a task runs
-/// — worker and server restarted together by one deploy: the outcome
-/// waits for the server and is delivered; the worker is deleted.
+/// Against the real server, stopped just before a graceful stop of the
+/// worker while a task runs, and started again (on its database) only once
+/// the task's handler has returned — worker and server restarted together
+/// by one deploy: the outcome's first delivery meets the server away (so
+/// it is held: the retry is exercised, not skipped), is tried again within
+/// the grace and delivered once the server is back. The task ran once and
+/// ends on the server as its handler ended it; the worker is deleted.
 pub fn real_restart_across_a_stop<R: Runtime>() {
     let log = capture::start();
     let mut server = RealServer::start().expect("real job server");
@@ -1067,22 +1083,45 @@ pub fn real_restart_across_a_stop<R: Runtime>() {
     wait_until("the handler runs", Duration::from_secs(20), || {
         !crate::record::runs(&id).is_empty()
     });
+    let (stopped, server_stopped) = std::sync::mpsc::channel();
+    let (down, task) = (&mut server, &id);
     std::thread::scope(|s| {
-        let restart = s.spawn(|| {
-            server.stop_now().expect("stop the real server");
-            server.restart().expect("start it again on its database");
+        let restart = s.spawn(move || {
+            down.stop_now().expect("stop the real server");
+            let _ = stopped.send(());
+            // The outcome goes out as the handler returns; the server's
+            // start takes over a second more, so its first try meets the
+            // server away even on a loaded machine.
+            wait_until("the handler returns", Duration::from_secs(20), || {
+                crate::record::runs(task)
+                    .first()
+                    .is_some_and(|r| r.finished.is_some())
+            });
+            std::thread::sleep(Duration::from_millis(300));
+            down.restart().expect("start it again on its database");
         });
-        std::thread::sleep(Duration::from_millis(300));
-        w.shutdown(Duration::from_secs(15));
+        // The stop is requested while the server is away (the sender is
+        // dropped unsent if stopping it failed: the join says why).
+        if server_stopped.recv().is_ok() {
+            w.shutdown(Duration::from_secs(15));
+        }
         restart.join().expect("the restart");
     });
     let task = real_task(&server, &id);
     assert_eq!(task["status"], "completed", "{task}\n{}", log.dump());
+    assert_eq!(task["error"], Value::Null, "{task}");
+    let runs = crate::record::runs(&id);
+    assert_eq!(runs.len(), 1, "ran once: {runs:?}");
+    assert_eq!(runs[0].outcome, Some(Ok(())), "{runs:?}");
     let stats = w.stats();
     assert_eq!(
-        (stats.outcomes_delivered, stats.outcomes_given_up),
-        (1, 0),
-        "{}",
+        (
+            stats.outcomes_held,
+            stats.outcomes_delivered,
+            stats.outcomes_given_up
+        ),
+        (1, 1, 0),
+        "held (its first delivery met the server away), then delivered: {stats:?}\n{}",
         log.dump()
     );
     assert_eq!(w.stop_reason(), Some(StopReason::Requested));
@@ -1171,6 +1210,8 @@ pub fn real_repeated_claim_answer_runs_no_task_twice<R: Runtime>() {
 
 /// Strings the server and submitters choose (here a room name holding a
 /// newline and an ERROR line) are escaped in the log: no line can be forged.
+/// The handler gets them as submitted, runs once, and its failure is what
+/// the server holds.
 pub fn real_room_names_cannot_forge_log_lines<R: Runtime>() {
     let log = capture::start();
     let server = RealServer::start().expect("real job server");
@@ -1190,6 +1231,14 @@ pub fn real_room_names_cannot_forge_log_lines<R: Runtime>() {
     wait_until("the task is done", Duration::from_secs(20), || {
         real_task(&server, &id)["status"] == "failed"
     });
+    assert_eq!(real_task(&server, &id)["error"], "one\ntwo");
+    let runs = crate::record::runs(&id);
+    assert_eq!(runs.len(), 1, "ran once: {runs:?}");
+    assert_eq!(
+        runs[0].room_id, "r\nERROR forged\r\u{1b}[31m",
+        "the room as submitted"
+    );
+    assert_eq!(runs[0].outcome, Some(Err("one\ntwo".to_owned())), "{runs:?}");
     let line = log
         .wait_for(&format!("Task {id} "), Duration::from_secs(5))
         .unwrap_or_else(|| panic!("{}", log.dump()));
@@ -1211,7 +1260,7 @@ pub fn real_room_names_cannot_forge_log_lines<R: Runtime>() {
 /// A claim refused for good (here a 308 a proxy answers for every claim):
 /// the claim loop backs off (capped) instead of asking every poll, says so
 /// at most once per log interval, and serves again when the claims are
-/// answered.
+/// answered (the next task runs once and completes).
 pub fn real_refused_claims_back_off<R: Runtime>() {
     let log = capture::start();
     let (server, proxy) = real_behind_proxy();
@@ -1252,6 +1301,9 @@ pub fn real_refused_claims_back_off<R: Runtime>() {
     wait_until("served again", Duration::from_secs(20), || {
         real_task(&server, &id)["status"] == "completed"
     });
+    let runs = crate::record::runs(&id);
+    assert_eq!(runs.len(), 1, "ran once: {runs:?}");
+    assert_eq!(runs[0].outcome, Some(Ok(())), "{runs:?}");
     assert_eq!(w.stop_reason(), None);
     w.disconnect();
 }
