@@ -26,13 +26,13 @@ struct Run {
     worker_id: String,
 }
 
-/// A worker serving [`JOB`] with a command that writes its pid, sleeps
-/// 1.5 s and succeeds, until a stop signal; one task submitted and seen
-/// running its command.
+/// A worker serving [`JOB`] with a command that appends its pid and task
+/// id to the pidfile (one line per start), sleeps 1.5 s and succeeds,
+/// until a stop signal; one task submitted and seen running its command.
 fn serving() -> Run {
     let server = RealServer::start().expect("real job server");
     let pidfile = std::env::temp_dir().join(format!("outage-sig-{}", uuid::Uuid::new_v4().simple()));
-    let script = format!("echo $$ > {}; sleep 1.5", pidfile.display());
+    let script = format!("echo \"$$ $ZNDRAW_TASK_ID\" >> {}; sleep 1.5", pidfile.display());
     let config = outage_core::Config {
         request_timeout: outage_core::Duration::from_secs(5),
         ..fast_config()
@@ -63,10 +63,27 @@ fn serving() -> Run {
     }
 }
 
-/// The command's process is gone (not even a zombie: the worker reaped it).
+/// Every start of the command so far: (pid, task id), in start order.
+fn starts(pidfile: &PathBuf) -> Vec<(String, String)> {
+    std::fs::read_to_string(pidfile)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.split_once(' '))
+        .map(|(pid, task)| (pid.to_owned(), task.to_owned()))
+        .collect()
+}
+
+/// The task ids the command started for, in start order.
+fn started_tasks(pidfile: &PathBuf) -> Vec<String> {
+    starts(pidfile).into_iter().map(|(_, task)| task).collect()
+}
+
+/// Every process the command ran in is gone (not even a zombie: the
+/// worker reaped it).
 fn gone(pidfile: &PathBuf) -> bool {
-    let pid = std::fs::read_to_string(pidfile).unwrap_or_default();
-    !std::path::Path::new(&format!("/proc/{}", pid.trim())).exists()
+    starts(pidfile)
+        .iter()
+        .all(|(pid, _)| !std::path::Path::new(&format!("/proc/{pid}")).exists())
 }
 
 fn worker_listed(server: &RealServer, id: &str) -> bool {
@@ -103,6 +120,11 @@ fn stops(signal: Signal) {
         log.dump()
     );
     assert_eq!(worker.stats().outcomes_delivered, 1);
+    assert_eq!(
+        started_tasks(&run.pidfile),
+        [run.task.as_str()],
+        "{signal}: the task started once"
+    );
     let _ = std::fs::remove_file(&run.pidfile);
 }
 
@@ -133,6 +155,14 @@ fn ignored(signal: Signal) {
         "{}",
         log.dump()
     );
+    assert_eq!(
+        started_tasks(&run.pidfile),
+        [run.task.as_str(), next.as_str()],
+        "{signal}: each task started once"
+    );
+    wait_until("the commands are gone", Duration::from_secs(5), || {
+        gone(&run.pidfile)
+    });
     let _ = std::fs::remove_file(&run.pidfile);
 }
 
