@@ -1,6 +1,7 @@
 //! `outage-worker --log-format json` against the real job server with
 //! Socket.IO push: every line one JSON object with the event's fields as
-//! keys (task id, job, room, outcome, duration, worker id), and no library
+//! keys (task id, job, room, outcome, duration, worker id), a stop's
+//! summary counting delivered and given-up outcomes apart, and no library
 //! `DEBUG` line at `RUST_LOG=info` — while at `debug` the WebSocket
 //! library's lines do appear (so the check can fail).
 
@@ -109,6 +110,13 @@ fn json_lines_carry_the_fields_and_info_has_no_library_debug_lines() {
     assert_eq!(event(&lines, "push_connected")["jobs"], 1);
     let summary = event(&lines, "summary");
     assert_eq!(summary["completed"], 1, "{summary}");
+    assert_eq!(summary["delivered"], 1, "{summary}");
+    assert_eq!(summary["given_up"], 0, "{summary}");
+    let said = summary["message"].as_str().unwrap_or_default();
+    assert!(
+        said.contains("1 tasks completed, 0 failed; 1 outcomes delivered, 0 given up;"),
+        "{summary}"
+    );
     assert_eq!(summary["worker_id"], worker_id, "{summary}");
 }
 
