@@ -122,7 +122,9 @@ struct Cli {
     password_file: Option<std::path::PathBuf>,
 
     /// A job and the command that runs its tasks, as ROOM:CATEGORY:NAME=COMMAND
-    /// (e.g. '@global:modifiers:Echo=cat'). Repeat for more jobs.
+    /// (e.g. '@global:modifiers:Echo=cat'). COMMAND's words are split as a
+    /// shell would ('a b', "a b" and a\ b are one word), but no shell runs
+    /// it. Repeat for more jobs.
     #[arg(long = "job", value_name = "JOB=COMMAND", required_unless_present = "serves")]
     jobs: Vec<String>,
 
@@ -204,8 +206,10 @@ struct Cli {
     #[arg(long, value_parser = parse_positive_duration, value_name = "TIME")]
     task_timeout: Option<Duration>,
 
-    /// Log lines as text, or as one JSON object per line with the fields
-    /// `ts` (RFC 3339, UTC), `level`, `target` and `message`.
+    /// Log lines as text, or as one JSON object per line: `ts` (RFC 3339,
+    /// UTC), `level`, `target`, `message`, and for the worker's own lines
+    /// the event's fields as keys (`event`, `task_id`, `job`, `room`,
+    /// `outcome`, `duration_ms`, `worker_id`, …).
     #[arg(long, default_value = "text", value_parser = ["text", "json"], value_name = "FORMAT")]
     log_format: String,
 
