@@ -313,13 +313,64 @@ fn credentials_come_from_systemds_credentials_directory() {
         first.contains("authorization: bearer from-credential\r\n"),
         "{first}"
     );
-    // A password credential with ZNDRAW_USER: the login sends it.
+    // A password credential with ZNDRAW_USER: the login sends it, also when
+    // ZNDRAW_PASSWORD is set (the unit's credential beats a variable the
+    // environment may have inherited) — but --password-file beats both.
     std::fs::remove_file(dir.join("token")).unwrap();
     std::fs::write(dir.join("password"), "s3cret-pw\n").unwrap();
+    std::fs::write(dir.join("flag-pw"), "fl4g-pw\n").unwrap();
+    let creds = dir.to_str().unwrap().to_owned();
+    let with_user = [
+        ("CREDENTIALS_DIRECTORY", creds.as_str()),
+        ("ZNDRAW_USER", "worker@example.com"),
+    ];
+    let with_variable = [
+        ("CREDENTIALS_DIRECTORY", creds.as_str()),
+        ("ZNDRAW_USER", "worker@example.com"),
+        ("ZNDRAW_PASSWORD", "v4riable-pw"),
+    ];
+    let flag = dir.join("flag-pw");
+    let password_file = [
+        "--user",
+        "worker@example.com",
+        "--password-file",
+        flag.to_str().unwrap(),
+    ];
+    for (args, env, sent) in [
+        (&[][..], &with_user[..], "s3cret-pw"),
+        (&[][..], &with_variable[..], "s3cret-pw"),
+        (&password_file[..], &with_variable[..], "fl4g-pw"),
+    ] {
+        let (req, stderr) = login_refused(args, env);
+        assert!(req.starts_with("POST /v1/auth/jwt/login "), "{req}");
+        assert!(
+            req.ends_with(&format!("password={sent}")),
+            "{env:?} {args:?}: {req}"
+        );
+        for secret in ["s3cret", "fl4g", "v4riable"] {
+            assert!(!stderr.contains(secret), "never logged: {stderr}");
+        }
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Run the worker (with `args` and `env`) against a login that refuses the
+/// password: exit 3. The login request (empty if none came within 30 s),
+/// and the worker's stderr.
+fn login_refused(args: &[&str], env: &[(&str, &str)]) -> (String, String) {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
+    listener.set_nonblocking(true).unwrap();
     let login = std::thread::spawn(move || {
-        let (mut s, _) = listener.accept().unwrap();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let mut s = loop {
+            match listener.accept() {
+                Ok((s, _)) => break s,
+                Err(_) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(10)),
+                Err(_) => return String::new(),
+            }
+        };
+        s.set_nonblocking(false).unwrap();
         s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
         let mut buf = [0u8; 8192];
         let n = s.read(&mut buf).unwrap_or(0);
@@ -331,29 +382,14 @@ fn credentials_come_from_systemds_credentials_directory() {
         );
         String::from_utf8_lossy(&buf[..n]).into_owned()
     });
-    let out = command(
-        &["--server", &url, "--job", JOB],
-        &[
-            ("CREDENTIALS_DIRECTORY", dir.to_str().unwrap()),
-            ("ZNDRAW_USER", "worker@example.com"),
-        ],
-    )
-    .output()
-    .unwrap();
+    let out = command(&["--server", &url, "--job", JOB], env)
+        .args(args)
+        .output()
+        .unwrap();
     let req = login.join().unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(3),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(req.starts_with("POST /v1/auth/jwt/login "), "{req}");
-    assert!(req.ends_with("password=s3cret-pw"), "{req}");
-    assert!(
-        !String::from_utf8_lossy(&out.stderr).contains("s3cret"),
-        "never logged"
-    );
-    let _ = std::fs::remove_dir_all(&dir);
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(3), "{stderr}");
+    (req, stderr)
 }
 
 fn http_get(addr: &str, path: &str) -> (u16, String) {

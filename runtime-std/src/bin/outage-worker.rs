@@ -53,9 +53,11 @@ reported failed (\"worker shutting down\").
 Log level: RUST_LOG (default: info for the worker's own lines).
 
 Credentials: --token (a 401 stops the worker), --token-file (read again on
-401), or --user with --password-file or ZNDRAW_PASSWORD (ZnDraw's login; the
-worker logs in again when its token expires, once per 401, and stops if the
-new token is refused too). The token never appears in a log line.
+401), or --user (ZnDraw's login; the worker logs in again when its token
+expires, once per 401, and stops if the new token is refused too) with the
+password from --password-file, else systemd's credential
+$CREDENTIALS_DIRECTORY/password, else ZNDRAW_PASSWORD. The token never
+appears in a log line.
 
 Environment: OUTAGE_SERVER or ZNDRAW_URL for --server; OUTAGE_TOKEN or
 ZNDRAW_TOKEN for --token; ZNDRAW_USER and ZNDRAW_PASSWORD for --user (ZnDraw's
@@ -65,10 +67,13 @@ Operating it: --metrics-addr 127.0.0.1:9100 serves /metrics (Prometheus),
 /healthz (the worker's driver is alive) and /readyz (registered and the
 server answers). Under systemd (Type=notify) it reports READY=1 once
 registered, STATUS= lines with the outage countdown, WATCHDOG=1 while its
-loop runs (WatchdogSec=), STOPPING=1; credentials from LoadCredential=
-(`password`, `token`) in $CREDENTIALS_DIRECTORY are read when no flag or
-variable gives them. `outage-worker completions bash` and `outage-worker
-man` write shell completions and the man page.
+loop runs (WatchdogSec=), STOPPING=1. Credentials from LoadCredential= in
+$CREDENTIALS_DIRECTORY: `password` is --user's password unless
+--password-file gives one (it beats ZNDRAW_PASSWORD: the unit's credential
+is deliberate, a variable may be inherited); `token` is used, like
+--token-file, when no flag or variable gives credentials. `outage-worker
+completions bash` and `outage-worker man` write shell completions and the
+man page.
 
 Exit status: 0 stopped on request; 1 server unreachable for too long (or at
 startup); 2 usage or configuration error; 3 credentials refused; 4
@@ -113,11 +118,14 @@ struct Cli {
 
     /// Log in as this user (ZnDraw's POST /v1/auth/jwt/login) at start and
     /// again when the token expires (401). Also read from ZNDRAW_USER. The
-    /// password comes from --password-file or ZNDRAW_PASSWORD.
+    /// password comes from --password-file, else systemd's credential
+    /// $CREDENTIALS_DIRECTORY/password (LoadCredential=password:FILE), else
+    /// ZNDRAW_PASSWORD.
     #[arg(long, value_name = "EMAIL", conflicts_with_all = ["token", "token_file"])]
     user: Option<String>,
 
-    /// A file holding the password for --user (trailing newline ignored).
+    /// A file holding the password for --user (trailing newline ignored);
+    /// beats systemd's password credential and ZNDRAW_PASSWORD.
     #[arg(long, value_name = "FILE", requires = "user")]
     password_file: Option<std::path::PathBuf>,
 
@@ -387,8 +395,10 @@ fn exit_code(reason: StopReason) -> ExitCode {
     })
 }
 
-/// Where the token comes from: --token-file, --user (with --password-file
-/// or ZNDRAW_PASSWORD), --token, or the environment, in that order.
+/// Where the token comes from: --token-file, --user or ZNDRAW_USER (the
+/// password from --password-file, else systemd's credential, else
+/// ZNDRAW_PASSWORD), --token or the environment, else systemd's token
+/// credential, in that order.
 fn credentials(cli: &Cli) -> Result<Credentials, String> {
     if let Some(path) = &cli.token_file {
         return Ok(Credentials::TokenFile(path.clone()));
@@ -401,7 +411,8 @@ fn credentials(cli: &Cli) -> Result<Credentials, String> {
         }
     });
     if let Some(user) = user {
-        // systemd's LoadCredential=password:… when no flag gives it.
+        // systemd's LoadCredential=password:… unless the flag gives it: the
+        // unit's credential is deliberate, a variable may be inherited.
         let password_file = cli.password_file.clone().or_else(cli::ops::password_credential);
         let password = match &password_file {
             Some(path) => std::fs::read_to_string(path)
@@ -409,8 +420,8 @@ fn credentials(cli: &Cli) -> Result<Credentials, String> {
                 .trim_end_matches(['\r', '\n'])
                 .to_owned(),
             None => from_env(&["ZNDRAW_PASSWORD"]).ok_or(
-                "--user needs a password: --password-file FILE, ZNDRAW_PASSWORD, or systemd's \
-                 LoadCredential=password:FILE",
+                "--user needs a password: --password-file FILE, systemd's \
+                 LoadCredential=password:FILE, or ZNDRAW_PASSWORD",
             )?,
         };
         return Ok(Credentials::Login { user, password });
