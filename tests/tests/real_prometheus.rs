@@ -3,8 +3,9 @@
 //! tasks through an outage (the server killed and started again on the same
 //! database while a task runs); its query API then returns the task and
 //! outage counts the server's state implies. `promtool check metrics`
-//! accepts the worker's exposition, and `/readyz` turns unready during the
-//! outage and ready after.
+//! accepts the worker's exposition, `/readyz` turns unready during the
+//! outage and ready after, and the README's dashboard queries parse and
+//! match the worker's series.
 //!
 //! Without `prometheus` on `PATH` the test says so and passes, unless
 //! `OUTAGE_REQUIRE_PROMETHEUS=1` (as `.ci/run` sets it), where it fails.
@@ -78,6 +79,14 @@ fn encode(q: &str) -> String {
 /// The value of an instant PromQL query with one result (`None`: no
 /// result or not yet ready).
 fn query(prom: SocketAddr, q: &str) -> Option<String> {
+    let result = results(prom, q)?;
+    let [one] = result.as_slice() else { return None };
+    one["value"][1].as_str().map(str::to_owned)
+}
+
+/// The results of an instant PromQL query (`None`: refused, e.g. a query
+/// that does not parse).
+fn results(prom: SocketAddr, q: &str) -> Option<Vec<serde_json::Value>> {
     let r = outage_tests::http::request(
         prom,
         "GET",
@@ -86,13 +95,24 @@ fn query(prom: SocketAddr, q: &str) -> Option<String> {
         None,
     )
     .ok()?;
-    if r.status != 200 {
-        return None;
-    }
     let v = r.json();
-    let result = v["data"]["result"].as_array()?;
-    let [one] = result.as_slice() else { return None };
-    one["value"][1].as_str().map(str::to_owned)
+    (r.status == 200 && v["status"] == "success")
+        .then(|| v["data"]["result"].as_array().cloned())
+        .flatten()
+}
+
+/// The PromQL queries of the README's "Dashboard queries" block.
+fn readme_queries() -> Vec<&'static str> {
+    let readme = include_str!("../../README.md");
+    let (_, after) = readme
+        .split_once("Dashboard queries:\n\n```promql\n")
+        .expect("the README's dashboard queries");
+    let (block, _) = after.split_once("```").expect("the block's end");
+    block
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .collect()
 }
 
 /// Wait until Prometheus answers `q` with `want` (it scrapes every second).
@@ -269,6 +289,20 @@ fn prometheus_counts_the_tasks_and_the_outage_the_server_saw() {
     );
     expect(prom, "outage_ready", "1");
     expect(prom, "count(outage_worker_info)", "1");
+
+    // The README's dashboard queries parse and match the worker's series;
+    // an alert's comparison may filter everything out (nothing is wrong
+    // now), so its left side must match.
+    let queries = readme_queries();
+    assert!(queries.len() >= 6, "{queries:?}");
+    for q in queries {
+        let found = results(prom, q).unwrap_or_else(|| panic!("Prometheus refused {q}"));
+        let series = match q.split_once(" > ") {
+            Some((left, _)) => results(prom, left).unwrap_or_default(),
+            None => found,
+        };
+        assert!(!series.is_empty(), "the README's {q} matches nothing");
+    }
 
     // promtool accepts the exposition as served to it (Prometheus's text).
     let text = get(metrics, "/metrics").1;
