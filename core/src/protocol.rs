@@ -327,7 +327,7 @@ impl Route<'_> {
     /// Writes the route's path (from [`API_PREFIX`] on) through `out`,
     /// piece by piece, its segments percent-encoded where needed: the one
     /// encoding of a path, for `Display` and for [`crate::wire`].
-    pub fn write_path<E>(&self, out: &mut impl FnMut(&[u8]) -> Result<(), E>) -> Result<(), E> {
+    pub fn write_path(&self, out: &mut dyn FnMut(&[u8]) -> Result<(), Full>) -> Result<(), Full> {
         let (first, a, second, b): (&str, &str, &str, &str) = match *self {
             Route::CreateWorker => ("/workers", "", "", ""),
             Route::RegisterJob { room } => ("/rooms/", room, "/jobs", ""),
@@ -349,24 +349,54 @@ impl Route<'_> {
 impl fmt::Display for Route<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         // Every piece is ASCII.
-        self.write_path(&mut |b| f.write_str(core::str::from_utf8(b).unwrap_or("?")))
+        self.write_path(&mut |b| {
+            f.write_str(core::str::from_utf8(b).unwrap_or("?"))
+                .map_err(|_| Full)
+        })
+        .map_err(|_| fmt::Error)
     }
+}
+
+/// A sink of pieces of bytes has no room for the next one (the pieces
+/// written so far stand; the caller decides what that means).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Full;
+
+/// The ASCII letters and digits and `more`, as a set of bytes (a bit per
+/// ASCII byte, in 32-bit words: one test a byte, a few bytes of code on a
+/// 32-bit device).
+pub(crate) const fn ascii_set(more: &[u8]) -> [u32; 4] {
+    // Digits; upper and lower case letters.
+    let mut set = [0, 0x3ff << 16, 0x3ff_ffff << 1, 0x3ff_ffff << 1];
+    let mut i = 0;
+    while i < more.len() {
+        set[(more[i] >> 5) as usize] |= 1 << (more[i] & 31);
+        i += 1;
+    }
+    set
+}
+
+/// Is `b` in `set` (of [`ascii_set`])?
+pub(crate) const fn in_set(set: &[u32; 4], b: u8) -> bool {
+    b < 128 && set[(b >> 5) as usize] >> (b & 31) & 1 != 0
 }
 
 /// RFC 3986 `pchar` but `%` (so `@global:modifiers:Echo` stays readable
 /// in a path, `a/b` becomes `a%2Fb`).
 fn is_pchar(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=:@".contains(&b)
+    const PCHAR: [u32; 4] = ascii_set(b"-._~!$&'()*+,;=:@");
+    in_set(&PCHAR, b)
 }
 
 /// RFC 3986 `unreserved`: what a form value keeps as it is.
 fn is_unreserved(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b"-._~".contains(&b)
+    const UNRESERVED: [u32; 4] = ascii_set(b"-._~");
+    in_set(&UNRESERVED, b)
 }
 
 /// Writes `s` through `out`, the bytes `keep` refuses percent-encoded:
 /// runs of kept bytes in one piece each.
-fn encode<E>(s: &str, keep: fn(u8) -> bool, out: &mut impl FnMut(&[u8]) -> Result<(), E>) -> Result<(), E> {
+fn encode(s: &str, keep: fn(u8) -> bool, out: &mut dyn FnMut(&[u8]) -> Result<(), Full>) -> Result<(), Full> {
     const HEX: &[u8; 16] = b"0123456789ABCDEF";
     let s = s.as_bytes();
     let mut run = 0;
@@ -390,11 +420,11 @@ pub const LOGIN_PATH: &str = "/v1/auth/jwt/login";
 /// OAuth2 password form): `username=<user>&password=<password>`,
 /// `application/x-www-form-urlencoded`, every byte but the unreserved
 /// ones percent-encoded (a space as `%20`, which every form parser reads).
-pub fn write_login_form<E>(
+pub fn write_login_form(
     user: &str,
     password: &str,
-    out: &mut impl FnMut(&[u8]) -> Result<(), E>,
-) -> Result<(), E> {
+    out: &mut dyn FnMut(&[u8]) -> Result<(), Full>,
+) -> Result<(), Full> {
     out(b"username=")?;
     encode(user, is_unreserved, out)?;
     out(b"&password=")?;

@@ -157,7 +157,7 @@ proptest! {
             body_len,
         };
         let mut out = Vec::new();
-        head.write(&mut |p: &[u8]| -> Result<(), ()> { out.extend_from_slice(p); Ok(()) }).unwrap();
+        head.write(&mut |p: &[u8]| { out.extend_from_slice(p); Ok(()) }).unwrap();
         if head.is_valid() {
             let lines = out.split(|&b| b == b'\n').count();
             // request line, Host, Authorization, X-Value, Content-Length, the empty line, "".

@@ -37,6 +37,8 @@ SHIPPED_TEXT_MAX=$((80 * 1024))
 # with issue 22's counters) could not be won back: until it is, 80 KiB is
 # reported as missed and this ceiling (1 KiB above it) is enforced, so the
 # flash cannot drift further.
+# Issue 21 (one HTTP/1.1 codec in the core, for both runtimes: 1xx, CL+TE,
+# header checks) cost 760 B more, kept under this ceiling (README).
 SHIPPED_TEXT_CEIL=$((81 * 1024))
 SHIPPED_BSS_MAX=$((16 * 1024))
 LEAN_TEXT_MAX=$((64 * 1024))

@@ -29,38 +29,15 @@ use crate::json::{member, unescape};
 /// Longest email and longest password accepted (bytes, before encoding).
 pub const MAX_CREDENTIAL: usize = 128;
 
-/// Percent-encodes `s` into `out` from `at` as one value of an
-/// `application/x-www-form-urlencoded` form: unreserved characters
-/// (`A-Z a-z 0-9 - . _ ~`) as they are, every other byte as `%XX`. The new
-/// end, or `None` if it does not fit.
-fn form_value(out: &mut [u8], mut at: usize, s: &str) -> Option<usize> {
-    const HEX: &[u8; 16] = b"0123456789ABCDEF";
-    for &c in s.as_bytes() {
-        if c.is_ascii_alphanumeric() || b"-._~".contains(&c) {
-            *out.get_mut(at)? = c;
-            at += 1;
-        } else {
-            out.get_mut(at..at + 3)?.copy_from_slice(&[
-                b'%',
-                HEX[usize::from(c >> 4)],
-                HEX[usize::from(c & 15)],
-            ]);
-            at += 3;
-        }
-    }
-    Some(at)
-}
-
 /// Writes the login form `username=<email>&password=<password>` into `out`
 /// (no `core::fmt`); its length, or `None` if it does not fit (a password of
 /// [`MAX_CREDENTIAL`] bytes takes up to 3 × 128 bytes encoded).
+/// The encoding is the core's ([`outage_core::protocol::write_login_form`]),
+/// as on a host.
 pub fn login_body(out: &mut [u8], email: &str, password: &str) -> Option<usize> {
-    let mut at = 0;
-    for (name, value) in [(&b"username="[..], email), (b"&password=", password)] {
-        out.get_mut(at..at + name.len())?.copy_from_slice(name);
-        at = form_value(out, at + name.len(), value)?;
-    }
-    Some(at)
+    let mut cursor = outage_core::wire::Cursor::new(out);
+    outage_core::protocol::write_login_form(email, password, &mut |p| cursor.put(p)).ok()?;
+    Some(cursor.len())
 }
 
 /// Is `s` usable as a login's email or password: not empty, at most

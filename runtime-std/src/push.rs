@@ -494,7 +494,7 @@ async fn polling_status(target: &Target) -> io::Result<u16> {
         body_len: 0,
     };
     let mut request = Vec::new();
-    let _ = head.write(&mut |piece: &[u8]| -> Result<(), std::convert::Infallible> {
+    let _ = head.write(&mut |piece: &[u8]| {
         request.extend_from_slice(piece);
         Ok(())
     });

@@ -7,34 +7,27 @@ use super::response::{Error, Limits};
 /// The longest chunk-size line (size and extensions).
 const MAX_CHUNK_LINE: usize = 1024;
 
-/// A streaming decoder: every byte is looked at once, data is handed out
-/// in runs (ranges of the input). Extensions and trailers are read and
-/// dropped; bare LF line ends are accepted.
+/// A streaming decoder, a line at a time: data is handed out in runs
+/// (ranges of the input); a size or trailer line not complete yet is left
+/// unused, to be fed again with what follows it. Extensions and trailers
+/// are read and dropped; bare LF line ends are accepted.
 #[derive(Debug, Clone, Copy)]
 pub(super) struct Chunked {
     state: Chunk,
-    /// Bytes of the current chunk-size line.
-    line: usize,
     /// Bytes of the trailer section.
     trailer: usize,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Chunk {
-    /// Hex digits of a chunk size.
-    Size { value: u64, digits: u8 },
-    /// After the size: extensions, up to the line feed.
-    Ext { value: u64 },
-    /// A carriage return after the size; a line feed must follow.
-    SizeLf { value: u64 },
+    /// A chunk-size line.
+    Size,
     /// Chunk data still to come.
     Data(usize),
     /// The line end after chunk data.
-    DataCr,
-    /// The line feed after chunk data's carriage return.
-    DataLf,
-    /// Trailer lines; `empty` while the current line has no byte yet.
-    Trailer { empty: bool },
+    DataEnd,
+    /// Trailer lines, up to an empty one.
+    Trailer,
     /// The last chunk and trailers are read.
     Done,
 }
@@ -42,8 +35,7 @@ enum Chunk {
 impl Chunked {
     pub(super) const fn new() -> Chunked {
         Chunked {
-            state: Chunk::Size { value: 0, digits: 0 },
-            line: 0,
+            state: Chunk::Size,
             trailer: 0,
         }
     }
@@ -63,94 +55,78 @@ impl Chunked {
     ) -> Result<(usize, Option<Range<usize>>), Error> {
         let bad = Error::Malformed;
         let mut i = 0;
-        while i < input.len() && !self.done() {
-            if let Chunk::Data(left) = self.state {
-                let n = left.min(input.len() - i);
-                self.state = if n == left {
-                    Chunk::DataCr
-                } else {
-                    Chunk::Data(left - n)
-                };
-                *body += n;
-                return Ok((i + n, Some(i..i + n)));
-            }
-            let b = input[i];
-            i += 1;
-            self.state = match self.state {
-                Chunk::Size { value, digits } => {
-                    self.line += 1;
-                    match b {
-                        b'0'..=b'9' | b'a'..=b'f' | b'A'..=b'F' => {
-                            if digits == 16 {
-                                return Err(bad);
-                            }
-                            let d = match b {
-                                b'0'..=b'9' => b - b'0',
-                                b'a'..=b'f' => b - b'a' + 10,
-                                _ => b - b'A' + 10,
-                            };
-                            Chunk::Size {
-                                value: value << 4 | u64::from(d),
-                                digits: digits + 1,
-                            }
-                        }
-                        _ if digits == 0 => return Err(bad),
-                        b';' | b' ' | b'\t' => Chunk::Ext { value },
-                        b'\r' => Chunk::SizeLf { value },
-                        b'\n' => self.size_line_done(value, *body, limits)?,
-                        _ => return Err(bad),
-                    }
+        loop {
+            let rest = &input[i..];
+            match self.state {
+                Chunk::Done => return Ok((i, None)),
+                Chunk::Data(left) if !rest.is_empty() => {
+                    let n = left.min(rest.len());
+                    self.state = if n == left {
+                        Chunk::DataEnd
+                    } else {
+                        Chunk::Data(left - n)
+                    };
+                    *body += n;
+                    return Ok((i + n, Some(i..i + n)));
                 }
-                Chunk::Ext { value } => {
-                    self.line += 1;
-                    if self.line > MAX_CHUNK_LINE {
+                Chunk::Data(_) => return Ok((i, None)),
+                _ => {}
+            }
+            // A line: the end of chunk data, a chunk size or a trailer. Not
+            // complete yet: within its bound, left to be fed again.
+            let trailer = self.state == Chunk::Trailer;
+            let bound = if trailer {
+                limits.head - self.trailer.min(limits.head)
+            } else {
+                MAX_CHUNK_LINE
+            };
+            let Some(eol) = rest.iter().position(|&b| b == b'\n') else {
+                return if rest.len() > bound {
+                    Err(Error::HeadTooLarge)
+                } else {
+                    Ok((i, None))
+                };
+            };
+            let line = &rest[..eol];
+            let line = line.strip_suffix(b"\r").unwrap_or(line);
+            if line.len() > bound {
+                return Err(Error::HeadTooLarge);
+            }
+            i += eol + 1;
+            self.state = match self.state {
+                Chunk::DataEnd if line.is_empty() => Chunk::Size,
+                Chunk::Trailer if line.is_empty() => Chunk::Done,
+                Chunk::Trailer => {
+                    self.trailer += line.len();
+                    Chunk::Trailer
+                }
+                Chunk::Size => {
+                    // Hex digits (at most 16), then nothing or an extension.
+                    let mut size: usize = 0;
+                    let mut digits = 0;
+                    for &b in line {
+                        let d = match b {
+                            b'0'..=b'9' => b - b'0',
+                            b'a'..=b'f' => b - b'a' + 10,
+                            b'A'..=b'F' => b - b'A' + 10,
+                            b';' | b' ' | b'\t' => break,
+                            _ => return Err(bad),
+                        };
+                        // Past `usize`: more than any limit.
+                        size = size.checked_mul(16).map_or(usize::MAX, |n| n | usize::from(d));
+                        digits += 1;
+                    }
+                    if digits == 0 || digits > 16 {
                         return Err(bad);
                     }
-                    match b {
-                        b'\n' => self.size_line_done(value, *body, limits)?,
-                        _ => Chunk::Ext { value },
+                    match size {
+                        0 => Chunk::Trailer,
+                        n if n <= limits.body.saturating_sub(*body) => Chunk::Data(n),
+                        _ => return Err(Error::BodyTooLarge),
                     }
                 }
-                Chunk::SizeLf { value } => match b {
-                    b'\n' => self.size_line_done(value, *body, limits)?,
-                    _ => return Err(bad),
-                },
-                Chunk::DataCr => match b {
-                    b'\r' => Chunk::DataLf,
-                    b'\n' => Chunk::Size { value: 0, digits: 0 },
-                    _ => return Err(bad),
-                },
-                Chunk::DataLf => match b {
-                    b'\n' => Chunk::Size { value: 0, digits: 0 },
-                    _ => return Err(bad),
-                },
-                Chunk::Trailer { empty } => match b {
-                    b'\n' if empty => Chunk::Done,
-                    b'\n' => Chunk::Trailer { empty: true },
-                    b'\r' => Chunk::Trailer { empty },
-                    _ => {
-                        self.trailer += 1;
-                        if self.trailer > limits.head {
-                            return Err(Error::HeadTooLarge);
-                        }
-                        Chunk::Trailer { empty: false }
-                    }
-                },
-                // Handled above the match.
-                Chunk::Data(_) | Chunk::Done => return Err(bad),
+                _ => return Err(bad),
             };
-        }
-        Ok((i, None))
-    }
-
-    fn size_line_done(&mut self, size: u64, have: usize, limits: Limits) -> Result<Chunk, Error> {
-        self.line = 0;
-        if size == 0 {
-            return Ok(Chunk::Trailer { empty: true });
-        }
-        match usize::try_from(size) {
-            Ok(n) if n <= limits.body.saturating_sub(have) => Ok(Chunk::Data(n)),
-            _ => Err(Error::BodyTooLarge),
         }
     }
 }

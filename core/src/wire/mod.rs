@@ -27,5 +27,5 @@ mod chunked;
 mod request;
 mod response;
 
-pub use request::{Cursor, Full, RequestHead, Target, content_length};
+pub use request::{Cursor, Full, RequestHead, Target, content_length, is_own_header};
 pub use response::{Error, Framing, Head, Limits, MAX_HEADERS, Read, Reader, header_lines};

@@ -1,6 +1,7 @@
 //! Writing a request: [`RequestHead`], piece by piece through a sink.
 
 use super::response::is_tchar;
+pub use crate::protocol::Full;
 use crate::protocol::Route;
 
 /// Should a request of `method` with `body_len` bytes of content say its
@@ -9,7 +10,17 @@ use crate::protocol::Route;
 /// "SHOULD NOT send … when the method semantics do not anticipate such
 /// data", so a `GET` or `DELETE` without a body says nothing).
 pub fn content_length(method: &str, body_len: usize) -> bool {
-    body_len > 0 || matches!(method, "POST" | "PUT" | "PATCH")
+    // Of RFC 9110's methods and PATCH, exactly these three begin with P.
+    body_len > 0 || method.starts_with('P')
+}
+
+/// Is `name` a header a [`RequestHead`] writes itself or rules out
+/// (`Host`, `Content-Length`, `Transfer-Encoding`)? A caller with headers
+/// of its own leaves these out of [`RequestHead::headers`].
+pub fn is_own_header(name: &[u8]) -> bool {
+    [&b"host"[..], b"content-length", b"transfer-encoding"]
+        .iter()
+        .any(|h| name.eq_ignore_ascii_case(h))
 }
 
 /// Where a request goes on its server.
@@ -44,11 +55,11 @@ pub struct RequestHead<'a> {
     pub target: Target<'a>,
     /// The `Host` header's value: the server's authority (`host[:port]`).
     pub host: &'a [u8],
-    /// A bearer token for `Authorization: Bearer …` (then the caller's
-    /// own `Authorization` headers are left out).
+    /// A bearer token for `Authorization: Bearer …`.
     pub bearer: Option<&'a [u8]>,
-    /// More headers, written as given (`Host`, `Content-Length` and
-    /// `Transfer-Encoding` among them are left out: they are this head's).
+    /// More headers, written as given: not `Host` or `Content-Length`,
+    /// which this head writes, nor `Transfer-Encoding` (the body is sent
+    /// whole) — [`is_own_header`] tells them.
     pub headers: &'a [(&'a [u8], &'a [u8])],
     /// The length of the body that follows the head.
     pub body_len: usize,
@@ -72,52 +83,45 @@ impl RequestHead<'_> {
             && target
             && word(self.host)
             && self.bearer.is_none_or(word)
-            && self.headers.iter().all(|&(n, v)| token(n) && free(v))
+            && self
+                .headers
+                .iter()
+                .all(|&(n, v)| token(n) && free(v) && !is_own_header(n))
     }
 
     /// Writes the head through `out`, piece by piece, up to and with the
     /// empty line that ends it (the body is the caller's to write next).
-    pub fn write<E>(&self, out: &mut impl FnMut(&[u8]) -> Result<(), E>) -> Result<(), E> {
-        out(self.method.as_bytes())?;
-        out(b" ")?;
-        match self.target {
-            Target::Raw(t) => out(if t.is_empty() { b"/" } else { t })?,
-            Target::Path { base, path } => {
-                out(base)?;
-                out(path)?;
-            }
-            Target::Route { base, route } => {
-                out(base)?;
-                route.write_path(out)?;
-            }
+    pub fn write(&self, out: &mut dyn FnMut(&[u8]) -> Result<(), Full>) -> Result<(), Full> {
+        let mut digits = [0u8; 20];
+        let (base, path, route): (&[u8], &[u8], _) = match self.target {
+            Target::Raw(t) => (b"", if t.is_empty() { b"/" } else { t }, None),
+            Target::Path { base, path } => (base, path, None),
+            Target::Route { base, route } => (base, b"", Some(route)),
+        };
+        pieces(out, &[self.method.as_bytes(), b" ", base])?;
+        if let Some(route) = route {
+            route.write_path(out)?;
         }
-        out(b" HTTP/1.1\r\nHost: ")?;
-        out(self.host)?;
+        pieces(out, &[path, b" HTTP/1.1\r\nHost: ", self.host])?;
         if let Some(token) = self.bearer {
-            out(b"\r\nAuthorization: Bearer ")?;
-            out(token)?;
+            pieces(out, &[b"\r\nAuthorization: Bearer ", token])?;
         }
         for &(name, value) in self.headers {
-            let own: &[&[u8]] = if self.bearer.is_some() {
-                &[b"host", b"content-length", b"transfer-encoding", b"authorization"]
-            } else {
-                &[b"host", b"content-length", b"transfer-encoding"]
-            };
-            if own.iter().any(|h| name.eq_ignore_ascii_case(h)) {
-                continue;
-            }
-            out(b"\r\n")?;
-            out(name)?;
-            out(b": ")?;
-            out(value)?;
+            pieces(out, &[b"\r\n", name, b": ", value])?;
         }
         if content_length(self.method, self.body_len) {
-            let mut digits = [0u8; 20];
-            out(b"\r\nContent-Length: ")?;
-            out(decimal(self.body_len, &mut digits))?;
+            pieces(
+                out,
+                &[b"\r\nContent-Length: ", decimal(self.body_len, &mut digits)],
+            )?;
         }
         out(b"\r\n\r\n")
     }
+}
+
+/// Each of `pieces` through `out`, in order.
+fn pieces(out: &mut dyn FnMut(&[u8]) -> Result<(), Full>, pieces: &[&[u8]]) -> Result<(), Full> {
+    pieces.iter().try_for_each(|p| out(p))
 }
 
 /// Decimal digits of `n`, in the tail of `buf`.
@@ -140,10 +144,6 @@ pub struct Cursor<'a> {
     buf: &'a mut [u8],
     len: usize,
 }
-
-/// A [`Cursor`]'s buffer has no room for a piece.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Full;
 
 impl<'a> Cursor<'a> {
     /// An empty cursor over `buf`.
@@ -179,7 +179,7 @@ mod tests {
 
     fn bytes(head: &RequestHead<'_>) -> Vec<u8> {
         let mut out = Vec::new();
-        head.write(&mut |b: &[u8]| -> Result<(), ()> {
+        head.write(&mut |b: &[u8]| {
             out.extend_from_slice(b);
             Ok(())
         })
@@ -197,15 +197,15 @@ mod tests {
             },
             host: b"example.org:8123",
             bearer: Some(b"t0k"),
-            headers: &[
-                (b"Accept", b"application/json"),
-                (b"Host", b"ignored"),
-                (b"content-length", b"999"),
-                (b"Authorization", b"Bearer other"),
-            ],
+            headers: &[(b"Accept", b"application/json")],
             body_len: 2,
         };
         assert!(head.is_valid());
+        for own in [&b"Host"[..], b"content-length", b"Transfer-Encoding"] {
+            let headers: &[(&[u8], &[u8])] = &[(own, b"x")];
+            assert!(is_own_header(own));
+            assert!(!RequestHead { headers, ..head }.is_valid());
+        }
         assert_eq!(
             bytes(&head),
             b"PATCH /zndraw/v1/joblib/tasks/a%20b HTTP/1.1\r\nHost: example.org:8123\r\nAuthorization: Bearer t0k\r\nAccept: application/json\r\nContent-Length: 2\r\n\r\n"

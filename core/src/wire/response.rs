@@ -4,6 +4,7 @@ use core::ops::Range;
 
 use super::chunked::Chunked;
 use crate::error::parse_retry_after;
+use crate::protocol::{ascii_set, in_set};
 use crate::time::Duration;
 use crate::{Failure, Transport};
 
@@ -65,8 +66,9 @@ pub struct Limits {
 pub enum Framing {
     /// No body: a `204`, a `304` or the answer to a `HEAD`.
     Empty,
-    /// `Content-Length` bytes (saturated at `u64::MAX`).
-    Length(u64),
+    /// `Content-Length` bytes (saturated at `usize::MAX`: more than any
+    /// limit).
+    Length(usize),
     /// `Transfer-Encoding: chunked`.
     Chunked,
     /// Until the connection ends.
@@ -111,7 +113,7 @@ pub enum Read {
 #[derive(Debug, Clone, Copy)]
 enum State {
     Head,
-    Length(u64),
+    Length(usize),
     Chunked(Chunked),
     Close,
     Done,
@@ -205,11 +207,11 @@ impl Reader {
                 Ok((0, Read::Done))
             }
             State::Length(left) => {
-                let n = usize::try_from(left).unwrap_or(usize::MAX).min(input.len());
+                let n = left.min(input.len());
                 if n == 0 {
                     return Ok((0, Read::More));
                 }
-                self.state = State::Length(left - n as u64);
+                self.state = State::Length(left - n);
                 Ok((n, Read::Body(0..n)))
             }
             State::Chunked(mut c) => {
@@ -273,7 +275,7 @@ impl Reader {
             };
             self.state = match head.framing {
                 Framing::Empty | Framing::Length(0) => State::Done,
-                Framing::Length(len) if len > self.limits.body as u64 => return Err(Error::BodyTooLarge),
+                Framing::Length(len) if len > self.limits.body => return Err(Error::BodyTooLarge),
                 Framing::Length(len) => State::Length(len),
                 Framing::Chunked => State::Chunked(Chunked::new()),
                 Framing::Close => State::Close,
@@ -329,46 +331,72 @@ impl HeadEnd {
     }
 }
 
-/// The lines of `buf`, each without its line end (LF or CRLF), the empty
-/// ones before the status line left out.
-fn lines(buf: &[u8]) -> impl Iterator<Item = &[u8]> {
-    buf.split(|&b| b == b'\n')
-        .map(|l| l.strip_suffix(b"\r").unwrap_or(l))
-        .skip_while(|l| l.is_empty())
+/// The next line of `rest` without its line end (LF or CRLF), `rest`
+/// moved past it (the last line: up to the end).
+fn line<'a>(rest: &mut &'a [u8]) -> &'a [u8] {
+    let buf = *rest;
+    let n = buf.iter().position(|&b| b == b'\n').unwrap_or(buf.len());
+    *rest = buf.get(n + 1..).unwrap_or_default();
+    let l = &buf[..n];
+    l.strip_suffix(b"\r").unwrap_or(l)
+}
+
+/// The status line of a head: the first line that is not empty.
+fn status_line<'a>(rest: &mut &'a [u8]) -> &'a [u8] {
+    loop {
+        let l = line(rest);
+        if !l.is_empty() || rest.is_empty() {
+            return l;
+        }
+    }
 }
 
 /// RFC 9110 `tchar`.
 pub(crate) fn is_tchar(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+    const TCHAR: [u32; 4] = ascii_set(b"!#$%&'*+-.^_`|~");
+    in_set(&TCHAR, b)
 }
 
-/// The items of a comma-separated header value, trimmed, empty ones left out.
-fn list(value: &[u8]) -> impl Iterator<Item = &[u8]> {
-    value
-        .split(|&b| b == b',')
-        .map(<[u8]>::trim_ascii)
-        .filter(|t| !t.is_empty())
+/// The next item of a comma-separated header value from `rest` on,
+/// trimmed (empty ones skipped); `rest` moved past it.
+fn item<'a>(rest: &mut &'a [u8]) -> Option<&'a [u8]> {
+    while !rest.is_empty() {
+        let buf = *rest;
+        let n = buf.iter().position(|&b| b == b',').unwrap_or(buf.len());
+        *rest = buf.get(n + 1..).unwrap_or_default();
+        let t = buf[..n].trim_ascii();
+        if !t.is_empty() {
+            return Some(t);
+        }
+    }
+    None
 }
 
 /// Decimal digits only; saturates (any limit refuses it then).
-fn parse_length(value: &[u8]) -> Option<u64> {
-    if value.is_empty() || !value.iter().all(u8::is_ascii_digit) {
-        return None;
+fn parse_length(value: &[u8]) -> Option<usize> {
+    let mut n: usize = 0;
+    for &d in value {
+        if !d.is_ascii_digit() {
+            return None;
+        }
+        n = n.saturating_mul(10).saturating_add(usize::from(d - b'0'));
     }
-    Some(value.iter().fold(0u64, |n, &d| {
-        n.saturating_mul(10).saturating_add(u64::from(d - b'0'))
-    }))
+    (!value.is_empty()).then_some(n)
+}
+
+/// Text a header value or a reason phrase may hold: no control character
+/// but HTAB.
+fn is_text(v: &[u8]) -> bool {
+    v.iter().all(|&b| b == b'\t' || (b >= 0x20 && b != 0x7f))
 }
 
 /// A header line's name and value (trimmed), or `None` if it is not one:
-/// a name of `tchar`s, a colon, a value without control characters but
-/// HTAB. (A folded line starts with whitespace: not a name.)
+/// a name of `tchar`s, a colon, a value of text. (A folded line starts
+/// with whitespace: not a name.)
 fn header(line: &[u8]) -> Option<(&[u8], &[u8])> {
     let colon = line.iter().position(|&b| b == b':')?;
     let (name, value) = (&line[..colon], line[colon + 1..].trim_ascii());
-    let ok = !name.is_empty()
-        && name.iter().all(|&b| is_tchar(b))
-        && value.iter().all(|&b| b == b'\t' || (b >= 0x20 && b != 0x7f));
+    let ok = !name.is_empty() && name.iter().all(|&b| is_tchar(b)) && is_text(value);
     ok.then_some((name, value))
 }
 
@@ -376,10 +404,9 @@ fn header(line: &[u8]) -> Option<(&[u8], &[u8])> {
 /// an interim `1xx`.
 fn parse(buf: &[u8], no_body: bool) -> Result<Option<Head>, Error> {
     let bad = Error::Malformed;
-    let mut lines = lines(buf);
+    let mut lines = buf;
     // `HTTP/1.x 200 reason`, the reason optional.
-    let status = lines.next().ok_or(bad)?;
-    let rest = status.strip_prefix(b"HTTP/1.").ok_or(bad)?;
+    let rest = status_line(&mut lines).strip_prefix(b"HTTP/1.").ok_or(bad)?;
     let http11 = match rest.first() {
         Some(b'1') => true,
         Some(b'0') => false,
@@ -393,7 +420,7 @@ fn parse(buf: &[u8], no_body: bool) -> Result<Option<Head>, Error> {
     };
     match rest.get(5..) {
         Some([]) | None => {}
-        Some([b' ', reason @ ..]) if reason.iter().all(|&b| b == b'\t' || (b >= 0x20 && b != 0x7f)) => {}
+        Some([b' ', reason @ ..]) if is_text(reason) => {}
         _ => return Err(bad),
     }
     match code {
@@ -404,10 +431,11 @@ fn parse(buf: &[u8], no_body: bool) -> Result<Option<Head>, Error> {
     let mut close = false;
     let mut chunked = false;
     let mut other_coding = false;
-    let mut length: Option<u64> = None;
+    let mut length: Option<usize> = None;
     let mut retry_after = None;
     let mut count = 0;
-    for line in lines {
+    loop {
+        let line = line(&mut lines);
         if line.is_empty() {
             break;
         }
@@ -417,28 +445,23 @@ fn parse(buf: &[u8], no_body: bool) -> Result<Option<Head>, Error> {
         }
         let (name, value) = header(line).ok_or(bad)?;
         if name.eq_ignore_ascii_case(b"connection") {
-            close |= list(value).any(|t| t.eq_ignore_ascii_case(b"close"));
-        } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
-            other_coding |= list(value).next().is_none();
-            for coding in list(value) {
-                // Only `chunked`, once, last: nothing else is decoded.
-                if coding.eq_ignore_ascii_case(b"chunked") && !chunked {
-                    chunked = true;
-                } else {
-                    other_coding = true;
-                }
+            let mut items = value;
+            while let Some(t) = item(&mut items) {
+                close |= t.eq_ignore_ascii_case(b"close");
             }
+        } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
+            // Only `chunked`, once: nothing else is decoded, and a list
+            // (`gzip, chunked`) names another coding.
+            other_coding |= chunked || !value.eq_ignore_ascii_case(b"chunked");
+            chunked = true;
         } else if name.eq_ignore_ascii_case(b"content-length") {
-            if list(value).next().is_none() {
+            // One value (RFC 9110 §8.6 lets a recipient refuse a list,
+            // even of equal values); two headers must agree.
+            let n = parse_length(value).ok_or(bad)?;
+            if length.is_some_and(|l| l != n) {
                 return Err(bad);
             }
-            for value in list(value) {
-                let n = parse_length(value).ok_or(bad)?;
-                if length.is_some_and(|l| l != n) {
-                    return Err(bad);
-                }
-                length = Some(n);
-            }
+            length = Some(n);
         } else if name.eq_ignore_ascii_case(b"retry-after") {
             retry_after = parse_retry_after(value);
         }
@@ -473,10 +496,13 @@ fn parse(buf: &[u8], no_body: bool) -> Result<Option<Head>, Error> {
 /// The header lines (name, value) of a head a [`Reader`] accepted (its
 /// bytes: see [`Head::len`]).
 pub fn header_lines(head: &[u8]) -> impl Iterator<Item = (&[u8], &[u8])> {
-    lines(head)
-        .skip(1)
-        .take_while(|l| !l.is_empty())
-        .filter_map(header)
+    let mut rest = head;
+    status_line(&mut rest);
+    core::iter::from_fn(move || {
+        let l = line(&mut rest);
+        (!l.is_empty()).then_some(l)
+    })
+    .filter_map(header)
 }
 
 #[cfg(test)]

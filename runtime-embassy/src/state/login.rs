@@ -8,11 +8,13 @@ use core::cell::{Cell, RefCell};
 
 use embassy_sync::blocking_mutex::Mutex;
 use embedded_nal_async::{Dns, TcpConnect};
+use outage_core::protocol::LOGIN_PATH;
+use outage_core::wire::{RequestHead, Target};
 use outage_core::{Config, Failure, Local, Request, Transport};
 
 use super::{SetupError, Worker};
 use crate::login::{SharedToken, TokenStore, is_valid_credential, login_body};
-use crate::net::{Bearer, connect, decimal, receive, resolve, send_pieces};
+use crate::net::{Bearer, connect, gather, receive, resolve, write_out};
 use crate::types::Job;
 
 /// An email and a password, and the token the last login got.
@@ -105,18 +107,23 @@ impl<'a, T: TcpConnect, D: Dns> Worker<'a, T, D> {
                 }
             };
             let mut conn = connect(self.tcp, ip, self.server.port).await?;
-            let mut digits = [0u8; 20];
-            let head: [&[u8]; 8] = [
-                b"POST ",
-                self.server.base.as_bytes(),
-                b"/v1/auth/jwt/login HTTP/1.1\r\nHost: ",
-                self.server.authority.as_bytes(),
-                b"\r\nAccept: application/json\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: ",
-                decimal(n, &mut digits),
-                b"\r\n\r\n",
-                &rx[at..],
-            ];
-            send_pieces(&mut conn, &head).await?;
+            let head = RequestHead {
+                method: "POST",
+                target: Target::Path {
+                    base: self.server.base.as_bytes(),
+                    path: LOGIN_PATH.as_bytes(),
+                },
+                host: self.server.authority.as_bytes(),
+                bearer: None,
+                headers: &[
+                    (b"Accept", b"application/json"),
+                    (b"Content-Type", b"application/x-www-form-urlencoded"),
+                ],
+                body_len: n,
+            };
+            // The form lies at the end of `rx`; the head is gathered before it.
+            let (buf, form) = rx.split_at_mut(at);
+            write_out(&mut conn, buf, |buf, skip| gather(&head, form, buf, skip)).await?;
             let x = receive(&mut conn, rx).await?;
             if !Request::Login.accepts(x.status) {
                 return Err(Failure::Status {
