@@ -57,7 +57,7 @@ pub trait Io {
     /// A task slot's resources (receive and body buffers, the held task,
     /// its outcome, its handler), moved into each operation and handed back
     /// by it. A reference to storage the runtime keeps is cheapest.
-    type Lane;
+    type Slot;
 
     /// The heartbeat lane's resources (a receive buffer).
     type Beat;
@@ -78,7 +78,7 @@ pub trait Io {
     /// [`Failure::Local`]; [`Request::Claim`] keeps a claimed task in
     /// `lane` (a task slot); the task requests use the task held there. May
     /// be dropped at any await (a stop).
-    async fn send(&self, lane: &mut Self::Lane, req: Request) -> Result<Reply, Failure>;
+    async fn send(&self, lane: &mut Self::Slot, req: Request) -> Result<Reply, Failure>;
 
     /// [`Io::send`] on the heartbeat lane: [`Request::Heartbeat`] and
     /// [`Request::Login`] only.
@@ -88,11 +88,11 @@ pub trait Io {
     /// outcome there (a panic, or no handler for the job, is a failure with
     /// a text); `true` if it succeeded. May be dropped (a stop's grace ran
     /// out): then [`Io::abandon`] follows.
-    async fn run(&self, lane: &mut Self::Lane) -> bool;
+    async fn run(&self, lane: &mut Self::Slot) -> bool;
 
     /// The task in `lane` was abandoned: keep
     /// [`crate::SHUTDOWN_ERROR`] as its outcome.
-    fn abandon(&self, lane: &mut Self::Lane);
+    fn abandon(&self, lane: &mut Self::Slot);
 
     /// The pending worker id (from [`Request::CreateWorker`]) is registered:
     /// make it the current one, and keep the previous one as the old one
@@ -103,7 +103,7 @@ pub trait Io {
     fn with_worker_id(&self, f: &mut dyn FnMut(&str));
 
     /// The strings of the task held in `lane` (for the log).
-    fn task<'l>(&self, lane: &'l Self::Lane) -> TaskNames<'l>;
+    fn task<'l>(&self, lane: &'l Self::Slot) -> TaskNames<'l>;
 
     /// What the application asks now.
     fn control(&self) -> Control;
@@ -144,13 +144,13 @@ pub async fn drive<I: Io, const SLOTS: usize>(
     io: &I,
     lc: &mut Lifecycle<SLOTS>,
     heartbeat: I::Beat,
-    slots: [I::Lane; SLOTS],
-) -> (I::Beat, [I::Lane; SLOTS]) {
+    slots: [I::Slot; SLOTS],
+) -> (I::Beat, [I::Slot; SLOTS]) {
     lc.limit_slots(SLOTS);
     let hb_cancel = AtomicBool::new(false);
     let cancels: [AtomicBool; SLOTS] = core::array::from_fn(|_| AtomicBool::new(false));
     let mut hb_res = Some(heartbeat);
-    let mut res: [Option<I::Lane>; SLOTS] = slots.map(Some);
+    let mut res: [Option<I::Slot>; SLOTS] = slots.map(Some);
     let mut ops: [Option<Op>; SLOTS] = [None; SLOTS];
     let mut hb = pin!(None);
     let mut futs = pin!(core::array::from_fn::<_, SLOTS, _>(|_| None));
@@ -299,7 +299,7 @@ async fn beat<I: Io>(io: &I, mut res: I::Beat, op: Op, cancel: &AtomicBool) -> (
 
 /// One operation on a lane, until it ends or its cancel flag is set
 /// (`None`); the lane's resources come back either way.
-async fn operate<I: Io>(io: &I, mut res: I::Lane, op: Op, cancel: &AtomicBool) -> (I::Lane, Option<Outcome>) {
+async fn operate<I: Io>(io: &I, mut res: I::Slot, op: Op, cancel: &AtomicBool) -> (I::Slot, Option<Outcome>) {
     let outcome = {
         let work = async {
             match op {
@@ -324,7 +324,7 @@ async fn operate<I: Io>(io: &I, mut res: I::Lane, op: Op, cancel: &AtomicBool) -
 /// Log one of the lifecycle's notices as it is produced, with the
 /// runtime's names. (Without the `events` feature the lifecycle hands out
 /// only [`Notice::Adopt`].)
-fn notify<I: Io, const SLOTS: usize>(io: &I, res: &[Option<I::Lane>; SLOTS], n: Notice) {
+fn notify<I: Io, const SLOTS: usize>(io: &I, res: &[Option<I::Slot>; SLOTS], n: Notice) {
     #[cfg(not(feature = "events"))]
     let _ = res;
     match n {
@@ -374,7 +374,7 @@ fn notify<I: Io, const SLOTS: usize>(io: &I, res: &[Option<I::Lane>; SLOTS], n: 
 #[cfg(feature = "events")]
 fn names<'r, I: Io, const SLOTS: usize>(
     io: &I,
-    res: &'r [Option<I::Lane>; SLOTS],
+    res: &'r [Option<I::Slot>; SLOTS],
     lane: Lane,
 ) -> TaskNames<'r> {
     let held = lane.slot_index().and_then(|i| res.get(i)?.as_ref());

@@ -63,7 +63,7 @@ struct Sim {
 
 /// A slot's resources in the simulation: the held task and its outcome.
 #[derive(Default)]
-struct SimLane {
+struct SimSlot {
     task: Option<u32>,
     /// The held task's id (`t1`, `t2`, …: each claim hands out a new one).
     id: String,
@@ -151,7 +151,7 @@ impl Sim {
 }
 
 impl Io for Sim {
-    type Lane = SimLane;
+    type Slot = SimSlot;
     type Beat = ();
 
     fn now(&self) -> Instant {
@@ -170,7 +170,7 @@ impl Io for Sim {
         self.sleep_ms(t.as_millis()).await
     }
 
-    async fn send(&self, lane: &mut SimLane, req: Request) -> Result<Reply, Failure> {
+    async fn send(&self, lane: &mut SimSlot, req: Request) -> Result<Reply, Failure> {
         let now = self.now.get();
         self.sent.borrow_mut().push((now, req));
         let (delay, answer) = (self.server.borrow_mut())(now, req);
@@ -204,10 +204,10 @@ impl Io for Sim {
     }
 
     async fn beat(&self, _lane: &mut (), req: Request) -> Result<Reply, Failure> {
-        self.send(&mut SimLane::default(), req).await
+        self.send(&mut SimSlot::default(), req).await
     }
 
-    async fn run(&self, lane: &mut SimLane) -> bool {
+    async fn run(&self, lane: &mut SimSlot) -> bool {
         let (took, ok) = self.task.get();
         self.running.set(self.running.get() + 1);
         self.most_running
@@ -224,7 +224,7 @@ impl Io for Sim {
         ok
     }
 
-    fn abandon(&self, lane: &mut SimLane) {
+    fn abandon(&self, lane: &mut SimSlot) {
         self.abandoned.set(self.abandoned.get() + 1);
         lane.error = Some(crate::SHUTDOWN_ERROR);
     }
@@ -237,7 +237,7 @@ impl Io for Sim {
         f("w")
     }
 
-    fn task<'l>(&self, lane: &'l SimLane) -> TaskNames<'l> {
+    fn task<'l>(&self, lane: &'l SimSlot) -> TaskNames<'l> {
         TaskNames {
             id: &lane.id,
             job: "r:modifiers:J",
@@ -291,7 +291,7 @@ fn run<const N: usize>(sim: &Sim, lc: &mut Lifecycle<N>, limit_ms: u64) {
 
 /// [`run`] with `N` task slots.
 fn run_slots<const N: usize>(sim: &Sim, lc: &mut Lifecycle<N>, limit_ms: u64) {
-    let slots: [SimLane; N] = core::array::from_fn(|_| SimLane::default());
+    let slots: [SimSlot; N] = core::array::from_fn(|_| SimSlot::default());
     let mut fut = pin!(drive(sim, lc, (), slots));
     let mut cx = Context::from_waker(Waker::noop());
     loop {

@@ -48,6 +48,7 @@ pub mod driver;
 mod error;
 mod event;
 mod fields;
+#[cfg(feature = "fuzz")]
 pub mod fuzz;
 pub mod jwt;
 mod lifecycle;

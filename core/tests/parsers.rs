@@ -5,6 +5,11 @@
 //! bytes and mutations of real answers: no panic, and the work is bounded
 //! (each case is one linear parse of at most a few KiB).
 
+/// The fuzz properties' shared knob and mutation (`outage_core::fuzz`,
+/// behind the `fuzz` feature for the other crates), the same file.
+#[path = "../src/fuzz.rs"]
+mod fuzz;
+
 use outage_core::parse_retry_after;
 use outage_core::protocol::{ClaimResponse, Problem, Task, TaskInfo};
 use proptest::prelude::*;
@@ -54,7 +59,7 @@ fn parse_all(body: &[u8]) {
 }
 
 proptest! {
-    #![proptest_config(proptest::prelude::ProptestConfig { cases: outage_core::fuzz::cases(std::env::var("OUTAGE_FUZZ_CASES").ok().as_deref(), 2_000), ..Default::default() })]
+    #![proptest_config(proptest::prelude::ProptestConfig { cases: fuzz::cases(std::env::var("OUTAGE_FUZZ_CASES").ok().as_deref(), 2_000), ..Default::default() })]
 
     #[test]
     fn retry_after_never_panics_and_is_bounded(bytes in prop::collection::vec(any::<u8>(), 0..32)) {

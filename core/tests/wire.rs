@@ -6,6 +6,11 @@
 //! cases a property (`.ci/run` sets tens of thousands), each a linear read
 //! of at most a few KiB.
 
+/// The fuzz properties' shared knob and mutation (`outage_core::fuzz`,
+/// behind the `fuzz` feature for the other crates), the same file.
+#[path = "../src/fuzz.rs"]
+mod fuzz;
+
 use std::io::Write as _;
 
 use outage_core::wire::{Error, Framing, Head, Limits, Read, Reader, RequestHead, Target, header_lines};
@@ -70,7 +75,7 @@ const ANSWERS: [&[u8]; 4] = [
 ];
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: outage_core::fuzz::cases(std::env::var("OUTAGE_FUZZ_CASES").ok().as_deref(), 2_000), ..Default::default() })]
+    #![proptest_config(ProptestConfig { cases: fuzz::cases(std::env::var("OUTAGE_FUZZ_CASES").ok().as_deref(), 2_000), ..Default::default() })]
 
     /// Any bytes, in any pieces: an answer or an error, never a panic; the
     /// same whichever pieces they came in.
@@ -92,7 +97,7 @@ proptest! {
         step in 1usize..64,
     ) {
         let mut bytes = ANSWERS[which].to_vec();
-        let len = outage_core::fuzz::mutate(&mut bytes, &edits, cut);
+        let len = fuzz::mutate(&mut bytes, &edits, cut);
         let bytes = &bytes[..len];
         let whole = read(bytes, bytes.len(), LIMITS);
         prop_assert_eq!(read(bytes, step, LIMITS), whole);

@@ -16,14 +16,14 @@ use outage_core::{
 };
 
 use crate::json::{member, string};
-use crate::net::{Request as HttpRequest, exchange, resolve};
+use crate::net::{Outgoing, exchange, resolve};
 use crate::state::Worker;
 use crate::types::{EmbassyClock, Handler, Task, to_embassy};
 use crate::wire::{Held, Id, claim_body, error_text, registration_body, status_body, take_task, task_info};
 
 /// A lane's storage: its buffers, and on the task slot the handler and the
 /// held task.
-pub(crate) struct Lane<'b, H> {
+pub(crate) struct Slot<'b, H> {
     rx: &'b mut [u8],
     tx: &'b mut [u8],
     payload: &'b mut [u8],
@@ -31,14 +31,14 @@ pub(crate) struct Lane<'b, H> {
     held: Option<Held>,
 }
 
-impl<'b, H> Lane<'b, H> {
+impl<'b, H> Slot<'b, H> {
     pub(crate) fn new(
         rx: &'b mut [u8],
         tx: &'b mut [u8],
         payload: &'b mut [u8],
         handler: Option<&'b mut H>,
     ) -> Self {
-        Lane {
+        Slot {
             rx,
             tx,
             payload,
@@ -83,7 +83,7 @@ impl<'w, 'a, T: TcpConnect, D: Dns, H> Driver<'w, 'a, '_, '_, T, D, H> {
         rx: &'c mut [u8],
     ) -> impl Future<Output = Result<core::ops::Range<usize>, Failure>> + 'c {
         let w = self.w;
-        let http = HttpRequest {
+        let http = Outgoing {
             server: &w.server,
             route,
             token: w.bearer(),
@@ -125,7 +125,7 @@ impl<'w, 'a, T: TcpConnect, D: Dns, H> Driver<'w, 'a, '_, '_, T, D, H> {
 const TOO_LARGE: Failure = Failure::Local(Local::BodyTooLarge);
 
 impl<'l, 'b: 'l, T: TcpConnect, D: Dns, H: Handler> Io for Driver<'_, '_, 'l, 'b, T, D, H> {
-    type Lane = &'l mut Lane<'b, H>;
+    type Slot = &'l mut Slot<'b, H>;
     type Beat = &'l mut [u8];
 
     fn now(&self) -> Instant {
@@ -140,7 +140,7 @@ impl<'l, 'b: 'l, T: TcpConnect, D: Dns, H: Handler> Io for Driver<'_, '_, 'l, 'b
         embassy_time::Timer::at(to_embassy(t)).await;
     }
 
-    async fn send(&self, lane: &mut &'l mut Lane<'b, H>, req: Request) -> Result<Reply, Failure> {
+    async fn send(&self, lane: &mut &'l mut Slot<'b, H>, req: Request) -> Result<Reply, Failure> {
         // The one worker id this request names (one copy, not three: the
         // copy lives in the request's future).
         let id = self.w.with_view(|v| match req {
@@ -230,7 +230,7 @@ impl<'l, 'b: 'l, T: TcpConnect, D: Dns, H: Handler> Io for Driver<'_, '_, 'l, 'b
         }
     }
 
-    async fn run(&self, lane: &mut &'l mut Lane<'b, H>) -> bool {
+    async fn run(&self, lane: &mut &'l mut Slot<'b, H>) -> bool {
         let Some(h) = lane.held.as_ref() else { return false };
         let known = self.w.jobs.iter().any(|j| j.matches(&h.job_name));
         let outcome = match (known, h.payload_len, lane.handler.as_deref_mut()) {
@@ -253,7 +253,7 @@ impl<'l, 'b: 'l, T: TcpConnect, D: Dns, H: Handler> Io for Driver<'_, '_, 'l, 'b
         ok
     }
 
-    fn abandon(&self, lane: &mut &'l mut Lane<'b, H>) {
+    fn abandon(&self, lane: &mut &'l mut Slot<'b, H>) {
         if let Some(h) = lane.held.as_mut() {
             h.outcome = Some(Err(error_text(SHUTDOWN_ERROR)));
         }
@@ -270,7 +270,7 @@ impl<'l, 'b: 'l, T: TcpConnect, D: Dns, H: Handler> Io for Driver<'_, '_, 'l, 'b
         f(&id)
     }
 
-    fn task<'x>(&self, lane: &'x &'l mut Lane<'b, H>) -> TaskNames<'x> {
+    fn task<'x>(&self, lane: &'x &'l mut Slot<'b, H>) -> TaskNames<'x> {
         let held = lane.held.as_ref();
         let error = held.and_then(|h| h.outcome.as_ref()?.as_ref().err());
         TaskNames::of(

@@ -146,9 +146,10 @@ impl Bearer<'_> {
     }
 }
 
-/// What a request is: the method, the server, the route, the token and the
-/// body.
-pub struct Request<'r> {
+/// One outgoing HTTP request: the server, the route (its method and path),
+/// the token and the body. (The core's [`outage_core::Request`] is which
+/// protocol call it is.)
+pub struct Outgoing<'r> {
     /// Where to.
     pub server: &'r Server<'r>,
     /// What.
@@ -166,7 +167,7 @@ pub struct Request<'r> {
 pub async fn exchange<T: TcpConnect>(
     tcp: &T,
     ip: IpAddr,
-    req: &Request<'_>,
+    req: &Outgoing<'_>,
     rx: &mut [u8],
     connected: &core::cell::Cell<bool>,
 ) -> Result<Exchange, Failure> {
@@ -223,7 +224,7 @@ pub async fn resolve<D: Dns>(dns: &D, server: &Server<'_>) -> Result<IpAddr, Fai
 /// The exchange on an open connection (a test drives it with a fake one).
 pub async fn on_connection<C: Read + Write>(
     conn: &mut C,
-    req: &Request<'_>,
+    req: &Outgoing<'_>,
     rx: &mut [u8],
 ) -> Result<Exchange, Failure> {
     send(conn, req, rx).await?;
@@ -236,16 +237,26 @@ const JSON: &[(&[u8], &[u8])] = &[
     (b"Content-Type", b"application/json"),
 ];
 
-async fn send<C: Write>(conn: &mut C, req: &Request<'_>, rx: &mut [u8]) -> Result<(), Failure> {
+async fn send<C: Write>(conn: &mut C, req: &Outgoing<'_>, rx: &mut [u8]) -> Result<(), Failure> {
     // The head is made again for each buffer full (nothing of it is kept
-    // across a write), with the token as it is then.
+    // across a write), with the token as it is then: a token renewed in
+    // between that is as long goes out mixed (a 401, which the core sends
+    // again: it started before the renewal); one of another length would
+    // shift the rest of the request, so the request is abandoned before
+    // it is complete (never sent as a whole: sent again by the core).
+    let mut len = 0;
     write_out(conn, rx, |buf, skip| {
-        req.token.with(|token| req.gather(token, buf, skip))
+        req.token.with(|token| {
+            if skip == 0 {
+                len = token.len();
+            }
+            (token.len() == len).then(|| req.gather(token, buf, skip))
+        })
     })
     .await
 }
 
-impl Request<'_> {
+impl Outgoing<'_> {
     /// [`gather`] of this request with `token`.
     fn gather(&self, token: &str, buf: &mut [u8], skip: usize) -> (usize, bool) {
         let body = self.body.unwrap_or_default();
@@ -265,19 +276,20 @@ impl Request<'_> {
 }
 
 /// Writes a request out through `buf`: `fill` puts its bytes from an
-/// offset on into `buf` (how many, and whether that is the end), and each
-/// buffer full is written; then flushed.
+/// offset on into `buf` (how many, and whether that is the end; `None`:
+/// the request changed under it, abandoned unfinished), and each buffer
+/// full is written; then flushed.
 pub(crate) async fn write_out<C: Write>(
     conn: &mut C,
     buf: &mut [u8],
-    mut fill: impl FnMut(&mut [u8], usize) -> (usize, bool),
+    mut fill: impl FnMut(&mut [u8], usize) -> Option<(usize, bool)>,
 ) -> Result<(), Failure> {
     if buf.is_empty() {
         return Err(Failure::Local(outage_core::Local::BodyTooLarge));
     }
     let mut sent = 0;
     loop {
-        let (n, done) = fill(buf, sent);
+        let (n, done) = fill(buf, sent).ok_or(fail(Transport::SendFailed))?;
         // Failing before all of it is written, the server cannot act on it.
         if conn.write_all(&buf[..n]).await.is_err() {
             return Err(fail(Transport::SendFailed));
@@ -340,14 +352,20 @@ pub(crate) async fn receive<C: Read>(conn: &mut C, rx: &mut [u8]) -> Result<Exch
         rx.copy_within(at..filled, out);
         filled -= at - out;
         at = out;
-        if filled == len {
-            return Err(Failure::ResponseTooLarge);
-        }
-        match conn.read(&mut rx[filled..]).await {
+        // A full buffer may still see the connection's end (a body read to
+        // it that fills the buffer exactly): one byte more is too large.
+        let mut probe = [0u8; 1];
+        let room = if filled == len {
+            &mut probe[..]
+        } else {
+            &mut rx[filled..]
+        };
+        match conn.read(room).await {
             Ok(0) => {
                 r.finish().map_err(|e| e.failure())?;
                 break;
             }
+            Ok(_) if filled == len => return Err(Failure::ResponseTooLarge),
             Ok(n) => filled += n,
             Err(e) => return Err(r.read_failed(kind(embedded_io::Error::kind(&e)))),
         }
@@ -410,6 +428,8 @@ mod tests {
         step: usize,
         written: Vec<u8>,
         fail_write: bool,
+        /// Called after each write (a token renewed mid-request).
+        on_write: Option<std::boxed::Box<dyn FnMut()>>,
     }
 
     impl Fake {
@@ -420,6 +440,7 @@ mod tests {
                 step,
                 written: Vec::new(),
                 fail_write: false,
+                on_write: None,
             }
         }
     }
@@ -443,6 +464,9 @@ mod tests {
                 return Err(embedded_io::ErrorKind::ConnectionReset);
             }
             self.written.extend_from_slice(buf);
+            if let Some(f) = &mut self.on_write {
+                f();
+            }
             Ok(buf.len())
         }
         async fn flush(&mut self) -> Result<(), Self::Error> {
@@ -457,7 +481,7 @@ mod tests {
         body: Option<&[u8]>,
     ) -> (Result<std::string::String, Failure>, Fake) {
         let server = Server::parse("http://10.0.0.1:8765").unwrap();
-        let req = Request {
+        let req = Outgoing {
             server: &server,
             route: Route::Claim,
             token: Bearer::Fixed("tok"),
@@ -514,7 +538,7 @@ mod tests {
     fn a_long_token_goes_out_whole_through_a_small_buffer() {
         let token: std::string::String = (0..512).map(|i| (b'a' + (i % 26) as u8) as char).collect();
         let server = Server::parse("http://jobs.example/zndraw").unwrap();
-        let req = Request {
+        let req = Outgoing {
             server: &server,
             route: Route::Heartbeat { worker_id: "w-1" },
             token: Bearer::Fixed(&token),
@@ -631,7 +655,7 @@ mod tests {
     #[test]
     fn a_request_not_written_in_full_was_never_sent() {
         let server = Server::parse("http://10.0.0.1").unwrap();
-        let req = Request {
+        let req = Outgoing {
             server: &server,
             route: Route::Heartbeat { worker_id: "w" },
             token: Bearer::Fixed("tok"),
@@ -652,7 +676,7 @@ mod tests {
         // codec, a request line longer than the buffer was refused).
         let server = Server::parse("http://10.0.0.1").unwrap();
         let long_id = "w".repeat(100);
-        let req = Request {
+        let req = Outgoing {
             server: &server,
             route: Route::Heartbeat { worker_id: &long_id },
             token: Bearer::Fixed("tok"),
@@ -669,5 +693,63 @@ mod tests {
                  Authorization: Bearer tok\r\nAccept: application/json\r\nContent-Length: 0\r\n\r\n"
             )
         );
+    }
+
+    #[test]
+    fn a_body_to_the_end_that_fills_the_buffer_exactly_is_whole() {
+        let reply = b"HTTP/1.1 200 OK\r\n\r\n0123456789";
+        let (r, _) = run(reply, 7, reply.len(), None);
+        assert_eq!(r.unwrap(), "200 None 0123456789");
+        let (r, _) = run(reply, 7, reply.len() - 1, None);
+        assert_eq!(r, Err(Failure::ResponseTooLarge));
+    }
+
+    #[cfg(feature = "login")]
+    #[test]
+    fn a_token_renewed_to_another_length_mid_request_abandons_it() {
+        use crate::login::{SharedToken, TokenStore};
+        use core::cell::RefCell;
+        use embassy_sync::blocking_mutex::Mutex;
+        use std::rc::Rc;
+
+        let server = Server::parse("http://10.0.0.1").unwrap();
+        for (new, sent) in [
+            ("b".repeat(300), false),
+            ("c".repeat(200), true),
+            (std::string::String::new(), false),
+        ] {
+            let store: Rc<SharedToken> = Rc::new(Mutex::new(RefCell::new(TokenStore::new())));
+            let jwt = "a".repeat(200);
+            let answer = std::format!(r#"{{"access_token":"{jwt}"}}"#);
+            store.lock(|t| assert!(t.borrow_mut().take_answer(answer.as_bytes())));
+            let req = Outgoing {
+                server: &server,
+                route: Route::Claim,
+                token: Bearer::Stored(&store),
+                body: Some(b"{}"),
+            };
+            let mut conn = Fake::new(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}", 100);
+            // The other loop renews the token after the first buffer full.
+            let other = store.clone();
+            conn.on_write = Some(std::boxed::Box::new(move || {
+                let answer = std::format!(r#"{{"access_token":"{new}"}}"#);
+                other.lock(|t| {
+                    let mut t = t.borrow_mut();
+                    if !t.take_answer(answer.as_bytes()) {
+                        t.clear();
+                    }
+                })
+            }));
+            let mut rx = [0u8; 96];
+            let r = futures_lite_block_on(on_connection(&mut conn, &req, &mut rx));
+            if sent {
+                // As long: the request goes out whole, mixed (a 401 then).
+                assert_eq!(r.map(|x| x.status), Ok(200));
+                let text = std::string::String::from_utf8(conn.written.clone()).unwrap();
+                assert!(text.ends_with("Content-Length: 2\r\n\r\n{}"), "{text}");
+            } else {
+                assert_eq!(r, Err(fail(Transport::SendFailed)), "never sent whole");
+            }
+        }
     }
 }

@@ -12,7 +12,7 @@ use embassy_futures::select::{Either, select};
 use embedded_nal_async::{Dns, TcpConnect};
 use outage_core::{Clock, Control, Lifecycle, StartupError, StopReason};
 
-use crate::adapter::{Driver, Lane};
+use crate::adapter::{Driver, Slot};
 use crate::restart::{Restart, Stopped};
 use crate::state::Worker;
 use crate::types::{EmbassyClock, Handler};
@@ -59,7 +59,7 @@ impl<'a, T: TcpConnect, D: Dns> Worker<'a, T, D> {
             }
         });
         self.progress.sender().send(1);
-        let mut slot = Lane::new(bufs.rx, bufs.tx, bufs.payload, Some(handler));
+        let mut slot = Slot::new(bufs.rx, bufs.tx, bufs.payload, Some(handler));
         let driver = Driver::new(self);
         drive(&driver, &mut lc, heartbeat_rx, [&mut slot]).await;
         self.with_view(|v| v.startup_error = lc.startup_error());

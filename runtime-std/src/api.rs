@@ -9,7 +9,7 @@ use outage_core::protocol::{
 use outage_core::{Config, Endpoint, Failure, Request as CoreRequest};
 use serde_json::value::RawValue;
 
-use crate::http::{Http, HttpError, Request, Response};
+use crate::http::{Http, HttpError, Outgoing, Response};
 use crate::job::{Job, Task};
 
 /// A failed API call: the core's [`Failure`] plus the server's words, if any.
@@ -108,7 +108,7 @@ impl<H: Http> Api<H> {
         body: Option<&[u8]>,
     ) -> Result<Response, ApiError> {
         let url = format!("{}{route}", self.base);
-        let http_req = Request {
+        let http_req = Outgoing {
             method: route.method(),
             url: &url,
             json: body,
@@ -208,7 +208,7 @@ impl<H: Http> Api<H> {
             form_encode(user),
             form_encode(password)
         );
-        let req = Request {
+        let req = Outgoing {
             method: outage_core::protocol::Method::Post,
             url: &url,
             json: Some(body.as_bytes()),

@@ -696,13 +696,18 @@ async fn read_response(
             }
             Ok(_) => {}
             Err(e) if first => return Err(first_read_error(&e)),
+            // After some bytes, cut short — unless it timed out (the
+            // core's rule, `Reader::read_failed`, as on a device).
+            Err(e) if e.kind() == io::ErrorKind::TimedOut => return Err(H1Error::Read(e.kind())),
             Err(_) => return Err(H1Error::Truncated),
         }
     }
     let (mut response, reusable) = head.ok_or(H1Error::Malformed)?;
     response.set_body(Body::from_bytes(body));
-    // Bytes beyond the response: out of step, not reusable.
-    Ok((response, reusable && conn.rlen == 0))
+    // Bytes beyond the response (in the buffer, or held by TLS): out of
+    // step, not reusable.
+    let reusable = reusable && conn.rlen == 0 && !conn.stream.holds_plaintext();
+    Ok((response, reusable))
 }
 
 fn first_read_error(e: &io::Error) -> H1Error {

@@ -13,7 +13,7 @@ use crate::api::Api;
 use crate::http::{Http, SurfHttp};
 use crate::setup::{Credentials, StartError};
 use crate::sync::lock;
-use crate::worker::{Ids, Lane, Launch, SLOTS, Shared, View};
+use crate::worker::{Ids, Launch, SLOTS, Shared, Slot, View};
 use crate::{StdClock, emit};
 
 /// A running worker, on a thread of its own until it stops; call
@@ -78,7 +78,7 @@ impl<H: Http> Worker<H> {
         std::thread::Builder::new()
             .name("outage-driver".into())
             .spawn(move || {
-                let slots: [Lane; SLOTS] = std::array::from_fn(|_| Lane::default());
+                let slots: [Slot; SLOTS] = std::array::from_fn(|_| Slot::default());
                 // On the heap: with its task slots the future is large (more
                 // so in debug builds), and `block_on` would keep it on this
                 // thread's stack.

@@ -17,9 +17,10 @@ use outage_core::{Duration, Failure, Transport, parse_retry_after};
 use crate::deadline::Deadlines;
 use crate::h1::{H1Client, H1Error, Progress, RawStatus};
 
-/// One request.
+/// One outgoing HTTP request (the core's [`outage_core::Request`] is
+/// which protocol call it is).
 #[derive(Debug, Clone, Copy)]
-pub struct Request<'a> {
+pub struct Outgoing<'a> {
     /// Method.
     pub method: Method,
     /// Absolute URL.
@@ -55,7 +56,7 @@ pub trait Http: Send + Sync + 'static {
     /// Send one request with its bearer token.
     fn send(
         &self,
-        req: Request<'_>,
+        req: Outgoing<'_>,
         bearer: &str,
     ) -> impl Future<Output = Result<Response, HttpError>> + Send;
 }
@@ -142,7 +143,7 @@ impl SurfHttp {
 
     async fn exchange(
         &self,
-        req: Request<'_>,
+        req: Outgoing<'_>,
         bearer: &str,
         progress: Progress,
     ) -> Result<Response, HttpError> {
@@ -219,7 +220,7 @@ impl SurfHttp {
 }
 
 impl Http for SurfHttp {
-    async fn send(&self, req: Request<'_>, bearer: &str) -> Result<Response, HttpError> {
+    async fn send(&self, req: Outgoing<'_>, bearer: &str) -> Result<Response, HttpError> {
         let progress = Progress::default();
         let Some(deadline) = StdInstant::now().checked_add(req.timeout) else {
             return self.exchange(req, bearer, progress).await; // never times out

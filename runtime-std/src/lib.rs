@@ -31,6 +31,13 @@
 //! core's counters, `/healthz` and `/readyz`) and [`systemd`] (`Type=notify`
 //! readiness, status, watchdog, credentials).
 //!
+//! The HTTP seam is API, not a test hook: [`http::Http`] is what
+//! [`WorkerBuilder::start_with`] takes (an application's own client, a
+//! test's fault injector), [`http::SurfHttp`] the default, and
+//! [`h1::H1Client`] surf's backend under it, for an application that wants
+//! surf with this pool (a connection reused only after a complete
+//! exchange). The bytes both frame are the core's ([`outage_core::wire`]).
+//!
 //! Layering (bottom-up; a module imports only modules of lower layers —
 //! `python3 .ci/layers.py` checks it in CI): `sync`, `job`, `setup`,
 //! `record`, `tls`, `systemd` · `deadline`, `h1`, `push`, `metrics` ·

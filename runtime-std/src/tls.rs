@@ -30,6 +30,20 @@ pub(crate) enum MaybeTls<S> {
 }
 
 impl<S> MaybeTls<S> {
+    /// Does TLS hold bytes of plaintext nobody asked for (records already
+    /// received and not read), or the server's close? A connection that
+    /// does is out of step or closing, like one with bytes left in its
+    /// buffer. Processes the records received,
+    /// no I/O.
+    pub(crate) fn holds_plaintext(&mut self) -> bool {
+        match self {
+            MaybeTls::Plain(_) => false,
+            MaybeTls::Tls(t) => t.get_mut().1.process_new_packets().map_or(true, |state| {
+                state.plaintext_bytes_to_read() > 0 || state.peer_has_closed()
+            }),
+        }
+    }
+
     /// The TCP stream below.
     pub(crate) fn tcp(&self) -> &S {
         match self {

@@ -107,7 +107,7 @@ pub(crate) struct Ids {
 
 /// A lane's own storage: on a task slot, the held task and its outcome.
 #[derive(Default)]
-pub(crate) struct Lane {
+pub(crate) struct Slot {
     task: Option<Task>,
     outcome: Option<TaskResult>,
 }
@@ -120,7 +120,7 @@ impl<H: Http> Shared<H> {
         e.failure
     }
 
-    async fn exchange(&self, lane: &mut Lane, req: Request) -> Result<Reply, ApiError> {
+    async fn exchange(&self, lane: &mut Slot, req: Request) -> Result<Reply, ApiError> {
         let api = &self.api;
         let task_id = lane.task.as_ref().map_or("", |t| t.id.as_str());
         let id = |pick: fn(&Ids) -> &String| pick(&lock(&self.ids)).clone();
@@ -221,7 +221,7 @@ fn local(req: Request) -> ApiError {
 }
 
 impl<H: Http> Io for Shared<H> {
-    type Lane = Lane;
+    type Slot = Slot;
     type Beat = ();
 
     fn now(&self) -> Instant {
@@ -240,15 +240,15 @@ impl<H: Http> Io for Shared<H> {
         }
     }
 
-    async fn send(&self, lane: &mut Lane, req: Request) -> Result<Reply, Failure> {
+    async fn send(&self, lane: &mut Slot, req: Request) -> Result<Reply, Failure> {
         self.exchange(lane, req).await.map_err(|e| self.failed(e))
     }
 
     async fn beat(&self, _: &mut (), req: Request) -> Result<Reply, Failure> {
-        self.send(&mut Lane::default(), req).await
+        self.send(&mut Slot::default(), req).await
     }
 
-    async fn run(&self, lane: &mut Lane) -> bool {
+    async fn run(&self, lane: &mut Slot) -> bool {
         // The handler owns the task (its payload moves, no copy); the lane
         // keeps its id and names for the delivery.
         let Some(task) = lane.task.take() else {
@@ -273,7 +273,7 @@ impl<H: Http> Io for Shared<H> {
         ok
     }
 
-    fn abandon(&self, lane: &mut Lane) {
+    fn abandon(&self, lane: &mut Slot) {
         lane.outcome = Some(Err(SHUTDOWN_ERROR.to_owned()));
     }
 
@@ -291,7 +291,7 @@ impl<H: Http> Io for Shared<H> {
         f(&lock(&self.ids).current)
     }
 
-    fn task<'l>(&self, lane: &'l Lane) -> TaskNames<'l> {
+    fn task<'l>(&self, lane: &'l Slot) -> TaskNames<'l> {
         let error = lane.outcome.as_ref().and_then(|o| o.as_ref().err());
         let names = |t: &'l Task| (t.id.as_str(), t.job_name.as_str(), t.room_id.as_str());
         TaskNames::of(lane.task.as_ref().map(names), error.map(String::as_str))

@@ -11,14 +11,14 @@ use std::time::Duration;
 
 use outage_core::protocol::Method;
 use outage_core::{Failure, Transport};
-use outage_runtime_std::http::{Http, Request, SurfHttp};
+use outage_runtime_std::http::{Http, Outgoing, SurfHttp};
 use socket2::{Domain, Socket, Type};
 
 fn claim(addr: SocketAddr) -> Failure {
     let http = SurfHttp::new(1 << 20).unwrap();
     let url = format!("http://{addr}/v1/joblib/tasks/claim");
     async_std::task::block_on(http.send(
-        Request {
+        Outgoing {
             method: Method::Post,
             url: &url,
             json: Some(br#"{"worker_id":"w"}"#),

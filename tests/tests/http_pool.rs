@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use outage_core::protocol::Method;
 use outage_core::{Failure, Transport};
-use outage_runtime_std::http::{Http, Request, Response, SurfHttp};
+use outage_runtime_std::http::{Http, Outgoing, Response, SurfHttp};
 use outage_tests::http as plain;
 use outage_tests::server::{Entry, Fault, TestServer};
 use serde_json::{Value, json};
@@ -67,7 +67,7 @@ impl Fixture {
 
     fn call(&self, method: Method, path: &str, timeout: Duration) -> Result<Response, Failure> {
         let url = format!("{}/v1/joblib{path}", self.server.url());
-        let req = Request {
+        let req = Outgoing {
             method,
             url: &url,
             json: None,
@@ -383,7 +383,7 @@ fn answer_all(n: usize, stream: TcpStream) {
 
 fn get(http: &SurfHttp, addr: SocketAddr, timeout: Duration) -> Result<Response, Failure> {
     let url = format!("http://{addr}/x");
-    let req = Request {
+    let req = Outgoing {
         method: Method::Get,
         url: &url,
         json: None,
@@ -538,7 +538,7 @@ fn a_connection_closed_before_an_answer_empties_the_pool() {
     // Two idle connections: two requests at once.
     let (a, b) = async_std::task::block_on(futures_lite::future::zip(
         f.http.send(
-            Request {
+            Outgoing {
                 method: Method::Patch,
                 url: &format!("{}/v1/joblib/workers/{}", f.server.url(), f.worker),
                 json: None,
@@ -548,7 +548,7 @@ fn a_connection_closed_before_an_answer_empties_the_pool() {
             f.server.token(),
         ),
         f.http.send(
-            Request {
+            Outgoing {
                 method: Method::Get,
                 url: &format!("{}/v1/joblib/tasks/{}", f.server.url(), f.tasks[0]),
                 json: None,

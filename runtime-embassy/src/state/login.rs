@@ -123,7 +123,7 @@ impl<'a, T: TcpConnect, D: Dns> Worker<'a, T, D> {
             };
             // The form lies at the end of `rx`; the head is gathered before it.
             let (buf, form) = rx.split_at_mut(at);
-            write_out(&mut conn, buf, |buf, skip| gather(&head, form, buf, skip)).await?;
+            write_out(&mut conn, buf, |buf, skip| Some(gather(&head, form, buf, skip))).await?;
             let x = receive(&mut conn, rx).await?;
             if !Request::Login.accepts(x.status) {
                 return Err(Failure::Status {
