@@ -100,26 +100,32 @@ struct Asked {
     openmetrics: bool,
 }
 
-/// Parse a request head; `Err` is the status to answer.
+/// Header lines a request may have here (the answer to more is 431).
+const MAX_REQUEST_HEADERS: usize = 32;
+
+/// Parse a request head (ending with its empty line) by the core's rules
+/// ([`outage_core::wire::request_head`]); `Err` is the status to answer.
 fn parse(head: &[u8]) -> Result<Asked, u16> {
-    let mut headers = [httparse::EMPTY_HEADER; 32];
-    let mut req = httparse::Request::new(&mut headers);
-    match req.parse(head) {
-        Ok(httparse::Status::Complete(_)) => {}
-        Ok(httparse::Status::Partial) => return Err(400),
-        Err(httparse::Error::TooManyHeaders) => return Err(431),
-        Err(_) => return Err(400),
+    use outage_core::wire::{self, Error};
+    let (line, len) = match wire::request_head(head) {
+        Ok(Some(found)) => found,
+        Ok(None) | Err(Error::Malformed) => return Err(400),
+        Err(_) => return Err(431),
+    };
+    let headers = &head[..len];
+    if wire::header_lines(headers).count() > MAX_REQUEST_HEADERS {
+        return Err(431);
     }
-    let head_only = match req.method {
-        Some("GET") => false,
-        Some("HEAD") => true,
+    let head_only = match line.method {
+        b"GET" => false,
+        b"HEAD" => true,
         _ => return Err(405),
     };
-    let path = req.path.unwrap_or("/");
-    let path = path.split_once('?').map_or(path, |(p, _)| p).to_owned();
-    let openmetrics = req.headers.iter().any(|h| {
-        h.name.eq_ignore_ascii_case("accept")
-            && std::str::from_utf8(h.value).is_ok_and(|v| v.contains("application/openmetrics-text"))
+    let target = String::from_utf8_lossy(line.target);
+    let path = target.split_once('?').map_or(&*target, |(p, _)| p).to_owned();
+    let openmetrics = wire::header_lines(headers).any(|(name, value)| {
+        name.eq_ignore_ascii_case(b"accept")
+            && std::str::from_utf8(value).is_ok_and(|v| v.contains("application/openmetrics-text"))
     });
     Ok(Asked {
         head_only,

@@ -20,6 +20,9 @@
 //!   framed by `Content-Length`, `chunked` or the end of the connection
 //!   (§6.3 rules 1–8), and the body is bounded.
 //!
+//! - [`request_head`] reads a request head by the same rules, for the one
+//!   server a host runs (its metrics endpoint).
+//!
 //! Every failure is an [`Error`], `Copy`, whose [`Error::failure`] is the
 //! core's [`Failure`](crate::Failure).
 
@@ -28,4 +31,6 @@ mod request;
 mod response;
 
 pub use request::{Cursor, Full, RequestHead, Target, content_length, is_own_header};
-pub use response::{Error, Framing, Head, Limits, MAX_HEADERS, Read, Reader, header_lines};
+pub use response::{
+    Error, Framing, Head, Limits, MAX_HEADERS, Read, Reader, RequestLine, header_lines, request_head,
+};

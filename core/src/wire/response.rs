@@ -493,6 +493,69 @@ fn parse(buf: &[u8], no_body: bool) -> Result<Option<Head>, Error> {
     }))
 }
 
+/// A request's first line, as a server reads it ([`request_head`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RequestLine<'a> {
+    /// The method (`tchar`s).
+    pub method: &'a [u8],
+    /// The request target, as sent.
+    pub target: &'a [u8],
+    /// HTTP/1.1 (else 1.0).
+    pub http11: bool,
+}
+
+/// A request head in `buf` (a server's side: the metrics endpoint's),
+/// by the rules a [`Reader`] reads a response with: `Ok(None)` until its
+/// empty line is there (empty lines before the request line skipped), then
+/// its request line and its length; [`Error::Malformed`] for a bad request
+/// line or header line, [`Error::HeadTooLarge`] past [`MAX_HEADERS`]
+/// header lines. Its headers: [`header_lines`] of its bytes.
+pub fn request_head(buf: &[u8]) -> Result<Option<(RequestLine<'_>, usize)>, Error> {
+    let Some(len) = HeadEnd::new().find(buf) else {
+        return Ok(None);
+    };
+    let bad = Error::Malformed;
+    let mut lines = &buf[..len];
+    // `METHOD SP target SP HTTP/1.x`
+    let first = status_line(&mut lines);
+    let mut parts = first.splitn(3, |&b| b == b' ');
+    let (Some(method), Some(target), Some(version)) = (parts.next(), parts.next(), parts.next()) else {
+        return Err(bad);
+    };
+    let http11 = match version {
+        b"HTTP/1.1" => true,
+        b"HTTP/1.0" => false,
+        _ => return Err(bad),
+    };
+    if method.is_empty()
+        || !method.iter().all(|&b| is_tchar(b))
+        || target.is_empty()
+        || !target.iter().all(|&b| b > 0x20 && b < 0x7f)
+    {
+        return Err(bad);
+    }
+    let mut count = 0;
+    loop {
+        let line = line(&mut lines);
+        if line.is_empty() {
+            break;
+        }
+        count += 1;
+        if count > MAX_HEADERS {
+            return Err(Error::HeadTooLarge);
+        }
+        header(line).ok_or(bad)?;
+    }
+    Ok(Some((
+        RequestLine {
+            method,
+            target,
+            http11,
+        },
+        len,
+    )))
+}
+
 /// The header lines (name, value) of a head a [`Reader`] accepted (its
 /// bytes: see [`Head::len`]).
 pub fn header_lines(head: &[u8]) -> impl Iterator<Item = (&[u8], &[u8])> {

@@ -397,3 +397,41 @@ fn errors_are_the_cores_failures() {
     assert_eq!(Error::HeadTooLarge.failure(), Failure::ResponseTooLarge);
     assert_eq!(Error::BodyTooLarge.failure(), Failure::ResponseTooLarge);
 }
+
+#[test]
+fn request_heads_are_read_by_the_same_rules() {
+    assert_eq!(request_head(b"GET /metrics HTTP/1.1\r\nHost: h\r\n"), Ok(None));
+    let buf = b"\r\nGET /metrics?x=1 HTTP/1.1\r\nHost: h\r\nAccept: text/plain\r\n\r\nrest";
+    let (line, len) = request_head(buf).unwrap().unwrap();
+    assert_eq!(
+        (line.method, line.target, line.http11),
+        (&b"GET"[..], &b"/metrics?x=1"[..], true)
+    );
+    assert_eq!(&buf[len..], b"rest");
+    let headers: Vec<_> = header_lines(&buf[..len]).collect();
+    assert_eq!(
+        headers,
+        [(&b"Host"[..], &b"h"[..]), (&b"Accept"[..], &b"text/plain"[..])]
+    );
+    assert!(!request_head(b"HEAD / HTTP/1.0\n\n").unwrap().unwrap().0.http11);
+    for bad in [
+        &b"GET /metrics\r\n\r\n"[..],
+        b"GET  /metrics HTTP/1.1\r\n\r\n",
+        b"GET /metrics HTTP/2\r\n\r\n",
+        b"G T / HTTP/1.1\r\n\r\n",
+        b"\x00\x01 nonsense\r\n\r\n",
+        b"GET / HTTP/1.1\r\nBad Header: x\r\n\r\n",
+    ] {
+        assert_eq!(
+            request_head(bad),
+            Err(Error::Malformed),
+            "{:?}",
+            String::from_utf8_lossy(bad)
+        );
+    }
+    let many: String = (0..=MAX_HEADERS).map(|i| format!("X-{i}: y\r\n")).collect();
+    assert_eq!(
+        request_head(format!("GET / HTTP/1.1\r\n{many}\r\n").as_bytes()),
+        Err(Error::HeadTooLarge)
+    );
+}
