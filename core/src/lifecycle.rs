@@ -394,6 +394,64 @@ enum Slot {
     Finished(bool),
 }
 
+/// The lifecycle's timers: one deadline each, in one table (quinn's
+/// `TimerTable`), so that the next instant to act is one scan.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Timer {
+    /// A stop's grace ends (handlers still running are abandoned).
+    Grace,
+    /// A stop's hard limit (the grace, a request timeout and a second).
+    Halt,
+    /// The heartbeat lane acts next.
+    Heartbeat,
+    /// The claim loop (startup, claims, outcomes) acts next.
+    Serial,
+    /// Renew the credentials ahead of the token's expiry
+    /// ([`Reply::Renewed`]).
+    #[cfg(feature = "renew-ahead")]
+    RenewAhead,
+}
+
+const TIMERS: usize = 4 + cfg!(feature = "renew-ahead") as usize;
+
+/// When each [`Timer`] fires (`None`: not armed).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct Timers([Option<Instant>; TIMERS]);
+
+impl Timers {
+    fn get(&self, t: Timer) -> Option<Instant> {
+        self.0[t as usize]
+    }
+
+    fn put(&mut self, t: Timer, at: Option<Instant>) {
+        self.0[t as usize] = at;
+    }
+
+    fn set(&mut self, t: Timer, at: Instant) {
+        self.put(t, Some(at));
+    }
+
+    fn stop(&mut self, t: Timer) {
+        self.put(t, None);
+    }
+
+    /// Armed, and due at `now`.
+    fn expired(&self, t: Timer, now: Instant) -> bool {
+        self.get(t).is_some_and(|at| now >= at)
+    }
+
+    /// The earliest deadline of the timers `live` counts (by [`Timer`]).
+    fn next(&self, live: [bool; TIMERS]) -> Option<Instant> {
+        let mut next: Option<Instant> = None;
+        for (at, live) in self.0.into_iter().zip(live) {
+            if let Some(at) = at.filter(|&at| live && next.is_none_or(|n| at < n)) {
+                next = Some(at);
+            }
+        }
+        next
+    }
+}
+
 /// Where startup is: which request comes next.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Startup {
@@ -422,9 +480,10 @@ pub struct Lifecycle<const SLOTS: usize = MAX_SLOTS> {
     /// Re-registration (running): the next request (0 create, n job n-1)
     /// and when the sequence started.
     reregister: Option<(u16, Instant)>,
-    /// A stop was requested: when the grace ends, and the hard limit.
-    grace_at: Option<Instant>,
-    halt_at: Option<Instant>,
+    /// When each timer fires: a stop's grace and hard limit, when the
+    /// heartbeat lane and the claim loop act next (from the last poll), the
+    /// renewal ahead of the token's expiry.
+    timers: Timers,
     halted: bool,
     /// The application dropped the worker: no last request.
     dropped: bool,
@@ -443,17 +502,10 @@ pub struct Lifecycle<const SLOTS: usize = MAX_SLOTS> {
     /// The heartbeat lane is finished; the claim loop is finished.
     heartbeat_done: bool,
     serial_done: bool,
-    /// When each part wants to act next (from the last poll).
-    heartbeat_at: Option<Instant>,
-    serial_at: Option<Instant>,
     stats: Stats,
     /// When the server last confirmed the worker ([`Detail::confirmed_at`]).
     #[cfg(feature = "ops")]
     confirmed_at: Option<Instant>,
-    /// When to renew the credentials ahead of the token's expiry
-    /// ([`Reply::Renewed`]).
-    #[cfg(feature = "renew-ahead")]
-    renew_ahead: Option<Instant>,
 }
 
 impl<const SLOTS: usize> Lifecycle<SLOTS> {
@@ -488,8 +540,7 @@ impl<const SLOTS: usize> Lifecycle<SLOTS> {
             startup_at: now,
             startup_error: None,
             reregister: None,
-            grace_at: None,
-            halt_at: None,
+            timers: Timers::default(),
             halted: false,
             dropped: false,
             slots: [Slot::Free; SLOTS],
@@ -501,13 +552,9 @@ impl<const SLOTS: usize> Lifecycle<SLOTS> {
             lanes: [LaneState::default(); SLOTS],
             heartbeat_done: false,
             serial_done: false,
-            heartbeat_at: None,
-            serial_at: None,
             stats: Stats::default(),
             #[cfg(feature = "ops")]
             confirmed_at: None,
-            #[cfg(feature = "renew-ahead")]
-            renew_ahead: None,
         }
     }
 
@@ -637,22 +684,17 @@ impl<const SLOTS: usize> Lifecycle<SLOTS> {
         if self.halted {
             return None;
         }
-        let mut at = self.halt_at;
-        let earliest = |a: Option<Instant>, b: Option<Instant>| match (a, b) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, None) => a,
-            (None, b) => b,
-        };
-        if self.running() > 0 {
-            at = earliest(at, self.grace_at);
-        }
-        if self.heartbeat.busy.is_none() {
-            at = earliest(at, self.heartbeat_at);
-        }
-        if !self.serial_busy() {
-            at = earliest(at, self.serial_at);
-        }
-        at
+        // By timer: the grace matters while a handler runs, the hard limit
+        // always, a lane's next action while it is idle; the renewal is the
+        // heartbeat lane's (folded into its next action).
+        self.timers.next([
+            self.running() > 0,
+            true,
+            self.heartbeat.busy.is_none(),
+            !self.serial_busy(),
+            #[cfg(feature = "renew-ahead")]
+            false,
+        ])
     }
 
     // ------------------------------------------------------------- inputs
@@ -664,9 +706,9 @@ impl<const SLOTS: usize> Lifecycle<SLOTS> {
             Control::Run => {}
             Control::Stop { grace } => self.request_stop(now, grace, out),
             Control::StopNow => {
-                match self.grace_at {
+                match self.timers.get(Timer::Grace) {
                     None => self.request_stop(now, Duration::ZERO, out),
-                    Some(g) if g > now => self.grace_at = Some(now),
+                    Some(g) if g > now => self.timers.set(Timer::Grace, now),
                     Some(_) => return,
                 }
                 // At once: each outcome gets one try, none a retry.
@@ -710,12 +752,13 @@ impl<const SLOTS: usize> Lifecycle<SLOTS> {
     /// only then is it given up ([`Event::OutcomeGivenUp`]). A refusal is
     /// final, a 409 checked against the task's state first.
     pub fn request_stop(&mut self, now: Instant, grace: Duration, out: Out<'_>) {
-        if self.grace_at.is_some() {
+        if self.timers.get(Timer::Grace).is_some() {
             return;
         }
         let timeout = self.machine.config().request_timeout;
-        self.grace_at = Some(now + grace);
-        self.halt_at = Some(now + grace + timeout + Duration::from_secs(1));
+        self.timers.set(Timer::Grace, now + grace);
+        self.timers
+            .set(Timer::Halt, now + grace + timeout + Duration::from_secs(1));
         self.machine.set_stop_limit(now + grace + Duration::from_secs(1));
         match self.stage {
             Stage::Starting => {
@@ -742,11 +785,11 @@ impl<const SLOTS: usize> Lifecycle<SLOTS> {
         if self.halted {
             return;
         }
-        if self.halt_at.is_some_and(|h| now >= h) && self.stage != Stage::Stopping {
+        if self.timers.expired(Timer::Halt, now) && self.stage != Stage::Stopping {
             self.halt(out);
             return;
         }
-        if self.grace_at.is_some_and(|g| now >= g) {
+        if self.timers.expired(Timer::Grace, now) {
             for (i, slot) in self.slots.iter().enumerate() {
                 if *slot == Slot::Running {
                     self.lanes[i].cancel = true;
@@ -985,7 +1028,7 @@ impl<const SLOTS: usize> Lifecycle<SLOTS> {
                 // The delete is cancelled only by a halt of the
                 // application (it has its own timeout).
                 self.halted = false;
-                self.halt_at = None;
+                self.timers.stop(Timer::Halt);
                 self.serial_done = false;
             }
             Stage::Stopping | Stage::Running | Stage::Starting => self.stage = Stage::Done,
@@ -1015,18 +1058,19 @@ impl<const SLOTS: usize> Lifecycle<SLOTS> {
         match *result {
             Ok(Reply::Renewed { valid_for }) => {
                 let gap = crate::jwt::MIN_RENEWAL_GAP;
-                self.renew_ahead = (valid_for > gap).then(|| {
+                let at = (valid_for > gap).then(|| {
                     let after = crate::jwt::renew_after(valid_for);
                     started + if after > gap { after } else { gap }
                 });
+                self.timers.put(Timer::RenewAhead, at);
             }
-            Ok(_) => self.renew_ahead = None,
+            Ok(_) => self.timers.stop(Timer::RenewAhead),
             Err(_) => {}
         }
     }
 
     fn heartbeat_poll(&mut self, now: Instant, out: Out<'_>) -> Option<Op> {
-        self.heartbeat_at = None;
+        self.timers.stop(Timer::Heartbeat);
         if self.heartbeat_done {
             return None;
         }
@@ -1039,19 +1083,19 @@ impl<const SLOTS: usize> Lifecycle<SLOTS> {
             Stage::Running => {}
         }
         #[cfg(feature = "renew-ahead")]
-        if self.renew_ahead.is_some_and(|at| now >= at) {
-            self.renew_ahead = None;
+        if self.timers.expired(Timer::RenewAhead, now) {
+            self.timers.stop(Timer::RenewAhead);
             self.machine.renew_ahead(now);
         }
         loop {
             match self.machine.heartbeat_poll(now) {
                 HeartbeatAction::Wait(t) => {
                     #[cfg(feature = "renew-ahead")]
-                    let t = match self.renew_ahead {
+                    let t = match self.timers.get(Timer::RenewAhead) {
                         Some(at) if at < t => at,
                         _ => t,
                     };
-                    self.heartbeat_at = Some(t);
+                    self.timers.set(Timer::Heartbeat, t);
                     return None;
                 }
                 HeartbeatAction::Beat => return Some(Op::Send(Request::Heartbeat)),
@@ -1150,14 +1194,14 @@ impl<const SLOTS: usize> Lifecycle<SLOTS> {
 
     /// The claim loop's next request, and the lane it goes on.
     fn serial_poll(&mut self, now: Instant, out: Out<'_>) -> Option<(Lane, Op)> {
-        self.serial_at = None;
+        self.timers.stop(Timer::Serial);
         if self.serial_done {
             return None;
         }
         match self.stage {
             Stage::Starting => {
                 if now < self.startup_at {
-                    self.serial_at = Some(self.startup_at);
+                    self.timers.set(Timer::Serial, self.startup_at);
                     return None;
                 }
                 let req = match self.startup {
@@ -1199,7 +1243,7 @@ impl<const SLOTS: usize> Lifecycle<SLOTS> {
             let focus_lane = self.focus.map(Lane::slot);
             let op = match self.machine.claim_poll(now) {
                 ClaimAction::Wait(t) => {
-                    self.serial_at = Some(t);
+                    self.timers.set(Timer::Serial, t);
                     return None;
                 }
                 ClaimAction::Stop(_) => {
