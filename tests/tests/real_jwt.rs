@@ -117,7 +117,7 @@ fn serve_across(lifetimes: u64, server: &RealServer, log: &capture::Session, wha
     }
     // Renewed ahead of each expiry (the JWT's `exp`): never refused.
     if renews == Renews::Ahead {
-        let refused = log.matching("401").len();
+        let refused = log.matching("HTTP 401").len();
         assert_eq!(refused, 0, "{what}: a 401 seen\n{}", log.dump());
     }
     let renewals = log.matching("Credentials renewed; serving").len() as u64;

@@ -246,7 +246,7 @@ fn a_token_that_expires_while_push_is_connected() {
         "{}",
         log.dump()
     );
-    assert!(log.matching("401").is_empty(), "{}", log.dump());
+    assert!(log.matching("HTTP 401").is_empty(), "{}", log.dump());
     block_on(worker.disconnect());
     // Every line at trace level but tungstenite's own frame traces (which
     // show the CONNECT frame: see the `push` module docs; the CLI caps them).
