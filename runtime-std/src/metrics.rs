@@ -494,3 +494,71 @@ impl Collector for CoreCollector {
         m.encode_info(&labels)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use outage_core::{Config, Lifecycle};
+
+    const JOB: &str = "@global:modifiers:Echo";
+
+    fn text(registry: &Registry) -> String {
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, registry).unwrap();
+        out
+    }
+
+    #[test]
+    fn an_application_mounts_the_metrics_in_its_own_registry() {
+        let metrics = Metrics::new();
+        metrics.attach(StdClock::new(), &[JOB.to_owned()], StdDuration::from_secs(10));
+        metrics.set_worker_id("w-1");
+        let mut app = Registry::default();
+        let own = Counter::<u64>::default();
+        app.register("app_requests", "The application's own requests", own.clone());
+        metrics.register(&mut app);
+        own.inc();
+        metrics.observe(&Event::TaskFinished {
+            task_id: "t-1",
+            job: JOB,
+            room: "r",
+            took: outage_core::Duration::from_millis(1_500),
+            error: None,
+        });
+        let out = text(&app);
+        assert!(out.contains("app_requests_total 1"), "{out}");
+        assert!(
+            out.contains(r#"outage_tasks_total{job_name="@global:modifiers:Echo",outcome="completed"} 1"#),
+            "{out}"
+        );
+        assert!(
+            out.contains(r#"outage_tasks_total{job_name="@global:modifiers:Echo",outcome="failed"} 0"#),
+            "{out}"
+        );
+        assert!(out.contains("outage_task_duration_seconds_count"), "{out}");
+        // The application's registry and the worker's own say the same.
+        let own_text = metrics.encode_openmetrics();
+        assert!(own_text.contains(r#"outcome="completed"} 1"#), "{own_text}");
+    }
+
+    #[test]
+    fn a_driver_that_stops_turning_is_not_alive() {
+        let metrics = Metrics::new();
+        let h = metrics.health();
+        assert!(h.alive && !h.ready && h.status == "starting", "{h:?}");
+        let clock = StdClock::new();
+        metrics.attach(clock, &[JOB.to_owned()], StdDuration::from_secs(10));
+        let lc = Lifecycle::<1>::new(Config::DEFAULT, 1, false, 7, clock.now()).unwrap();
+        metrics.publish(&lc.snapshot());
+        assert!(metrics.health().alive, "{:?}", metrics.health());
+        // The driver's last turn longer ago than the stall limit.
+        lock(&metrics.inner.state).last_turn =
+            Some(StdInstant::now() - STALL_FLOOR - StdDuration::from_secs(1));
+        let h = metrics.health();
+        assert!(!h.alive && !h.ready && h.status.starts_with("stalled: "), "{h:?}");
+        metrics.publish(&lc.snapshot());
+        assert!(metrics.health().alive);
+        metrics.finished();
+        assert!(!metrics.health().alive);
+    }
+}
