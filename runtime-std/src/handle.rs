@@ -211,39 +211,23 @@ impl<H: Http> Worker<H> {
     /// stopped. Also during startup: a stop signal then ends the startup
     /// retries, and the worker stops as requested.
     ///
-    /// The stop signals (`STOP_SIGNALS`): SIGINT, SIGTERM, SIGHUP (the
-    /// terminal it was started from closed), SIGQUIT and SIGXCPU (a CPU
-    /// limit: the kernel kills soon after); each is logged.
-    /// `IGNORED_SIGNALS` — SIGUSR1, SIGUSR2, SIGALRM, SIGVTALRM, SIGPROF,
-    /// SIGIO, SIGXFSZ, whose default would end the process at once — are
+    /// The stop signals ([`STOP_SIGNALS`]): SIGINT, SIGTERM, SIGHUP (the
+    /// terminal it was started from closed), SIGQUIT, SIGXCPU (a CPU
+    /// limit: the kernel kills soon after) and, on Linux, SIGPWR (the power
+    /// is going); each is logged. [`IGNORED_SIGNALS`] — SIGUSR1, SIGUSR2,
+    /// SIGALRM, SIGVTALRM, SIGPROF, SIGIO, SIGXFSZ and, on Linux,
+    /// SIGSTKFLT, whose default would end the process at once — are
     /// logged and ignored. Either way no signal that can be caught leaves a
     /// command orphaned or a task `running` on the server. (SIGKILL cannot
     /// be caught: a command then lives on, in its own process group, and the
     /// server's sweeper fails its task.)
     pub async fn run_until_signal(&self, grace: StdDuration) -> StopReason {
-        use futures_lite::StreamExt;
-        let all = STOP_SIGNALS.iter().chain(IGNORED_SIGNALS.iter()).map(|(s, _)| *s);
-        let Ok(mut signals) = signal_hook_async_std::Signals::new(all) else {
+        let Ok(mut signals) = handled_signals() else {
             emit(&Event::SignalsUnavailable);
             return self.wait().await;
         };
         let handle = signals.handle();
-        // The next stop signal, logging and skipping the ignored ones.
-        let mut next_stop = async || {
-            while let Some(sig) = signals.next().await {
-                if let Some((_, name)) = IGNORED_SIGNALS.iter().find(|(s, _)| *s == sig) {
-                    emit(&Event::Signal { name, stops: false });
-                    continue;
-                }
-                let name = STOP_SIGNALS
-                    .iter()
-                    .find(|(s, _)| *s == sig)
-                    .map_or("a signal", |(_, n)| n);
-                emit(&Event::Signal { name, stops: true });
-                return true;
-            }
-            false
-        };
+        let mut next_stop = async || next_stop_signal(&mut signals).await.is_some();
         // The stop itself is logged by the core ("Stop requested").
         let got_signal = async { next_stop().await }.or(async {
             self.wait().await;
@@ -263,25 +247,59 @@ impl<H: Http> Worker<H> {
     }
 }
 
+/// Every signal a worker handles ([`STOP_SIGNALS`] and
+/// [`IGNORED_SIGNALS`]), as a stream for [`next_stop_signal`]: the one
+/// list [`Worker::run_until_signal`] and the CLI's `--serve` startup use.
+pub fn handled_signals() -> std::io::Result<signal_hook_async_std::Signals> {
+    signal_hook_async_std::Signals::new(STOP_SIGNALS.iter().chain(IGNORED_SIGNALS).map(|(s, _)| *s))
+}
+
+/// The next stop signal from `signals` (from [`handled_signals`]): its
+/// name, once logged; the ignored ones are logged and skipped. `None` when
+/// the stream is closed.
+pub async fn next_stop_signal(signals: &mut signal_hook_async_std::Signals) -> Option<&'static str> {
+    use futures_lite::StreamExt;
+    while let Some(sig) = signals.next().await {
+        if let Some((_, name)) = IGNORED_SIGNALS.iter().find(|(s, _)| *s == sig) {
+            emit(&Event::Signal { name, stops: false });
+            continue;
+        }
+        let name = STOP_SIGNALS
+            .iter()
+            .find(|(s, _)| *s == sig)
+            .map_or("a signal", |(_, n)| n);
+        emit(&Event::Signal { name, stops: true });
+        return Some(name);
+    }
+    None
+}
+
 /// The signals that stop a worker ([`Worker::run_until_signal`]), with
-/// their names.
-pub const STOP_SIGNALS: [(i32, &str); 5] = {
+/// their names. SIGPWR (Linux): a UPS daemon saying the power is going —
+/// a stop, like SIGTERM, so the running task's outcome is delivered while
+/// there is power.
+pub const STOP_SIGNALS: &[(i32, &str)] = {
     use signal_hook::consts::*;
-    [
+    &[
         (SIGINT, "SIGINT"),
         (SIGTERM, "SIGTERM"),
         (SIGHUP, "SIGHUP"),
         (SIGQUIT, "SIGQUIT"),
         (SIGXCPU, "SIGXCPU"),
+        #[cfg(any(target_os = "linux", target_os = "android"))]
+        (nix::libc::SIGPWR, "SIGPWR"),
     ]
 };
 
 /// The signals a worker logs and ignores ([`Worker::run_until_signal`]):
 /// by default each would end the process at once, leaving its commands
-/// orphaned and its tasks `running`.
-pub const IGNORED_SIGNALS: [(i32, &str); 7] = {
+/// orphaned and its tasks `running`. SIGSTKFLT (Linux) is ignored, not a
+/// stop: the kernel never sends it (a coprocessor stack fault, unused), so
+/// one that comes is a stray `kill`, not a request to stop, and a stray
+/// signal should not cost the work under way.
+pub const IGNORED_SIGNALS: &[(i32, &str)] = {
     use signal_hook::consts::*;
-    [
+    &[
         (SIGUSR1, "SIGUSR1"),
         (SIGUSR2, "SIGUSR2"),
         (SIGALRM, "SIGALRM"),
@@ -289,6 +307,11 @@ pub const IGNORED_SIGNALS: [(i32, &str); 7] = {
         (SIGPROF, "SIGPROF"),
         (SIGIO, "SIGIO"),
         (SIGXFSZ, "SIGXFSZ"),
+        #[cfg(all(
+            any(target_os = "linux", target_os = "android"),
+            not(any(target_arch = "mips", target_arch = "mips64", target_arch = "sparc64"))
+        ))]
+        (nix::libc::SIGSTKFLT, "SIGSTKFLT"),
     ]
 };
 

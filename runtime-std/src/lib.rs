@@ -70,7 +70,7 @@ mod worker;
 
 pub use api::{ApiError, SharedToken};
 pub use builder::WorkerBuilder;
-pub use handle::Worker;
+pub use handle::{IGNORED_SIGNALS, STOP_SIGNALS, Worker, handled_signals, next_stop_signal};
 pub use job::{Handler, Job, Task, TaskResult};
 pub use outage_core::Stats;
 pub use outage_core::push::PushMode;

@@ -4,7 +4,8 @@ standard library only: the fixture of tests/tests/std_long_lived.rs for the
 faults a well-behaved helper never commits.
 
 Start modes (argv[1], default "normal"): normal; exit-at-start (exits 7
-before it is ready); once (ready at the first start only); never-ready (sleeps); ignore-term (ignores SIGTERM, so
+before it is ready); once (ready at the first start only); never-ready (sleeps); slow-ready
+(ready after 3 s); ignore-term (ignores SIGTERM, so
 only SIGKILL ends it). What a task does comes from its payload: {"crash":
 true} exits 3 mid-task after a line on stderr; {"fork_crash": true} the
 same, with a forked child holding stdout open; {"exit_after_reply": true}
@@ -45,6 +46,10 @@ if mode == "once":
     open(flag, "w").close()
 if mode == "never-ready":
     time.sleep(3600)
+if mode == "slow-ready":
+    # Ready after 3 s (a handler importing a model), for signals that
+    # come while it starts.
+    time.sleep(3)
 if mode == "ignore-term":
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
 

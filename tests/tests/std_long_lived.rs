@@ -315,6 +315,37 @@ fn a_crash_behind_an_open_pipe_and_a_death_while_idle() {
     assert!(run.stop().success(), "{}", run.log());
 }
 
+/// An ignored signal (SIGUSR1) while the `--serve` handlers start: logged
+/// and ignored, as once the worker runs (one list of signals) — the worker
+/// starts, serves a task and stops cleanly; before, only the stop signals
+/// were caught in that window and SIGUSR1 killed the worker.
+#[test]
+fn an_ignored_signal_while_the_handlers_start_is_ignored() {
+    let server = server();
+    let api = server.api();
+    let mut run = Run::start(&server, "slow-ready", &["--startup-timeout", "60s"]);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while run.handler_pids().is_empty() {
+        assert!(Instant::now() < deadline, "no handler started: {}", run.log());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    run.signal(Signal::SIGUSR1);
+    run.wait_for("SIGUSR1 received: ignored", Duration::from_secs(10));
+    assert!(
+        !run.log().contains("Registered as worker"),
+        "the signal came while the handler started: {}",
+        run.log()
+    );
+    assert_eq!(run.child.try_wait().unwrap(), None, "{}", run.log());
+    run.wait_for("Registered as worker", Duration::from_secs(60));
+    let id = api.submit("room1", JOB, "{}");
+    let task = finished(&api, &id, Duration::from_secs(30));
+    assert_eq!(task["status"], "completed", "{task}");
+    assert_eq!(run.ran().len(), 1, "ran once: {:?}", run.ran());
+    assert_eq!(run.stop().code(), Some(0), "{}", run.log());
+    assert_eq!(run.log().matches("SIGUSR1 received").count(), 1, "{}", run.log());
+}
+
 #[test]
 fn a_handler_that_never_becomes_ready_or_exits_at_start_is_one_clear_error() {
     let server = server();

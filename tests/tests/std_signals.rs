@@ -1,10 +1,11 @@
 //! Every signal whose default would end the host worker outright, against
 //! the real server, with a command running its task: the stop signals
-//! (SIGHUP, SIGQUIT, SIGINT, SIGTERM, SIGXCPU) stop it like SIGTERM — the
-//! command finishes within the grace, its outcome is delivered, the
-//! worker is deleted, no process is left; the others (SIGUSR1, SIGUSR2,
-//! SIGALRM) are logged and ignored, and the worker serves on. One test per
-//! signal; they take turns (a signal goes to the whole test process).
+//! (SIGHUP, SIGQUIT, SIGINT, SIGTERM, SIGXCPU, SIGPWR) stop it like
+//! SIGTERM — the command finishes within the grace, its outcome is
+//! delivered, the worker is deleted, no process is left; the others
+//! (SIGUSR1, SIGUSR2, SIGALRM, SIGSTKFLT) are logged and ignored, and the
+//! worker serves on. One test per signal; they take turns (a signal goes
+//! to the whole test process).
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -191,6 +192,12 @@ fn sigxcpu_stops() {
     stops(Signal::SIGXCPU);
 }
 
+/// A UPS daemon saying the power is going: a stop, like SIGTERM.
+#[test]
+fn sigpwr_stops_like_sigterm() {
+    stops(Signal::SIGPWR);
+}
+
 #[test]
 fn sigusr1_is_ignored() {
     ignored(Signal::SIGUSR1);
@@ -204,4 +211,11 @@ fn sigusr2_is_ignored() {
 #[test]
 fn sigalrm_is_ignored() {
     ignored(Signal::SIGALRM);
+}
+
+/// Never sent by the kernel (an unused coprocessor fault): a stray `kill`,
+/// ignored (README, "Stopping").
+#[test]
+fn sigstkflt_is_ignored() {
+    ignored(Signal::SIGSTKFLT);
 }

@@ -588,26 +588,20 @@ async fn run(cli: Cli) -> ExitCode {
     // The --serve handlers: started together and ready before their jobs
     // are registered (no task is claimed while a handler still imports);
     // each job gets the schema its handler announced, unless --schema gives
-    // one. A stop signal meanwhile stops, as during the startup retries.
-    let mut startup_signals = signal_hook_async_std::Signals::new([
-        signal_hook::consts::SIGINT,
-        signal_hook::consts::SIGTERM,
-        signal_hook::consts::SIGHUP,
-        signal_hook::consts::SIGQUIT,
-    ])
-    .ok();
+    // one. A stop signal meanwhile stops, as during the startup retries;
+    // an ignored one is logged and ignored (the running worker's sets).
+    let mut startup_signals = outage_runtime_std::handled_signals().ok();
     if !serve_jobs.is_empty() {
         let started = async {
             let jobs: Vec<(&Job, &LongLived)> = serve_jobs.iter().map(|(j, p, _)| (j, p)).collect();
             Some(LongLived::start_all(&jobs).await)
         };
         let stopped = async {
-            use futures_lite::StreamExt;
             match startup_signals.as_mut() {
-                Some(s) => {
-                    s.next().await;
-                    None
-                }
+                Some(s) => match outage_runtime_std::next_stop_signal(s).await {
+                    Some(_) => None,
+                    None => futures_lite::future::pending().await,
+                },
                 None => futures_lite::future::pending().await,
             }
         };
@@ -649,8 +643,7 @@ async fn run(cli: Cli) -> ExitCode {
     // A stop signal that came between the handlers' start and the worker's
     // own listener: a stop as requested.
     if let Some(mut s) = startup_signals {
-        use futures_lite::StreamExt;
-        let pending = futures_lite::future::poll_once(s.next()).await;
+        let pending = futures_lite::future::poll_once(outage_runtime_std::next_stop_signal(&mut s)).await;
         s.handle().close();
         if let Some(Some(_)) = pending {
             worker.shutdown(grace).await;
