@@ -324,6 +324,26 @@ mod tests {
         }
     }
 
+    /// `max_push_message` reaches the push listener: the bound it hands
+    /// `Push::connect_bounded` (listen.rs reads `Shared::max_push_message`)
+    /// is the builder's, and 1 MiB when not set.
+    #[test]
+    fn the_push_bound_reaches_the_listener() {
+        let built = |b: WorkerBuilder| {
+            let w = b
+                .job(Job::new("r", "modifiers", "J"), |_t: Task| async { Ok(()) })
+                .spawn()
+                .expect("spawned (it retries its startup in the background)");
+            let bound = w.push_bound();
+            w.stop_now();
+            bound
+        };
+        let b = || WorkerBuilder::new("http://127.0.0.1:1", "t0ken");
+        assert_eq!(built(b()), crate::push::DEFAULT_MAX_MESSAGE);
+        assert_eq!(crate::push::DEFAULT_MAX_MESSAGE, 1 << 20);
+        assert_eq!(built(b().max_push_message(4_321)), 4_321);
+    }
+
     #[test]
     fn builder_debug_redacts_the_token() {
         let b = WorkerBuilder::new("http://127.0.0.1:1", "s3cret-token");

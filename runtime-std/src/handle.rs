@@ -322,6 +322,14 @@ async fn registered<H: Http>(shared: &Shared<H>) -> bool {
     lock(&shared.view).registered
 }
 
+#[cfg(test)]
+impl<H: Http> Worker<H> {
+    /// The bound the push listener ([`crate::listen`]) connects with.
+    pub(crate) fn push_bound(&self) -> usize {
+        self.shared.max_push_message
+    }
+}
+
 impl<H: Http> Drop for Worker<H> {
     fn drop(&mut self) {
         self.ask(Control::Halt);
