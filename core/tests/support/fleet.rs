@@ -1,5 +1,6 @@
-//! A fleet of simulated workers driven through `outage-core` on one manual
-//! clock: the workers start together (or spread),  the server goes down,
+//! A fleet of simulated workers, each a whole [`Lifecycle`] (the path both
+//! runtimes ship, through `outage_core::driver`), on one manual clock: the
+//! workers start together (or spread), the server goes down,
 //! comes back, and we count requests. Used by `tests/fleet.rs` (which
 //! asserts the jitter scheme's targets), `examples/fleet.rs` (which prints
 //! the comparison table) and `tests/benches/fleet.rs` (BENCHMARKS.md).
@@ -10,9 +11,7 @@
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 
-use outage_core::{
-    ClaimAction, Config, Duration, Failure, HeartbeatAction, Instant, Machine, Transport, Wake,
-};
+use outage_core::{Config, Duration, Failure, Instant, Lifecycle, Op, Outcome, Reply, Request, Transport};
 
 /// The caller's entropy, deterministic here.
 pub use outage_core::SplitMix64 as Rng;
@@ -54,7 +53,8 @@ pub struct Report {
     pub stopped: usize,
     /// Requests in each 100 ms of the run.
     pub histogram: Vec<u32>,
-    /// Core steps simulated.
+    /// Worker turns simulated (a wake-up: its deadlines, the operations it
+    /// starts and their answers).
     pub steps: u64,
 }
 
@@ -64,10 +64,25 @@ impl Report {
     }
 }
 
-#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-enum Loop {
-    Heartbeat,
-    Claim,
+/// One worker's turn at `now`, as the driver takes it: the deadlines that
+/// passed, then every operation the lifecycle starts, each answered at once
+/// by `answer` (the server's reply, or how the request failed). Returns
+/// when the worker next acts by itself (`None`: never again).
+pub fn turn(
+    lc: &mut Lifecycle<1>,
+    now: Instant,
+    mut answer: impl FnMut(Request) -> Result<Reply, Failure>,
+) -> Option<Instant> {
+    let out = &mut |_| {};
+    lc.handle_timeout(now, out);
+    while let Some((lane, op)) = lc.poll_start(now, out) {
+        let outcome = match op {
+            Op::Send(req) => Outcome::Replied(answer(req)),
+            Op::Run => unreachable!("no tasks in this simulation"),
+        };
+        lc.handle(lane, now, outcome, out);
+    }
+    lc.poll_timeout()
 }
 
 pub fn simulate(s: &Scenario) -> Report {
@@ -78,99 +93,53 @@ pub fn simulate(s: &Scenario) -> Report {
     let refused = Failure::Transport(Transport::ConnectionRefused);
     let start_of = |w: usize| s.spread * w as u64 / s.workers as u64;
 
-    let mut machines: Vec<Machine> = (0..s.workers)
-        .map(|w| Machine::new(s.config, Instant::from_millis(start_of(w)), rng.next_u32()).unwrap())
+    // Each worker's whole life (no job to register, no login): it creates
+    // itself on the server when it starts, then serves.
+    let mut workers: Vec<Lifecycle<1>> = (0..s.workers)
+        .map(|w| {
+            let seed = u64::from(rng.next_u32()) << 32 | u64::from(rng.next_u32());
+            Lifecycle::new(s.config, 0, false, seed, Instant::from_millis(start_of(w))).unwrap()
+        })
         .collect();
-    let mut generation = vec![[0u64; 2]; s.workers];
-    let mut queue: BinaryHeap<Reverse<(u64, usize, Loop, u64)>> = BinaryHeap::new();
-    let schedule = |queue: &mut BinaryHeap<_>, generation: &mut Vec<[u64; 2]>, t: u64, w: usize, l: Loop| {
-        let g = &mut generation[w][l as usize];
-        *g += 1;
-        queue.push(Reverse((t, w, l, *g)));
-    };
-    for w in 0..s.workers {
-        schedule(&mut queue, &mut generation, start_of(w), w, Loop::Heartbeat);
-        schedule(&mut queue, &mut generation, start_of(w), w, Loop::Claim);
-    }
+    let mut queue: BinaryHeap<Reverse<(u64, usize)>> =
+        (0..s.workers).map(|w| Reverse((start_of(w), w))).collect();
 
     let mut histogram = vec![0u32; (end / 100 + 1) as usize];
     let mut after: Vec<u64> = Vec::new();
     let mut during = vec![0u64; s.workers];
     let mut recovered: Vec<Option<u64>> = vec![None; s.workers];
-    let mut stopped = vec![false; s.workers];
     let mut steps = 0u64;
-    let mut request = |t: u64, w: usize| {
-        histogram[(t / 100) as usize] += 1;
-        if t >= up_at {
-            after.push(t);
-        } else if t >= s.down_at {
-            during[w] += 1;
-        }
-    };
 
-    while let Some(Reverse((t, w, l, g))) = queue.pop() {
+    while let Some(Reverse((t, w))) = queue.pop() {
         if t > end {
             break;
         }
-        if generation[w][l as usize] != g {
-            continue;
-        }
         steps += 1;
-        let now = Instant::from_millis(t);
-        let m = &mut machines[w];
-        let mut wake = Wake::Nobody;
-        let next = match l {
-            Loop::Heartbeat => match m.heartbeat_poll(now) {
-                HeartbeatAction::Wait(d) => Some(d),
-                HeartbeatAction::Stop(_) | HeartbeatAction::Login => None,
-                HeartbeatAction::Expire => {
-                    wake = m.on_expired(now).wake;
-                    None
-                }
-                HeartbeatAction::Beat => {
-                    request(t, w);
-                    let r = if server_up(t) { Ok(()) } else { Err(refused) };
-                    let step = m.on_heartbeat(now, now, r);
-                    wake = step.wake;
-                    match step.action {
-                        HeartbeatAction::Wait(d) => Some(d),
-                        HeartbeatAction::Beat | HeartbeatAction::Login | HeartbeatAction::Expire => Some(now),
-                        HeartbeatAction::Stop(_) => None,
-                    }
-                }
-            },
-            Loop::Claim => match m.claim_poll(now) {
-                ClaimAction::Wait(d) => Some(d),
-                ClaimAction::Stop(_) => None,
-                ClaimAction::Expire => {
-                    wake = m.on_expired(now).wake;
-                    Some(now)
-                }
-                ClaimAction::Claim => {
-                    request(t, w);
-                    let r = if server_up(t) { Ok(false) } else { Err(refused) };
-                    if r.is_ok() && t >= up_at && recovered[w].is_none() {
+        let next = turn(&mut workers[w], Instant::from_millis(t), |req| {
+            histogram[(t / 100) as usize] += 1;
+            if t >= up_at {
+                after.push(t);
+            } else if t >= s.down_at {
+                during[w] += 1;
+            }
+            if !server_up(t) {
+                return Err(refused);
+            }
+            match req {
+                Request::Claim => {
+                    if t >= up_at && recovered[w].is_none() {
                         recovered[w] = Some(t - up_at);
                     }
-                    let step = m.on_claim(now, now, r, rng.next_u32());
-                    wake = step.wake;
-                    match step.action {
-                        ClaimAction::Wait(d) => Some(d),
-                        ClaimAction::Stop(_) => None,
-                        _ => Some(now),
-                    }
+                    Ok(Reply::Claimed(false))
                 }
-                other => unreachable!("no tasks in this simulation: {other:?}"),
-            },
-        };
-        match next {
-            Some(d) => schedule(&mut queue, &mut generation, d.as_millis().max(t), w, l),
-            None => stopped[w] = true,
-        }
-        if wake == Wake::Claim && l == Loop::Heartbeat {
-            schedule(&mut queue, &mut generation, t, w, Loop::Claim);
+                _ => Ok(Reply::Done),
+            }
+        });
+        if let Some(d) = next {
+            queue.push(Reverse((d.as_millis().max(t), w)));
         }
     }
+    let stopped = workers.iter().filter(|lc| lc.stop_reason().is_some()).count();
 
     after.sort_unstable();
     let mut peak = 0;
@@ -196,7 +165,7 @@ pub fn simulate(s: &Scenario) -> Report {
         requests_per_worker_during_outage: mean,
         during_median: during[during.len() / 2],
         during_max: *during.last().unwrap(),
-        stopped: stopped.iter().filter(|&&x| x).count(),
+        stopped,
         histogram,
         steps,
     }
