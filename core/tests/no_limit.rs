@@ -5,8 +5,8 @@
 //! refused token still stops it.
 
 use outage_core::{
-    ClaimAction, Clock, Config, Duration, Event, Failure, Fatal, HeartbeatAction, Instant, Jitter, Machine,
-    ManualClock, StopReason, Transport,
+    Config, Duration, Event, Failure, Fatal, Instant, Jitter, Lifecycle, Notice, Op, Outcome, Reply, Request,
+    StopReason, Transport,
 };
 
 const REFUSED: Failure = Failure::Transport(Transport::ConnectionRefused);
@@ -20,7 +20,13 @@ fn never_give_up(jitter: Jitter) -> Config {
     }
 }
 
-/// What the loops did while the server was down.
+/// A worker whose lifecycle starts at 0 with `seed`; its startup (the
+/// worker's creation) is answered at once, so it serves from 0 on.
+fn worker(cfg: Config, seed: u64) -> Lifecycle<1> {
+    Lifecycle::new(cfg, 0, false, seed, Instant::ZERO).unwrap()
+}
+
+/// What the worker did while the server answered `reply`.
 #[derive(Default)]
 struct Seen {
     claims: Vec<u64>,
@@ -29,53 +35,48 @@ struct Seen {
     other: Vec<String>,
 }
 
-fn log(seen: &mut Seen, now: Instant, events: &outage_core::Events) {
-    for e in events.iter() {
-        match e {
-            Event::OutageWarning { .. } => seen.warnings.push((now.as_millis(), e.to_string())),
-            _ => seen.other.push(e.to_string()),
-        }
-    }
-}
-
-/// Drives both loops, whichever is due first, until `until`, every request
-/// answered by `reply`.
-fn drive(
-    m: &mut Machine,
-    clock: &ManualClock,
-    until: Instant,
-    rand: &mut u32,
-    reply: Result<(), Failure>,
-) -> Seen {
+/// Drives the lifecycle on a manual clock (`now`, in ms), as the driver
+/// does, until `until` or until it stops: at each instant it acts, every
+/// request it starts is answered at once, the worker's creation with
+/// success, a heartbeat and a claim (which finds no task) by `reply`.
+fn drive(lc: &mut Lifecycle<1>, now: &mut u64, until: u64, reply: Result<(), Failure>) -> Seen {
     let mut seen = Seen::default();
-    while clock.now() < until {
-        let now = clock.now();
-        *rand = rand.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
-        match m.heartbeat_poll(now) {
-            HeartbeatAction::Beat => {
-                seen.beats.push(now.as_millis());
-                let step = m.on_heartbeat(now, now, reply);
-                log(&mut seen, now, &step.events);
-                continue;
+    let mut log = |t: u64, n: Notice| {
+        if let Notice::Event(e) = n {
+            match e {
+                Event::OutageWarning { .. } => seen.warnings.push((t, e.to_string())),
+                _ => seen.other.push(e.to_string()),
             }
-            HeartbeatAction::Wait(_) => {}
-            other => panic!("heartbeat loop at {now:?}: {other:?}"),
         }
-        match m.claim_poll(now) {
-            ClaimAction::Claim => {
-                seen.claims.push(now.as_millis());
-                let result = reply.map(|()| false);
-                let step = m.on_claim(now, now, result, *rand);
-                log(&mut seen, now, &step.events);
-                continue;
-            }
-            ClaimAction::Wait(_) => {}
-            other => panic!("claim loop at {now:?}: {other:?}"),
+    };
+    let (mut claims, mut beats) = (Vec::new(), Vec::new());
+    while *now < until && lc.stop_reason().is_none() {
+        let t = Instant::from_millis(*now);
+        lc.handle_timeout(t, &mut |n| log(*now, n));
+        while let Some((lane, op)) = lc.poll_start(t, &mut |n| log(*now, n)) {
+            let answer = match op {
+                Op::Send(Request::CreateWorker) => Ok(Reply::Done),
+                Op::Send(Request::Heartbeat) => {
+                    beats.push(*now);
+                    reply.map(|()| Reply::Done)
+                }
+                Op::Send(Request::Claim) => {
+                    claims.push(*now);
+                    reply.map(|()| Reply::Claimed(false))
+                }
+                other => panic!("at {now} ms: {other:?}"),
+            };
+            lc.handle(lane, t, Outcome::Replied(answer), &mut |n| log(*now, n));
         }
-        let next = m.poll_at().expect("never stopped");
-        assert!(next > now, "a loop due at {now:?} did nothing");
-        clock.set(next.min(until));
+        if lc.stop_reason().is_some() {
+            break;
+        }
+        let next = lc.poll_timeout().expect("never stopped").as_millis();
+        assert!(next > *now, "due at {now} ms and did nothing");
+        *now = next.min(until);
     }
+    seen.claims = claims;
+    seen.beats = beats;
     seen
 }
 
@@ -97,13 +98,11 @@ fn no_limit_is_a_valid_config_and_says_so() {
 fn never_stops_for_an_outage_of_thirty_days_and_recovers_at_once() {
     for jitter in [Jitter::Off, Jitter::Equal, Jitter::Full] {
         let cfg = never_give_up(jitter);
-        let clock = ManualClock::new(Instant::ZERO);
-        let mut m = Machine::new(cfg, clock.now(), 7).unwrap();
-        let mut rand = 1;
-        let down_until = Instant::from_millis(30 * DAY);
-        let seen = drive(&mut m, &clock, down_until, &mut rand, Err(REFUSED));
+        let mut lc = worker(cfg, 7);
+        let mut now = 0;
+        let seen = drive(&mut lc, &mut now, 30 * DAY, Err(REFUSED));
 
-        assert_eq!(m.stop_reason(), None, "{jitter:?}");
+        assert_eq!(lc.stop_reason(), None, "{jitter:?}");
         assert!(seen.other.is_empty(), "{jitter:?}: {:?}", seen.other);
         // The backoff stays capped: no gap between claims above the cap,
         // and (past the first few) none below half of it (equal jitter) —
@@ -128,54 +127,60 @@ fn never_stops_for_an_outage_of_thirty_days_and_recovers_at_once() {
             seen.warnings[0].1,
             "Server unreachable — retrying (0s elapsed, no limit)"
         );
+        // The outage began with the first request, which failed (a
+        // jittered first phase may put it after 0).
+        let began = seen.claims[0].min(seen.beats[0]);
         let (at, last) = seen.warnings.last().unwrap();
         assert_eq!(
             *last,
-            format!("Server unreachable — retrying ({}s elapsed, no limit)", at / 1000)
+            format!(
+                "Server unreachable — retrying ({}s elapsed, no limit)",
+                (at - began) / 1000
+            )
         );
 
         // The server answers again: the next request ends the outage, and
         // the claim loop is back within one capped backoff.
-        let back = clock.now();
-        let seen = drive(&mut m, &clock, back + Duration::from_secs(60), &mut rand, Ok(()));
-        assert_eq!(
-            seen.other.first().map(String::as_str),
-            Some("Server reachable again after 2592000s")
-        );
-        assert!(seen.claims[0] - back.as_millis() <= cap, "{jitter:?}");
+        let back = now;
+        let seen = drive(&mut lc, &mut now, back + 60_000, Ok(()));
+        let first = seen.claims[0].min(seen.beats.first().copied().unwrap_or(u64::MAX));
+        assert!(first - back <= cap, "{jitter:?}");
+        let line = format!("Server reachable again after {}s", (first - began) / 1000);
+        assert_eq!(seen.other.first(), Some(&line), "{jitter:?}");
+        assert!(seen.claims[0] - back <= cap, "{jitter:?}");
         assert!(seen.warnings.is_empty());
-        assert!(m.outage().is_healthy());
+        // Healthy again: nothing more to say for the rest of the minute.
+        assert_eq!(seen.other.len(), 1, "{:?}", seen.other);
+        assert_eq!(lc.stop_reason(), None);
     }
 }
 
 #[test]
 fn a_refused_token_still_stops_a_worker_without_an_outage_limit() {
     let cfg = never_give_up(Jitter::Off);
-    let clock = ManualClock::new(Instant::ZERO);
-    let mut m = Machine::new(cfg, clock.now(), 0).unwrap();
-    let mut rand = 0;
-    drive(&mut m, &clock, Instant::from_millis(DAY), &mut rand, Err(REFUSED));
-    let now = clock.now();
-    let step = m.on_claim(now, now, Err(Failure::status(401)), 0);
+    let mut lc = worker(cfg, 0);
+    let mut now = 0;
+    drive(&mut lc, &mut now, DAY, Err(REFUSED));
+    let seen = drive(&mut lc, &mut now, 2 * DAY, Err(Failure::status(401)));
     let cause = Fatal::AuthRefused { status: 401 };
-    assert_eq!(
-        step.action,
-        ClaimAction::Stop(StopReason::RegistrationLost(cause))
-    );
+    assert_eq!(lc.stop_reason(), Some(StopReason::RegistrationLost(cause)));
+    // At its next request, a day into the outage.
+    assert!(now - DAY <= cfg.backoff_cap.as_millis(), "stopped at {now} ms");
+    assert_eq!(seen.claims.len() + seen.beats.len(), 1);
 }
 
 #[test]
 fn retry_after_is_honoured_up_to_the_cap_without_a_limit() {
     let cfg = never_give_up(Jitter::Off);
-    let clock = ManualClock::new(Instant::ZERO);
-    let mut m = Machine::new(cfg, clock.now(), 0).unwrap();
-    // Without jitter the first claim goes at once.
-    assert_eq!(m.claim_poll(clock.now()), ClaimAction::Claim);
+    let mut lc = worker(cfg, 0);
     let busy = Failure::Status {
         status: 503,
         retry_after: Some(Duration::from_secs(3600)),
     };
-    let now = clock.now();
-    let step = m.on_claim(now, now, Err(busy), 0);
-    assert_eq!(step.action, ClaimAction::Wait(now + cfg.backoff_cap));
+    let mut now = 0;
+    let cap = cfg.backoff_cap.as_millis();
+    let seen = drive(&mut lc, &mut now, cap + 1, Err(busy));
+    // Without jitter the first claim goes at once, the next one a capped
+    // backoff later, not after the hour the server asked for.
+    assert_eq!(seen.claims, [0, cap]);
 }
