@@ -592,6 +592,12 @@ impl<const SLOTS: usize> Lifecycle<SLOTS> {
         &self.machine
     }
 
+    /// The outage clock: whether the server is unreachable now, since when,
+    /// and the last failure.
+    pub const fn outage(&self) -> &crate::Outage {
+        self.machine.outage()
+    }
+
     /// Where the worker's life is.
     pub const fn stage(&self) -> Stage {
         self.stage
