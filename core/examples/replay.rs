@@ -6,20 +6,23 @@
 //! Timeline: the worker starts at 0 s and gets a task at 5 s that runs for
 //! 6 s; the server goes down at 8 s and returns at 30 s (the task's outcome
 //! is held and delivered), then goes down again at 60 s for 150 s, longer
-//! than `max_unreachable` (120 s), and the worker shuts down.
-
-#[path = "../tests/support/fleet.rs"]
-#[allow(dead_code)] // only the RNG is used here
-mod fleet;
+//! than `max_unreachable` (120 s), and the worker shuts down. The worker
+//! is a whole [`outage_core::Lifecycle`], driven as `outage_core::driver`
+//! drives it: startup, both lanes, the stop and the final delete.
 
 use outage_core::{
-    ClaimAction, Clock, Config, Event, Failure, HeartbeatAction, Instant, Level, Machine, ManualClock,
-    Transport, Wake,
+    Clock, Config, Duration, Event, Failure, Instant, Lane, Level, Lifecycle, ManualClock, Notice, Op,
+    Outcome, Reply, Request, TaskState, Transport,
 };
 
 const DOWN: [(u64, u64); 2] = [(8_000, 30_000), (60_000, 210_000)];
 const TASK_AT: u64 = 5_000;
 const TASK_RUNS: u64 = 6_000;
+/// The names the runtime would hold (the core holds no strings).
+const WORKER: &str = "w1";
+const TASK: &str = "t1";
+const JOB: &str = "@global:modifiers:Echo";
+const ROOM: &str = "@global";
 
 fn server_up(t: Instant) -> bool {
     !DOWN.iter().any(|&(a, b)| (a..b).contains(&t.as_millis()))
@@ -39,7 +42,39 @@ fn log(t: Instant, e: &Event<'_>) {
     );
 }
 
-fn result<T>(t: Instant, ok: T) -> Result<T, Failure> {
+/// A lifecycle notice as the driver logs it, with the runtime's names.
+fn notice(t: Instant, n: Notice) {
+    let e = match n {
+        Notice::Event(e) => e,
+        Notice::Registered { jobs } => Event::Registered {
+            worker_id: WORKER,
+            jobs,
+        },
+        Notice::TaskFinished { took, .. } => Event::TaskFinished {
+            task_id: TASK,
+            job: JOB,
+            room: ROOM,
+            took,
+            error: None,
+        },
+        Notice::OutcomeGivenUp { why, .. } => Event::OutcomeGivenUp {
+            task_id: TASK,
+            job: JOB,
+            room: ROOM,
+            failed: false,
+            why,
+        },
+        Notice::Disconnected => Event::Disconnected { worker_id: WORKER },
+        Notice::DisconnectFailed(error) => Event::DisconnectFailed {
+            worker_id: WORKER,
+            error,
+        },
+        Notice::Adopt => return,
+    };
+    log(t, &e);
+}
+
+fn result(t: Instant, ok: Reply) -> Result<Reply, Failure> {
     if server_up(t) {
         Ok(ok)
     } else {
@@ -49,9 +84,9 @@ fn result<T>(t: Instant, ok: T) -> Result<T, Failure> {
 
 fn main() {
     let clock = ManualClock::new(Instant::ZERO);
-    let mut rng = fleet::Rng::new(7);
     let cfg = Config::DEFAULT;
-    let mut m = Machine::new(cfg, clock.now(), rng.next_u32()).expect("default config is valid");
+    // One task slot, one job to register, a fixed token (no login).
+    let mut lc = Lifecycle::<1>::new(cfg, 1, false, 7, clock.now()).expect("default config is valid");
     println!(
         "Replaying on a manual clock: heartbeat {}s, poll {}s, max unreachable {}s, log interval {}s, equal jitter.",
         cfg.heartbeat_interval.as_secs(),
@@ -62,109 +97,64 @@ fn main() {
     println!("Server down from 8s to 30s, and from 60s for 150s.\n");
 
     let mut task_given = false;
-    let mut task_done_at: Option<Instant> = None;
     let mut requests = 0u32;
-    let mut hb_due = Instant::ZERO;
-    let mut claim_due = Instant::ZERO;
+    // The task's handler, while it runs: its lane and when it ends.
+    let mut running: Option<(Lane, Instant)> = None;
     // Bounded: a bug cannot spin forever.
     for _ in 0..10_000 {
         let now = clock.now();
-        let mut progressed = false;
-        if now >= hb_due {
-            match m.heartbeat_poll(now) {
-                HeartbeatAction::Wait(t) => hb_due = t,
-                // A fixed token: the core never asks to log in.
-                HeartbeatAction::Stop(_) | HeartbeatAction::Login => hb_due = Instant::from_millis(u64::MAX),
-                HeartbeatAction::Expire => {
-                    let step = m.on_expired(now);
-                    step.events.iter().for_each(|e| log(now, e));
-                    if step.wake == Wake::Halt {
-                        claim_due = now;
-                    }
-                    progressed = true;
-                }
-                HeartbeatAction::Beat => {
-                    requests += 1;
-                    let step = m.on_heartbeat(now, now, result(now, ()));
-                    step.events.iter().for_each(|e| log(now, e));
-                    if step.wake == Wake::Claim {
-                        claim_due = now;
-                    }
-                    progressed = true;
-                }
-            }
+        let out = &mut |n| notice(now, n);
+        lc.handle_timeout(now, out);
+        if let Some((lane, until)) = running
+            && (until <= now || lc.cancels(lane))
+        {
+            running = None;
+            let outcome = if until <= now {
+                Outcome::Ran(true)
+            } else {
+                Outcome::Cancelled
+            };
+            lc.handle(lane, now, outcome, out);
         }
-        if now >= claim_due {
-            let r = rng.next_u32();
-            let step = match m.claim_poll(now) {
-                ClaimAction::Wait(t) => {
-                    claim_due = t;
-                    None
+        // Every request is answered at once; the handler runs TASK_RUNS.
+        while let Some((lane, op)) = lc.poll_start(now, out) {
+            let req = match op {
+                Op::Run => {
+                    running = Some((lane, now + Duration::from_millis(TASK_RUNS)));
+                    continue;
                 }
-                ClaimAction::Expire => {
-                    let step = m.on_expired(now);
-                    step.events.iter().for_each(|e| log(now, e));
-                    hb_due = now;
-                    None
-                }
-                ClaimAction::Stop(reason) => {
-                    println!("\nWorker stopped at {}s: {reason}.", now.as_millis() / 1000);
-                    println!("{requests} requests sent in all.");
-                    return;
-                }
-                ClaimAction::Claim => {
-                    requests += 1;
+                Op::Send(req) => req,
+            };
+            requests += 1;
+            let answer = match req {
+                Request::Claim => {
                     let got = !task_given && now.as_millis() >= TASK_AT;
-                    let res = result(now, got);
-                    task_given |= got && res.is_ok();
-                    Some(m.on_claim(now, now, res, r))
+                    let answer = result(now, Reply::Claimed(got));
+                    task_given |= got && answer.is_ok();
+                    answer
                 }
-                ClaimAction::Start => {
-                    requests += 1;
-                    Some(m.on_started(now, now, result(now, ()), r))
-                }
-                ClaimAction::Execute => match task_done_at {
-                    None => {
-                        task_done_at = Some(now + outage_core::Duration::from_millis(TASK_RUNS));
-                        claim_due = task_done_at.unwrap();
-                        None
-                    }
-                    Some(_) => Some(m.on_executed(now, true)),
-                },
-                ClaimAction::Deliver => {
-                    requests += 1;
-                    Some(m.on_delivered(now, now, result(now, ()), r))
-                }
-                ClaimAction::Register => {
-                    // Registering afresh after a lost claim answer.
-                    requests += 2;
-                    let res = result(now, ()).map_err(|f| (outage_core::Endpoint::CreateWorker, f));
-                    Some(m.on_registered(now, now, res, r))
-                }
-                ClaimAction::Retire => {
-                    requests += 1;
-                    Some(m.on_retired(now, now, result(now, ()), r))
-                }
-                ClaimAction::Verify => {
-                    requests += 1;
-                    let state = outage_core::TaskState {
+                Request::GetTask => result(
+                    now,
+                    Reply::Task(TaskState {
                         status: outage_core::protocol::TaskStatus::Running,
                         ours: true,
-                    };
-                    Some(m.on_verified(now, now, result(now, state), r))
-                }
+                    }),
+                ),
+                _ => result(now, Reply::Done),
             };
-            if let Some(step) = step {
-                step.events.iter().for_each(|e| log(now, e));
-                if matches!(step.wake, Wake::Everyone | Wake::Halt) {
-                    hb_due = now;
-                }
-                progressed = true;
-            }
+            lc.handle(lane, now, Outcome::Replied(answer), out);
         }
-        if !progressed {
-            clock.set(hb_due.min(claim_due));
+        if lc.is_done() {
+            let reason = lc.stop_reason().expect("it stopped");
+            println!("\nWorker stopped at {}s: {reason}.", now.as_millis() / 1000);
+            println!("{requests} requests sent in all.");
+            return;
         }
+        let next = [lc.poll_timeout(), running.map(|(_, t)| t)]
+            .into_iter()
+            .flatten()
+            .min();
+        clock.set(next.expect("a running worker always has something ahead"));
     }
     unreachable!("the replay ends with a stop");
 }

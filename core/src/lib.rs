@@ -5,26 +5,43 @@
 //! no heap, no floating point: time enters as [`Instant`] values, randomness
 //! as caller-supplied `u32`s, and the answers are actions with deadlines and
 //! [`Event`]s to log. Both runtimes (async-std on hosts, embassy on
-//! microcontrollers) drive the same [`Machine`], so they behave the same.
+//! microcontrollers) drive the same [`Lifecycle`] through the same
+//! [`driver`], so they behave the same.
 //!
 //! ```
-//! use outage_core::{ClaimAction, Config, Failure, Instant, Machine, Transport};
+//! use outage_core::{Config, Failure, Instant, Lane, Lifecycle, Notice, Op, Outcome, Reply, Request, Transport};
 //!
 //! let t0 = Instant::ZERO;
-//! let mut m = Machine::new(Config::REFERENCE, t0, 0).unwrap();
-//! assert_eq!(m.claim_poll(t0), ClaimAction::Claim);
-//! // The server is down: the claim fails, the outage clock starts, and the
+//! // One task slot, no job to register, no login, seed 7.
+//! let mut lc = Lifecycle::<1>::new(Config::REFERENCE, 0, false, 7, t0).unwrap();
+//! let mut lines = Vec::new();
+//! let mut out = |n: Notice| {
+//!     if let Notice::Event(e) = n {
+//!         lines.push(e.to_string());
+//!     }
+//! };
+//! // Startup: the worker creates itself on the server.
+//! let (lane, op) = lc.poll_start(t0, &mut out).unwrap();
+//! assert_eq!((lane, op), (Lane::slot(0), Op::Send(Request::CreateWorker)));
+//! lc.handle(lane, t0, Outcome::Replied(Ok(Reply::Done)), &mut out);
+//! // Serving: the task slot claims at once (the first heartbeat is due in
+//! // 30 s).
+//! let (slot, op) = lc.poll_start(t0, &mut out).unwrap();
+//! assert_eq!(op, Op::Send(Request::Claim));
+//! // The server is gone: the claim fails, the outage clock starts, and the
 //! // claim loop backs off 2 s (the reference schedule without jitter).
 //! let refused = Failure::Transport(Transport::ConnectionRefused);
-//! let step = m.on_claim(t0, t0, Err(refused), 0);
-//! assert_eq!(step.action, ClaimAction::Wait(Instant::from_millis(2_000)));
-//! let line = step.events.iter().next().unwrap().to_string();
-//! assert_eq!(line, "Server unreachable — retrying (0s/120s elapsed)");
+//! lc.handle(slot, t0, Outcome::Replied(Err(refused)), &mut out);
+//! assert_eq!(lc.poll_start(t0, &mut out), None);
+//! assert_eq!(lc.poll_timeout(), Some(Instant::from_millis(2_000)));
+//! assert_eq!(lines, ["Server unreachable — retrying (0s/120s elapsed)"]);
 //! ```
 //!
 //! Layout follows quinn-proto and smoltcp: [`time`] (integer milliseconds
 //! and the [`Clock`] seam), [`Outage`] (the shared outage clock),
-//! [`Machine`] (one pure step per loop), [`classify`] (error classes decided
+//! [`Lifecycle`] (the worker's whole life, sans-IO: startup, the lanes, the
+//! stop; inside it the outage rules of both loops), [`driver`] (the one
+//! runtime loop over it), [`classify`] (error classes decided
 //! once), [`Event`] (one rendering for `log` and `defmt`), [`protocol`]
 //! (zndraw-joblib's wire types and routes), [`wire`] (HTTP/1.1, sans-IO:
 //! the requests both runtimes write and the responses they read) and
@@ -79,7 +96,8 @@ pub use lifecycle::{
     Control, Count, Lane, Lifecycle, MAX_SLOTS, Notice, Op, Out, Outcome, Reply, Request, Snapshot, Stage,
     Stats, TaskKey,
 };
-pub use machine::{ClaimAction, Events, HeartbeatAction, Machine, Phase, Step, TaskState, Wake};
+pub use machine::TaskState;
+pub(crate) use machine::{ClaimAction, HeartbeatAction, Machine, Phase, Step, Wake};
 pub use outage::Outage;
 pub use render::{Render, Sink};
 pub use routes::{AnswerClass, RouteStats};

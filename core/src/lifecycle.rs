@@ -587,11 +587,6 @@ impl<const SLOTS: usize> Lifecycle<SLOTS> {
         self.machine.config()
     }
 
-    /// The outage rules' state.
-    pub const fn machine(&self) -> &Machine {
-        &self.machine
-    }
-
     /// The outage clock: whether the server is unreachable now, since when,
     /// and the last failure.
     pub const fn outage(&self) -> &crate::Outage {
@@ -731,14 +726,16 @@ impl<const SLOTS: usize> Lifecycle<SLOTS> {
     }
 
     /// Task-available push is connected (`true`) or lost at `now`
-    /// ([`Machine::set_push`], [`crate::push`]). Repeats change nothing.
+    /// ([`crate::push`]): while it is, an empty claim waits
+    /// [`Config::push_poll_interval`]; when it comes or goes, an idle claim
+    /// loop claims at once. Repeats change nothing.
     #[cfg(feature = "push")]
     pub fn push_connected(&mut self, now: Instant, connected: bool) {
         self.machine.set_push(connected, now);
     }
 
     /// A push hint for one of the worker's jobs at `now`: an idle claim
-    /// loop claims at once ([`Machine::hint`]).
+    /// loop claims at once.
     #[cfg(feature = "push")]
     pub fn push_hint(&mut self, now: Instant) {
         if self.stage == Stage::Running {

@@ -13,8 +13,8 @@
 use crate::backoff::{backoff, first_phase};
 use crate::protocol::TaskStatus;
 use crate::{
-    Class, Config, ConfigError, Duration, Endpoint, Event, Failure, Fatal, GiveUp, Instant,
-    OnRegistrationLost, Outage, StopReason, ValidConfig,
+    Class, Config, Duration, Endpoint, Event, Failure, Fatal, GiveUp, Instant, OnRegistrationLost, Outage,
+    StopReason, ValidConfig,
 };
 
 /// How the claim loop's task outcome ended, for the lifecycle (which names
@@ -29,7 +29,7 @@ pub(crate) enum Settled {
 
 /// What the heartbeat loop does next.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum HeartbeatAction {
+pub(crate) enum HeartbeatAction {
     /// Sleep until this instant (or until woken), then poll again.
     Wait(Instant),
     /// Send `PATCH /workers/{id}` now; report with [`Machine::on_heartbeat`].
@@ -48,7 +48,7 @@ pub enum HeartbeatAction {
 
 /// What the claim loop does next.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ClaimAction {
+pub(crate) enum ClaimAction {
     /// Sleep until this instant (or until woken), then poll again.
     Wait(Instant),
     /// Send `POST /tasks/claim` now; report with [`Machine::on_claim`].
@@ -81,7 +81,7 @@ pub enum ClaimAction {
 
 /// Where the claim loop is in a task's life.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Phase {
+pub(crate) enum Phase {
     /// No task: claiming.
     Idle,
     /// A task is claimed and not yet marked `running`.
@@ -94,7 +94,8 @@ pub enum Phase {
     Verifying,
 }
 
-/// A task's state on the server, as [`ClaimAction::Verify`] found it.
+/// A task's state on the server ([`crate::Reply::Task`]): what
+/// [`crate::Request::GetTask`] found when an update was refused with 409.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct TaskState {
     /// Its status.
@@ -105,7 +106,7 @@ pub struct TaskState {
 
 /// Which loops a step asks the runtime to wake.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Wake {
+pub(crate) enum Wake {
     /// Nobody.
     Nobody,
     /// The claim loop (a success ended the outage, or it must register).
@@ -114,25 +115,13 @@ pub enum Wake {
     Heartbeat,
     /// Every loop, to stop gracefully: the application asked, so a running
     /// task may finish (within the runtime's grace) and its outcome gets one
-    /// delivery attempt.
+    /// delivery attempt. (Only [`Machine::request_stop`], the unit tests'
+    /// API, asks for it: the lifecycle stops its lanes itself.)
+    #[cfg(test)]
     Everyone,
     /// Every loop, to stop at once: the server is gone or refuses the worker,
     /// so requests in flight and a running task are abandoned.
     Halt,
-}
-
-impl Wake {
-    /// Combine two wake requests.
-    pub const fn union(self, other: Wake) -> Wake {
-        match (self, other) {
-            (Wake::Halt, _) | (_, Wake::Halt) => Wake::Halt,
-            (Wake::Everyone, _) | (_, Wake::Everyone) => Wake::Everyone,
-            (Wake::Claim, Wake::Heartbeat) | (Wake::Heartbeat, Wake::Claim) => Wake::Everyone,
-            (Wake::Claim, _) | (_, Wake::Claim) => Wake::Claim,
-            (Wake::Heartbeat, _) | (_, Wake::Heartbeat) => Wake::Heartbeat,
-            _ => Wake::Nobody,
-        }
-    }
 }
 
 /// The events of one step, in order (at most [`Events::CAPACITY`]).
@@ -141,7 +130,7 @@ impl Wake {
 /// log them): only how many outcomes were held and outages survived, for
 /// the [`crate::Stats`].
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Events {
+pub(crate) struct Events {
     items: [Option<Event<'static>>; Events::KEPT],
     /// How many there are (the first `len` items).
     len: u8,
@@ -191,6 +180,7 @@ impl Events {
     }
 
     /// True when there is nothing to log.
+    #[cfg(test)]
     pub fn is_empty(&self) -> bool {
         self.len == 0
     }
@@ -198,7 +188,7 @@ impl Events {
 
 /// The answer to a reported result.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Step<A> {
+pub(crate) struct Step<A> {
     /// What this loop does next.
     pub action: A,
     /// What to log, in order.
@@ -235,7 +225,7 @@ enum Verdict {
 /// which other loops to wake. A waiting loop sleeps until its deadline *or
 /// until woken*, then polls again; spurious wake-ups are harmless.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Machine {
+pub(crate) struct Machine {
     cfg: Config,
     outage: Outage,
     stop: Option<StopReason>,
@@ -299,7 +289,8 @@ pub struct Machine {
 impl Machine {
     /// A machine for a worker that registered at `now`. `rand` picks each
     /// loop's first phase (ignored with `Jitter::Off`).
-    pub fn new(cfg: Config, now: Instant, rand: u32) -> Result<Self, ConfigError> {
+    #[cfg(test)]
+    pub fn new(cfg: Config, now: Instant, rand: u32) -> Result<Self, crate::ConfigError> {
         Ok(Self::with_valid(cfg.validated()?, now, rand))
     }
 
@@ -406,6 +397,7 @@ impl Machine {
 
     /// True while an old worker id waits to be deleted
     /// ([`ClaimAction::Retire`]).
+    #[cfg(test)]
     pub const fn is_retiring(&self) -> bool {
         self.retire
     }
@@ -460,23 +452,6 @@ impl Machine {
         self.settled.take()
     }
 
-    /// The next instant a loop wants to act, for a runtime that drives both
-    /// loops from one timer; `None` once stopped. Includes the outage
-    /// deadline.
-    pub fn poll_at(&self) -> Option<Instant> {
-        if self.stop.is_some() {
-            None
-        } else {
-            // A running handler has no deadline of the core's.
-            let next = if self.executing() {
-                self.heartbeat_next
-            } else {
-                self.heartbeat_next.min(self.claim_next)
-            };
-            Some(self.outage_deadline().map_or(next, |d| d.min(next)))
-        }
-    }
-
     /// When the current outage outlasts `max_unreachable` (the first
     /// instant `elapsed > max`); `None` while the server answers.
     pub fn outage_deadline(&self) -> Option<Instant> {
@@ -489,6 +464,7 @@ impl Machine {
     /// with the same line as any loop that finds the outage too long.
     /// Spurious calls (no outage, deadline not reached) change nothing.
     /// Either loop then polls again (and finds `Stop`).
+    #[cfg(test)]
     pub fn on_expired(&mut self, now: Instant) -> Step<()> {
         let mut events = Events::default();
         let mut wake = Wake::Nobody;
@@ -520,6 +496,7 @@ impl Machine {
     /// Stop at the application's request (disconnect, signal). Idempotent;
     /// the first call returns the event to log. Wakes every loop. A pending
     /// outcome gets one last delivery attempt.
+    #[cfg(test)]
     pub fn request_stop(&mut self) -> Step<()> {
         let mut events = Events::default();
         if self.stop_requested() {
@@ -585,6 +562,7 @@ impl Machine {
     }
 
     /// Report a heartbeat that started at `started` and ended at `now`.
+    #[cfg(test)]
     pub fn on_heartbeat(
         &mut self,
         started: Instant,
@@ -718,6 +696,7 @@ impl Machine {
     /// ([`ClaimAction::Register`]) and deletes the old id
     /// ([`ClaimAction::Retire`]), which makes the server fail whatever task
     /// that id held — no task stays `claimed` without our knowledge.
+    #[cfg(test)]
     pub fn on_claim(
         &mut self,
         started: Instant,
@@ -818,6 +797,7 @@ impl Machine {
     }
 
     /// Report the `running` update of the claimed task.
+    #[cfg(test)]
     pub fn on_started(
         &mut self,
         started: Instant,
@@ -881,6 +861,7 @@ impl Machine {
 
     /// The handler finished at `now` (`ok`: it succeeded); its outcome is
     /// to be delivered.
+    #[cfg(test)]
     pub fn on_executed(&mut self, now: Instant, ok: bool) -> Step<ClaimAction> {
         let step = self.report_executed(now, ok);
         self.claim_step(now, step)
@@ -901,6 +882,7 @@ impl Machine {
     }
 
     /// Report the delivery of a task's outcome.
+    #[cfg(test)]
     pub fn on_delivered(
         &mut self,
         started: Instant,
@@ -965,6 +947,7 @@ impl Machine {
 
     /// Report registering again (create worker, then every job); on failure
     /// name the request that failed.
+    #[cfg(test)]
     pub fn on_registered(
         &mut self,
         started: Instant,
@@ -1021,6 +1004,7 @@ impl Machine {
 
     /// Report the [`ClaimAction::Verify`] check of the current task:
     /// its state on the server, or how asking failed.
+    #[cfg(test)]
     pub fn on_verified(
         &mut self,
         started: Instant,
@@ -1100,6 +1084,7 @@ impl Machine {
     }
 
     /// Report the [`ClaimAction::Retire`] deletion of the old worker id.
+    #[cfg(test)]
     pub fn on_retired(
         &mut self,
         started: Instant,
@@ -1176,6 +1161,7 @@ impl Machine {
 
     /// Report renewing the credentials ([`HeartbeatAction::Login`]) that
     /// started at `started`: `Ok` once the new token is in use.
+    #[cfg(all(test, feature = "renew"))]
     pub fn on_login(
         &mut self,
         started: Instant,
@@ -1317,6 +1303,7 @@ impl Machine {
     }
 
     /// A reported step, with the claim loop's next action.
+    #[cfg(test)]
     fn claim_step(&mut self, now: Instant, step: Step<()>) -> Step<ClaimAction> {
         Step {
             action: self.claim_poll(now),
@@ -1326,6 +1313,7 @@ impl Machine {
     }
 
     /// A reported step, with the heartbeat loop's next action.
+    #[cfg(test)]
     fn heartbeat_step(&mut self, now: Instant, step: Step<()>) -> Step<HeartbeatAction> {
         Step {
             action: self.heartbeat_poll(now),

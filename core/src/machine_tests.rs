@@ -3,7 +3,7 @@
 extern crate std;
 
 use super::*;
-use crate::{Clock, Jitter, ManualClock, Transport};
+use crate::{Clock, ConfigError, Jitter, ManualClock, Transport};
 use std::string::{String, ToString};
 use std::vec::Vec;
 
@@ -162,7 +162,7 @@ fn a_long_task_does_not_hide_the_outage_limit() {
     // The next beat comes at the limit (300 s after the outage began it
     // would be far later), then the deadline.
     assert_eq!(m.heartbeat_poll(ms(300_001)), HeartbeatAction::Wait(ms(420_000)));
-    assert_eq!(m.poll_at(), Some(ms(420_000)));
+    assert_eq!(m.outage_deadline(), Some(ms(420_001)));
     assert_eq!(m.heartbeat_poll(ms(420_000)), HeartbeatAction::Beat);
     let step = m.on_heartbeat(ms(420_000), ms(420_000), Err(REFUSED));
     assert_eq!(step.action, HeartbeatAction::Wait(ms(420_001)));
@@ -209,7 +209,10 @@ fn review_finding_2_a_stop_from_one_loop_is_seen_by_all_at_once() {
         m.claim_poll(ms(101_001)),
         ClaimAction::Stop(StopReason::RegistrationLost(Fatal::WorkerUnknown))
     );
-    assert_eq!(m.poll_at(), None);
+    assert_eq!(
+        m.heartbeat_poll(ms(101_001)),
+        HeartbeatAction::Stop(StopReason::RegistrationLost(Fatal::WorkerUnknown))
+    );
 }
 
 /// Review finding 3 lives in the runtimes' tests (every loop has exited);

@@ -10,8 +10,9 @@
 //!   the outage, and requests per 100 ms over the whole run (for the plot).
 //! - `one_worker`: one worker through a 120 s outage (= `max_unreachable`),
 //!   1 000 seeds: requests sent during the outage and the recovery time.
-//! - `step`: what one core step costs (`claim_poll` + `on_claim`, and
-//!   `heartbeat_poll` + `on_heartbeat`), steady and during an outage.
+//! - `step`: what one worker's turn costs (a `Lifecycle`'s deadlines, the
+//!   operations it starts, their answers, its next deadline), steady and
+//!   during an outage.
 //!
 //! The simulation is `core/tests/support/fleet.rs` (which the core's fleet
 //! test asserts on), included here.
@@ -21,15 +22,13 @@
 use std::hint::black_box;
 use std::time::Instant as StdInstant;
 
-use outage_core::{
-    ClaimAction, Config, Failure, HeartbeatAction, Instant, Machine, SplitMix64 as Rng, Transport,
-};
+use outage_core::{Config, Failure, Instant, Lifecycle, Reply, Request, Transport};
 use serde_json::{Value, json};
 
 #[path = "../../core/tests/support/fleet.rs"]
 #[allow(dead_code)]
 mod fleet;
-use fleet::{Scenario, simulate};
+use fleet::{Scenario, simulate, turn};
 
 fn policies() -> [(&'static str, Config); 2] {
     [
@@ -120,55 +119,31 @@ fn one_worker() -> Value {
     Value::Array(rows)
 }
 
-/// What one step of one machine costs: time jumps to the next instant a
-/// lane is due, so every step is a poll that sends a request and the
-/// outcome that follows (`claim_poll` + `on_claim`, or `heartbeat_poll` +
-/// `on_heartbeat`); in an outage every request fails (and the server
+/// What one turn of one worker costs: time jumps to the next instant the
+/// worker acts ([`Lifecycle::poll_timeout`]), so nearly every turn sends a
+/// request (a claim, or a heartbeat) and takes its answer
+/// ([`fleet::turn`]); in an outage every request fails (and the server
 /// answers one request in 8, so the worker never stops).
 fn step_cost(outage: bool) -> Value {
     let n: u64 = 1_000_000;
-    let mut m = Machine::new(Config::DEFAULT, Instant::ZERO, 1).unwrap();
-    let mut rng = Rng::new(3);
+    let mut lc = Lifecycle::<1>::new(Config::DEFAULT, 0, false, 1, Instant::ZERO).unwrap();
     let fail = Failure::Transport(Transport::ConnectionRefused);
-    let (mut claim_at, mut beat_at) = (Instant::ZERO, Instant::ZERO);
+    let mut now = Instant::ZERO;
     let (mut requests, mut polls) = (0u64, 0u64);
     let t0 = StdInstant::now();
     while requests < n {
-        let claim = claim_at <= beat_at;
-        let now = if claim { claim_at } else { beat_at };
-        let up = !outage || requests % 8 == 7;
         polls += 1;
-        if claim {
-            claim_at = match black_box(m.claim_poll(now)) {
-                ClaimAction::Claim => {
-                    requests += 1;
-                    let r = if up { Ok(false) } else { Err(fail) };
-                    match black_box(m.on_claim(now, now, r, rng.next_u32())).action {
-                        ClaimAction::Wait(d) => d.max(now + outage_core::Duration::from_millis(1)),
-                        _ => now + outage_core::Duration::from_millis(1),
-                    }
-                }
-                ClaimAction::Wait(d) => d.max(now + outage_core::Duration::from_millis(1)),
-                ClaimAction::Expire => {
-                    black_box(m.on_expired(now));
-                    now + outage_core::Duration::from_millis(1)
-                }
-                other => panic!("the worker must keep running here: {other:?}"),
-            };
-        } else {
-            beat_at = match black_box(m.heartbeat_poll(now)) {
-                HeartbeatAction::Beat => {
-                    requests += 1;
-                    let r = if up { Ok(()) } else { Err(fail) };
-                    match black_box(m.on_heartbeat(now, now, r)).action {
-                        HeartbeatAction::Wait(d) => d.max(now + outage_core::Duration::from_millis(1)),
-                        _ => now + outage_core::Duration::from_millis(1),
-                    }
-                }
-                HeartbeatAction::Wait(d) => d.max(now + outage_core::Duration::from_millis(1)),
-                _ => now + outage_core::Duration::from_millis(1),
-            };
-        }
+        let next = black_box(turn(&mut lc, now, |req| {
+            requests += 1;
+            let up = !outage || requests % 8 == 0;
+            match (up, req) {
+                (false, _) => Err(fail),
+                (true, Request::Claim) => Ok(Reply::Claimed(false)),
+                (true, _) => Ok(Reply::Done),
+            }
+        }));
+        let next = next.expect("the worker must keep running here");
+        now = next.max(now + outage_core::Duration::from_millis(1));
     }
     let ns = t0.elapsed().as_nanos() as f64;
     json!({
