@@ -318,8 +318,9 @@ def main() -> int:
         "",
         "## Fleet simulation",
         "",
-        "The core's machines on one manual clock (`tests/benches/fleet.rs`, the simulation of "
-        "`core/tests/support/fleet.rs` with start offsets and a histogram): every worker polls every 2 s "
+        "Whole lifecycles on one manual clock (`tests/benches/fleet.rs`, the simulation of "
+        "`core/tests/support/fleet.rs` with start offsets and a histogram: each worker a `Lifecycle` "
+        "taken turn by turn as the driver takes it, its startup included): every worker polls every 2 s "
         "and beats every 30 s; the server goes down 40 s into the run and stays down for the outage; the "
         "run ends 60 s after it returns. *Aligned*: every worker starts at the same instant; *spread*: "
         "starts evenly over 30 s. Steady = the fleet's normal request rate per 100 ms. The reference "
@@ -329,15 +330,16 @@ def main() -> int:
         "",
         "## The core's step cost",
         "",
-        "One `Machine` on a manual clock that jumps to the next instant a lane is due, so nearly every "
-        "poll sends a request: a step is `claim_poll` + `on_claim` (or `heartbeat_poll` + `on_heartbeat`), "
-        "one million requests per case, on the machine above (release build):",
+        "One `Lifecycle` on a manual clock that jumps to its next deadline (`poll_timeout`), so nearly "
+        "every turn sends a request: a turn is `handle_timeout`, `poll_start` until it has nothing more, "
+        "`handle` of each answer and `poll_timeout` (`fleet::turn`), one million requests per case, on the "
+        "machine above (release build):",
         "",
-        "| case | polls | requests | ns per request (poll + outcome) |",
+        "| case | turns | requests | ns per request (turn) |",
         "| --- | ---: | ---: | ---: |",
         *[f"| {s['case']} | {s['polls']:,} | {s['requests']:,} | {s['ns_per_request']:.0f} |" for s in f["step"]],
         "",
-        f"In the fleet simulation a whole step (a wake-up taken off the heap, the poll, the outcome) costs "
+        f"In the fleet simulation a whole step (a wake-up taken off the heap and the worker's turn) costs "
         f"{min(r['sim_ns_per_step'] for r in f['fleet']):.0f}–{max(r['sim_ns_per_step'] for r in f['fleet']):.0f} ns.",
         "",
         "## Firmware sizes",

@@ -137,6 +137,8 @@ fn step_cost(outage: bool) -> Value {
             requests += 1;
             let up = !outage || requests % 8 == 0;
             match (up, req) {
+                // Startup is not what is measured: it succeeds.
+                (_, Request::CreateWorker) => Ok(Reply::Done),
                 (false, _) => Err(fail),
                 (true, Request::Claim) => Ok(Reply::Claimed(false)),
                 (true, _) => Ok(Reply::Done),
