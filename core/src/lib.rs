@@ -45,10 +45,11 @@
 //! once), [`Event`] (one rendering for `log` and `defmt`), [`protocol`]
 //! (zndraw-joblib's wire types and routes), [`wire`] (HTTP/1.1, sans-IO:
 //! the requests both runtimes write and the responses they read) and
-//! [`Config`].
+//! [`Config`]; [`json`] and [`protocol::body`] write and read the
+//! server's bodies for both runtimes.
 //!
 //! Layering (bottom-up; a module imports only modules of lower layers —
-//! `python3 .ci/layers.py` checks it in CI): `time`, `fuzz` · `render`,
+//! `python3 .ci/layers.py` checks it in CI): `time`, `fuzz`, `json` · `render`,
 //! `jwt`, `respawn` · `config`, `error` · `backoff`, `outage`, `protocol`,
 //! `routes` · `event`, `push`, `wire` · `fields`, `machine`, `startup` ·
 //! `lifecycle` · `driver`, `status`.
@@ -67,6 +68,7 @@ mod event;
 mod fields;
 #[cfg(feature = "fuzz")]
 pub mod fuzz;
+pub mod json;
 pub mod jwt;
 mod lifecycle;
 mod machine;

@@ -1,22 +1,28 @@
-//! Fuzz-style property tests for every parser of server answers the core
-//! owns or defines the types of: `Retry-After`, claim answers, task states
-//! and problem details, through serde-json-core as a device parses them
-//! (the host's serde_json parsers are covered in runtime-std). Arbitrary
-//! bytes and mutations of real answers: no panic, and the work is bounded
-//! (each case is one linear parse of at most a few KiB).
+//! Fuzz-style property tests for every reader of server answers the core
+//! owns: `Retry-After`, and `protocol::body`'s worker id, claim, task
+//! state, token and problem detail (what both runtimes read). Arbitrary
+//! bytes and mutations of real answers: no panic, the work is bounded
+//! (each case is one linear parse of at most a few KiB), whatever is read
+//! lies inside the answer, and wherever serde_json reads an answer as the
+//! protocol's serde types, the worker's readers read the same values.
 
 /// The fuzz properties' shared knob and mutation (`outage_core::fuzz`,
 /// behind the `fuzz` feature for the other crates), the same file.
 #[path = "../src/fuzz.rs"]
 mod fuzz;
 
+use outage_core::json::unescape;
 use outage_core::parse_retry_after;
-use outage_core::protocol::{ClaimResponse, Problem, Task, TaskInfo};
+use outage_core::protocol::body::{self, Detail};
+use outage_core::protocol::{ClaimResponse, Task, TaskInfo};
 use proptest::prelude::*;
-use serde::de::IgnoredAny;
+use serde_json::value::RawValue;
 
 const CLAIM: &[u8] = br#"{"task":{"id":"ef81d82c-0cdb-4b06-a3d4-e4df27161b69","job_name":"@global:modifiers:Echo","room_id":"r\\x","status":"claimed","created_at":"2026-11-23T23:02:16.334469","started_at":null,"completed_at":null,"worker_id":"20e2e4de-f22c-4885-8120-142dd3475d22","error":null,"payload":{"a":[1,2.5e-3,"\u00e9\n"],"b":{"c":null}},"queue_position":null}}"#;
 const PROBLEM: &[u8] = br#"{"type":"/v1/problems/worker-not-found","title":"Not Found","status":404,"detail":"Worker 'x' not found"}"#;
+const LOGIN: &[u8] = br#"{"access_token":"eyJhbGciOiJIUzI1NiJ9.e30.x","token_type":"bearer"}"#;
+const WORKER: &[u8] =
+    br#"{"id":"20e2e4de-f22c-4885-8120-142dd3475d22","last_heartbeat":"2026-11-23T23:02:16.334469"}"#;
 const INFO: &[u8] = br#"{"id":"t","status":"running","worker_id":"20e2e4de-f22c-4885-8120-142dd3475d22","payload":{"x":"\"y\""}}"#;
 
 /// A real answer with some bytes replaced, removed or inserted, or cut.
@@ -47,15 +53,67 @@ fn mutated(base: &'static [u8]) -> impl Strategy<Value = Vec<u8>> {
         })
 }
 
-fn parse_all(body: &[u8]) {
-    let mut scratch = [0u8; 64];
-    let _ = serde_json_core::from_slice_escaped::<ClaimResponse<Task<heapless::String<64>, IgnoredAny>>>(
-        body,
-        &mut scratch,
-    );
-    let _ = serde_json_core::from_slice::<ClaimResponse<Task<heapless::String<64>, IgnoredAny>>>(body);
-    let _ = serde_json_core::from_slice::<Problem<'_>>(body);
-    let _ = serde_json_core::from_slice::<TaskInfo<heapless::String<40>>>(body);
+/// A JSON string read by the readers, unescaped (into as many bytes as
+/// it has: unescaping never grows).
+fn text(v: &[u8]) -> Option<String> {
+    let mut out = vec![0; v.len()];
+    let n = unescape(v, &mut out)?;
+    out.truncate(n);
+    String::from_utf8(out).ok()
+}
+
+/// `part` lies inside `whole`.
+fn inside(part: &[u8], whole: &[u8]) -> bool {
+    let at = (part.as_ptr() as usize).wrapping_sub(whole.as_ptr() as usize);
+    at <= whole.len() && part.len() <= whole.len() - at
+}
+
+/// Every reader on `answer`: no panic, what is read lies inside it, and
+/// where serde_json reads the answer, the readers agree with it.
+fn parse_all(answer: &[u8]) -> Result<(), TestCaseError> {
+    let _ = parse_retry_after(answer);
+    if let Ok(id) = body::worker_id(answer) {
+        prop_assert!(inside(id, answer));
+        let _ = text(id);
+    }
+    if let Ok(token) = body::access_token(answer) {
+        prop_assert!(inside(token, answer));
+    }
+    match body::problem_detail(answer) {
+        Some(Detail::Text(d) | Detail::Json(d)) => prop_assert!(inside(d, answer)),
+        None => {}
+    }
+    let read = body::claimed(answer);
+    if let Ok(Some(t)) = read {
+        for s in [t.id, t.job_name, t.room_id, t.payload] {
+            prop_assert!(inside(s, answer));
+        }
+    }
+    if let Ok(claim) = serde_json::from_slice::<ClaimResponse<Task<String, Box<RawValue>>>>(answer) {
+        match claim.task {
+            // serde reads a missing `task` as None too; the reader wants it.
+            None if outage_core::json::member(answer, "task").is_none() => prop_assert!(read.is_err()),
+            None => prop_assert_eq!(read, Ok(None)),
+            Some(t) if t.status == outage_core::protocol::TaskStatus::Claimed => {
+                let ours = read.expect("serde_json read it").expect("a task");
+                prop_assert_eq!(text(ours.id), Some(t.id));
+                prop_assert_eq!(text(ours.job_name), Some(t.job_name));
+                prop_assert_eq!(text(ours.room_id), Some(t.room_id));
+                prop_assert_eq!(ours.payload, t.payload.get().as_bytes());
+            }
+            Some(_) => prop_assert!(read.is_err(), "only a claimed task is taken"),
+        }
+    }
+    let state = body::task(answer);
+    if let Ok((_, Some(w))) = state {
+        prop_assert!(inside(w, answer));
+    }
+    if let Ok(info) = serde_json::from_slice::<TaskInfo<String>>(answer) {
+        let (status, worker) = state.expect("serde_json read it");
+        prop_assert_eq!(status, info.status);
+        prop_assert_eq!(worker.and_then(text), info.worker_id);
+    }
+    Ok(())
 }
 
 proptest! {
@@ -78,29 +136,45 @@ proptest! {
 
     #[test]
     fn arbitrary_bytes_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..512)) {
-        parse_all(&bytes);
+        parse_all(&bytes)?;
     }
 
     #[test]
     fn mutated_claims_never_panic(body in mutated(CLAIM)) {
-        parse_all(&body);
+        parse_all(&body)?;
     }
 
     #[test]
-    fn mutated_problems_and_task_states_never_panic(a in mutated(PROBLEM), b in mutated(INFO)) {
-        parse_all(&a);
-        parse_all(&b);
+    fn mutated_problems_tokens_and_task_states_never_panic(
+        a in mutated(PROBLEM), b in mutated(INFO), c in mutated(LOGIN), d in mutated(WORKER)
+    ) {
+        for x in [a, b, c, d] {
+            parse_all(&x)?;
+        }
     }
 }
 
 #[test]
 fn the_unmutated_answers_parse() {
-    let mut scratch = [0u8; 64];
-    let (claim, _): (ClaimResponse<Task<heapless::String<64>, IgnoredAny>>, _) =
-        serde_json_core::from_slice_escaped(CLAIM, &mut scratch).unwrap();
-    assert_eq!(claim.task.unwrap().room_id, "r\\x");
-    let (p, _): (Problem<'_>, _) = serde_json_core::from_slice(PROBLEM).unwrap();
-    assert_eq!(p.status, 404);
-    let (i, _): (TaskInfo<heapless::String<40>>, _) = serde_json_core::from_slice(INFO).unwrap();
-    assert!(i.worker_id.is_some());
+    let t = body::claimed(CLAIM).unwrap().unwrap();
+    assert_eq!(text(t.room_id).as_deref(), Some("r\\x"));
+    assert_eq!(t.payload, br#"{"a":[1,2.5e-3,"\u00e9\n"],"b":{"c":null}}"#);
+    let Some(Detail::Text(d)) = body::problem_detail(PROBLEM) else {
+        panic!("no detail")
+    };
+    assert_eq!(text(d).as_deref(), Some("Worker 'x' not found"));
+    let (status, worker) = body::task(INFO).unwrap();
+    assert_eq!(status, outage_core::protocol::TaskStatus::Running);
+    assert!(worker.is_some());
+    assert_eq!(
+        text(body::access_token(LOGIN).unwrap()).as_deref(),
+        Some("eyJhbGciOiJIUzI1NiJ9.e30.x")
+    );
+    assert_eq!(
+        text(body::worker_id(WORKER).unwrap()).as_deref(),
+        Some("20e2e4de-f22c-4885-8120-142dd3475d22")
+    );
+    for answer in [CLAIM, PROBLEM, INFO, LOGIN, WORKER] {
+        parse_all(answer).unwrap();
+    }
 }

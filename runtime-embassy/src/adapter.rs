@@ -15,11 +15,12 @@ use outage_core::{
     Snapshot, Stage, TaskState,
 };
 
-use crate::json::{member, string};
 use crate::net::{Outgoing, exchange, resolve};
 use crate::state::Worker;
 use crate::types::{EmbassyClock, Handler, Task, to_embassy};
-use crate::wire::{Held, Id, claim_body, error_text, registration_body, status_body, take_task, task_info};
+use crate::wire::{
+    Held, claim_body, error_text, registration_body, status_body, take_task, task_info, worker_id,
+};
 
 /// A lane's storage: its buffers, and on the task slot the handler and the
 /// held task.
@@ -190,9 +191,7 @@ impl<'l, 'b: 'l, T: TcpConnect, D: Dns, H: Handler> Io for Driver<'_, '_, 'l, 'b
         let answer = &lane.rx[span];
         match req {
             Request::CreateWorker => {
-                let id: Id = member(answer, "id")
-                    .and_then(string)
-                    .ok_or(Failure::MalformedResponse)?;
+                let id = worker_id(answer)?;
                 self.w.with_view(|v| v.pending = id);
             }
             Request::Claim => {

@@ -4,8 +4,11 @@
 //! the host worker — every rule is `outage-core`'s — on embassy, with no
 //! heap. Time is embassy-time, shared state and signals are embassy-sync,
 //! HTTP/1.1 is a small exchange of its own over embedded-nal-async
-//! (embassy-net TCP on a device, a std adapter on a host), JSON is a few
-//! functions of its own ([`json`]), and every buffer is the caller's.
+//! (embassy-net TCP on a device, a std adapter on a host) framed by the
+//! core's codec ([`outage_core::wire`]), the server's bodies are the
+//! core's too ([`outage_core::protocol::body`], on the core's few JSON
+//! functions, [`json`], which a handler may use), and every buffer is the
+//! caller's.
 //!
 //! ```ignore
 //! static WORKER: StaticCell<Worker<'static, TcpClient<'static, 2>, DnsSocket<'static>>> = StaticCell::new();
@@ -33,7 +36,7 @@
 //! core's events with the same words either way.
 //!
 //! Layering (bottom-up; a module imports only modules of lower layers —
-//! `python3 .ci/layers.py` checks it in CI): `fmt`, `types`, `json`,
+//! `python3 .ci/layers.py` checks it in CI): `fmt`, `types`,
 //! `restart` · `login`, `wire` · `net` · `state` (the [`Worker`] value) ·
 //! `adapter` (its I/O for the core's driver) · `worker` (running it, the
 //! handle).
@@ -43,7 +46,6 @@
 
 mod adapter;
 mod fmt;
-pub mod json;
 pub mod login;
 mod net;
 mod restart;
@@ -51,6 +53,9 @@ mod state;
 mod types;
 mod wire;
 mod worker;
+
+/// The core's JSON functions, for handlers reading a small payload.
+pub use outage_core::json;
 
 pub use fmt::emit;
 pub use net::NoDns;

@@ -24,7 +24,8 @@
 //! ```
 
 use crate::MAX_TOKEN;
-use crate::json::{member, unescape};
+use outage_core::json::unescape;
+use outage_core::protocol::body;
 
 /// Longest email and longest password accepted (bytes, before encoding).
 pub const MAX_CREDENTIAL: usize = 128;
@@ -85,13 +86,9 @@ impl TokenStore {
     /// answer's `token_type`, if any, is `bearer`. Otherwise false, and the
     /// store is empty (the token it held was refused already: that is why
     /// the worker logged in).
-    pub fn take_answer(&mut self, body: &[u8]) -> bool {
-        let bearer = match member(body, "token_type") {
-            None => true,
-            Some(kind) => kind.eq_ignore_ascii_case(b"\"bearer\""),
-        };
-        let len = member(body, "access_token")
-            .filter(|_| bearer)
+    pub fn take_answer(&mut self, answer: &[u8]) -> bool {
+        let len = body::access_token(answer)
+            .ok()
             .and_then(|value| unescape(value, &mut self.bytes));
         self.len = len.unwrap_or(0);
         let valid =

@@ -47,18 +47,10 @@ pub struct Job<'a> {
 }
 
 impl Job<'_> {
-    /// `room:category:name` is this job (room and category hold no colon;
-    /// the name is the rest).
+    /// `room:category:name` is this job (the core's rule,
+    /// [`outage_core::protocol::body::job_matches`]).
     pub(crate) fn matches(&self, full_name: &str) -> bool {
-        let (room, category) = (self.room.as_bytes(), self.category.as_bytes());
-        let rest = full_name
-            .as_bytes()
-            .strip_prefix(room)
-            .and_then(|r| r.strip_prefix(b":"));
-        let rest = rest
-            .and_then(|r| r.strip_prefix(category))
-            .and_then(|r| r.strip_prefix(b":"));
-        rest == Some(self.name.as_bytes()) && !room.contains(&b':') && !category.contains(&b':')
+        outage_core::protocol::body::job_matches(self.room, self.category, self.name, full_name)
     }
 }
 

@@ -1,11 +1,14 @@
-//! What goes over the wire, written and read by hand into the caller's
-//! buffers: request bodies (no `core::fmt` on the request path) and the
-//! few answers the worker reads.
+//! What a device keeps of the wire: a claimed task's storage, and the
+//! bodies and answers of the core's [`outage_core::protocol::body`] (the
+//! one encoding and reading of them, the host's too) written into and read
+//! out of the lanes' buffers.
 
 use outage_core::Failure;
+use outage_core::json::string;
+use outage_core::protocol::body::{self, Out};
 use outage_core::protocol::{StatusUpdate, TaskStatus};
+use outage_core::wire::Cursor;
 
-use crate::json::{self, field_span, member, string, task_span, write_string};
 use crate::types::{ErrorText, Job, MAX_NAME};
 
 /// A claimed task: its identity and payload length (the payload is in the
@@ -24,30 +27,20 @@ pub(crate) type Id = heapless::String<ID_CAP>;
 const ID_CAP: usize = 40;
 const JOB_CAP: usize = 3 * MAX_NAME + 2;
 
-/// The JSON string at `span` of `body`, unescaped, if it fits `N` bytes.
-fn json_string<const N: usize>(body: &[u8], span: core::ops::Range<usize>) -> Option<heapless::String<N>> {
-    string(body.get(span)?)
-}
+const BAD: Failure = Failure::MalformedResponse;
 
-/// A task status as JSON (`"claimed"`).
-fn json_status(value: &[u8]) -> Option<TaskStatus> {
-    use TaskStatus::*;
-    let mut buf = [0u8; 12];
-    let n = json::unescape(value, &mut buf)?;
-    let name = buf.get(..n)?;
-    [Pending, Claimed, Running, Completed, Failed, Cancelled]
-        .into_iter()
-        .find(|s| s.as_str().as_bytes() == name)
+/// `POST /workers`'s answer: the new worker's id, if it fits [`Id`].
+pub(crate) fn worker_id(answer: &[u8]) -> Result<Id, Failure> {
+    string(body::worker_id(answer)?).ok_or(BAD)
 }
 
 /// A task as `GET /tasks/{id}` and `PATCH /tasks/{id}` answer it: its
 /// status, and the worker holding it (`null`: none).
-pub(crate) fn task_info(body: &[u8]) -> Result<(TaskStatus, Option<Id>), Failure> {
-    let bad = Failure::MalformedResponse;
-    let status = member(body, "status").and_then(json_status).ok_or(bad)?;
-    let worker = match member(body, "worker_id") {
-        None | Some(b"null") => None,
-        Some(v) => Some(string(v).ok_or(bad)?),
+pub(crate) fn task_info(answer: &[u8]) -> Result<(TaskStatus, Option<Id>), Failure> {
+    let (status, worker) = body::task(answer)?;
+    let worker = match worker {
+        None => None,
+        Some(w) => Some(string(w).ok_or(BAD)?),
     };
     Ok((status, worker))
 }
@@ -55,28 +48,21 @@ pub(crate) fn task_info(body: &[u8]) -> Result<(TaskStatus, Option<Id>), Failure
 /// Parse a claim answer and keep the task (and its payload) in `held`.
 /// Names are unescaped (the server accepts rooms such as `r\\x`); the
 /// payload is kept as the exact bytes the server sent. An answer that
-/// cannot be read is [`Failure::MalformedResponse`]: an ambiguous claim
-/// for the core, never a silent loss.
-pub(crate) fn take_task(body: &[u8], payload_buf: &mut [u8]) -> Result<Option<Held>, Failure> {
-    let bad = Failure::MalformedResponse;
-    let task = task_span(body).ok_or(bad)?;
-    if &body[task.clone()] == b"null" {
+/// cannot be read, or names that do not fit, are
+/// [`Failure::MalformedResponse`]: an ambiguous claim for the core, never
+/// a silent loss.
+pub(crate) fn take_task(answer: &[u8], payload_buf: &mut [u8]) -> Result<Option<Held>, Failure> {
+    let Some(task) = body::claimed(answer)? else {
         return Ok(None);
-    }
-    let field = |key: &[u8]| field_span(body, &task, key).ok_or(bad);
-    let status = json_status(&body[field(b"status")?]).ok_or(bad)?;
-    if status != TaskStatus::Claimed {
-        return Err(bad);
-    }
-    let payload = &body[field(b"payload")?];
-    let payload_len = payload_buf.get_mut(..payload.len()).map(|dst| {
-        dst.copy_from_slice(payload);
-        payload.len()
+    };
+    let payload_len = payload_buf.get_mut(..task.payload.len()).map(|dst| {
+        dst.copy_from_slice(task.payload);
+        task.payload.len()
     });
     Ok(Some(Held {
-        id: json_string(body, field(b"id")?).ok_or(bad)?,
-        job_name: json_string(body, field(b"job_name")?).ok_or(bad)?,
-        room_id: json_string(body, field(b"room_id")?).ok_or(bad)?,
+        id: string(task.id).ok_or(BAD)?,
+        job_name: string(task.job_name).ok_or(BAD)?,
+        room_id: string(task.room_id).ok_or(BAD)?,
         payload_len,
         outcome: None,
     }))
@@ -93,60 +79,30 @@ pub(crate) fn error_text(s: &str) -> ErrorText {
         .unwrap_or_default()
 }
 
-/// A request body being written into a buffer.
-struct Body<'t> {
-    buf: &'t mut [u8],
-    len: usize,
-}
-
-impl Body<'_> {
-    fn raw(&mut self, b: &[u8]) -> Option<()> {
-        let dst = self.buf.get_mut(self.len..self.len + b.len())?;
-        dst.copy_from_slice(b);
-        self.len += b.len();
-        Some(())
-    }
-    fn string(&mut self, s: &str) -> Option<()> {
-        self.len += write_string(self.buf.get_mut(self.len..)?, s)?;
-        Some(())
-    }
+/// A body written by `write` into `tx`: its length, or `None` if it does
+/// not fit.
+/// (Not generic: one copy of the code for the three bodies.)
+fn into(tx: &mut [u8], write: &dyn Fn(Out<'_>) -> Result<(), outage_core::json::Full>) -> Option<usize> {
+    let mut c = Cursor::new(tx);
+    write(&mut |piece| c.put(piece)).ok()?;
+    Some(c.len())
 }
 
 /// `{"worker_id":…}` into `tx`.
 pub(crate) fn claim_body(tx: &mut [u8], worker_id: &str) -> Option<usize> {
-    let mut w = Body { buf: tx, len: 0 };
-    w.raw(b"{\"worker_id\":")?;
-    w.string(worker_id)?;
-    w.raw(b"}")?;
-    Some(w.len)
+    into(tx, &|out| body::claim(worker_id, out))
 }
 
 /// `{"status":…}` or `{"status":…,"error":…}` into `tx`.
 pub(crate) fn status_body(tx: &mut [u8], update: &StatusUpdate<'_>) -> Option<usize> {
-    let mut w = Body { buf: tx, len: 0 };
-    w.raw(b"{\"status\":")?;
-    w.string(update.status.as_str())?;
-    if let Some(error) = update.error {
-        w.raw(b",\"error\":")?;
-        w.string(error)?;
-    }
-    w.raw(b"}")?;
-    Some(w.len)
+    into(tx, &|out| body::status(update, out))
 }
 
 /// `{"category":…,"name":…,"schema":<raw>,"worker_id":…}` into `tx`.
 pub(crate) fn registration_body(tx: &mut [u8], job: &Job<'_>, worker_id: &str) -> Option<usize> {
-    let mut w = Body { buf: tx, len: 0 };
-    w.raw(b"{\"category\":")?;
-    w.string(job.category)?;
-    w.raw(b",\"name\":")?;
-    w.string(job.name)?;
-    w.raw(b",\"schema\":")?;
-    w.raw(job.schema.as_bytes())?;
-    w.raw(b",\"worker_id\":")?;
-    w.string(worker_id)?;
-    w.raw(b"}")?;
-    Some(w.len)
+    into(tx, &|out| {
+        body::registration(job.category, job.name, job.schema.as_bytes(), worker_id, out)
+    })
 }
 
 #[cfg(test)]
@@ -208,19 +164,6 @@ pub(crate) mod tests {
             task_info(br#"{"status":"failed","worker_id":7}"#),
             Err(Failure::MalformedResponse)
         );
-    }
-
-    #[test]
-    fn jobs_match_full_names() {
-        let job = Job {
-            room: "@global",
-            category: "modifiers",
-            name: "Echo",
-            schema: "{}",
-        };
-        assert!(job.matches("@global:modifiers:Echo"));
-        assert!(!job.matches("@global:modifiers:Echo2"));
-        assert!(!job.matches("room:modifiers:Echo"));
     }
 
     const CLAIM: &[u8] = br#"{"task":{"id":"ef81d82c-0cdb-4b06-a3d4-e4df27161b69","job_name":"@global:modifiers:E\"x","room_id":"r\\x","status":"claimed","created_at":"2026-11-23T23:02:16","worker_id":"w","error":null,"payload":{"a":[1,-0.0,"\u0000"],"s":"}\"]"},"queue_position":null}}"#;
@@ -285,25 +228,6 @@ pub(crate) mod tests {
             let len = outage_core::fuzz::mutate(&mut body, &edits, cut);
             let _ = take_task(&body[..len], &mut payload);
         }
-    }
-
-    #[test]
-    fn jobs_match_only_their_own_full_name() {
-        let job = Job {
-            room: "room",
-            category: "analysis",
-            name: "a:b",
-            schema: "{}",
-        };
-        assert!(job.matches("room:analysis:a:b"));
-        assert!(!job.matches("room:analysis:a"));
-        assert!(!job.matches("room:analysisa:b"));
-        assert!(!job.matches("roo:analysis:a:b"));
-        let colon = Job { room: "r:x", ..job };
-        assert!(
-            !colon.matches("r:x:analysis:a:b"),
-            "a room with a colon never matches, as the server splits"
-        );
     }
 
     #[test]

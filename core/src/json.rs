@@ -1,19 +1,28 @@
-//! Just enough JSON for the worker, without a heap and without serde: find
+//! Just enough JSON for a worker, without a heap and without serde: find
 //! a member's value by its byte range (so a claimed task's payload reaches
-//! the handler verbatim), unescape a short string into a fixed buffer,
-//! read a non-negative integer, and write an escaped string.
-//!
-//! Why not serde-json-core (used before): on the nRF52840 example it cost
-//! about 5 KB of flash for the few fixed shapes the worker reads and
-//! writes. A handler may use these functions too, for a small payload:
+//! the handler verbatim), unescape a string into a caller's buffer, read a
+//! non-negative integer, and write an escaped string through a sink. Both
+//! runtimes read and write the server's bodies with it
+//! ([`crate::protocol::body`]); a handler may use it too, for a small
+//! payload:
 //!
 //! ```
-//! use outage_runtime_embassy::json;
+//! use outage_core::json;
 //! let payload = br#"{"times": 3, "note": "a\"b"}"#;
 //! assert_eq!(json::member(payload, "times").and_then(json::uint), Some(3));
 //! let note: heapless::String<8> = json::member(payload, "note").and_then(json::string).unwrap();
 //! assert_eq!(note, "a\"b");
 //! ```
+//!
+//! What it reads is the members of one object, not a validated document:
+//! a value is skipped by its brackets and quotes, so a body with a broken
+//! member elsewhere still yields the members it has, and a member missing
+//! or cut short is `None`. Where a reader must know the whole value is
+//! JSON (the host's typed payloads), it checks that itself.
+//!
+//! Why not serde-json-core (the device used it before): on the nRF52840
+//! example it cost about 5 KB of flash for the few fixed shapes a worker
+//! reads and writes.
 
 use core::ops::Range;
 
@@ -105,15 +114,10 @@ fn find(b: &[u8], i: usize, key: &[u8]) -> Option<Range<usize>> {
     }
 }
 
-/// The byte range of the `task` value of a claim response (`null` or an
-/// object).
-pub(crate) fn task_span(body: &[u8]) -> Option<Range<usize>> {
-    find(body, 0, b"task")
-}
-
-/// The byte range of member `key` of the object at `object`.
-pub(crate) fn field_span(body: &[u8], object: &Range<usize>, key: &[u8]) -> Option<Range<usize>> {
-    find(body, object.start, key)
+/// The byte range of member `key` of the object starting at `at` (after
+/// any whitespace) in `json`.
+pub fn member_span(json: &[u8], at: usize, key: &[u8]) -> Option<Range<usize>> {
+    find(json, at, key)
 }
 
 /// The value of member `key` of the JSON object `json`, as raw JSON text
@@ -146,9 +150,10 @@ pub fn string<const N: usize>(value: &[u8]) -> Option<heapless::String<N>> {
 }
 
 /// Unescapes the JSON string `value` (with its quotes) into `out`; the
-/// length, or `None` if it is not a string or does not fit. (Not generic:
-/// one copy of the code for every buffer size.)
-pub(crate) fn unescape(value: &[u8], out: &mut [u8]) -> Option<usize> {
+/// length, or `None` if it is not a string or does not fit. The text never
+/// grows: `value.len()` bytes always suffice. (Not generic: one copy of the
+/// code for every buffer size.)
+pub fn unescape(value: &[u8], out: &mut [u8]) -> Option<usize> {
     let inner = value.strip_prefix(b"\"")?.strip_suffix(b"\"")?;
     let mut n = 0;
     let mut i = 0;
@@ -204,47 +209,83 @@ fn hex4(digits: &[u8]) -> Option<u32> {
         .try_fold(0u32, |n, &d| Some(n * 16 + (d as char).to_digit(16)?))
 }
 
-/// Writes `s` as a JSON string (quoted, escaped) into `out`; its length, or
-/// `None` if it does not fit.
-pub(crate) fn write_string(out: &mut [u8], s: &str) -> Option<usize> {
+/// A sink of pieces of bytes has no room for the next one (the pieces
+/// written so far stand; the caller decides what that means).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Full;
+
+/// Writes `s` as a JSON string (quoted; `"`, `\\` and control characters
+/// escaped, as Python's and serde_json's encoders do) through `out`, runs
+/// of plain bytes in one piece each.
+pub fn write_string(s: &str, out: &mut dyn FnMut(&[u8]) -> Result<(), Full>) -> Result<(), Full> {
     const HEX: &[u8; 16] = b"0123456789abcdef";
-    let mut n = 0;
-    let mut put = |b: &[u8]| -> Option<()> {
-        out.get_mut(n..n + b.len())?.copy_from_slice(b);
-        n += b.len();
-        Some(())
-    };
-    put(b"\"")?;
-    for &b in s.as_bytes() {
-        match b {
-            b'"' => put(b"\\\"")?,
-            b'\\' => put(b"\\\\")?,
-            b'\n' => put(b"\\n")?,
-            b'\r' => put(b"\\r")?,
-            b'\t' => put(b"\\t")?,
-            0x08 => put(b"\\b")?,
-            0x0c => put(b"\\f")?,
-            0..=0x1f => put(&[
+    out(b"\"")?;
+    let s = s.as_bytes();
+    let mut run = 0;
+    for (i, &b) in s.iter().enumerate() {
+        let short: &[u8] = match b {
+            b'"' => b"\\\"",
+            b'\\' => b"\\\\",
+            b'\n' => b"\\n",
+            b'\r' => b"\\r",
+            b'\t' => b"\\t",
+            0x08 => b"\\b",
+            0x0c => b"\\f",
+            0..=0x1f => b"",
+            _ => continue,
+        };
+        if run < i {
+            out(&s[run..i])?;
+        }
+        if short.is_empty() {
+            out(&[
                 b'\\',
                 b'u',
                 b'0',
                 b'0',
                 HEX[usize::from(b >> 4)],
                 HEX[usize::from(b & 15)],
-            ])?,
-            _ => put(&[b])?,
+            ])?;
+        } else {
+            out(short)?;
         }
+        run = i + 1;
     }
-    put(b"\"")?;
-    Some(n)
+    if run < s.len() {
+        out(&s[run..])?;
+    }
+    out(b"\"")
 }
 
 #[cfg(test)]
 mod tests {
+    extern crate std;
     use super::*;
+    use std::vec::Vec;
+
+    fn task_span(body: &[u8]) -> Option<Range<usize>> {
+        member_span(body, 0, b"task")
+    }
+
+    fn field_span(body: &[u8], object: &Range<usize>, key: &[u8]) -> Option<Range<usize>> {
+        member_span(body, object.start, key)
+    }
 
     fn payload_span(body: &[u8]) -> Option<Range<usize>> {
         field_span(body, &task_span(body)?, b"payload")
+    }
+
+    /// `s` written by [`write_string`] into at most `room` bytes.
+    fn written(s: &str, room: usize) -> Result<Vec<u8>, Full> {
+        let mut out = Vec::new();
+        write_string(s, &mut |b| {
+            if out.len() + b.len() > room {
+                return Err(Full);
+            }
+            out.extend_from_slice(b);
+            Ok(())
+        })?;
+        Ok(out)
     }
 
     #[test]
@@ -287,12 +328,15 @@ mod tests {
         ] {
             assert_eq!(string::<32>(bad), None, "{:?}", core::str::from_utf8(bad));
         }
-        let mut out = [0u8; 64];
-        let n = write_string(&mut out, "a\"b\\c\n\u{1}é").unwrap();
-        assert_eq!(core::str::from_utf8(&out[..n]), Ok(r#""a\"b\\c\n\u0001é""#));
-        let back: heapless::String<32> = string(&out[..n]).unwrap();
-        assert_eq!(back, "a\"b\\c\n\u{1}é");
-        assert_eq!(write_string(&mut out[..3], "ab"), None);
+        let out = written("a\"b\\c\n\u{1}é\t\u{8}\u{c}\r\u{1f}", 64).unwrap();
+        assert_eq!(
+            core::str::from_utf8(&out),
+            Ok(r#""a\"b\\c\n\u0001é\t\b\f\r\u001f""#)
+        );
+        let back: heapless::String<32> = string(&out).unwrap();
+        assert_eq!(back, "a\"b\\c\n\u{1}é\t\u{8}\u{c}\r\u{1f}");
+        assert_eq!(written("", 2).unwrap(), b"\"\"");
+        assert_eq!(written("ab", 3), Err(Full));
     }
 
     #[test]
@@ -304,6 +348,22 @@ mod tests {
         assert_eq!(member(p, "s"), Some(&br#""x""#[..]));
         assert_eq!(member(p, "none"), None);
         assert_eq!(member(b"[1]", "times"), None);
+    }
+
+    proptest::proptest! {
+        /// Whatever a string holds, writing then unescaping gives it back,
+        /// in no more bytes than were written, and serde_json reads the
+        /// written text as the same string (the encoders agree).
+        #[test]
+        fn strings_round_trip(s in "\\PC*|[\\x00-\\x7f]*") {
+            let out = written(&s, usize::MAX).unwrap();
+            let mut back = std::vec![0u8; out.len()];
+            let n = unescape(&out, &mut back).unwrap();
+            proptest::prop_assert_eq!(&back[..n], s.as_bytes());
+            let serde: std::string::String = serde_json::from_slice(&out).unwrap();
+            proptest::prop_assert_eq!(&serde, &s);
+            proptest::prop_assert_eq!(serde_json::to_vec(&s).unwrap(), out);
+        }
     }
 
     #[test]

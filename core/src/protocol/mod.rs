@@ -1,5 +1,9 @@
-//! The worker-facing protocol of zndraw-joblib 0.1.7 (`/v1/joblib`), as
-//! no_std serde types with borrowed strings, and its routes.
+//! The worker-facing protocol of zndraw-joblib 0.1.7 (`/v1/joblib`): its
+//! routes, the login form, and the bodies a worker writes and the answers
+//! it reads ([`body`]: without serde, through a sink and into caller
+//! buffers; both runtimes use it, so each byte is encoded and parsed in one
+//! place). The serde types below describe the same bodies for clients and
+//! test servers (a worker does not use them on its wire).
 //!
 //! Bodies are JSON; errors are RFC 9457 `application/problem+json`
 //! ([`Problem`]), except 401 which is `{"detail":"Unauthorized"}`.
@@ -14,6 +18,8 @@ use core::fmt;
 use serde::{Deserialize, Serialize};
 
 use crate::Endpoint;
+
+pub mod body;
 
 /// The API prefix every route starts with.
 pub const API_PREFIX: &str = "/v1/joblib";
@@ -357,10 +363,7 @@ impl fmt::Display for Route<'_> {
     }
 }
 
-/// A sink of pieces of bytes has no room for the next one (the pieces
-/// written so far stand; the caller decides what that means).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Full;
+pub use crate::json::Full;
 
 /// The ASCII letters and digits and `more`, as a set of bytes (a bit per
 /// ASCII byte, in 32-bit words: one test a byte, a few bytes of code on a
