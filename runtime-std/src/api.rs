@@ -1,11 +1,13 @@
 //! Typed calls of the zndraw-joblib worker API over the [`Http`] seam.
+//! Bodies are written and answers read by the core
+//! ([`outage_core::protocol::body`], the device's encoding too); this
+//! module only owns the strings.
 
 use std::time::Duration as StdDuration;
 
-use outage_core::protocol::{
-    ClaimRequest, ClaimResponse, JobRegistration, Route, StatusUpdate, Task as WireTask, TaskInfo,
-    TaskStatus, WorkerResponse,
-};
+use outage_core::json::{Full, unescape};
+use outage_core::protocol::body::{self, Detail, Out};
+use outage_core::protocol::{Route, StatusUpdate, TaskStatus};
 use outage_core::{Config, Endpoint, Failure, Request as CoreRequest};
 use serde_json::value::RawValue;
 
@@ -163,21 +165,17 @@ impl<H: Http> Api<H> {
     pub async fn create_worker(&self) -> Result<String, ApiError> {
         let route = Route::CreateWorker;
         let resp = self.call(CoreRequest::CreateWorker, route, None).await?;
-        let w: WorkerResponse<'_> =
-            serde_json::from_slice(&resp.body).map_err(|_| self.malformed(route.endpoint()))?;
-        Ok(w.id.to_owned())
+        body::worker_id(&resp.body)
+            .ok()
+            .and_then(text)
+            .ok_or_else(|| self.malformed(route.endpoint()))
     }
 
     /// `PUT /rooms/{room}/jobs` linking `job` to `worker_id`.
     pub async fn register_job(&self, job: &Job, worker_id: &str) -> Result<(), ApiError> {
         let route = Route::RegisterJob { room: &job.room };
-        let body = serde_json::to_vec(&JobRegistration {
-            category: &job.category,
-            name: &job.name,
-            schema: &job.schema,
-            worker_id: Some(worker_id),
-        })
-        .expect("registration serialises");
+        let schema = serde_json::to_vec(&job.schema).expect("a JSON value serialises");
+        let body = written(|out| body::registration(&job.category, &job.name, &schema, worker_id, out));
         self.call(CoreRequest::RegisterJob(0), route, Some(&body))
             .await
             .map(drop)
@@ -186,16 +184,9 @@ impl<H: Http> Api<H> {
     /// `POST /tasks/claim`.
     pub async fn claim(&self, worker_id: &str) -> Result<Option<Task>, ApiError> {
         let route = Route::Claim;
-        let body = serde_json::to_vec(&ClaimRequest { worker_id }).expect("claim serialises");
+        let body = written(|out| body::claim(worker_id, out));
         let resp = self.call(CoreRequest::Claim, route, Some(&body)).await?;
-        Ok(parse_claim(&resp.body)
-            .map_err(|_| self.malformed(route.endpoint()))?
-            .map(|t| Task {
-                id: t.id,
-                job_name: t.job_name,
-                room_id: t.room_id,
-                payload: t.payload,
-            }))
+        parse_claim(&resp.body).map_err(|_| self.malformed(route.endpoint()))
     }
 
     /// `POST /v1/auth/jwt/login` (ZnDraw's login: a form with `username`
@@ -203,15 +194,11 @@ impl<H: Http> Api<H> {
     pub async fn login(&self, user: &str, password: &str) -> Result<(), ApiError> {
         let endpoint = Endpoint::Login;
         let url = format!("{}/v1/auth/jwt/login", self.base);
-        let body = format!(
-            "username={}&password={}",
-            form_encode(user),
-            form_encode(password)
-        );
+        let body = written(|out| outage_core::protocol::write_login_form(user, password, out));
         let req = Outgoing {
             method: outage_core::protocol::Method::Post,
             url: &url,
-            json: Some(body.as_bytes()),
+            json: Some(&body),
             form: true,
             timeout: StdDuration::from_millis(CoreRequest::Login.timeout(&self.config).as_millis()),
         };
@@ -221,15 +208,12 @@ impl<H: Http> Api<H> {
             detail: None,
         })?;
         let resp = self.expect(CoreRequest::Login, resp)?;
-        #[derive(serde::Deserialize)]
-        struct Login {
-            access_token: String,
-        }
-        let token = serde_json::from_slice::<Login>(&resp.body)
+        let token = body::access_token(&resp.body)
             .ok()
-            .filter(|l| outage_core::protocol::is_valid_token(&l.access_token))
+            .and_then(text)
+            .filter(|t| outage_core::protocol::is_valid_token(t))
             .ok_or_else(|| self.malformed(endpoint))?;
-        self.token.set(&token.access_token);
+        self.token.set(&token);
         Ok(())
     }
 
@@ -247,11 +231,10 @@ impl<H: Http> Api<H> {
     pub async fn get_task(&self, task_id: &str, worker_id: &str) -> Result<outage_core::TaskState, ApiError> {
         let route = Route::GetTask { task_id };
         let resp = self.call(CoreRequest::GetTask, route, None).await?;
-        let info: TaskInfo<String> =
-            serde_json::from_slice(&resp.body).map_err(|_| self.malformed(route.endpoint()))?;
+        let (status, holder) = task_state(&resp.body).ok_or_else(|| self.malformed(route.endpoint()))?;
         Ok(outage_core::TaskState {
-            status: info.status,
-            ours: info.worker_id.as_deref() == Some(worker_id),
+            status,
+            ours: holder.as_deref() == Some(worker_id),
         })
     }
 
@@ -263,13 +246,13 @@ impl<H: Http> Api<H> {
         error: Option<&str>,
     ) -> Result<(), ApiError> {
         let route = Route::TaskStatus { task_id };
-        let body = serde_json::to_vec(&StatusUpdate { status, error }).expect("status serialises");
+        let body = written(|out| body::status(&StatusUpdate { status, error }, out));
         let resp = self.call(CoreRequest::Update(status), route, Some(&body)).await?;
         // The server answers with the updated task. An answer that does not
         // say so cannot prove the update applied: report it unreadable, and
         // the core sends it again (a 409 then is checked with a GET).
-        match serde_json::from_slice::<TaskInfo<String>>(&resp.body) {
-            Ok(task) if task.status == status => Ok(()),
+        match task_state(&resp.body) {
+            Some((now, _)) if now == status => Ok(()),
             _ => Err(self.malformed(route.endpoint())),
         }
     }
@@ -288,39 +271,59 @@ impl<H: Http> Api<H> {
     }
 }
 
-/// `application/x-www-form-urlencoded` encoding of one value.
-fn form_encode(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
-            out.push(char::from(b));
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
+/// A body the core writes, in a `Vec` (which never runs out of room).
+fn written(write: impl FnOnce(Out<'_>) -> Result<(), Full>) -> Vec<u8> {
+    let mut v = Vec::new();
+    let _ = write(&mut |piece| {
+        v.extend_from_slice(piece);
+        Ok(())
+    });
+    v
 }
 
-/// The `detail` of a problem+json answer, if the body is one. Owned: the
-/// server may escape characters in it, which a borrowed `&str` cannot hold.
-pub fn problem_detail(body: &[u8]) -> Option<String> {
-    #[derive(serde::Deserialize)]
-    struct Detail {
-        #[serde(default)]
-        detail: Option<serde_json::Value>,
-    }
-    let d: Detail = serde_json::from_slice(body).ok()?;
-    match d.detail? {
-        serde_json::Value::String(s) => Some(s),
-        // FastAPI's 422: a list of validation errors.
-        other => Some(other.to_string()),
+/// A JSON string the core's readers found, unescaped (into as many bytes
+/// as it has: unescaping never grows it).
+fn text(value: &[u8]) -> Option<String> {
+    let mut out = vec![0; value.len()];
+    let n = unescape(value, &mut out)?;
+    out.truncate(n);
+    String::from_utf8(out).ok()
+}
+
+/// A task's state and holder, as `GET`/`PATCH /tasks/{id}` answer.
+fn task_state(answer: &[u8]) -> Option<(TaskStatus, Option<String>)> {
+    let (status, holder) = body::task(answer).ok()?;
+    let holder = match holder {
+        None => None,
+        Some(h) => Some(text(h)?),
+    };
+    Some((status, holder))
+}
+
+/// The `detail` of a problem+json answer, if the body is one: its text,
+/// or (FastAPI's 422, a list of validation errors) the JSON as sent.
+pub fn problem_detail(answer: &[u8]) -> Option<String> {
+    match body::problem_detail(answer)? {
+        Detail::Text(t) => text(t),
+        Detail::Json(j) => String::from_utf8(j.to_vec()).ok(),
     }
 }
 
-/// A claim answer: `{"task": null}` or the task, its payload kept raw.
-pub fn parse_claim(body: &[u8]) -> Result<Option<WireTask<String, Box<RawValue>>>, serde_json::Error> {
-    let claimed: ClaimResponse<WireTask<String, Box<RawValue>>> = serde_json::from_slice(body)?;
-    Ok(claimed.task)
+/// A claim answer: `{"task": null}` or the task, its payload the exact
+/// text the server sent (it must be one JSON value: a [`Task`]'s payload
+/// is read typed later).
+pub fn parse_claim(answer: &[u8]) -> Result<Option<Task>, Failure> {
+    let bad = Failure::MalformedResponse;
+    let Some(t) = body::claimed(answer)? else {
+        return Ok(None);
+    };
+    let payload = std::str::from_utf8(t.payload).map_err(|_| bad)?;
+    Ok(Some(Task {
+        id: text(t.id).ok_or(bad)?,
+        job_name: text(t.job_name).ok_or(bad)?,
+        room_id: text(t.room_id).ok_or(bad)?,
+        payload: RawValue::from_string(payload.to_owned()).map_err(|_| bad)?,
+    }))
 }
 
 #[cfg(test)]
@@ -344,8 +347,12 @@ mod tests {
 
     #[test]
     fn login_forms_are_encoded() {
-        assert_eq!(form_encode("admin@example.com"), "admin%40example.com");
-        assert_eq!(form_encode("p w&=+é"), "p%20w%26%3D%2B%C3%A9");
+        let form =
+            written(|out| outage_core::protocol::write_login_form("admin@example.com", "p w&=+é", out));
+        assert_eq!(
+            form,
+            b"username=admin%40example.com&password=p%20w%26%3D%2B%C3%A9"
+        );
     }
 
     #[test]
@@ -361,7 +368,8 @@ mod tests {
         );
         assert_eq!(
             problem_detail(br#"{"detail":[{"type":"missing","loc":["body","username"]}]}"#).as_deref(),
-            Some(r#"[{"loc":["body","username"],"type":"missing"}]"#)
+            Some(r#"[{"type":"missing","loc":["body","username"]}]"#),
+            "a detail that is not a string is kept as sent"
         );
         assert_eq!(problem_detail(b"Internal Server Error"), None);
         assert_eq!(problem_detail(b"{}"), None);

@@ -53,6 +53,13 @@ impl Job {
         self
     }
 
+    /// Is `full_name` (a claimed task's `job_name`) this job? The core's
+    /// rule, the device's too
+    /// ([`outage_core::protocol::body::job_matches`]).
+    pub fn matches(&self, full_name: &str) -> bool {
+        outage_core::protocol::body::job_matches(&self.room, &self.category, &self.name, full_name)
+    }
+
     /// `room:category:name`
     pub fn full_name(&self) -> String {
         format!("{}:{}:{}", self.room, self.category, self.name)

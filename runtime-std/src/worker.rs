@@ -255,7 +255,7 @@ impl<H: Http> Io for Shared<H> {
             return false;
         };
         lane.task = Some(task.header());
-        let handler = self.jobs.iter().find(|(j, _)| j.full_name() == task.job_name);
+        let handler = self.jobs.iter().find(|(j, _)| j.matches(&task.job_name));
         let outcome = match handler {
             None => Err(NO_HANDLER_ERROR.to_owned()),
             // The call inside the caught future: a handler may panic
