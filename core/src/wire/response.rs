@@ -400,6 +400,27 @@ fn header(line: &[u8]) -> Option<(&[u8], &[u8])> {
     ok.then_some((name, value))
 }
 
+/// The header lines of a head after its first line, up to the empty line,
+/// each handed to `f` as a name and a value: [`Error::Malformed`] for one
+/// that is not a header line, [`Error::HeadTooLarge`] past
+/// [`MAX_HEADERS`] of them. The one reading of header lines, for
+/// responses and requests alike.
+fn headers(mut lines: &[u8], mut f: impl FnMut(&[u8], &[u8]) -> Result<(), Error>) -> Result<(), Error> {
+    let mut count = 0;
+    loop {
+        let line = line(&mut lines);
+        if line.is_empty() {
+            return Ok(());
+        }
+        count += 1;
+        if count > MAX_HEADERS {
+            return Err(Error::HeadTooLarge);
+        }
+        let (name, value) = header(line).ok_or(Error::Malformed)?;
+        f(name, value)?;
+    }
+}
+
 /// Parses one complete head (`buf` ends with its empty line): `None` for
 /// an interim `1xx`.
 fn parse(buf: &[u8], no_body: bool) -> Result<Option<Head>, Error> {
@@ -433,17 +454,7 @@ fn parse(buf: &[u8], no_body: bool) -> Result<Option<Head>, Error> {
     let mut other_coding = false;
     let mut length: Option<usize> = None;
     let mut retry_after = None;
-    let mut count = 0;
-    loop {
-        let line = line(&mut lines);
-        if line.is_empty() {
-            break;
-        }
-        count += 1;
-        if count > MAX_HEADERS {
-            return Err(Error::HeadTooLarge);
-        }
-        let (name, value) = header(line).ok_or(bad)?;
+    headers(lines, |name, value| {
         if name.eq_ignore_ascii_case(b"connection") {
             let mut items = value;
             while let Some(t) = item(&mut items) {
@@ -457,15 +468,16 @@ fn parse(buf: &[u8], no_body: bool) -> Result<Option<Head>, Error> {
         } else if name.eq_ignore_ascii_case(b"content-length") {
             // One value (RFC 9110 §8.6 lets a recipient refuse a list,
             // even of equal values); two headers must agree.
-            let n = parse_length(value).ok_or(bad)?;
+            let n = parse_length(value).ok_or(Error::Malformed)?;
             if length.is_some_and(|l| l != n) {
-                return Err(bad);
+                return Err(Error::Malformed);
             }
             length = Some(n);
         } else if name.eq_ignore_ascii_case(b"retry-after") {
             retry_after = parse_retry_after(value);
         }
-    }
+        Ok(())
+    })?;
     if code < 200 {
         return Ok(None);
     }
@@ -534,18 +546,7 @@ pub fn request_head(buf: &[u8]) -> Result<Option<(RequestLine<'_>, usize)>, Erro
     {
         return Err(bad);
     }
-    let mut count = 0;
-    loop {
-        let line = line(&mut lines);
-        if line.is_empty() {
-            break;
-        }
-        count += 1;
-        if count > MAX_HEADERS {
-            return Err(Error::HeadTooLarge);
-        }
-        header(line).ok_or(bad)?;
-    }
+    headers(lines, |_, _| Ok(()))?;
     Ok(Some((
         RequestLine {
             method,
