@@ -909,6 +909,25 @@ fn real_worker_listed(server: &RealServer, id: &str) -> bool {
         .is_some_and(|a| a.iter().any(|x| x["id"] == id))
 }
 
+/// Task `id` ran once and its handler succeeded; the worker held its
+/// outcome (the first delivery met the fault), then delivered it, and gave
+/// none up.
+fn ran_once_then_delivered(id: &str, stats: Stats, what: &str, log: &Session) {
+    let runs = crate::record::runs(id);
+    assert_eq!(runs.len(), 1, "{what}: ran once: {runs:?}");
+    assert_eq!(runs[0].outcome, Some(Ok(())), "{what}: {runs:?}");
+    assert_eq!(
+        (
+            stats.outcomes_held,
+            stats.outcomes_delivered,
+            stats.outcomes_given_up
+        ),
+        (1, 1, 0),
+        "{what}: held (its first delivery met the fault), then delivered: {stats:?}\n{}",
+        log.dump()
+    );
+}
+
 /// The test server: a graceful stop while a task runs, and its outcome
 /// meets a 503, a 500 or a refused connection on its first delivery: held,
 /// tried again within the grace, delivered once; the task ran once and
@@ -947,20 +966,7 @@ pub fn stop_delivers_through_a_fault<R: Runtime>() {
         w.shutdown(Duration::from_secs(10));
         let task = server.state().tasks[&id].clone();
         assert_eq!(task.status, TaskStatus::Completed, "{fault:?}\n{}", log.dump());
-        let runs = crate::record::runs(&id.to_string());
-        assert_eq!(runs.len(), 1, "{fault:?}: ran once: {runs:?}");
-        assert_eq!(runs[0].outcome, Some(Ok(())), "{fault:?}: {runs:?}");
-        let stats = w.stats();
-        assert_eq!(
-            (
-                stats.outcomes_held,
-                stats.outcomes_delivered,
-                stats.outcomes_given_up
-            ),
-            (1, 1, 0),
-            "{fault:?}: held (its first delivery met the fault), then delivered: {stats:?}\n{}",
-            log.dump()
-        );
+        ran_once_then_delivered(&id.to_string(), w.stats(), &format!("{fault:?}"), &log);
         assert!(server.state().workers.is_empty(), "{fault:?}: deleted");
         let patches = server
             .journal()
@@ -1110,20 +1116,7 @@ pub fn real_restart_across_a_stop<R: Runtime>() {
     let task = real_task(&server, &id);
     assert_eq!(task["status"], "completed", "{task}\n{}", log.dump());
     assert_eq!(task["error"], Value::Null, "{task}");
-    let runs = crate::record::runs(&id);
-    assert_eq!(runs.len(), 1, "ran once: {runs:?}");
-    assert_eq!(runs[0].outcome, Some(Ok(())), "{runs:?}");
-    let stats = w.stats();
-    assert_eq!(
-        (
-            stats.outcomes_held,
-            stats.outcomes_delivered,
-            stats.outcomes_given_up
-        ),
-        (1, 1, 0),
-        "held (its first delivery met the server away), then delivered: {stats:?}\n{}",
-        log.dump()
-    );
+    ran_once_then_delivered(&id, w.stats(), "server restarted", &log);
     assert_eq!(w.stop_reason(), Some(StopReason::Requested));
     assert!(!real_worker_listed(&server, &w.id()), "{}", log.dump());
     assert!(log.matching("Gave up").is_empty(), "{}", log.dump());
