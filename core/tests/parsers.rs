@@ -14,7 +14,7 @@ mod fuzz;
 use outage_core::json::unescape;
 use outage_core::parse_retry_after;
 use outage_core::protocol::body::{self, Detail};
-use outage_core::protocol::{ClaimResponse, Task, TaskInfo};
+use outage_core::protocol::{ClaimResponse, TaskInfo, TaskRecord};
 use proptest::prelude::*;
 use serde_json::value::RawValue;
 
@@ -89,7 +89,7 @@ fn parse_all(answer: &[u8]) -> Result<(), TestCaseError> {
             prop_assert!(inside(s, answer));
         }
     }
-    if let Ok(claim) = serde_json::from_slice::<ClaimResponse<Task<String, Box<RawValue>>>>(answer) {
+    if let Ok(claim) = serde_json::from_slice::<ClaimResponse<TaskRecord<String, Box<RawValue>>>>(answer) {
         match claim.task {
             // serde reads a missing `task` as None too; the reader wants it.
             None if outage_core::json::member(answer, "task").is_none() => prop_assert!(read.is_err()),

@@ -12,7 +12,7 @@
 //!
 //! Borrowed `&str` fields need JSON strings without escapes; the server's
 //! ids and timestamps never have any, but room and job names may, so
-//! [`Task`] takes a string type of the caller's.
+//! [`TaskRecord`] takes a string type of the caller's.
 
 use core::fmt;
 use serde::{Deserialize, Serialize};
@@ -95,14 +95,15 @@ pub struct ClaimResponse<T> {
     pub task: Option<T>,
 }
 
-/// A task as the server sends it (unknown fields are ignored).
+/// A task record as the server sends it (unknown fields are ignored): the
+/// serde shape, for clients and test servers (a worker reads a claim with
+/// [`body::claimed`]; each runtime's `Task` is what its handlers get).
 ///
-/// The strings are a type of the caller's (`String` on a host,
-/// `heapless::String<N>` on a device): the server accepts room and job
-/// names with characters JSON escapes (`"r\\x"`), which a borrowed `&str`
-/// cannot hold.
+/// The strings are a type of the caller's (`String`, `heapless::String<N>`):
+/// the server accepts room and job names with characters JSON escapes
+/// (`"r\\x"`), which a borrowed `&str` cannot hold.
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
-pub struct Task<S, P> {
+pub struct TaskRecord<S, P> {
     /// Task UUID.
     pub id: S,
     /// `{room}:{category}:{name}` of its job.
@@ -534,7 +535,7 @@ mod tests {
         let n = serde_json_core::to_slice(&ClaimRequest { worker_id: "w" }, &mut buf).unwrap();
         assert_eq!(&buf[..n], br#"{"worker_id":"w"}"#);
 
-        type DeviceTask = Task<heapless::String<64>, serde::de::IgnoredAny>;
+        type DeviceTask = TaskRecord<heapless::String<64>, serde::de::IgnoredAny>;
         let empty: ClaimResponse<DeviceTask> = serde_json_core::from_slice(br#"{"task":null}"#).unwrap().0;
         assert!(empty.task.is_none());
         let body = br#"{"task":{"id":"ef81d82c-0cdb-4b06-a3d4-e4df27161b69","job_name":"@global:modifiers:Echo","room_id":"room1","status":"claimed","created_at":"2026-11-23T23:02:16.334469","started_at":null,"completed_at":null,"worker_id":"20e2e4de-f22c-4885-8120-142dd3475d22","error":null,"payload":{"a":1},"queue_position":null}}"#;
