@@ -149,26 +149,40 @@ pub fn string<const N: usize>(value: &[u8]) -> Option<heapless::String<N>> {
     heapless::String::from_utf8(out).ok()
 }
 
-/// Unescapes the JSON string `value` (with its quotes) into `out`; the
-/// length, or `None` if it is not a string or does not fit. The text never
-/// grows: `value.len()` bytes always suffice. (Not generic: one copy of the
-/// code for every buffer size.)
-pub fn unescape(value: &[u8], out: &mut [u8]) -> Option<usize> {
-    let inner = value.strip_prefix(b"\"")?.strip_suffix(b"\"")?;
-    let mut n = 0;
-    let mut i = 0;
-    while let Some(&b) = inner.get(i) {
-        i += 1;
+/// The unescaped text of the JSON string `value` (with its quotes), one
+/// character's bytes at a time: `None` at the end, `Some(None)` on
+/// anything that is not a valid string's content.
+struct Unescaped<'j> {
+    inner: &'j [u8],
+    i: usize,
+}
+
+impl<'j> Unescaped<'j> {
+    fn new(value: &'j [u8]) -> Option<Self> {
+        let inner = value.strip_prefix(b"\"")?.strip_suffix(b"\"")?;
+        Some(Unescaped { inner, i: 0 })
+    }
+
+    /// The next character's UTF-8 bytes in `buf`, and their count (a raw
+    /// byte is passed on as it is: the input's UTF-8 stays as sent).
+    fn next(&mut self, buf: &mut [u8; 4]) -> Option<Option<usize>> {
+        let inner = self.inner;
+        let b = *inner.get(self.i)?;
+        self.i += 1;
+        Some(self.step(b, buf))
+    }
+
+    fn step(&mut self, b: u8, buf: &mut [u8; 4]) -> Option<usize> {
+        let inner = self.inner;
         if b != b'\\' {
             if b < 0x20 || b == b'"' {
                 return None;
             }
-            *out.get_mut(n)? = b;
-            n += 1;
-            continue;
+            buf[0] = b;
+            return Some(1);
         }
-        let e = *inner.get(i)?;
-        i += 1;
+        let e = *inner.get(self.i)?;
+        self.i += 1;
         let c = match e {
             b'"' | b'\\' | b'/' => char::from(e),
             b'b' => '\u{8}',
@@ -177,14 +191,16 @@ pub fn unescape(value: &[u8], out: &mut [u8]) -> Option<usize> {
             b'r' => '\r',
             b't' => '\t',
             b'u' => {
+                let i = self.i;
                 let hi = hex4(inner.get(i..i + 4)?)?;
-                i += 4;
+                self.i += 4;
                 let code = if (0xD800..0xDC00).contains(&hi) {
+                    let i = self.i;
                     if inner.get(i..i + 2)? != b"\\u" {
                         return None;
                     }
                     let lo = hex4(inner.get(i + 2..i + 6)?)?;
-                    i += 6;
+                    self.i += 6;
                     if !(0xDC00..0xE000).contains(&lo) {
                         return None;
                     }
@@ -196,11 +212,43 @@ pub fn unescape(value: &[u8], out: &mut [u8]) -> Option<usize> {
             }
             _ => return None,
         };
-        let len = c.len_utf8();
-        c.encode_utf8(out.get_mut(n..n + len)?);
+        Some(c.encode_utf8(buf).len())
+    }
+}
+
+/// Unescapes the JSON string `value` (with its quotes) into `out`; the
+/// length, or `None` if it is not a string or does not fit. The text never
+/// grows: `value.len()` bytes always suffice. (Not generic: one copy of the
+/// code for every buffer size.)
+pub fn unescape(value: &[u8], out: &mut [u8]) -> Option<usize> {
+    let mut chars = Unescaped::new(value)?;
+    let mut buf = [0u8; 4];
+    let mut n = 0;
+    while let Some(len) = chars.next(&mut buf) {
+        let len = len?;
+        out.get_mut(n..n + len)?.copy_from_slice(&buf[..len]);
         n += len;
     }
     Some(n)
+}
+
+/// Is the JSON string `value` (with its quotes), unescaped, `s`? Compared
+/// as it is read, without a buffer (so an id the server escaped matches
+/// the id it stands for, of any length); `false` if `value` is not a
+/// valid string.
+pub fn string_is(value: &[u8], s: &str) -> bool {
+    let Some(mut chars) = Unescaped::new(value) else {
+        return false;
+    };
+    let mut rest = s.as_bytes();
+    let mut buf = [0u8; 4];
+    while let Some(len) = chars.next(&mut buf) {
+        match len.and_then(|len| rest.strip_prefix(&buf[..len])) {
+            Some(r) => rest = r,
+            None => return false,
+        }
+    }
+    rest.is_empty()
 }
 
 fn hex4(digits: &[u8]) -> Option<u32> {
@@ -335,6 +383,23 @@ mod tests {
         );
         let back: heapless::String<32> = string(&out).unwrap();
         assert_eq!(back, "a\"b\\c\n\u{1}é\t\u{8}\u{c}\r\u{1f}");
+        assert!(string_is(br#""a\"b\u00e9\ud83d\ude00""#, "a\"bé😀"));
+        assert!(string_is(br#""w\u002d1""#, "w-1"), "an escaped id is the id");
+        assert!(string_is(br#""""#, ""));
+        for (value, s) in [
+            (&br#""w-1""#[..], "w-12"),
+            (br#""w-12""#, "w-1"),
+            (br#""w-2""#, "w-1"),
+            (br#""\x""#, "\\x"),
+            (b"w-1", "w-1"),
+            (br#""w-1"#, "w-1"),
+        ] {
+            assert!(
+                !string_is(value, s),
+                "{:?} is not {s:?}",
+                core::str::from_utf8(value)
+            );
+        }
         assert_eq!(written("", 2).unwrap(), b"\"\"");
         assert_eq!(written("ab", 3), Err(Full));
     }

@@ -46,13 +46,14 @@
 //! (zndraw-joblib's wire types and routes), [`wire`] (HTTP/1.1, sans-IO:
 //! the requests both runtimes write and the responses they read) and
 //! [`Config`]; [`json`] and [`protocol::body`] write and read the
-//! server's bodies for both runtimes.
+//! server's bodies for both runtimes, and [`call`] says what each
+//! [`Request`] is on the wire (its id, route, body and answer).
 //!
 //! Layering (bottom-up; a module imports only modules of lower layers —
 //! `python3 .ci/layers.py` checks it in CI): `time`, `fuzz`, `json` · `render`,
 //! `jwt`, `respawn` · `config`, `error` · `backoff`, `outage`, `protocol`,
 //! `routes` · `event`, `push`, `wire` · `fields`, `machine`, `startup` ·
-//! `lifecycle` · `driver`, `status`.
+//! `lifecycle` · `call`, `driver`, `status`.
 
 #![no_std]
 // One audited `unsafe` (a pinned array's element projection) in `driver`;
@@ -61,6 +62,7 @@
 #![warn(missing_docs)]
 
 mod backoff;
+pub mod call;
 mod config;
 pub mod driver;
 mod error;

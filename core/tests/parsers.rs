@@ -1,6 +1,7 @@
 //! Fuzz-style property tests for every reader of server answers the core
-//! owns: `Retry-After`, and `protocol::body`'s worker id, claim, task
-//! state, token and problem detail (what both runtimes read). Arbitrary
+//! owns: `Retry-After`, `protocol::body`'s worker id, claim, task state,
+//! token and problem detail, and `Request::read` over them (what both
+//! runtimes read). Arbitrary
 //! bytes and mutations of real answers: no panic, the work is bounded
 //! (each case is one linear parse of at most a few KiB), whatever is read
 //! lies inside the answer, and wherever serde_json reads an answer as the
@@ -11,7 +12,8 @@
 #[path = "../src/fuzz.rs"]
 mod fuzz;
 
-use outage_core::json::unescape;
+use outage_core::call::Answer;
+use outage_core::json::{string_is, unescape};
 use outage_core::parse_retry_after;
 use outage_core::protocol::body::{self, Detail};
 use outage_core::protocol::{ClaimResponse, TaskInfo, TaskRecord};
@@ -24,6 +26,24 @@ const LOGIN: &[u8] = br#"{"access_token":"eyJhbGciOiJIUzI1NiJ9.e30.x","token_typ
 const WORKER: &[u8] =
     br#"{"id":"20e2e4de-f22c-4885-8120-142dd3475d22","last_heartbeat":"2026-11-23T23:02:16.334469"}"#;
 const INFO: &[u8] = br#"{"id":"t","status":"running","worker_id":"20e2e4de-f22c-4885-8120-142dd3475d22","payload":{"x":"\"y\""}}"#;
+
+/// The id whose tasks are "ours".
+const ID: &str = "20e2e4de-f22c-4885-8120-142dd3475d22";
+
+const REQUESTS: [outage_core::Request; 8] = {
+    use outage_core::Request::*;
+    use outage_core::protocol::TaskStatus::*;
+    [
+        CreateWorker,
+        RegisterJob(0),
+        Heartbeat,
+        Claim,
+        Update(Running),
+        Update(Completed),
+        GetTask,
+        Disconnect,
+    ]
+};
 
 /// A real answer with some bytes replaced, removed or inserted, or cut.
 fn mutated(base: &'static [u8]) -> impl Strategy<Value = Vec<u8>> {
@@ -112,6 +132,33 @@ fn parse_all(answer: &[u8]) -> Result<(), TestCaseError> {
         let (status, worker) = state.expect("serde_json read it");
         prop_assert_eq!(status, info.status);
         prop_assert_eq!(worker.and_then(text), info.worker_id);
+    }
+    // Whose a task is: the holder compared as it is unescaped is the
+    // holder unescaped, then compared.
+    if let Ok((status, Some(w))) = state {
+        let holder = text(w);
+        for id in [ID, "", "x"] {
+            prop_assert_eq!(string_is(w, id), holder.as_deref() == Some(id), "{:?}", holder);
+        }
+        let got = outage_core::Request::GetTask.read(answer, ID);
+        let ours = holder.as_deref() == Some(ID);
+        prop_assert_eq!(got, Ok(Answer::Task(outage_core::TaskState { status, ours })));
+    }
+    // Every request's reading of an answer is the body readers'.
+    for req in REQUESTS {
+        let read = req.read(answer, ID);
+        match req {
+            outage_core::Request::CreateWorker => {
+                prop_assert_eq!(read, body::worker_id(answer).map(Answer::Created))
+            }
+            outage_core::Request::Claim => prop_assert_eq!(read, body::claimed(answer).map(Answer::Claimed)),
+            outage_core::Request::Update(new) => {
+                let applied = matches!(state, Ok((now, _)) if now == new);
+                prop_assert_eq!(read.is_ok(), applied);
+            }
+            outage_core::Request::GetTask => prop_assert_eq!(read.is_ok(), state.is_ok()),
+            _ => prop_assert_eq!(read, Ok(Answer::Done)),
+        }
     }
     Ok(())
 }

@@ -1,26 +1,25 @@
 //! The embassy worker's I/O for the core's driver: one HTTP/1.1 exchange
-//! per request over embedded-nal-async (its route and body written by hand
-//! into the lane's buffers), embassy-time for sleeping, and the caller's
-//! handler. No decision is made here: which request, when, which statuses
+//! per request over embedded-nal-async (its route, body and answer the
+//! core's [`outage_core::call`], in the lane's buffers), embassy-time for
+//! sleeping, and the caller's handler. No decision is made here: which request, when, which statuses
 //! are a success and what to do next are the core's
 //! ([`outage_core::Lifecycle`]).
 
 use core::marker::PhantomData;
 
 use embedded_nal_async::{Dns, TcpConnect};
+use outage_core::call::{Answer, Subject, WhichId};
 use outage_core::driver::{Io, TaskNames};
-use outage_core::protocol::{Route, StatusUpdate};
+use outage_core::protocol::Route;
 use outage_core::{
     Clock, Control, Event, Failure, Instant, Local, NO_HANDLER_ERROR, Reply, Request, SHUTDOWN_ERROR,
-    Snapshot, Stage, TaskState,
+    Snapshot, Stage,
 };
 
 use crate::net::{Outgoing, exchange, resolve};
 use crate::state::Worker;
 use crate::types::{EmbassyClock, Handler, Task, to_embassy};
-use crate::wire::{
-    Held, claim_body, error_text, registration_body, status_body, take_task, task_info, worker_id,
-};
+use crate::wire::{self, Held, error_text};
 
 /// A lane's storage: its buffers, and on the task slot the handler and the
 /// held task.
@@ -123,6 +122,52 @@ impl<'w, 'a, T: TcpConnect, D: Dns, H> Driver<'w, 'a, '_, '_, T, D, H> {
     }
 }
 
+impl<T: TcpConnect, D: Dns, H> Driver<'_, '_, '_, '_, T, D, H> {
+    /// Log in again (ZnDraw's login): with a fixed token (`Worker::new`
+    /// refuses `renew_credentials`) the core never asks.
+    async fn log_in(&self, rx: &mut [u8]) -> Result<Reply, Failure> {
+        #[cfg(feature = "login")]
+        return self.w.log_in(rx).await.map(|()| Reply::Done);
+        #[cfg(not(feature = "login"))]
+        {
+            let _ = rx;
+            Err(Failure::status(401))
+        }
+    }
+}
+
+impl<T: TcpConnect, D: Dns, H> Driver<'_, '_, '_, '_, T, D, H> {
+    /// `req`'s route, and its body's length in the lane's `tx`, for the
+    /// worker id `id`. Not async and not inlined: the request's future
+    /// keeps only what it returns, and the worker's future one copy of it.
+    #[inline(never)]
+    fn prepare<'r>(
+        &'r self,
+        held: Option<&'r Held>,
+        tx: &mut [u8],
+        req: Request,
+        id: &'r str,
+    ) -> Result<(Route<'r>, Option<usize>), Failure> {
+        let s = Subject {
+            worker_id: id,
+            task_id: held.map_or("", |h| h.id.as_str()),
+            job: match req {
+                Request::RegisterJob(n) => self.w.jobs.get(usize::from(n)),
+                _ => None,
+            },
+            error: held
+                .and_then(|h| h.outcome.as_ref()?.as_ref().err())
+                .map(|e| e.as_str()),
+        };
+        let route = req.route(&s).map_err(Failure::Local)?;
+        let len = match req.has_body() {
+            true => Some(wire::body(tx, req, &s).ok_or(TOO_LARGE)?),
+            false => None,
+        };
+        Ok((route, len))
+    }
+}
+
 const TOO_LARGE: Failure = Failure::Local(Local::BodyTooLarge);
 
 impl<'l, 'b: 'l, T: TcpConnect, D: Dns, H: Handler> Io for Driver<'_, '_, 'l, 'b, T, D, H> {
@@ -142,91 +187,49 @@ impl<'l, 'b: 'l, T: TcpConnect, D: Dns, H: Handler> Io for Driver<'_, '_, 'l, 'b
     }
 
     async fn send(&self, lane: &mut &'l mut Slot<'b, H>, req: Request) -> Result<Reply, Failure> {
+        // With a fixed token (`Worker::new` refuses `renew_credentials`)
+        // the core never asks to log in.
+        if req == Request::Login {
+            return self.log_in(lane.rx).await;
+        }
         // The one worker id this request names (one copy, not three: the
         // copy lives in the request's future).
-        let id = self.w.with_view(|v| match req {
-            Request::RegisterJob(_) => v.pending.clone(),
-            Request::Retire => v.old.clone(),
+        let id = self.w.with_view(|v| match req.names_id() {
+            Some(WhichId::Pending) => v.pending.clone(),
+            Some(WhichId::Old) => v.old.clone(),
             _ => v.worker_id.clone(),
         });
-        let task_id = lane.held.as_ref().map_or("", |h| h.id.as_str());
-        let (route, body) = match req {
-            // With a fixed token (`Worker::new` refuses
-            // `renew_credentials`) the core never asks.
-            #[cfg(feature = "login")]
-            Request::Login => return self.w.log_in(lane.rx).await.map(|()| Reply::Done),
-            #[cfg(not(feature = "login"))]
-            Request::Login => return Err(Failure::status(401)),
-            Request::CreateWorker => (Route::CreateWorker, None),
-            Request::RegisterJob(n) => {
-                let job = self
-                    .w
-                    .jobs
-                    .get(usize::from(n))
-                    .ok_or(Failure::Local(Local::Encoding))?;
-                let len = registration_body(lane.tx, job, &id).ok_or(TOO_LARGE)?;
-                (Route::RegisterJob { room: job.room }, Some(len))
-            }
-            // The core sends heartbeats on the heartbeat lane only.
-            Request::Heartbeat => return Err(Failure::Local(Local::Encoding)),
-            Request::Claim => (Route::Claim, Some(claim_body(lane.tx, &id).ok_or(TOO_LARGE)?)),
-            Request::Update(status) => {
-                let error = lane
-                    .held
-                    .as_ref()
-                    .and_then(|h| h.outcome.as_ref()?.as_ref().err());
-                let update = StatusUpdate {
-                    status,
-                    error: error.map(|e| e.as_str()),
-                };
-                let len = status_body(lane.tx, &update).ok_or(TOO_LARGE)?;
-                (Route::TaskStatus { task_id }, Some(len))
-            }
-            Request::GetTask => (Route::GetTask { task_id }, None),
-            Request::Retire => (Route::Disconnect { worker_id: &id }, None),
-            Request::Disconnect => (Route::Disconnect { worker_id: &id }, None),
-        };
-        let body = body.map(|n| &lane.tx[..n]);
+        let (route, len) = self.prepare(lane.held.as_ref(), lane.tx, req, &id)?;
+        let body = len.map(|n| &lane.tx[..n]);
         let span = self.call(route, req, body, lane.rx).await?;
-        let answer = &lane.rx[span];
-        match req {
-            Request::CreateWorker => {
-                let id = worker_id(answer)?;
+        // A task's holder is compared with the id named: the current one.
+        let answer = req.read(&lane.rx[span], &id)?;
+        match answer {
+            Answer::Created(raw) => {
+                let id = wire::id(raw)?;
                 self.w.with_view(|v| v.pending = id);
             }
-            Request::Claim => {
-                lane.held = take_task(answer, lane.payload)?;
-                return Ok(Reply::Claimed(lane.held.is_some()));
-            }
-            // The server answers with the updated task; an answer that
-            // does not say so cannot prove the update applied.
-            Request::Update(status) => match task_info(answer) {
-                Ok((s, _)) if s == status => {}
-                _ => return Err(Failure::MalformedResponse),
-            },
-            Request::GetTask => {
-                let (status, holder) = task_info(answer)?;
-                let ours = holder.as_deref() == Some(id.as_str());
-                return Ok(Reply::Task(TaskState { status, ours }));
+            Answer::Claimed(task) => {
+                lane.held = task.map(|t| wire::hold(t, lane.payload)).transpose()?;
             }
             _ => {}
         }
-        Ok(Reply::Done)
+        Ok(answer.reply())
     }
 
     async fn beat(&self, rx: &mut &'l mut [u8], req: Request) -> Result<Reply, Failure> {
-        let id = self.w.worker_id();
-        match req {
-            Request::Heartbeat => {
-                let route = Route::Heartbeat { worker_id: &id };
-                self.call(route, req, None, rx).await.map(|_| Reply::Done)
-            }
-            #[cfg(feature = "login")]
-            Request::Login => self.w.log_in(rx).await.map(|()| Reply::Done),
-            // With a fixed token (`Worker::new` refuses `renew_credentials`)
-            // the core never asks to log in; it sends nothing else here.
-            _ => Err(Failure::status(401)),
+        if req == Request::Login {
+            return self.log_in(rx).await;
         }
+        let id = self.w.worker_id();
+        let s = Subject {
+            worker_id: &id,
+            ..Subject::default()
+        };
+        // The core sends heartbeats here, nothing with a body.
+        let route = req.route(&s).map_err(Failure::Local)?;
+        let span = self.call(route, req, None, rx).await?;
+        req.read(&rx[span], &id).map(|a| a.reply())
     }
 
     async fn run(&self, lane: &mut &'l mut Slot<'b, H>) -> bool {

@@ -33,26 +33,9 @@ pub(crate) fn to_embassy(t: Instant) -> embassy_time::Instant {
     embassy_time::Instant::from_millis(t.as_millis())
 }
 
-/// A job the worker serves.
-#[derive(Debug, Clone, Copy)]
-pub struct Job<'a> {
-    /// Room (`@global` needs a superuser token).
-    pub room: &'a str,
-    /// `modifiers`, `selections` or `analysis`.
-    pub category: &'a str,
-    /// Job name.
-    pub name: &'a str,
-    /// JSON schema of the payload, as raw JSON text (`"{}"` for none).
-    pub schema: &'a str,
-}
-
-impl Job<'_> {
-    /// `room:category:name` is this job (the core's rule,
-    /// [`outage_core::protocol::body::job_matches`]).
-    pub(crate) fn matches(&self, full_name: &str) -> bool {
-        outage_core::protocol::body::job_matches(self.room, self.category, self.name, full_name)
-    }
-}
+/// A job the worker serves: the core's, whose route, registration body
+/// and name rule the host uses too.
+pub use outage_core::call::Job;
 
 /// A claimed task, as a handler sees it.
 #[derive(Debug, Clone, Copy)]

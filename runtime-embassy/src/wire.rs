@@ -1,15 +1,14 @@
-//! What a device keeps of the wire: a claimed task's storage, and the
-//! bodies and answers of the core's [`outage_core::protocol::body`] (the
-//! one encoding and reading of them, the host's too) written into and read
-//! out of the lanes' buffers.
+//! What a device keeps of the wire: a claimed task's storage, and a
+//! request's body (the core's [`Request::write_body`], the host's
+//! encoding too) written into a lane's buffer.
 
-use outage_core::Failure;
+use outage_core::call::Subject;
 use outage_core::json::string;
-use outage_core::protocol::body::{self, Out};
-use outage_core::protocol::{StatusUpdate, TaskStatus};
+use outage_core::protocol::body::Claimed;
 use outage_core::wire::Cursor;
+use outage_core::{Failure, Request};
 
-use crate::types::{ErrorText, Job, MAX_NAME};
+use crate::types::{ErrorText, MAX_NAME};
 
 /// A claimed task: its identity and payload length (the payload is in the
 /// claim lane's buffer), and once run its outcome, kept through an outage.
@@ -29,43 +28,28 @@ const JOB_CAP: usize = 3 * MAX_NAME + 2;
 
 const BAD: Failure = Failure::MalformedResponse;
 
-/// `POST /workers`'s answer: the new worker's id, if it fits [`Id`].
-pub(crate) fn worker_id(answer: &[u8]) -> Result<Id, Failure> {
-    string(body::worker_id(answer)?).ok_or(BAD)
+/// An id the server sent (a JSON string), if it fits [`Id`].
+pub(crate) fn id(value: &[u8]) -> Result<Id, Failure> {
+    string(value).ok_or(BAD)
 }
 
-/// A task as `GET /tasks/{id}` and `PATCH /tasks/{id}` answer it: its
-/// status, and the worker holding it (`null`: none).
-pub(crate) fn task_info(answer: &[u8]) -> Result<(TaskStatus, Option<Id>), Failure> {
-    let (status, worker) = body::task(answer)?;
-    let worker = match worker {
-        None => None,
-        Some(w) => Some(string(w).ok_or(BAD)?),
-    };
-    Ok((status, worker))
-}
-
-/// Parse a claim answer and keep the task (and its payload) in `held`.
-/// Names are unescaped (the server accepts rooms such as `r\\x`); the
-/// payload is kept as the exact bytes the server sent. An answer that
-/// cannot be read, or names that do not fit, are
+/// Keep a claimed task (and its payload, in `payload_buf`). Names are
+/// unescaped (the server accepts rooms such as `r\\x`); the payload is
+/// kept as the exact bytes the server sent. Names that do not fit are
 /// [`Failure::MalformedResponse`]: an ambiguous claim for the core, never
 /// a silent loss.
-pub(crate) fn take_task(answer: &[u8], payload_buf: &mut [u8]) -> Result<Option<Held>, Failure> {
-    let Some(task) = body::claimed(answer)? else {
-        return Ok(None);
-    };
+pub(crate) fn hold(task: Claimed<'_>, payload_buf: &mut [u8]) -> Result<Held, Failure> {
     let payload_len = payload_buf.get_mut(..task.payload.len()).map(|dst| {
         dst.copy_from_slice(task.payload);
         task.payload.len()
     });
-    Ok(Some(Held {
-        id: string(task.id).ok_or(BAD)?,
+    Ok(Held {
+        id: id(task.id)?,
         job_name: string(task.job_name).ok_or(BAD)?,
         room_id: string(task.room_id).ok_or(BAD)?,
         payload_len,
         outcome: None,
-    }))
+    })
 }
 
 /// `s`, cut to [`ErrorText`]'s capacity at a character boundary.
@@ -79,30 +63,12 @@ pub(crate) fn error_text(s: &str) -> ErrorText {
         .unwrap_or_default()
 }
 
-/// A body written by `write` into `tx`: its length, or `None` if it does
-/// not fit.
-/// (Not generic: one copy of the code for the three bodies.)
-fn into(tx: &mut [u8], write: &dyn Fn(Out<'_>) -> Result<(), outage_core::json::Full>) -> Option<usize> {
+/// `req`'s body about `s` written into `tx`: its length, or `None` if it
+/// does not fit.
+pub(crate) fn body(tx: &mut [u8], req: Request, s: &Subject<'_>) -> Option<usize> {
     let mut c = Cursor::new(tx);
-    write(&mut |piece| c.put(piece)).ok()?;
+    req.write_body(s, &mut |piece| c.put(piece)).ok()?;
     Some(c.len())
-}
-
-/// `{"worker_id":…}` into `tx`.
-pub(crate) fn claim_body(tx: &mut [u8], worker_id: &str) -> Option<usize> {
-    into(tx, &|out| body::claim(worker_id, out))
-}
-
-/// `{"status":…}` or `{"status":…,"error":…}` into `tx`.
-pub(crate) fn status_body(tx: &mut [u8], update: &StatusUpdate<'_>) -> Option<usize> {
-    into(tx, &|out| body::status(update, out))
-}
-
-/// `{"category":…,"name":…,"schema":<raw>,"worker_id":…}` into `tx`.
-pub(crate) fn registration_body(tx: &mut [u8], job: &Job<'_>, worker_id: &str) -> Option<usize> {
-    into(tx, &|out| {
-        body::registration(job.category, job.name, job.schema.as_bytes(), worker_id, out)
-    })
 }
 
 #[cfg(test)]
@@ -112,58 +78,23 @@ pub(crate) mod tests {
     use super::*;
 
     #[test]
-    fn registration_bodies() {
-        let mut tx = [0u8; 200];
-        let job = Job {
-            room: "@global",
-            category: "modifiers",
-            name: "E\"x",
-            schema: r#"{"type":"object"}"#,
+    fn bodies_fit_their_buffer_or_are_refused() {
+        let mut tx = [0u8; 40];
+        let s = Subject {
+            worker_id: "w-1",
+            ..Subject::default()
         };
-        let n = registration_body(&mut tx, &job, "w-1").unwrap();
-        assert_eq!(
-            core::str::from_utf8(&tx[..n]).unwrap(),
-            r#"{"category":"modifiers","name":"E\"x","schema":{"type":"object"},"worker_id":"w-1"}"#
-        );
-        let mut small = [0u8; 10];
-        assert_eq!(registration_body(&mut small, &job, "w-1"), None);
-    }
-
-    #[test]
-    fn claim_and_status_bodies() {
-        let mut tx = [0u8; 80];
-        let n = claim_body(&mut tx, "w-1").unwrap();
+        let n = body(&mut tx, Request::Claim, &s).unwrap();
         assert_eq!(&tx[..n], br#"{"worker_id":"w-1"}"#);
-        let update = StatusUpdate {
-            status: TaskStatus::Failed,
-            error: Some("bad \"input\""),
-        };
-        let n = status_body(&mut tx, &update).unwrap();
-        assert_eq!(&tx[..n], br#"{"status":"failed","error":"bad \"input\""}"#);
-        let update = StatusUpdate {
-            status: TaskStatus::Running,
-            error: None,
-        };
-        let n = status_body(&mut tx, &update).unwrap();
-        assert_eq!(&tx[..n], br#"{"status":"running"}"#);
-        assert_eq!(status_body(&mut tx[..10], &update), None);
+        assert_eq!(body(&mut tx[..10], Request::Claim, &s), None);
+        assert_eq!(body(&mut tx, Request::Heartbeat, &s), Some(0));
     }
 
-    #[test]
-    fn task_answers() {
-        let body = br#"{"id":"t","status":"running","worker_id":"w\u002d1","error":null}"#;
-        let (status, worker) = task_info(body).unwrap();
-        assert_eq!((status, worker.as_deref()), (TaskStatus::Running, Some("w-1")));
-        let (_, worker) = task_info(br#"{"status":"failed","worker_id":null}"#).unwrap();
-        assert_eq!(worker, None);
-        assert_eq!(
-            task_info(br#"{"status":"done"}"#),
-            Err(Failure::MalformedResponse)
-        );
-        assert_eq!(
-            task_info(br#"{"status":"failed","worker_id":7}"#),
-            Err(Failure::MalformedResponse)
-        );
+    /// A claim answer read by the core and kept.
+    fn take_task(answer: &[u8], payload: &mut [u8]) -> Result<Option<Held>, Failure> {
+        outage_core::protocol::body::claimed(answer)?
+            .map(|t| hold(t, payload))
+            .transpose()
     }
 
     const CLAIM: &[u8] = br#"{"task":{"id":"ef81d82c-0cdb-4b06-a3d4-e4df27161b69","job_name":"@global:modifiers:E\"x","room_id":"r\\x","status":"claimed","created_at":"2026-11-23T23:02:16","worker_id":"w","error":null,"payload":{"a":[1,-0.0,"\u0000"],"s":"}\"]"},"queue_position":null}}"#;

@@ -1,18 +1,18 @@
-//! Typed calls of the zndraw-joblib worker API over the [`Http`] seam.
-//! Bodies are written and answers read by the core
-//! ([`outage_core::protocol::body`], the device's encoding too); this
-//! module only owns the strings.
+//! The zndraw-joblib worker API over the [`Http`] seam: one exchange of a
+//! request's route and body, and the login. What each request's route,
+//! body and answer are is the core's ([`outage_core::call`], the device's
+//! too); this module only owns the strings.
 
 use std::time::Duration as StdDuration;
 
 use outage_core::json::{Full, unescape};
-use outage_core::protocol::body::{self, Detail, Out};
-use outage_core::protocol::{Route, StatusUpdate, TaskStatus};
+use outage_core::protocol::Route;
+use outage_core::protocol::body::{self, Claimed, Detail, Out};
 use outage_core::{Config, Endpoint, Failure, Request as CoreRequest};
 use serde_json::value::RawValue;
 
 use crate::http::{Http, HttpError, Outgoing, Response};
-use crate::job::{Job, Task};
+use crate::job::Task;
 
 /// A failed API call: the core's [`Failure`] plus the server's words, if any.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -101,9 +101,10 @@ impl<H: Http> Api<H> {
         }
     }
 
-    /// One exchange of `req` on `route`; an answer `req` does not accept is
-    /// an [`ApiError`] with the server's `detail`.
-    async fn call(
+    /// One exchange of `req` on `route` (its body the core's
+    /// [`CoreRequest::write_body`]); an answer `req` does not accept is an
+    /// [`ApiError`] with the server's `detail`.
+    pub(crate) async fn call(
         &self,
         req: CoreRequest,
         route: Route<'_>,
@@ -161,34 +162,6 @@ impl<H: Http> Api<H> {
         }
     }
 
-    /// `POST /workers`: a new worker's id.
-    pub async fn create_worker(&self) -> Result<String, ApiError> {
-        let route = Route::CreateWorker;
-        let resp = self.call(CoreRequest::CreateWorker, route, None).await?;
-        body::worker_id(&resp.body)
-            .ok()
-            .and_then(text)
-            .ok_or_else(|| self.malformed(route.endpoint()))
-    }
-
-    /// `PUT /rooms/{room}/jobs` linking `job` to `worker_id`.
-    pub async fn register_job(&self, job: &Job, worker_id: &str) -> Result<(), ApiError> {
-        let route = Route::RegisterJob { room: &job.room };
-        let schema = serde_json::to_vec(&job.schema).expect("a JSON value serialises");
-        let body = written(|out| body::registration(&job.category, &job.name, &schema, worker_id, out));
-        self.call(CoreRequest::RegisterJob(0), route, Some(&body))
-            .await
-            .map(drop)
-    }
-
-    /// `POST /tasks/claim`.
-    pub async fn claim(&self, worker_id: &str) -> Result<Option<Task>, ApiError> {
-        let route = Route::Claim;
-        let body = written(|out| body::claim(worker_id, out));
-        let resp = self.call(CoreRequest::Claim, route, Some(&body)).await?;
-        parse_claim(&resp.body).map_err(|_| self.malformed(route.endpoint()))
-    }
-
     /// `POST /v1/auth/jwt/login` (ZnDraw's login: a form with `username`
     /// and `password`): on success the new token is in use.
     pub async fn login(&self, user: &str, password: &str) -> Result<(), ApiError> {
@@ -226,53 +199,10 @@ impl<H: Http> Api<H> {
     pub fn set_token(&self, token: &str) {
         self.token.set(token);
     }
-
-    /// `GET /tasks/{id}`: the task's state, and whether `worker_id` holds it.
-    pub async fn get_task(&self, task_id: &str, worker_id: &str) -> Result<outage_core::TaskState, ApiError> {
-        let route = Route::GetTask { task_id };
-        let resp = self.call(CoreRequest::GetTask, route, None).await?;
-        let (status, holder) = task_state(&resp.body).ok_or_else(|| self.malformed(route.endpoint()))?;
-        Ok(outage_core::TaskState {
-            status,
-            ours: holder.as_deref() == Some(worker_id),
-        })
-    }
-
-    /// `PATCH /tasks/{id}`.
-    pub async fn set_status(
-        &self,
-        task_id: &str,
-        status: TaskStatus,
-        error: Option<&str>,
-    ) -> Result<(), ApiError> {
-        let route = Route::TaskStatus { task_id };
-        let body = written(|out| body::status(&StatusUpdate { status, error }, out));
-        let resp = self.call(CoreRequest::Update(status), route, Some(&body)).await?;
-        // The server answers with the updated task. An answer that does not
-        // say so cannot prove the update applied: report it unreadable, and
-        // the core sends it again (a 409 then is checked with a GET).
-        match task_state(&resp.body) {
-            Some((now, _)) if now == status => Ok(()),
-            _ => Err(self.malformed(route.endpoint())),
-        }
-    }
-
-    /// `PATCH /workers/{id}`.
-    pub async fn heartbeat(&self, worker_id: &str) -> Result<(), ApiError> {
-        let route = Route::Heartbeat { worker_id };
-        self.call(CoreRequest::Heartbeat, route, None).await.map(drop)
-    }
-
-    /// `DELETE /workers/{id}` (`req`: the current id's disconnect, or an
-    /// old id's retirement).
-    pub async fn disconnect(&self, req: CoreRequest, worker_id: &str) -> Result<(), ApiError> {
-        let route = Route::Disconnect { worker_id };
-        self.call(req, route, None).await.map(drop)
-    }
 }
 
 /// A body the core writes, in a `Vec` (which never runs out of room).
-fn written(write: impl FnOnce(Out<'_>) -> Result<(), Full>) -> Vec<u8> {
+pub(crate) fn written(write: impl FnOnce(Out<'_>) -> Result<(), Full>) -> Vec<u8> {
     let mut v = Vec::new();
     let _ = write(&mut |piece| {
         v.extend_from_slice(piece);
@@ -283,21 +213,11 @@ fn written(write: impl FnOnce(Out<'_>) -> Result<(), Full>) -> Vec<u8> {
 
 /// A JSON string the core's readers found, unescaped (into as many bytes
 /// as it has: unescaping never grows it).
-fn text(value: &[u8]) -> Option<String> {
+pub(crate) fn text(value: &[u8]) -> Option<String> {
     let mut out = vec![0; value.len()];
     let n = unescape(value, &mut out)?;
     out.truncate(n);
     String::from_utf8(out).ok()
-}
-
-/// A task's state and holder, as `GET`/`PATCH /tasks/{id}` answer.
-fn task_state(answer: &[u8]) -> Option<(TaskStatus, Option<String>)> {
-    let (status, holder) = body::task(answer).ok()?;
-    let holder = match holder {
-        None => None,
-        Some(h) => Some(text(h)?),
-    };
-    Some((status, holder))
 }
 
 /// The `detail` of a problem+json answer, if the body is one: its text,
@@ -312,18 +232,23 @@ pub fn problem_detail(answer: &[u8]) -> Option<String> {
 /// A claim answer: `{"task": null}` or the task, its payload the exact
 /// text the server sent (it must be one JSON value: a [`Task`]'s payload
 /// is read typed later).
-pub fn parse_claim(answer: &[u8]) -> Result<Option<Task>, Failure> {
+#[cfg(test)]
+fn parse_claim(answer: &[u8]) -> Result<Option<Task>, Failure> {
+    body::claimed(answer)?.map(task).transpose()
+}
+
+/// A claimed task as the host keeps it: its names unescaped, its payload
+/// the exact text the server sent (it must be one JSON value: a [`Task`]'s
+/// payload is read typed later).
+pub(crate) fn task(t: Claimed<'_>) -> Result<Task, Failure> {
     let bad = Failure::MalformedResponse;
-    let Some(t) = body::claimed(answer)? else {
-        return Ok(None);
-    };
     let payload = std::str::from_utf8(t.payload).map_err(|_| bad)?;
-    Ok(Some(Task {
+    Ok(Task {
         id: text(t.id).ok_or(bad)?,
         job_name: text(t.job_name).ok_or(bad)?,
         room_id: text(t.room_id).ok_or(bad)?,
         payload: RawValue::from_string(payload.to_owned()).map_err(|_| bad)?,
-    }))
+    })
 }
 
 #[cfg(test)]

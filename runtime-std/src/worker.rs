@@ -1,6 +1,7 @@
 //! The host worker's I/O for [`outage_core::driver::drive`] (which
-//! [`crate::Worker`] runs on a thread of its own): surf for the requests,
-//! the application's handlers for the tasks.
+//! [`crate::Worker`] runs on a thread of its own): surf for the requests
+//! (each one's id, route, body and answer the core's
+//! [`outage_core::call`]), the application's handlers for the tasks.
 //!
 //! Everything here is I/O and storage: every decision (what to send when,
 //! what an answer means, the grace of a stop, whether to delete the worker)
@@ -12,6 +13,7 @@ use std::time::{Duration as StdDuration, Instant as StdInstant};
 
 use async_std::channel::{Receiver, Sender};
 use futures_lite::FutureExt;
+use outage_core::call::{self, Answer, Subject, WhichId};
 use outage_core::driver::{Io, TaskNames};
 use outage_core::{
     Clock, Config, Control, Event, Failure, Instant, NO_HANDLER_ERROR, Reply, Request, SHUTDOWN_ERROR,
@@ -19,7 +21,7 @@ use outage_core::{
 };
 
 use crate::StdClock;
-use crate::api::{Api, ApiError, SharedToken};
+use crate::api::{self, Api, ApiError, SharedToken, text, written};
 use crate::deadline::Deadlines;
 use crate::http::Http;
 use crate::job::Task;
@@ -121,51 +123,79 @@ impl<H: Http> Shared<H> {
     }
 
     async fn exchange(&self, lane: &mut Slot, req: Request) -> Result<Reply, ApiError> {
-        let api = &self.api;
-        let task_id = lane.task.as_ref().map_or("", |t| t.id.as_str());
-        let id = |pick: fn(&Ids) -> &String| pick(&lock(&self.ids)).clone();
-        match req {
-            Request::Login => {
-                self.renew().await?;
-                // The new token's remaining life, if it is a JWT: the core
-                // renews it ahead of its expiry.
-                let token = self.api.token().get();
-                let unix_now_ms = std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map_or(0, |d| d.as_millis() as u64);
-                let exp_ms = outage_core::jwt::expires_at(&token).map(|s| s.saturating_mul(1000));
-                return Ok(match exp_ms {
-                    Some(exp) if exp > unix_now_ms => Reply::Renewed {
-                        valid_for: outage_core::Duration::from_millis(exp - unix_now_ms),
-                    },
-                    _ => Reply::Done,
-                });
+        if req == Request::Login {
+            self.renew().await?;
+            // The new token's remaining life, if it is a JWT: the core
+            // renews it ahead of its expiry.
+            let token = self.api.token().get();
+            let unix_now_ms = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as u64);
+            let exp_ms = outage_core::jwt::expires_at(&token).map(|s| s.saturating_mul(1000));
+            return Ok(match exp_ms {
+                Some(exp) if exp > unix_now_ms => Reply::Renewed {
+                    valid_for: outage_core::Duration::from_millis(exp - unix_now_ms),
+                },
+                _ => Reply::Done,
+            });
+        }
+        // The worker id the request names (the core's rule), its job and
+        // the held task: what the core writes its route and body from.
+        let id = {
+            let ids = lock(&self.ids);
+            match req.names_id() {
+                Some(WhichId::Pending) => ids.pending.clone(),
+                Some(WhichId::Old) => ids.old.clone(),
+                _ => ids.current.clone(),
             }
-            Request::CreateWorker => {
-                let created = api.create_worker().await?;
+        };
+        let (job, schema) = match req {
+            Request::RegisterJob(n) => {
+                let (job, _) = self.jobs.get(usize::from(n)).ok_or_else(|| local(req))?;
+                (
+                    Some(job),
+                    serde_json::to_string(&job.schema).expect("a JSON value serialises"),
+                )
+            }
+            _ => (None, String::new()),
+        };
+        let job = job.map(|j| call::Job {
+            room: &j.room,
+            category: &j.category,
+            name: &j.name,
+            schema: &schema,
+        });
+        let s = Subject {
+            worker_id: &id,
+            task_id: lane.task.as_ref().map_or("", |t| t.id.as_str()),
+            job: job.as_ref(),
+            error: lane
+                .outcome
+                .as_ref()
+                .and_then(|o| o.as_ref().err())
+                .map(String::as_str),
+        };
+        let route = req.route(&s).map_err(|_| local(req))?;
+        let body = req.has_body().then(|| written(|out| req.write_body(&s, out)));
+        let resp = self.api.call(req, route, body.as_deref()).await?;
+        let malformed = |failure| ApiError {
+            endpoint: req.endpoint(),
+            failure,
+            detail: None,
+        };
+        let answer = req.read(&resp.body, &id).map_err(malformed)?;
+        match answer {
+            Answer::Created(raw) => {
+                let created = text(raw).ok_or(malformed(Failure::MalformedResponse))?;
                 lock(&self.ids).pending = created;
             }
-            Request::RegisterJob(n) => match self.jobs.get(usize::from(n)) {
-                Some((job, _)) => api.register_job(job, &id(|i| &i.pending)).await?,
-                None => return Err(local(req)),
-            },
-            Request::Heartbeat => api.heartbeat(&id(|i| &i.current)).await?,
-            Request::Claim => {
-                lane.task = api.claim(&id(|i| &i.current)).await?;
+            Answer::Claimed(task) => {
+                lane.task = task.map(api::task).transpose().map_err(malformed)?;
                 lane.outcome = None;
-                return Ok(Reply::Claimed(lane.task.is_some()));
             }
-            Request::Update(status) => {
-                let error = lane.outcome.as_ref().and_then(|o| o.as_ref().err());
-                api.set_status(task_id, status, error.map(String::as_str)).await?
-            }
-            Request::GetTask => {
-                return api.get_task(task_id, &id(|i| &i.current)).await.map(Reply::Task);
-            }
-            Request::Retire => api.disconnect(req, &id(|i| &i.old)).await?,
-            Request::Disconnect => api.disconnect(req, &id(|i| &i.current)).await?,
+            Answer::Done | Answer::Task(_) => {}
         }
-        Ok(Reply::Done)
+        Ok(answer.reply())
     }
 
     /// Renew the credentials: log in again, or read the token file again.
