@@ -20,13 +20,17 @@
 //!
 //! # Design
 //!
-//! * **Why this crate.** The WebSocket layer is `async-tungstenite` with its
-//!   `async-std-runtime` feature (and nothing else: no TLS, no
-//!   `futures-util` sink): it runs on the async-std executor this crate
-//!   already uses, so there is no second runtime (no tokio), and its
-//!   `tungstenite` core is the widely used WebSocket implementation, so the
-//!   handshake and framing are not ours to get wrong. The Engine.IO and
-//!   Socket.IO layers on top are small text protocols, written here.
+//! * **Why this crate.** The WebSocket framing is `async-tungstenite`
+//!   without any of its features (no handshake, no TLS, no runtime, no
+//!   `futures-util` sink), over our own stream: it runs on the async-std
+//!   executor this crate already uses, so there is no second runtime (no
+//!   tokio), and its `tungstenite` core is the widely used WebSocket
+//!   implementation, so the framing is not ours to get wrong. The opening
+//!   handshake is the core's codec (`outage_core::wire::websocket`: the
+//!   request written and the `101` read and checked as every other HTTP
+//!   head, so `httparse` is not in the graph), over the same TCP and TLS
+//!   as the REST client. The Engine.IO and Socket.IO layers on top are
+//!   small text protocols, written here.
 //! * **What is implemented.** Engine.IO v4 over a direct WebSocket
 //!   (`/socket.io/?EIO=4&transport=websocket`, no polling first): the open
 //!   packet, ping → pong, the server's close packet, and the liveness rule of
@@ -73,8 +77,8 @@ use async_std::net::TcpStream;
 use async_tungstenite::WebSocketStream;
 
 use crate::tls::MaybeTls;
-use async_tungstenite::tungstenite::client::IntoClientRequest;
 use async_tungstenite::tungstenite::error::ProtocolError;
+use async_tungstenite::tungstenite::protocol::Role;
 use async_tungstenite::tungstenite::{Error as WsError, Message};
 use futures_lite::StreamExt;
 use outage_core::Event;
@@ -222,10 +226,6 @@ fn ws_error(e: WsError) -> PushError {
         WsError::Protocol(ProtocolError::ResetWithoutClosingHandshake) => {
             PushError::Closed(CloseReason::Reset)
         }
-        WsError::Http(response) => match response.status().as_u16() {
-            404 => PushError::NoSocketIo,
-            status => PushError::Http { status },
-        },
         other => PushError::Protocol(other.to_string()),
     }
 }
@@ -418,8 +418,6 @@ fn encode_room_event(event: &str, ack: u64, job_name: &str, worker_id: &str) -> 
 /// Where to connect, from `http[s]://host[:port][/path]`.
 #[derive(Debug, PartialEq)]
 struct Target {
-    /// `ws[s]://host:port/path/socket.io/?EIO=4&transport=websocket`
-    ws_url: String,
     /// `wss://` (TLS, [`crate::tls`]), from an `https://` URL.
     tls: bool,
     /// The host alone, for TLS's certificate check.
@@ -430,6 +428,8 @@ struct Target {
     authority: String,
     /// `/path/socket.io/?EIO=4&transport=polling`
     polling_path: String,
+    /// `/path/socket.io/?EIO=4&transport=websocket`
+    ws_path: String,
 }
 
 fn websocket_url(base_url: &str) -> Result<Target, PushError> {
@@ -466,14 +466,13 @@ fn websocket_url(base_url: &str) -> Result<Target, PushError> {
         authority
     };
     let path = path.trim_end_matches('/');
-    let scheme = if tls { "wss" } else { "ws" };
     Ok(Target {
-        ws_url: format!("{scheme}://{authority}{path}/socket.io/?EIO=4&transport=websocket"),
         tls,
         host: host.trim_start_matches('[').trim_end_matches(']').to_owned(),
         addr,
         authority: authority.to_owned(),
         polling_path: format!("{path}/socket.io/?EIO=4&transport=polling"),
+        ws_path: format!("{path}/socket.io/?EIO=4&transport=websocket"),
     })
 }
 
@@ -481,16 +480,38 @@ fn websocket_url(base_url: &str) -> Result<Target, PushError> {
 /// server serve Engine.IO at all? (A WebSocket upgrade to a path without a
 /// WebSocket route gets 403 from Starlette and others, not 404.)
 async fn polling_status(target: &Target) -> io::Result<u16> {
+    let tcp = open(target).await?;
+    let (head, _, _) = exchange_head(
+        tcp,
+        target,
+        &target.polling_path,
+        &[(b"Connection", b"close")],
+        false,
+    )
+    .await?;
+    Ok(head.status)
+}
+
+/// Sends a `GET` of `path` with `headers` on `stream` and reads the
+/// answer's head: the head, its bytes, and the stream with the bytes read
+/// after the head. The request is written and the answer read by the
+/// core's codec ([`outage_core::wire`]), as every other exchange: one
+/// framing in the tree.
+async fn exchange_head(
+    mut stream: Stream,
+    target: &Target,
+    path: &str,
+    headers: &[(&[u8], &[u8])],
+    upgrade: bool,
+) -> io::Result<(outage_core::wire::Head, Vec<u8>, Upgraded)> {
     use futures_lite::{AsyncReadExt, AsyncWriteExt};
     use outage_core::wire::{self, Limits, Read, Reader, RequestHead};
-    let mut tcp = open(target).await?;
-    // The request is the core's, as every other (one framing in the tree).
     let head = RequestHead {
         method: "GET",
-        target: wire::Target::Raw(target.polling_path.as_bytes()),
+        target: wire::Target::Raw(path.as_bytes()),
         host: target.authority.as_bytes(),
         bearer: None,
-        headers: &[(b"Connection", b"close")],
+        headers,
         body_len: 0,
     };
     let mut request = Vec::new();
@@ -498,27 +519,138 @@ async fn polling_status(target: &Target) -> io::Result<u16> {
         request.extend_from_slice(piece);
         Ok(())
     });
-    tcp.write_all(&request).await?;
-    tcp.flush().await?;
-    // Only the status is wanted: read until the core's reader has the head.
-    let mut reader = Reader::new(Limits {
-        head: 4096,
+    stream.write_all(&request).await?;
+    stream.flush().await?;
+    let reader = Reader::new(Limits {
+        head: 8192,
         body: usize::MAX,
     });
-    let mut head = Vec::new();
-    let mut buf = [0u8; 512];
+    let mut reader = if upgrade { reader.for_upgrade() } else { reader };
+    let mut got = Vec::new();
+    let mut buf = [0u8; 1024];
     let bad = |_| io::Error::new(io::ErrorKind::InvalidData, "not an HTTP response");
+    // The reader uses no byte until it has the whole head.
     loop {
-        let (used, read) = reader.feed(&head).map_err(bad)?;
-        match read {
-            Read::Head(h) => return Ok(h.status),
-            _ => head.drain(..used),
-        };
-        let n = tcp.read(&mut buf).await?;
+        if let (used, Read::Head(h)) = reader.feed(&got).map_err(bad)? {
+            let rest = got.split_off(used);
+            let head = got.split_off(used - h.len);
+            return Ok((
+                h,
+                head,
+                Upgraded {
+                    early: rest,
+                    at: 0,
+                    inner: stream,
+                },
+            ));
+        }
+        let n = stream.read(&mut buf).await?;
         if n == 0 {
             return Err(bad(wire::Error::Closed));
         }
-        head.extend_from_slice(&buf[..n]);
+        got.extend_from_slice(&buf[..n]);
+    }
+}
+
+/// The WebSocket opening handshake on `stream` (RFC 6455 §4.1, the core's
+/// [`outage_core::wire::websocket`]): the stream once the server switched,
+/// [`PushError::NoSocketIo`] for a 404, [`PushError::Http`] for an
+/// answer of another status,
+/// [`PushError::Protocol`] for a `101` that does not accept this key.
+async fn upgrade(target: &Target, stream: Stream) -> Result<Upgraded, PushError> {
+    use outage_core::wire::websocket;
+    let key = websocket::key(nonce());
+    let headers = websocket::headers(&key);
+    let (head, bytes, stream) = exchange_head(stream, target, &target.ws_path, &headers, true)
+        .await
+        .map_err(|e| match e.kind() {
+            io::ErrorKind::InvalidData => PushError::Protocol(format!("the WebSocket upgrade's answer: {e}")),
+            io::ErrorKind::ConnectionReset | io::ErrorKind::BrokenPipe | io::ErrorKind::UnexpectedEof => {
+                PushError::Closed(CloseReason::Reset)
+            }
+            _ => PushError::Io(e),
+        })?;
+    match head.status {
+        101 => {}
+        404 => return Err(PushError::NoSocketIo),
+        status => return Err(PushError::Http { status }),
+    }
+    websocket::switched(head.status, &bytes, &key)
+        .map_err(|_| PushError::Protocol("the server's 101 does not accept this WebSocket key".into()))?;
+    Ok(stream)
+}
+
+/// A `Sec-WebSocket-Key`'s nonce: 16 bytes no other connection uses (RFC
+/// 6455 asks for a random one; it proves the server read this request,
+/// it guards nothing: TLS does).
+fn nonce() -> [u8; 16] {
+    use std::hash::{BuildHasher, Hasher};
+    static COUNT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let mut out = [0u8; 16];
+    for half in out.chunks_mut(8) {
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_u64(COUNT.fetch_add(1, std::sync::atomic::Ordering::Relaxed));
+        h.write_u128(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos()),
+        );
+        half.copy_from_slice(&h.finish().to_le_bytes());
+    }
+    out
+}
+
+/// The push connection's stream after the upgrade: the bytes read with
+/// the `101` head (the server's first frames may come in its packet)
+/// first, then the connection.
+struct Upgraded {
+    early: Vec<u8>,
+    at: usize,
+    inner: Stream,
+}
+
+impl futures_lite::AsyncRead for Upgraded {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut [u8],
+    ) -> std::task::Poll<io::Result<usize>> {
+        let this = &mut *self;
+        if this.at < this.early.len() {
+            let n = buf.len().min(this.early.len() - this.at);
+            buf[..n].copy_from_slice(&this.early[this.at..this.at + n]);
+            this.at += n;
+            if this.at == this.early.len() {
+                this.early = Vec::new();
+                this.at = 0;
+            }
+            return std::task::Poll::Ready(Ok(n));
+        }
+        std::pin::Pin::new(&mut this.inner).poll_read(cx, buf)
+    }
+}
+
+impl futures_lite::AsyncWrite for Upgraded {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<io::Result<usize>> {
+        std::pin::Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_close(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_close(cx)
     }
 }
 
@@ -550,7 +682,7 @@ enum Incoming {
 
 /// A connected Socket.IO push socket. See the [module docs](self).
 pub struct Push {
-    ws: WebSocketStream<Stream>,
+    ws: WebSocketStream<Upgraded>,
     sid: String,
     ping_interval: Duration,
     ping_timeout: Duration,
@@ -611,20 +743,16 @@ impl Push {
                 waiting_for: "the connection",
             })?
             .map_err(PushError::Connect)?;
-        let request = target.ws_url.as_str().into_client_request().map_err(ws_error)?;
         let limits = async_tungstenite::tungstenite::protocol::WebSocketConfig::default()
             .max_message_size(Some(max_message))
             .max_frame_size(Some(max_message));
-        let upgraded = timeout(
-            left(),
-            async_tungstenite::client_async_with_config(request, tcp, Some(limits)),
-        )
-        .await
-        .map_err(|_| PushError::Timeout {
-            waiting_for: "the WebSocket upgrade",
-        })?;
-        let mut ws = match upgraded.map_err(ws_error) {
-            Ok((ws, _)) => ws,
+        let upgraded = timeout(left(), upgrade(&target, tcp))
+            .await
+            .map_err(|_| PushError::Timeout {
+                waiting_for: "the WebSocket upgrade",
+            })?;
+        let stream = match upgraded {
+            Ok(stream) => stream,
             // Refused upgrade: is there an Engine.IO endpoint at all?
             Err(PushError::Http { status }) => {
                 let probed = timeout(left(), polling_status(&target)).await;
@@ -635,6 +763,7 @@ impl Push {
             }
             Err(e) => return Err(e),
         };
+        let mut ws = WebSocketStream::from_raw_socket(stream, Role::Client, Some(limits)).await;
         // The open packet (possibly after noops).
         let open = timeout(left(), async {
             loop {
@@ -935,7 +1064,7 @@ impl Push {
 
 /// The next text frame, `None` for other frames (WebSocket pings are
 /// answered by tungstenite), an error for the end of the connection.
-async fn read_text(ws: &mut WebSocketStream<Stream>) -> Result<Option<String>, PushError> {
+async fn read_text(ws: &mut WebSocketStream<Upgraded>) -> Result<Option<String>, PushError> {
     match ws.next().await {
         None => Err(PushError::Closed(CloseReason::Reset)),
         Some(Err(e)) => Err(ws_error(e)),
@@ -1049,39 +1178,54 @@ mod tests {
         );
     }
 
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig { cases: outage_core::fuzz::cases(std::env::var("OUTAGE_FUZZ_CASES").ok().as_deref(), 2_000), ..Default::default() })]
+
+        /// The core's `Sec-WebSocket-Accept` (its SHA-1 and base64) is
+        /// tungstenite's, for any nonce and any key text.
+        #[test]
+        fn websocket_keys_are_accepted_as_tungstenite_accepts_them(
+            nonce in proptest::prelude::any::<[u8; 16]>(),
+            text in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..200),
+        ) {
+            use async_tungstenite::tungstenite::handshake::derive_accept_key;
+            use outage_core::wire::websocket::{accept, key};
+            let k = key(nonce);
+            proptest::prop_assert_eq!(accept(&k).to_vec(), derive_accept_key(&k).into_bytes());
+            proptest::prop_assert_eq!(accept(&text).to_vec(), derive_accept_key(&text).into_bytes());
+        }
+    }
+
     #[test]
     fn urls() {
         let ws = |u: &str| websocket_url(u).map_err(|e| e.to_string());
         assert_eq!(
             ws("http://127.0.0.1:8765").unwrap(),
             Target {
-                ws_url: "ws://127.0.0.1:8765/socket.io/?EIO=4&transport=websocket".into(),
                 tls: false,
                 host: "127.0.0.1".into(),
                 addr: "127.0.0.1:8765".into(),
                 authority: "127.0.0.1:8765".into(),
                 polling_path: "/socket.io/?EIO=4&transport=polling".into(),
+                ws_path: "/socket.io/?EIO=4&transport=websocket".into(),
             }
         );
         assert_eq!(
             ws("http://example.invalid/zndraw/").unwrap(),
             Target {
-                ws_url: "ws://example.invalid/zndraw/socket.io/?EIO=4&transport=websocket".into(),
                 tls: false,
                 host: "example.invalid".into(),
                 addr: "example.invalid:80".into(),
                 authority: "example.invalid".into(),
                 polling_path: "/zndraw/socket.io/?EIO=4&transport=polling".into(),
+                ws_path: "/zndraw/socket.io/?EIO=4&transport=websocket".into(),
             }
         );
         assert_eq!(ws("http://[::1]:9").unwrap().addr, "[::1]:9");
         assert_eq!(ws("http://[::1]").unwrap().addr, "[::1]:80");
         // https: wss, on 443 unless told, the host alone for TLS.
         let t = ws("https://zndraw.example/p").unwrap();
-        assert_eq!(
-            t.ws_url,
-            "wss://zndraw.example/p/socket.io/?EIO=4&transport=websocket"
-        );
+        assert_eq!(t.ws_path, "/p/socket.io/?EIO=4&transport=websocket");
         assert_eq!(
             (t.tls, t.host.as_str(), t.addr.as_str()),
             (true, "zndraw.example", "zndraw.example:443")

@@ -14,12 +14,17 @@
 //!   framing, `Retry-After`, whether the connection may be reused), a run
 //!   of body bytes (a range of the input, decoded if chunked) or the end.
 //!   It follows RFC 9112: interim `1xx` heads are skipped (a `101` is
-//!   refused: the worker never asks to switch), the whole head — interim
+//!   refused unless the request was an upgrade: `Reader::for_upgrade`),
+//!   the whole head — interim
 //!   ones included — is bounded, `Content-Length` and `Transfer-Encoding`
 //!   together are refused (§6.3: how responses are smuggled), a body is
 //!   framed by `Content-Length`, `chunked` or the end of the connection
 //!   (§6.3 rules 1–8), and the body is bounded.
 //!
+//! - `websocket` (with the `push` feature) is the client's side of the
+//!   WebSocket opening handshake (RFC 6455 §4.1): the key, the request's
+//!   headers, the check of the `101` (the host's push connection is
+//!   opened with it).
 //! - [`request_head`] reads a request head by the same rules, for the one
 //!   server a host runs (its metrics endpoint).
 //!
@@ -29,6 +34,8 @@
 mod chunked;
 mod request;
 mod response;
+#[cfg(feature = "push")]
+pub mod websocket;
 
 pub use request::{Cursor, Full, RequestHead, Target, content_length, is_own_header};
 pub use response::{

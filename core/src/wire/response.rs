@@ -152,6 +152,11 @@ pub struct Reader {
     limits: Limits,
     /// The answer to a `HEAD`: no body whatever the head says.
     no_body: bool,
+    /// The answer to a WebSocket upgrade: a `101` is final (only with the
+    /// `push` feature: a device never upgrades, and its reader carries
+    /// none of it).
+    #[cfg(feature = "push")]
+    upgrade: bool,
 }
 
 impl Reader {
@@ -165,6 +170,8 @@ impl Reader {
             body: 0,
             limits,
             no_body: false,
+            #[cfg(feature = "push")]
+            upgrade: false,
         }
     }
 
@@ -172,6 +179,25 @@ impl Reader {
     pub const fn for_head_request(mut self) -> Reader {
         self.no_body = true;
         self
+    }
+
+    /// The same, for the answer to a WebSocket upgrade
+    /// ([`super::websocket`]): a `101` is then the final head, with no
+    /// body and not reusable (the bytes after it are the new protocol's:
+    /// the response is done); any other answer is read as usual. (With the
+    /// `push` feature, which the push connection needs.)
+    #[cfg(feature = "push")]
+    pub const fn for_upgrade(mut self) -> Reader {
+        self.upgrade = true;
+        self
+    }
+
+    /// Is a `101` final ([`Reader::for_upgrade`])?
+    const fn upgrade(&self) -> bool {
+        #[cfg(feature = "push")]
+        return self.upgrade;
+        #[cfg(not(feature = "push"))]
+        false
     }
 
     /// Has any byte of the response been fed? (A connection failing before
@@ -267,7 +293,7 @@ impl Reader {
                 return Err(Error::HeadTooLarge);
             }
             self.scan = HeadEnd::new();
-            let Some(mut head) = parse(&rest[..n], self.no_body)? else {
+            let Some(mut head) = parse(&rest[..n], self.no_body, self.upgrade())? else {
                 // An interim `1xx`: skipped, counted against the limit.
                 self.interim += n;
                 at += n;
@@ -359,7 +385,7 @@ pub(crate) fn is_tchar(b: u8) -> bool {
 
 /// The next item of a comma-separated header value from `rest` on,
 /// trimmed (empty ones skipped); `rest` moved past it.
-fn item<'a>(rest: &mut &'a [u8]) -> Option<&'a [u8]> {
+pub(super) fn item<'a>(rest: &mut &'a [u8]) -> Option<&'a [u8]> {
     while !rest.is_empty() {
         let buf = *rest;
         let n = buf.iter().position(|&b| b == b',').unwrap_or(buf.len());
@@ -422,8 +448,9 @@ fn headers(mut lines: &[u8], mut f: impl FnMut(&[u8], &[u8]) -> Result<(), Error
 }
 
 /// Parses one complete head (`buf` ends with its empty line): `None` for
-/// an interim `1xx`.
-fn parse(buf: &[u8], no_body: bool) -> Result<Option<Head>, Error> {
+/// an interim `1xx` (a `101` is final if `upgrade`, else refused).
+#[cfg_attr(not(feature = "push"), allow(unused_variables))]
+fn parse(buf: &[u8], no_body: bool, upgrade: bool) -> Result<Option<Head>, Error> {
     let bad = Error::Malformed;
     let mut lines = buf;
     // `HTTP/1.x 200 reason`, the reason optional.
@@ -445,7 +472,21 @@ fn parse(buf: &[u8], no_body: bool) -> Result<Option<Head>, Error> {
         _ => return Err(bad),
     }
     match code {
-        101 => return Err(bad), // the worker never asks to switch
+        // Only an upgrade asks to switch: then the head is final, its
+        // header lines checked as any, and what follows is not HTTP.
+        #[cfg(feature = "push")]
+        101 if upgrade => {
+            headers(lines, |_, _| Ok(()))?;
+            return Ok(Some(Head {
+                status: 101,
+                http11,
+                framing: Framing::Empty,
+                retry_after: None,
+                reusable: false,
+                len: buf.len(),
+            }));
+        }
+        101 => return Err(bad),
         100..=599 => {}
         _ => return Err(bad),
     }

@@ -14,7 +14,7 @@ const LIMITS: Limits = Limits {
 fn head(bytes: &[u8]) -> Result<Option<Head>, Error> {
     let mut end = HeadEnd::new();
     let n = end.find(bytes).expect("a complete head");
-    parse(&bytes[..n], false)
+    parse(&bytes[..n], false, false)
 }
 
 fn final_head(bytes: &[u8]) -> Head {
@@ -127,7 +127,7 @@ fn final_heads_give_their_framing_and_reuse() {
     assert_eq!(h.framing, Framing::Empty);
 
     let bytes = b"HTTP/1.1 200 OK\r\nContent-Length: 99\r\n\r\n";
-    let h = parse(bytes, true).unwrap().unwrap();
+    let h = parse(bytes, true, false).unwrap().unwrap();
     assert_eq!(h.framing, Framing::Empty, "no body after HEAD");
 
     let h = final_head(b"HTTP/1.1 200 OK\r\nContent-Length: 99999999999999999999999\r\n\r\n");
@@ -381,6 +381,46 @@ fn bytes_after_a_response_are_left_unused() {
         (body.as_slice(), &input[used..]),
         (&b"ok"[..], &b"HTTP/1.1 200 OK\r\n"[..])
     );
+}
+
+#[cfg(feature = "push")]
+#[test]
+fn an_upgrade_ends_at_its_101_and_leaves_the_new_protocol_unused() {
+    let key = super::super::websocket::key(*b"the sample nonce");
+    let input = b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n\x81\x020{";
+    let mut r = Reader::new(LIMITS).for_upgrade();
+    let (used, read) = r.feed(input).unwrap();
+    let Read::Head(h) = read else { panic!("a head") };
+    assert_eq!((h.status, h.framing, h.reusable), (101, Framing::Empty, false));
+    assert_eq!(
+        &input[used..],
+        b"\x81\x020{",
+        "the first frame is the WebSocket's"
+    );
+    assert!(r.is_done());
+    let head = &input[used - h.len..used];
+    assert_eq!(super::super::websocket::switched(h.status, head, &key), Ok(()));
+    // A refused upgrade is an answer as any other; without `for_upgrade`
+    // a 101 is refused.
+    let refused = b"HTTP/1.1 400 Bad Request\r\nContent-Length: 2\r\n\r\nno";
+    let mut r = Reader::new(LIMITS).for_upgrade();
+    let (_, read) = r.feed(refused).unwrap();
+    assert!(matches!(
+        read,
+        Read::Head(Head {
+            status: 400,
+            framing: Framing::Length(2),
+            ..
+        })
+    ));
+    let mut r = Reader::new(LIMITS);
+    assert_eq!(r.feed(input), Err(Error::Malformed));
+    // Interim heads before the 101 are still skipped.
+    let mut r = Reader::new(LIMITS).for_upgrade();
+    let (_, read) = r
+        .feed(b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 101 Switching Protocols\r\n\r\n")
+        .unwrap();
+    assert!(matches!(read, Read::Head(Head { status: 101, .. })));
 }
 
 #[test]
