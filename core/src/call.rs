@@ -181,9 +181,14 @@ impl Request {
                 match self {
                     Request::Update(new) if new != status => return Err(BAD),
                     Request::Update(_) => Answer::Done,
+                    // A holder that is not a valid string says nothing
+                    // about whose the task is: unreadable, not "not ours".
                     _ => Answer::Task(TaskState {
                         status,
-                        ours: holder.is_some_and(|h| string_is(h, our_id)),
+                        ours: match holder {
+                            Some(h) => string_is(h, our_id).ok_or(BAD)?,
+                            None => false,
+                        },
                     }),
                 }
             }
@@ -337,6 +342,8 @@ mod tests {
         let none = br#"{"status":"pending","worker_id":null}"#;
         assert_eq!(get.read(none, s.worker_id), state(TaskStatus::Pending, false));
         assert_eq!(get.read(br#"{"worker_id":"w-1"}"#, s.worker_id), Err(BAD));
+        let broken = br#"{"status":"running","worker_id":"w\x"}"#;
+        assert_eq!(get.read(broken, s.worker_id), Err(BAD), "an unreadable holder");
         assert_eq!(
             get.read(running, s.worker_id).map(|a| a.reply()),
             Ok(Reply::Task(TaskState {

@@ -234,21 +234,20 @@ pub fn unescape(value: &[u8], out: &mut [u8]) -> Option<usize> {
 
 /// Is the JSON string `value` (with its quotes), unescaped, `s`? Compared
 /// as it is read, without a buffer (so an id the server escaped matches
-/// the id it stands for, of any length); `false` if `value` is not a
-/// valid string.
-pub fn string_is(value: &[u8], s: &str) -> bool {
-    let Some(mut chars) = Unescaped::new(value) else {
-        return false;
-    };
-    let mut rest = s.as_bytes();
+/// the id it stands for, of any length); `None` if `value` is not a valid
+/// string (bad escapes, raw control bytes, not UTF-8), as [`unescape`]
+/// would refuse it.
+pub fn string_is(value: &[u8], s: &str) -> Option<bool> {
+    // Escapes are ASCII: the text is UTF-8 if its raw bytes are.
+    core::str::from_utf8(value).ok()?;
+    let mut chars = Unescaped::new(value)?;
+    let mut rest = Some(s.as_bytes());
     let mut buf = [0u8; 4];
     while let Some(len) = chars.next(&mut buf) {
-        match len.and_then(|len| rest.strip_prefix(&buf[..len])) {
-            Some(r) => rest = r,
-            None => return false,
-        }
+        let len = len?;
+        rest = rest.and_then(|r| r.strip_prefix(&buf[..len]));
     }
-    rest.is_empty()
+    Some(rest.is_some_and(<[u8]>::is_empty))
 }
 
 fn hex4(digits: &[u8]) -> Option<u32> {
@@ -383,22 +382,36 @@ mod tests {
         );
         let back: heapless::String<32> = string(&out).unwrap();
         assert_eq!(back, "a\"b\\c\n\u{1}é\t\u{8}\u{c}\r\u{1f}");
-        assert!(string_is(br#""a\"b\u00e9\ud83d\ude00""#, "a\"bé😀"));
-        assert!(string_is(br#""w\u002d1""#, "w-1"), "an escaped id is the id");
-        assert!(string_is(br#""""#, ""));
+        assert_eq!(string_is(br#""a\"b\u00e9\ud83d\ude00""#, "a\"bé😀"), Some(true));
+        assert_eq!(
+            string_is(br#""w\u002d1""#, "w-1"),
+            Some(true),
+            "an escaped id is the id"
+        );
+        assert_eq!(string_is(br#""""#, ""), Some(true));
         for (value, s) in [
             (&br#""w-1""#[..], "w-12"),
             (br#""w-12""#, "w-1"),
             (br#""w-2""#, "w-1"),
-            (br#""\x""#, "\\x"),
-            (b"w-1", "w-1"),
-            (br#""w-1"#, "w-1"),
+            (br#""\\x""#, "\\\\x"),
         ] {
-            assert!(
-                !string_is(value, s),
+            assert_eq!(
+                string_is(value, s),
+                Some(false),
                 "{:?} is not {s:?}",
                 core::str::from_utf8(value)
             );
+        }
+        // Not a string: refused, however it would compare.
+        for value in [
+            &b"w-1"[..],
+            br#""w-1"#,
+            br#""w\x1""#,
+            br#""w-1\ud800""#,
+            b"\"w-1\xff\"",
+        ] {
+            assert_eq!(string_is(value, "w-1"), None, "{value:?}");
+            assert_eq!(string_is(value, "x"), None, "{value:?}");
         }
         assert_eq!(written("", 2).unwrap(), b"\"\"");
         assert_eq!(written("ab", 3), Err(Full));
