@@ -466,14 +466,25 @@ fn websocket_url(base_url: &str) -> Result<Target, PushError> {
         authority
     };
     let path = path.trim_end_matches('/');
-    Ok(Target {
+    let target = Target {
         tls,
         host: host.trim_start_matches('[').trim_end_matches(']').to_owned(),
         addr,
         authority: authority.to_owned(),
         polling_path: format!("{path}/socket.io/?EIO=4&transport=polling"),
         ws_path: format!("{path}/socket.io/?EIO=4&transport=websocket"),
-    })
+    };
+    // The core's rule for a head that can be written as it says (no
+    // space, CR, LF or NUL in the host or path).
+    if ![&target.ws_path, &target.polling_path]
+        .iter()
+        .all(|path| target.get(path, &[]).is_valid())
+    {
+        return Err(PushError::InvalidUrl(
+            "it must not have spaces or control characters",
+        ));
+    }
+    Ok(target)
 }
 
 /// The status of `GET <polling path>` on a fresh connection: does the
@@ -488,8 +499,46 @@ async fn polling_status(target: &Target) -> io::Result<u16> {
         &[(b"Connection", b"close")],
         false,
     )
-    .await?;
+    .await
+    .map_err(HeadError::into_io)?;
     Ok(head.status)
+}
+
+/// Why [`exchange_head`] has no head.
+#[derive(Debug)]
+enum HeadError {
+    /// Reading or writing the connection failed (TLS included).
+    Io(io::Error),
+    /// The bytes are not a response's head, or the connection ended
+    /// before the head did (the core's reader says which).
+    Wire(outage_core::wire::Error),
+}
+
+impl HeadError {
+    fn into_io(self) -> io::Error {
+        match self {
+            HeadError::Io(e) => e,
+            HeadError::Wire(e) => io::Error::new(io::ErrorKind::InvalidData, e.failure().to_string()),
+        }
+    }
+}
+
+impl Target {
+    /// The head of a `GET` of `path` on this target, with `headers`.
+    fn get<'a>(
+        &'a self,
+        path: &'a str,
+        headers: &'a [(&'a [u8], &'a [u8])],
+    ) -> outage_core::wire::RequestHead<'a> {
+        outage_core::wire::RequestHead {
+            method: "GET",
+            target: outage_core::wire::Target::Raw(path.as_bytes()),
+            host: self.authority.as_bytes(),
+            bearer: None,
+            headers,
+            body_len: 0,
+        }
+    }
 }
 
 /// Sends a `GET` of `path` with `headers` on `stream` and reads the
@@ -503,35 +552,39 @@ async fn exchange_head(
     path: &str,
     headers: &[(&[u8], &[u8])],
     upgrade: bool,
-) -> io::Result<(outage_core::wire::Head, Vec<u8>, Upgraded)> {
+) -> Result<(outage_core::wire::Head, Vec<u8>, Upgraded), HeadError> {
     use futures_lite::{AsyncReadExt, AsyncWriteExt};
-    use outage_core::wire::{self, Limits, Read, Reader, RequestHead};
-    let head = RequestHead {
-        method: "GET",
-        target: wire::Target::Raw(path.as_bytes()),
-        host: target.authority.as_bytes(),
-        bearer: None,
-        headers,
-        body_len: 0,
-    };
+    use outage_core::wire::{Limits, Read, Reader};
+    let head = target.get(path, headers);
+    if !head.is_valid() {
+        // `websocket_url` refuses such a URL; never write a head that
+        // could carry a second one.
+        let e = io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "a request head that cannot be written",
+        );
+        return Err(HeadError::Io(e));
+    }
     let mut request = Vec::new();
     let _ = head.write(&mut |piece: &[u8]| {
         request.extend_from_slice(piece);
         Ok(())
     });
-    stream.write_all(&request).await?;
-    stream.flush().await?;
+    stream.write_all(&request).await.map_err(HeadError::Io)?;
+    stream.flush().await.map_err(HeadError::Io)?;
     let reader = Reader::new(Limits {
         head: 8192,
         body: usize::MAX,
     });
     let mut reader = if upgrade { reader.for_upgrade() } else { reader };
+    // The bytes received and not used by the reader yet: it uses interim
+    // `1xx` heads as it skips them, and keeps its place in a partial head
+    // (it scans each byte once), so what it used is dropped here.
     let mut got = Vec::new();
     let mut buf = [0u8; 1024];
-    let bad = |_| io::Error::new(io::ErrorKind::InvalidData, "not an HTTP response");
-    // The reader uses no byte until it has the whole head.
     loop {
-        if let (used, Read::Head(h)) = reader.feed(&got).map_err(bad)? {
+        let (used, read) = reader.feed(&got).map_err(HeadError::Wire)?;
+        if let Read::Head(h) = read {
             let rest = got.split_off(used);
             let head = got.split_off(used - h.len);
             return Ok((
@@ -544,9 +597,15 @@ async fn exchange_head(
                 },
             ));
         }
-        let n = stream.read(&mut buf).await?;
+        got.drain(..used);
+        let n = stream.read(&mut buf).await.map_err(HeadError::Io)?;
         if n == 0 {
-            return Err(bad(wire::Error::Closed));
+            return Err(HeadError::Wire(
+                reader
+                    .finish()
+                    .err()
+                    .unwrap_or(outage_core::wire::Error::Truncated),
+            ));
         }
         got.extend_from_slice(&buf[..n]);
     }
@@ -555,20 +614,26 @@ async fn exchange_head(
 /// The WebSocket opening handshake on `stream` (RFC 6455 §4.1, the core's
 /// [`outage_core::wire::websocket`]): the stream once the server switched,
 /// [`PushError::NoSocketIo`] for a 404, [`PushError::Http`] for an
-/// answer of another status,
-/// [`PushError::Protocol`] for a `101` that does not accept this key.
+/// answer of another status, [`PushError::Closed`] if the connection
+/// ended before the answer's head did, [`PushError::Protocol`] for an
+/// answer that is not HTTP or a `101` that does not accept this key.
 async fn upgrade(target: &Target, stream: Stream) -> Result<Upgraded, PushError> {
-    use outage_core::wire::websocket;
+    use outage_core::wire::{Error, websocket};
     let key = websocket::key(nonce());
     let headers = websocket::headers(&key);
     let (head, bytes, stream) = exchange_head(stream, target, &target.ws_path, &headers, true)
         .await
-        .map_err(|e| match e.kind() {
-            io::ErrorKind::InvalidData => PushError::Protocol(format!("the WebSocket upgrade's answer: {e}")),
-            io::ErrorKind::ConnectionReset | io::ErrorKind::BrokenPipe | io::ErrorKind::UnexpectedEof => {
-                PushError::Closed(CloseReason::Reset)
+        .map_err(|e| match e {
+            HeadError::Wire(Error::Closed | Error::Truncated) => PushError::Closed(CloseReason::Reset),
+            HeadError::Wire(e) => {
+                PushError::Protocol(format!("the WebSocket upgrade's answer: {}", e.failure()))
             }
-            _ => PushError::Io(e),
+            HeadError::Io(e) => match e.kind() {
+                io::ErrorKind::ConnectionReset | io::ErrorKind::BrokenPipe | io::ErrorKind::UnexpectedEof => {
+                    PushError::Closed(CloseReason::Reset)
+                }
+                _ => PushError::Io(e),
+            },
         })?;
     match head.status {
         101 => {}
@@ -1236,6 +1301,12 @@ mod tests {
         assert!(ws("http://").is_err());
         assert!(ws("http://u:p@h:1").is_err());
         assert!(ws("http://h:1/?x=1").is_err());
+        for bad in ["http://h/a b", "http://h/a\r\nX: 1", "http://h\n/", "http://h/\0"] {
+            assert!(
+                matches!(websocket_url(bad), Err(PushError::InvalidUrl(_))),
+                "{bad:?}"
+            );
+        }
     }
 
     // -- against a scripted server on loopback ---------------------------
@@ -1462,8 +1533,79 @@ mod tests {
     /// A plain HTTP server answering each of its connections in turn with
     /// one of `statuses`; returns the base URL and, at the end, the request
     /// lines it saw.
+    /// Writes each piece on its own, a pause after each: a client reads
+    /// them apart.
+    async fn write_apart(tcp: &mut TcpStream, pieces: &[&[u8]]) {
+        use async_std::io::WriteExt;
+        for piece in pieces {
+            tcp.write_all(piece).await.unwrap();
+            tcp.flush().await.unwrap();
+            task::sleep(Duration::from_millis(30)).await;
+        }
+    }
+
+    /// A request's head, read from `tcp`.
+    async fn read_head(tcp: &mut TcpStream) -> String {
+        use async_std::io::ReadExt;
+        let mut head = Vec::new();
+        let mut byte = [0u8; 1];
+        // Byte by byte: nothing after the head is taken.
+        while !head.ends_with(b"\r\n\r\n") {
+            let n = tcp.read(&mut byte).await.unwrap();
+            assert!(n > 0, "request cut short");
+            head.push(byte[0]);
+        }
+        String::from_utf8(head).unwrap()
+    }
+
+    /// An interim `100`, then a `101` split inside a header line, then the
+    /// server's first frame in the `101`'s last packet: the upgrade reads
+    /// through all of it and the session starts.
+    #[test]
+    fn an_interim_head_and_a_101_over_several_reads() {
+        task::block_on(async {
+            let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let url = format!("http://{}", listener.local_addr().unwrap());
+            let server = task::spawn(async move {
+                let (mut tcp, _) = listener.accept().await.unwrap();
+                let head = read_head(&mut tcp).await;
+                let key = head
+                    .lines()
+                    .find_map(|l| l.strip_prefix("Sec-WebSocket-Key: "))
+                    .expect("a key");
+                let accept = outage_core::wire::websocket::accept(key.as_bytes());
+                let switched = format!(
+                    "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {}\r\n\r\n",
+                    std::str::from_utf8(&accept).unwrap()
+                );
+                let open = open(25_000, 20_000);
+                // The open packet as an unmasked text frame (< 126 bytes).
+                let mut frame = vec![0x81, u8::try_from(open.len()).unwrap()];
+                frame.extend_from_slice(open.as_bytes());
+                let (first, last) = switched.as_bytes().split_at(40);
+                let last = [last, &frame].concat();
+                write_apart(&mut tcp, &[b"HTTP/1.1 100 Continue\r\n\r\n", first, &last]).await;
+                let mut ws = WebSocketStream::from_raw_socket(tcp, Role::Server, None).await;
+                expect(&mut ws, &format!(r#"40{{"token":"{TOKEN}"}}"#)).await;
+                send(&mut ws, r#"40{"sid":"S1"}"#).await;
+                send(&mut ws, "41").await;
+                let _ = timeout(Duration::from_secs(5), ws.next()).await;
+            });
+            let mut push = Push::connect(&url, TOKEN, Duration::from_secs(10)).await.unwrap();
+            assert_eq!(push.sid(), "S1");
+            assert_eq!(push.ping_interval(), Duration::from_secs(25));
+            let err = push.next().await.unwrap_err();
+            assert!(
+                matches!(err, PushError::Closed(CloseReason::ServerDisconnect)),
+                "{err}"
+            );
+            drop(push);
+            server.await;
+        });
+    }
+
     async fn http_server(statuses: &'static [u16]) -> (String, task::JoinHandle<Vec<String>>) {
-        use async_std::io::{ReadExt, WriteExt};
+        use async_std::io::ReadExt;
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
         let handle = task::spawn(async move {
@@ -1484,7 +1626,16 @@ mod tests {
                     "HTTP/1.1 {status} X\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
                     body.len()
                 );
-                tcp.write_all(reply.as_bytes()).await.unwrap();
+                // An interim head first, then the answer over two reads.
+                write_apart(
+                    &mut tcp,
+                    &[
+                        b"HTTP/1.1 100 Continue\r\n\r\n",
+                        &reply.as_bytes()[..20],
+                        &reply.as_bytes()[20..],
+                    ],
+                )
+                .await;
             }
             seen
         });

@@ -52,17 +52,24 @@ pub fn headers(key: &[u8; 24]) -> [(&'static [u8], &[u8]); 4] {
 /// [`Error::Malformed`] otherwise (an answer of another status is the
 /// caller's to report as that status).
 pub fn switched(status: u16, head: &[u8], key: &[u8; 24]) -> Result<(), Error> {
-    let (mut upgrade, mut connection, mut accepted) = (false, false, false);
+    // `Upgrade` and `Sec-WebSocket-Accept` are single values: a second
+    // line of either is refused, not read as the last one wins
+    // (`Connection` is a list, its lines join).
+    let (mut upgrade, mut connection, mut accepted) = (None, false, None);
+    let once = |seen: &mut Option<bool>, now: bool| match seen.replace(now) {
+        None => Ok(()),
+        Some(_) => Err(Error::Malformed),
+    };
     for (name, value) in header_lines(head) {
         if name.eq_ignore_ascii_case(b"upgrade") {
-            upgrade = value.eq_ignore_ascii_case(b"websocket");
+            once(&mut upgrade, value.eq_ignore_ascii_case(b"websocket"))?;
         } else if name.eq_ignore_ascii_case(b"connection") {
             let mut items = value;
             while let Some(t) = item(&mut items) {
                 connection |= t.eq_ignore_ascii_case(b"upgrade");
             }
         } else if name.eq_ignore_ascii_case(b"sec-websocket-accept") {
-            accepted = value == accept(key);
+            once(&mut accepted, value == accept(key))?;
         } else if name.eq_ignore_ascii_case(b"sec-websocket-extensions")
             || name.eq_ignore_ascii_case(b"sec-websocket-protocol")
         {
@@ -70,7 +77,7 @@ pub fn switched(status: u16, head: &[u8], key: &[u8; 24]) -> Result<(), Error> {
             return Err(Error::Malformed);
         }
     }
-    if status == 101 && upgrade && connection && accepted {
+    if status == 101 && upgrade == Some(true) && connection && accepted == Some(true) {
         Ok(())
     } else {
         Err(Error::Malformed)
@@ -213,9 +220,21 @@ mod tests {
             b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nSec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n",
             b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n",
             b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\nSec-WebSocket-Extensions: permessage-deflate\r\n\r\n",
+            // A second accept or upgrade line, the right one first or last.
+            b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\nSec-WebSocket-Accept: x\r\n\r\n",
+            b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: x\r\nSec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n",
+            b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n",
         ] {
-            assert_eq!(switched(101, bad, &key), Err(Error::Malformed));
+            assert_eq!(
+                switched(101, bad, &key),
+                Err(Error::Malformed),
+                "{:?}",
+                core::str::from_utf8(bad)
+            );
         }
+        // `Connection` is a list: its lines join.
+        let split = b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: keep-alive\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n";
+        assert_eq!(switched(101, split, &key), Ok(()));
         let sent = headers(&key);
         assert_eq!(
             sent[3],

@@ -421,6 +421,30 @@ fn an_upgrade_ends_at_its_101_and_leaves_the_new_protocol_unused() {
         .feed(b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 101 Switching Protocols\r\n\r\n")
         .unwrap();
     assert!(matches!(read, Read::Head(Head { status: 101, .. })));
+    // Over reads: the interim head is used as it is skipped, the partial
+    // final head is not; the caller drops what was used and feeds the rest
+    // with what comes next, at every split.
+    let stream =
+        b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\r\n\x81";
+    let interim = b"HTTP/1.1 100 Continue\r\n\r\n".len();
+    for split in 0..stream.len() - 1 {
+        let mut r = Reader::new(LIMITS).for_upgrade();
+        let (used, read) = r.feed(&stream[..split]).unwrap();
+        assert_eq!(read, Read::More, "split at {split}");
+        assert_eq!(
+            used,
+            if split >= interim { interim } else { 0 },
+            "split at {split}"
+        );
+        let rest = &stream[used..];
+        let (n, read) = r.feed(rest).unwrap();
+        let Read::Head(h) = read else {
+            panic!("the 101 at split {split}")
+        };
+        assert_eq!(h.status, 101);
+        assert_eq!(&rest[n..], b"\x81", "split at {split}");
+        assert_eq!(&rest[n - h.len..n], &stream[interim..stream.len() - 1]);
+    }
 }
 
 #[test]
