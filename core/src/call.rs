@@ -3,7 +3,10 @@
 //! says. A runtime fills a [`Subject`] from its storage (the ids, the held
 //! task, its jobs), sends `route` with `body`, and hands the answer to
 //! [`Request::read`]; it keeps what the [`Answer`] points at and replies
-//! with [`Answer::reply`]. No rule about a request is left to a runtime.
+//! with [`Answer::reply`]. No rule about a job-API request is left to a
+//! runtime; a login ([`Request::Login`]) is sent by each runtime from
+//! [`crate::protocol::LOGIN_PATH`] and [`crate::protocol::write_login_form`],
+//! and its token read with [`crate::protocol::body::access_token`].
 //!
 //! ```
 //! use outage_core::call::{Answer, Subject, WhichId};
@@ -103,12 +106,13 @@ impl Answer<'_> {
 const BAD: Failure = Failure::MalformedResponse;
 
 impl Request {
-    /// The worker id it names, if any: a registration the pending id, a
-    /// retirement the old id, a login none, every other request the
-    /// current id.
+    /// The worker id its route, body or answer uses, if any: a
+    /// registration the pending id, a retirement the old id; a login, a
+    /// creation (the server names the new id) and a status update (its
+    /// route names the task) none; every other request the current id.
     pub const fn names_id(self) -> Option<WhichId> {
         match self {
-            Request::Login => None,
+            Request::Login | Request::CreateWorker | Request::Update(_) => None,
             Request::RegisterJob(_) => Some(WhichId::Pending),
             Request::Retire => Some(WhichId::Old),
             _ => Some(WhichId::Current),
@@ -249,7 +253,7 @@ mod tests {
         let s = subject();
         let expect: [(Option<WhichId>, Result<&str, Local>, &str); 11] = [
             (None, Err(Local::Encoding), ""),
-            (Some(WhichId::Current), Ok("POST /v1/joblib/workers"), ""),
+            (None, Ok("POST /v1/joblib/workers"), ""),
             (
                 Some(WhichId::Pending),
                 Ok("PUT /v1/joblib/rooms/r%2Fx/jobs"),
@@ -262,17 +266,17 @@ mod tests {
                 r#"{"worker_id":"w-1"}"#,
             ),
             (
-                Some(WhichId::Current),
+                None,
                 Ok("PATCH /v1/joblib/tasks/t%201"),
                 r#"{"status":"running","error":"bad \"input\""}"#,
             ),
             (
-                Some(WhichId::Current),
+                None,
                 Ok("PATCH /v1/joblib/tasks/t%201"),
                 r#"{"status":"completed","error":"bad \"input\""}"#,
             ),
             (
-                Some(WhichId::Current),
+                None,
                 Ok("PATCH /v1/joblib/tasks/t%201"),
                 r#"{"status":"failed","error":"bad \"input\""}"#,
             ),

@@ -226,7 +226,12 @@ impl<'l, 'b: 'l, T: TcpConnect, D: Dns, H: Handler> Io for Driver<'_, '_, 'l, 'b
             worker_id: &id,
             ..Subject::default()
         };
-        // The core sends heartbeats here, nothing with a body.
+        // The core sends heartbeats here: a request with a body has none
+        // to send from this path (its subject is a lane's), refused as
+        // one that cannot be encoded rather than sent empty.
+        if req.has_body() {
+            return Err(Failure::Local(Local::Encoding));
+        }
         let route = req.route(&s).map_err(Failure::Local)?;
         let span = self.call(route, req, None, rx).await?;
         req.read(&rx[span], &id).map(|a| a.reply())

@@ -22,9 +22,9 @@ pub enum Error {
     /// The connection ended inside the response (after some of its bytes).
     Truncated,
     /// Not an HTTP/1.x response this worker can read: a bad status line or
-    /// header line, a `101`, a transfer coding other than `chunked`,
-    /// `Content-Length` with `Transfer-Encoding`, conflicting lengths, a bad
-    /// chunk.
+    /// header line, a `101` not asked for (`Reader::for_upgrade`), a
+    /// transfer coding other than `chunked`, `Content-Length` with
+    /// `Transfer-Encoding`, conflicting lengths, a bad chunk.
     Malformed,
     /// The head (interim heads included), a chunked body's trailers or a
     /// chunk-size line went past its bound, or the head had more than
@@ -64,7 +64,8 @@ pub struct Limits {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub enum Framing {
-    /// No body: a `204`, a `304` or the answer to a `HEAD`.
+    /// No body: a `204`, a `304`, the answer to a `HEAD`, or a `101`
+    /// (under `Reader::for_upgrade`: what follows is the new protocol's).
     Empty,
     /// `Content-Length` bytes (saturated at `usize::MAX`: more than any
     /// limit).
@@ -78,7 +79,8 @@ pub enum Framing {
 /// A final response head.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Head {
-    /// The status code, 200–599.
+    /// The status code: 200–599, or 101 for a `Reader::for_upgrade`
+    /// the server switched.
     pub status: u16,
     /// HTTP/1.1 (else 1.0).
     pub http11: bool,
@@ -192,7 +194,7 @@ impl Reader {
         self
     }
 
-    /// Is a `101` final ([`Reader::for_upgrade`])?
+    /// Is a `101` final (`Reader::for_upgrade`)?
     const fn upgrade(&self) -> bool {
         #[cfg(feature = "push")]
         return self.upgrade;
