@@ -235,8 +235,8 @@ pub fn unescape(value: &[u8], out: &mut [u8]) -> Option<usize> {
 /// Is the JSON string `value` (with its quotes), unescaped, `s`? Compared
 /// as it is read, without a buffer (so an id the server escaped matches
 /// the id it stands for, of any length); `None` if `value` is not a valid
-/// string (bad escapes, raw control bytes, not UTF-8), as [`unescape`]
-/// would refuse it.
+/// string: bad escapes or raw control bytes, as [`unescape`] refuses
+/// them, or not UTF-8 (which [`unescape`] passes on unchecked).
 pub fn string_is(value: &[u8], s: &str) -> Option<bool> {
     // Escapes are ASCII: the text is UTF-8 if its raw bytes are.
     core::str::from_utf8(value).ok()?;

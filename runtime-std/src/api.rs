@@ -166,7 +166,7 @@ impl<H: Http> Api<H> {
     /// and `password`): on success the new token is in use.
     pub async fn login(&self, user: &str, password: &str) -> Result<(), ApiError> {
         let endpoint = Endpoint::Login;
-        let url = format!("{}/v1/auth/jwt/login", self.base);
+        let url = format!("{}{}", self.base, outage_core::protocol::LOGIN_PATH);
         let body = written(|out| outage_core::protocol::write_login_form(user, password, out));
         let req = Outgoing {
             method: outage_core::protocol::Method::Post,

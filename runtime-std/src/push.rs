@@ -481,7 +481,7 @@ fn websocket_url(base_url: &str) -> Result<Target, PushError> {
         .all(|path| target.get(path, &[]).is_valid())
     {
         return Err(PushError::InvalidUrl(
-            "it must not have spaces or control characters",
+            "it must not have spaces, line breaks or NUL",
         ));
     }
     Ok(target)
@@ -1530,9 +1530,6 @@ mod tests {
         });
     }
 
-    /// A plain HTTP server answering each of its connections in turn with
-    /// one of `statuses`; returns the base URL and, at the end, the request
-    /// lines it saw.
     /// Writes each piece on its own, a pause after each: a client reads
     /// them apart.
     async fn write_apart(tcp: &mut TcpStream, pieces: &[&[u8]]) {
@@ -1604,6 +1601,54 @@ mod tests {
         });
     }
 
+    /// An upgrade answered with `reply`, then the connection closed: a
+    /// connection that ends inside the head is closed, not a protocol
+    /// error; an answer that is not HTTP is one, told in words.
+    #[test]
+    fn an_upgrade_cut_short_or_not_http_is_told_apart() {
+        task::block_on(async {
+            for (reply, closed) in [
+                (&b""[..], true),
+                (b"HTTP/1.1 10", true),
+                (
+                    b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n",
+                    true,
+                ),
+                (b"SSH-2.0-OpenSSH_9.6\r\n\r\n", false),
+                (
+                    b"HTTP/1.1 101 Switching Protocols\r\nBad Header: x\r\n\r\n",
+                    false,
+                ),
+            ] {
+                let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+                let url = format!("http://{}", listener.local_addr().unwrap());
+                let server = task::spawn(async move {
+                    use async_std::io::WriteExt;
+                    let (mut tcp, _) = listener.accept().await.unwrap();
+                    read_head(&mut tcp).await;
+                    tcp.write_all(reply).await.unwrap();
+                });
+                let err = Push::connect(&url, TOKEN, Duration::from_secs(10))
+                    .await
+                    .unwrap_err();
+                server.await;
+                let shown = err.to_string();
+                if closed {
+                    assert!(
+                        matches!(err, PushError::Closed(CloseReason::Reset)),
+                        "{reply:?}: {shown}"
+                    );
+                } else {
+                    assert!(matches!(err, PushError::Protocol(_)), "{reply:?}: {shown}");
+                    assert!(shown.contains("Malformed response"), "{shown}");
+                }
+            }
+        });
+    }
+
+    /// A plain HTTP server answering each of its connections in turn with
+    /// one of `statuses`; returns the base URL and, at the end, the request
+    /// lines it saw.
     async fn http_server(statuses: &'static [u16]) -> (String, task::JoinHandle<Vec<String>>) {
         use async_std::io::ReadExt;
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -1631,8 +1676,10 @@ mod tests {
                     &mut tcp,
                     &[
                         b"HTTP/1.1 100 Continue\r\n\r\n",
-                        &reply.as_bytes()[..20],
-                        &reply.as_bytes()[20..],
+                        // Past the interim head's length: a reader that
+                        // lost its place would not find it again by chance.
+                        &reply.as_bytes()[..40],
+                        &reply.as_bytes()[40..],
                     ],
                 )
                 .await;

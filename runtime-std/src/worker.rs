@@ -275,6 +275,12 @@ impl<H: Http> Io for Shared<H> {
     }
 
     async fn beat(&self, _: &mut (), req: Request) -> Result<Reply, Failure> {
+        // Heartbeats and logins only (`Io::beat`): a request with a body
+        // needs a lane's task or job, and a claim answered into this empty
+        // slot would be lost, so one is refused, not sent.
+        if req.has_body() {
+            return Err(Failure::Local(outage_core::Local::Encoding));
+        }
         self.send(&mut Slot::default(), req).await
     }
 
